@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian 12: GStreamer 1.22 and its plugins, Rust (if absent), the Python
+# environment (.venv: onnxruntime, whose libonnxruntime.so the program loads, plus the test
+# references), and the tiny random-weight test models under engines/models/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(
+  build-essential pkg-config curl ca-certificates python3 python3-venv
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -f "$HOME/.cargo/env" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+if ! .venv/bin/python -c "import onnxruntime, onnx, numpy, cv2" >/dev/null 2>&1 \
+   || ! .venv/bin/pip freeze 2>/dev/null | grep -qx "onnxruntime==1.31.1"; then
+  echo "setup: creating the Python environment in .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+fi
+
+.venv/bin/python engines/generate_models.py --out engines/models --arch tiny

@@ -1,0 +1,42 @@
+//! The library's error type: one variant per way a run can fail, each with a message a user can act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("input {0}: no such file or folder")]
+    InputMissing(PathBuf),
+    #[error("input {input}: {reason}")]
+    InputInvalid { input: String, reason: String },
+    #[error("input {input}: {message}")]
+    Decode { input: String, message: String },
+    #[error("{0}")]
+    OnnxRuntimeNotFound(String),
+    #[error("model {path}: {reason}")]
+    Model { path: PathBuf, reason: String },
+    #[error("inference with {model}: {message}")]
+    Inference { model: String, message: String },
+    #[error("output {path}: {message}")]
+    Output { path: PathBuf, message: String },
+    #[error("drawing the overlay: {0}")]
+    Render(String),
+    #[error("GStreamer: {0}")]
+    Gstreamer(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! sapiens-stream: Meta's Sapiens human-vision models on live and recorded video.
+//!
+//! A frame's path, one module per stage: [`source`] decodes it, [`preprocess`] makes the model
+//! inputs, [`engine`] runs the models, [`tasks`] turns outputs into keypoints and class maps,
+//! [`render`] draws them, [`sink`] encodes the overlay video, [`publish`] writes the results, and
+//! [`metrics`] times every stage. [`pipeline`] wires them on their own threads.
+
+pub mod engine;
+pub mod error;
+pub mod frame;
+pub mod metrics;
+pub mod pipeline;
+pub mod preprocess;
+pub mod publish;
+pub mod render;
+pub mod sink;
+pub mod source;
+pub mod tasks;
+
+pub use error::{Error, Result};

@@ -1,0 +1,701 @@
+//! CPU preprocessing: a packed 8-bit frame to the planar RGB `f32` input of a Sapiens model.
+//!
+//! Two operations follow the input contract of `SAPIENS.md`:
+//! - [`StretchPlan`] stretches the whole frame to the model input (dense tasks), as
+//!   `cv2.resize(..., INTER_LINEAR)` does;
+//! - [`warp_crop`] warps one person crop with the UDP matrix (pose), as
+//!   `cv2.warpAffine(..., INTER_LINEAR, BORDER_CONSTANT, 0)` does.
+//!
+//! Both reproduce OpenCV's 8-bit fixed-point arithmetic (coefficient rounding, the 1/32 pixel
+//! coordinate grid of `warpAffine`, the rounding shifts), so the values before normalisation are
+//! bit-exact with OpenCV's `u8` output. Both are separable: a horizontal pass turns each source row
+//! it needs into three planar integer rows, a vertical pass blends two of them and writes the
+//! normalised `f32` values. Output rows are split into bands that run on rayon workers.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+/// Layout of one 8-bit packed pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Red, green, blue: 3 bytes per pixel.
+    Rgb,
+    /// Red, green, blue, alpha (ignored): 4 bytes per pixel.
+    Rgba,
+    /// Blue, green, red: 3 bytes per pixel.
+    Bgr,
+    /// Blue, green, red, alpha (ignored): 4 bytes per pixel.
+    Bgra,
+}
+
+impl PixelFormat {
+    /// Bytes of one pixel.
+    pub const fn bytes_per_pixel(self) -> usize {
+        match self {
+            Self::Rgb | Self::Bgr => 3,
+            Self::Rgba | Self::Bgra => 4,
+        }
+    }
+
+    /// Byte offsets of red, green and blue inside one pixel.
+    pub const fn rgb_offsets(self) -> [usize; 3] {
+        match self {
+            Self::Rgb | Self::Rgba => [0, 1, 2],
+            Self::Bgr | Self::Bgra => [2, 1, 0],
+        }
+    }
+}
+
+/// A borrowed packed 8-bit image; rows may be padded (`stride >= width * bytes_per_pixel`).
+#[derive(Clone, Copy, Debug)]
+pub struct ImageView<'a> {
+    /// Pixel bytes, row after row; the last row needs no padding.
+    pub data: &'a [u8],
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Bytes from the start of one row to the start of the next.
+    pub stride: usize,
+    /// Layout of each pixel.
+    pub format: PixelFormat,
+}
+
+impl<'a> ImageView<'a> {
+    /// A view of rows without padding.
+    pub fn packed(data: &'a [u8], width: usize, height: usize, format: PixelFormat) -> Self {
+        Self {
+            data,
+            width,
+            height,
+            stride: width * format.bytes_per_pixel(),
+            format,
+        }
+    }
+
+    /// The pixel bytes of row `y`, padding excluded.
+    fn row(&self, y: usize) -> &'a [u8] {
+        let start = y * self.stride;
+        &self.data[start..start + self.width * self.format.bytes_per_pixel()]
+    }
+
+    /// Panics with a clear message when the view is empty or its buffer is too short.
+    fn check(&self) {
+        let row_len = self.width * self.format.bytes_per_pixel();
+        assert!(
+            self.width > 0 && self.height > 0,
+            "image is empty ({}x{})",
+            self.width,
+            self.height
+        );
+        assert!(
+            self.stride >= row_len,
+            "stride {} is shorter than a row of {row_len} bytes",
+            self.stride
+        );
+        let needed = (self.height - 1) * self.stride + row_len;
+        assert!(
+            self.data.len() >= needed,
+            "image buffer holds {} bytes, {}x{} with stride {} needs {needed}",
+            self.data.len(),
+            self.width,
+            self.height,
+            self.stride
+        );
+    }
+}
+
+/// Per-channel `(x - mean) / std`, RGB order, on the 0..255 scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalization {
+    /// Subtracted first, per channel (R, G, B).
+    pub mean: [f32; 3],
+    /// Divided by next, per channel (R, G, B).
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    /// The Sapiens training normalisation.
+    pub const SAPIENS: Self = Self {
+        mean: [123.675, 116.28, 103.53],
+        std: [58.395, 57.12, 57.375],
+    };
+    /// No normalisation: the raw 0..255 values, for tests and dumps.
+    pub const IDENTITY: Self = Self {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+}
+
+/// Person box -> the Sapiens top-down crop: centre and size after the 1.25 padding and the aspect
+/// fix (SAPIENS.md, pose step 2). `f32` like the official codec's `float32` centre and scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoseCrop {
+    /// Crop centre, x, in frame pixels.
+    pub cx: f32,
+    /// Crop centre, y, in frame pixels.
+    pub cy: f32,
+    /// Crop width in frame pixels.
+    pub w: f32,
+    /// Crop height in frame pixels.
+    pub h: f32,
+}
+
+/// Box padding of the Sapiens pose pipeline.
+const BOX_PADDING: f32 = 1.25;
+
+impl PoseCrop {
+    /// The crop for the box `(x1, y1)-(x2, y2)` and a model input of `input_w x input_h`: the box
+    /// is padded by 1.25, then the shorter side grows until `w / h = input_w / input_h`.
+    pub fn from_box(x1: f32, y1: f32, x2: f32, y2: f32, input_w: usize, input_h: usize) -> Self {
+        let aspect = input_w as f32 / input_h as f32;
+        let mut w = (x2 - x1) * BOX_PADDING;
+        let mut h = (y2 - y1) * BOX_PADDING;
+        if w > h * aspect {
+            h = w / aspect;
+        } else {
+            w = h * aspect;
+        }
+        Self {
+            cx: (x1 + x2) * 0.5,
+            cy: (y1 + y2) * 0.5,
+            w,
+            h,
+        }
+    }
+
+    /// The UDP affine matrix that maps frame pixels to crop pixels of an `input_w x input_h`
+    /// input (SAPIENS.md, pose step 3): `sx = (input_w - 1) / w`, `sy = (input_h - 1) / h`,
+    /// `[[sx, 0, sx (w/2 - cx)], [0, sy, sy (h/2 - cy)]]`.
+    pub fn udp_matrix(&self, input_w: usize, input_h: usize) -> [[f64; 3]; 2] {
+        let (w, h) = (f64::from(self.w), f64::from(self.h));
+        let sx = (input_w as f64 - 1.0) / w;
+        let sy = (input_h as f64 - 1.0) / h;
+        [
+            [sx, 0.0, sx * (w / 2.0 - f64::from(self.cx))],
+            [0.0, sy, sy * (h / 2.0 - f64::from(self.cy))],
+        ]
+    }
+}
+
+/// One output position of a separable bilinear pass: two source indices (pixels or rows) and
+/// their fixed-point weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w0: i16,
+    w1: i16,
+}
+
+/// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
+/// Weights and intermediates fit in 16 bits, which halves the row buffers.
+trait FixedPointBilinear {
+    /// Blends two source bytes of one row into an intermediate.
+    fn horizontal(p0: u8, p1: u8, w0: i16, w1: i16) -> i16;
+    /// Blends two intermediates of adjacent rows into the final 0..=255 value.
+    fn vertical(h0: i16, h1: i16, w0: i16, w1: i16) -> f32;
+}
+
+/// `cv::resize` INTER_LINEAR on `u8`: 11-bit coefficients, and the vertical pass of its SIMD
+/// `VResizeLinearVec_32s8u` (16-bit multiply-high after a 4-bit pre-shift, rounding shift by 2).
+struct ResizeArithmetic;
+
+impl FixedPointBilinear for ResizeArithmetic {
+    #[inline(always)]
+    fn horizontal(p0: u8, p1: u8, w0: i16, w1: i16) -> i16 {
+        // OpenCV keeps the full sum but shifts it by 4 before the 16-bit vertical multiply;
+        // 255 * 2048 >> 4 fits in i16.
+        ((i32::from(p0) * i32::from(w0) + i32::from(p1) * i32::from(w1)) >> 4) as i16
+    }
+
+    #[inline(always)]
+    fn vertical(h0: i16, h1: i16, w0: i16, w1: i16) -> f32 {
+        let high = |h: i16, w: i16| (i32::from(h) * i32::from(w)) >> 16;
+        ((high(h0, w0) + high(h1, w1) + 2) >> 2).clamp(0, 255) as f32
+    }
+}
+
+/// `cv::warpAffine` INTER_LINEAR on `u8`: weights on the 1/32 pixel grid. OpenCV's 15-bit 2-D
+/// table entries are `32 (32 - a)(32 - b)` etc., so one rounding shift by 10 at the end is exact.
+struct WarpArithmetic;
+
+impl FixedPointBilinear for WarpArithmetic {
+    #[inline(always)]
+    fn horizontal(p0: u8, p1: u8, w0: i16, w1: i16) -> i16 {
+        // At most 255 * 32.
+        i16::from(p0) * w0 + i16::from(p1) * w1
+    }
+
+    #[inline(always)]
+    fn vertical(h0: i16, h1: i16, w0: i16, w1: i16) -> f32 {
+        let sum = i32::from(h0) * i32::from(w0) + i32::from(h1) * i32::from(w1);
+        ((sum + 512) >> 10) as f32
+    }
+}
+
+/// `cv::resize` coefficient scale (`INTER_RESIZE_COEF_SCALE`).
+const RESIZE_COEF_SCALE: f32 = 2048.0;
+
+/// Source position of output index `d` as `cv::resize` computes it in `f32`:
+/// `(d + 0.5) * scale - 0.5`, split into floor and fraction.
+fn resize_source_position(d: usize, scale: f64) -> (i64, f32) {
+    let position = ((d as f64 + 0.5) * scale - 0.5) as f32;
+    let floor = position.floor();
+    (floor as i64, position - floor)
+}
+
+/// The two 11-bit coefficients of a fraction, each rounded on its own as OpenCV does.
+fn resize_coefficients(fraction: f32) -> (i16, i16) {
+    (
+        ((1.0 - fraction) * RESIZE_COEF_SCALE).round_ties_even() as i16,
+        (fraction * RESIZE_COEF_SCALE).round_ties_even() as i16,
+    )
+}
+
+/// `cv::resize` scale: the inverse of `dst / src`, computed in that order.
+fn resize_scale(src_len: usize, dst_len: usize) -> f64 {
+    1.0 / (dst_len as f64 / src_len as f64)
+}
+
+/// Horizontal `cv::resize` taps: past either edge the fraction is dropped and the edge pixel taken.
+fn resize_column_taps(src_w: usize, dst_w: usize) -> Vec<Tap> {
+    let scale = resize_scale(src_w, dst_w);
+    let last = src_w as i64 - 1;
+    (0..dst_w)
+        .map(|d| {
+            let (mut sx, mut fraction) = resize_source_position(d, scale);
+            if sx < 0 {
+                (sx, fraction) = (0, 0.0);
+            }
+            if sx >= last {
+                (sx, fraction) = (last, 0.0);
+            }
+            let (w0, w1) = resize_coefficients(fraction);
+            Tap {
+                i0: sx as usize,
+                i1: (sx + 1).min(last) as usize,
+                w0,
+                w1,
+            }
+        })
+        .collect()
+}
+
+/// Vertical `cv::resize` taps: rows are clamped to the image but, unlike columns, the
+/// coefficients are kept (this changes the rounding on the edge rows).
+fn resize_row_taps(src_h: usize, dst_h: usize) -> Vec<Tap> {
+    let scale = resize_scale(src_h, dst_h);
+    let last = src_h as i64 - 1;
+    (0..dst_h)
+        .map(|d| {
+            let (sy, fraction) = resize_source_position(d, scale);
+            let (w0, w1) = resize_coefficients(fraction);
+            Tap {
+                i0: sy.clamp(0, last) as usize,
+                i1: (sy + 1).clamp(0, last) as usize,
+                w0,
+                w1,
+            }
+        })
+        .collect()
+}
+
+/// `warpAffine` fixed-point constants: coordinates carry `AB_BITS` fraction bits, sampling
+/// positions `INTER_BITS`, and `ROUND_DELTA` rounds the former to the latter.
+const AB_BITS: u32 = 10;
+const INTER_BITS: u32 = 5;
+const AB_SCALE: f64 = (1 << AB_BITS) as f64;
+const ROUND_DELTA: i64 = 1 << (AB_BITS - INTER_BITS - 1);
+const INTER_TAB_SIZE: i64 = 1 << INTER_BITS;
+
+/// `saturate_cast<int>(double)`: round half to even, saturating.
+fn round_to_int(value: f64) -> i64 {
+    i64::from(value.round_ties_even() as i32)
+}
+
+/// The output -> source map of an affine matrix without rotation or shear, inverted with the
+/// same double arithmetic as `cv::warpAffine` (which inverts the matrix it is given).
+#[derive(Clone, Copy, Debug)]
+struct AxisAlignedInverse {
+    scale_x: f64,
+    offset_x: f64,
+    scale_y: f64,
+    offset_y: f64,
+}
+
+impl AxisAlignedInverse {
+    fn of(m: &[[f64; 3]; 2]) -> Self {
+        assert!(
+            m[0][1] == 0.0 && m[1][0] == 0.0,
+            "only axis-aligned matrices are separable: {m:?}"
+        );
+        let inverse_det = 1.0 / (m[0][0] * m[1][1] - m[0][1] * m[1][0]);
+        let scale_x = m[1][1] * inverse_det;
+        let scale_y = m[0][0] * inverse_det;
+        // The zero off-diagonal terms add exact zeros to OpenCV's offsets, so they are left out.
+        Self {
+            scale_x,
+            offset_x: -scale_x * m[0][2],
+            scale_y,
+            offset_y: -scale_y * m[1][2],
+        }
+    }
+
+    /// Source x of output column `x` in 1/32 pixels: `warpAffine` rounds the row start and the
+    /// per-column step separately to 1/1024 pixel, then to the 1/32 grid.
+    fn column_position(&self, x: usize) -> i64 {
+        let row_start = round_to_int(self.offset_x * AB_SCALE) + ROUND_DELTA;
+        let step = round_to_int(self.scale_x * x as f64 * AB_SCALE);
+        (row_start + step) >> (AB_BITS - INTER_BITS)
+    }
+
+    /// Source y of output row `y` in 1/32 pixels.
+    fn row_position(&self, y: usize) -> i64 {
+        let row_start = round_to_int((self.scale_y * y as f64 + self.offset_y) * AB_SCALE);
+        (row_start + ROUND_DELTA) >> (AB_BITS - INTER_BITS)
+    }
+}
+
+/// Tap for a position on the 1/32 grid with BORDER_CONSTANT 0: a neighbour outside the source
+/// gets weight 0 (its index is clamped only to stay in bounds).
+fn warp_tap(position: i64, src_len: usize) -> Tap {
+    let index = position >> INTER_BITS;
+    let fraction = (position & (INTER_TAB_SIZE - 1)) as i16;
+    let last = src_len as i64 - 1;
+    let inside = |i: i64| (0..=last).contains(&i);
+    Tap {
+        i0: index.clamp(0, last) as usize,
+        i1: (index + 1).clamp(0, last) as usize,
+        w0: if inside(index) { 32 - fraction } else { 0 },
+        w1: if inside(index + 1) { fraction } else { 0 },
+    }
+}
+
+/// Precomputed tables for stretching a fixed source size to a fixed model input size; reused
+/// frame after frame.
+#[derive(Clone, Debug)]
+pub struct StretchPlan {
+    src_w: usize,
+    src_h: usize,
+    columns: Vec<Tap>,
+    rows: Vec<Tap>,
+}
+
+impl StretchPlan {
+    /// Tables for `src_w x src_h` -> `dst_w x dst_h`.
+    ///
+    /// # Panics
+    /// When a size is zero.
+    pub fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize) -> Self {
+        assert!(
+            src_w > 0 && src_h > 0 && dst_w > 0 && dst_h > 0,
+            "stretch sizes must be positive: {src_w}x{src_h} -> {dst_w}x{dst_h}"
+        );
+        Self {
+            src_w,
+            src_h,
+            columns: resize_column_taps(src_w, dst_w),
+            rows: resize_row_taps(src_h, dst_h),
+        }
+    }
+
+    /// Bilinear resize with `cv2.resize` INTER_LINEAR semantics (half-pixel centres, no
+    /// antialias, edge clamp), written as planar RGB `f32` NCHW slot `(x - mean) / std`;
+    /// `dst.len() == 3 * dst_w * dst_h`. Before normalisation the values equal OpenCV's.
+    ///
+    /// # Panics
+    /// When `src` is not `src_w x src_h`, its buffer is too short, or `dst` has the wrong length.
+    pub fn run(&self, src: &ImageView, dst: &mut [f32], norm: &Normalization) {
+        assert!(
+            src.width == self.src_w && src.height == self.src_h,
+            "plan is for {}x{} frames, got {}x{}",
+            self.src_w,
+            self.src_h,
+            src.width,
+            src.height
+        );
+        run_separable::<ResizeArithmetic>(src, &self.columns, &self.rows, dst, norm);
+    }
+}
+
+/// Affine warp of the crop straight into a planar RGB `f32` slot of `dst_w x dst_h`, with
+/// `cv2.warpAffine` INTER_LINEAR semantics and BORDER_CONSTANT 0 (pixels outside the frame are 0
+/// before normalisation, as OpenCV then normalises). Before normalisation the values equal
+/// OpenCV's, including its 1/32 pixel sampling grid.
+///
+/// # Panics
+/// When the crop has no positive finite size, `src` is empty or too short, the output size is
+/// zero, or `dst.len() != 3 * dst_w * dst_h`.
+pub fn warp_crop(
+    src: &ImageView,
+    crop: &PoseCrop,
+    dst: &mut [f32],
+    dst_w: usize,
+    dst_h: usize,
+    norm: &Normalization,
+) {
+    let positive = |v: f32| v.is_finite() && v > 0.0;
+    assert!(
+        positive(crop.w) && positive(crop.h),
+        "crop must have a positive size: {crop:?}"
+    );
+    src.check();
+    let inverse = AxisAlignedInverse::of(&crop.udp_matrix(dst_w, dst_h));
+    let columns: Vec<Tap> = (0..dst_w)
+        .map(|x| warp_tap(inverse.column_position(x), src.width))
+        .collect();
+    let rows: Vec<Tap> = (0..dst_h)
+        .map(|y| warp_tap(inverse.row_position(y), src.height))
+        .collect();
+    run_separable::<WarpArithmetic>(src, &columns, &rows, dst, norm);
+}
+
+/// Output bands per rayon thread: enough to balance uneven bands (rows outside the frame are
+/// cheap), few enough that the two rows each band computes first stay negligible.
+const BANDS_PER_THREAD: usize = 4;
+
+/// One horizontal pass: a source row into three planar intermediate rows (R, G, B).
+type HorizontalPass = fn(&[u8], &[Tap], &mut [i16]);
+
+/// The horizontal pass for a pixel format, monomorphised so the channel offsets are constants.
+fn horizontal_pass_for<K: FixedPointBilinear>(format: PixelFormat) -> HorizontalPass {
+    match format {
+        PixelFormat::Rgb => horizontal_pass::<K, 3, false>,
+        PixelFormat::Rgba => horizontal_pass::<K, 4, false>,
+        PixelFormat::Bgr => horizontal_pass::<K, 3, true>,
+        PixelFormat::Bgra => horizontal_pass::<K, 4, true>,
+    }
+}
+
+/// Horizontal pass for pixels of `BPP` bytes, blue first when `BGR`: each tap reads its two
+/// pixels once and writes all three planes.
+fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
+    row: &[u8],
+    columns: &[Tap],
+    out: &mut [i16],
+) {
+    let (r, b) = if BGR { (2, 0) } else { (0, 2) };
+    let (red, rest) = out.split_at_mut(columns.len());
+    let (green, blue) = rest.split_at_mut(columns.len());
+    let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
+    for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
+        let p0 = &row[tap.i0 * BPP..][..BPP];
+        let p1 = &row[tap.i1 * BPP..][..BPP];
+        *red = K::horizontal(p0[r], p1[r], tap.w0, tap.w1);
+        *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
+        *blue = K::horizontal(p0[b], p1[b], tap.w0, tap.w1);
+    }
+}
+
+/// Vertical pass of one channel of one output row, normalised. A true division, not a
+/// multiplication by `1 / std`, so the values equal NumPy's `(x - mean) / std` bit for bit.
+fn vertical_pass<K: FixedPointBilinear>(
+    upper: &[i16],
+    lower: &[i16],
+    row: &Tap,
+    mean: f32,
+    std: f32,
+    out: &mut [f32],
+) {
+    for ((value, &h0), &h1) in out.iter_mut().zip(upper).zip(lower) {
+        *value = (K::vertical(h0, h1, row.w0, row.w1) - mean) / std;
+    }
+}
+
+/// The two most recent horizontal-pass rows of one worker, tagged with their source row, so
+/// consecutive output rows reuse them.
+#[derive(Default)]
+struct RowPair {
+    rows: [Vec<i16>; 2],
+    sources: [Option<usize>; 2],
+}
+
+impl RowPair {
+    /// Forgets the previous contents and sizes the rows (allocates only when they grow).
+    fn reset(&mut self, len: usize) {
+        for row in &mut self.rows {
+            row.resize(len, 0);
+        }
+        self.sources = [None; 2];
+    }
+
+    /// The horizontal-pass rows of sources `first` and `second`, computing only missing ones.
+    fn fetch(
+        &mut self,
+        first: usize,
+        second: usize,
+        compute: impl Fn(usize, &mut [i16]),
+    ) -> (&[i16], &[i16]) {
+        if self.sources[0] != Some(first) {
+            if self.sources[1] == Some(first) {
+                self.rows.swap(0, 1);
+                self.sources.swap(0, 1);
+            } else {
+                compute(first, &mut self.rows[0]);
+                self.sources[0] = Some(first);
+            }
+        }
+        if self.sources[1] != Some(second) {
+            compute(second, &mut self.rows[1]);
+            self.sources[1] = Some(second);
+        }
+        (&self.rows[0], &self.rows[1])
+    }
+}
+
+thread_local! {
+    /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
+    static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
+}
+
+/// The separable skeleton shared by stretch and warp: bands of output rows in parallel, each
+/// band walking its rows with a [`RowPair`] cache.
+fn run_separable<K: FixedPointBilinear>(
+    src: &ImageView,
+    columns: &[Tap],
+    rows: &[Tap],
+    dst: &mut [f32],
+    norm: &Normalization,
+) {
+    src.check();
+    let (dst_w, dst_h) = (columns.len(), rows.len());
+    assert!(dst_w > 0 && dst_h > 0, "output size must be positive");
+    let plane_len = dst_w * dst_h;
+    assert_eq!(
+        dst.len(),
+        3 * plane_len,
+        "output slot must hold 3 x {dst_h} x {dst_w} values"
+    );
+    let horizontal = horizontal_pass_for::<K>(src.format);
+    let band_rows = dst_h
+        .div_ceil(rayon::current_num_threads() * BANDS_PER_THREAD)
+        .max(1);
+    let band_len = band_rows * dst_w;
+
+    let (red, rest) = dst.split_at_mut(plane_len);
+    let (green, blue) = rest.split_at_mut(plane_len);
+    red.par_chunks_mut(band_len)
+        .zip(green.par_chunks_mut(band_len))
+        .zip(blue.par_chunks_mut(band_len))
+        .enumerate()
+        .for_each(|(band, ((red, green), blue))| {
+            let band_taps = rows.iter().skip(band * band_rows);
+            ROW_PAIR.with_borrow_mut(|pair| {
+                pair.reset(3 * dst_w);
+                let out_rows = red
+                    .chunks_exact_mut(dst_w)
+                    .zip(green.chunks_exact_mut(dst_w))
+                    .zip(blue.chunks_exact_mut(dst_w));
+                for (tap, ((r, g), b)) in band_taps.zip(out_rows) {
+                    let (upper, lower) = pair.fetch(tap.i0, tap.i1, |y, out| {
+                        horizontal(src.row(y), columns, out)
+                    });
+                    let planes = upper.chunks_exact(dst_w).zip(lower.chunks_exact(dst_w));
+                    for (c, ((h0, h1), out)) in planes.zip([r, g, b]).enumerate() {
+                        vertical_pass::<K>(h0, h1, tap, norm.mean[c], norm.std[c], out);
+                    }
+                }
+            });
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_close(actual: f64, expected: f64) {
+        assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
+    }
+
+    #[test]
+    fn tall_box_grows_in_width() {
+        let crop = PoseCrop::from_box(100.0, 200.0, 300.0, 600.0, 768, 1024);
+        assert_eq!(
+            crop,
+            PoseCrop {
+                cx: 200.0,
+                cy: 400.0,
+                w: 375.0,
+                h: 500.0
+            }
+        );
+    }
+
+    #[test]
+    fn wide_box_grows_in_height() {
+        let crop = PoseCrop::from_box(0.0, 0.0, 400.0, 100.0, 768, 1024);
+        assert_eq!((crop.cx, crop.cy, crop.w), (200.0, 50.0, 500.0));
+        assert!((crop.h - 500.0 / 0.75).abs() < 1e-3);
+    }
+
+    #[test]
+    fn udp_matrix_maps_crop_corners_to_input_corners() {
+        let crop = PoseCrop::from_box(100.0, 200.0, 300.0, 600.0, 768, 1024);
+        let m = crop.udp_matrix(768, 1024);
+        assert_close(m[0][0], 767.0 / 375.0);
+        assert_close(m[1][1], 1023.0 / 500.0);
+        assert_eq!((m[0][1], m[1][0]), (0.0, 0.0));
+        // Left/top crop edge -> 0, right/bottom edge -> input size - 1.
+        assert_close(m[0][0] * (200.0 - 187.5) + m[0][2], 0.0);
+        assert_close(m[0][0] * (200.0 + 187.5) + m[0][2], 767.0);
+        assert_close(m[1][1] * (400.0 - 250.0) + m[1][2], 0.0);
+        assert_close(m[1][1] * (400.0 + 250.0) + m[1][2], 1023.0);
+    }
+
+    /// A small image whose values identify each pixel and channel.
+    fn numbered_image(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn planar(image: &[u8], w: usize, h: usize) -> Vec<f32> {
+        (0..3)
+            .flat_map(|c| (0..w * h).map(move |p| f32::from(image[p * 3 + c])))
+            .collect()
+    }
+
+    #[test]
+    fn same_size_stretch_is_exact_copy() {
+        let (w, h) = (13, 9);
+        let image = numbered_image(w, h);
+        let mut out = vec![0.0; 3 * w * h];
+        let view = ImageView::packed(&image, w, h, PixelFormat::Rgb);
+        StretchPlan::new(w, h, w, h).run(&view, &mut out, &Normalization::IDENTITY);
+        assert_eq!(out, planar(&image, w, h));
+    }
+
+    #[test]
+    fn identity_udp_warp_is_exact_copy() {
+        let (w, h) = (13, 9);
+        let image = numbered_image(w, h);
+        // sx = (w - 1) / crop.w = 1 and sx (crop.w / 2 - cx) = 0: the identity matrix.
+        let crop = PoseCrop {
+            cx: (w as f32 - 1.0) / 2.0,
+            cy: (h as f32 - 1.0) / 2.0,
+            w: w as f32 - 1.0,
+            h: h as f32 - 1.0,
+        };
+        let mut out = vec![0.0; 3 * w * h];
+        let view = ImageView::packed(&image, w, h, PixelFormat::Rgb);
+        warp_crop(&view, &crop, &mut out, w, h, &Normalization::IDENTITY);
+        assert_eq!(out, planar(&image, w, h));
+    }
+
+    #[test]
+    fn warp_taps_zero_the_weights_outside_the_source() {
+        // Position -1 + 8/32: left neighbour outside, right neighbour pixel 0.
+        let tap = warp_tap(-32 + 8, 10);
+        assert_eq!(
+            tap,
+            Tap {
+                i0: 0,
+                i1: 0,
+                w0: 0,
+                w1: 8
+            }
+        );
+        let tap = warp_tap(9 * 32 + 8, 10);
+        assert_eq!((tap.i0, tap.w0, tap.w1), (9, 24, 0));
+    }
+}

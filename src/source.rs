@@ -1,0 +1,581 @@
+//! Sources: everything a user can name with `--input` becomes a stream of RGBA [`Frame`]s.
+//! Video goes through a GStreamer pipeline built element by element (never from a parsed
+//! description, so no user string is ever interpreted as pipeline syntax) and leaves through an
+//! appsink; still images and folders of images are decoded with the `image` crate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"];
+const TEST_PATTERNS: &[&str] = &[
+    "smpte", "snow", "black", "white", "red", "green", "blue", "checkers-1", "checkers-2",
+    "checkers-4", "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut",
+    "chroma-zone-plate", "solid-color", "ball", "smpte100", "bar", "pinwheel", "spokes",
+    "gradient", "colors",
+];
+
+/// What `--input` names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputSpec {
+    File(PathBuf),
+    Uri(String),
+    Webcam(PathBuf),
+    Test(TestPattern),
+    Image(PathBuf),
+    ImageFolder(PathBuf),
+}
+
+/// `test://PATTERN?width=W&height=H&fps=F&frames=N`: GStreamer's videotestsrc.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestPattern {
+    pub pattern: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub frames: Option<u32>,
+}
+
+impl InputSpec {
+    pub fn parse(input: &str) -> Result<Self> {
+        if input == "webcam" {
+            return Ok(InputSpec::Webcam(PathBuf::from("/dev/video0")));
+        }
+        if let Some(device) = input.strip_prefix("v4l2://") {
+            let device = if device.is_empty() { "/dev/video0" } else { device };
+            return Ok(InputSpec::Webcam(PathBuf::from(device)));
+        }
+        if let Some(rest) = input.strip_prefix("test://") {
+            return TestPattern::parse(rest).map(InputSpec::Test);
+        }
+        if let Some(path) = input.strip_prefix("file://") {
+            return Self::from_path(Path::new(path));
+        }
+        if input.contains("://") {
+            return Ok(InputSpec::Uri(input.to_owned()));
+        }
+        Self::from_path(Path::new(input))
+    }
+
+    fn from_path(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::InputMissing(path.to_owned()));
+        }
+        if path.is_dir() {
+            return Ok(InputSpec::ImageFolder(path.to_owned()));
+        }
+        if has_image_extension(path) {
+            return Ok(InputSpec::Image(path.to_owned()));
+        }
+        Ok(InputSpec::File(path.to_owned()))
+    }
+
+    /// Live sources run in real time and cannot be rewound; files and images can.
+    pub fn is_live(&self) -> bool {
+        matches!(self, InputSpec::Webcam(_) | InputSpec::Uri(_))
+    }
+}
+
+impl TestPattern {
+    fn parse(rest: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InputInvalid {
+            input: format!("test://{rest}"),
+            reason,
+        };
+        let (pattern, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let pattern = if pattern.is_empty() { "smpte" } else { pattern };
+        if !TEST_PATTERNS.contains(&pattern) {
+            return Err(invalid(format!(
+                "unknown test pattern '{pattern}' (one of: {})",
+                TEST_PATTERNS.join(", ")
+            )));
+        }
+        let mut spec = TestPattern {
+            pattern: pattern.to_owned(),
+            width: 640,
+            height: 480,
+            fps: 30,
+            frames: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("'{pair}' is not key=value")))?;
+            let number: u32 = value
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(format!("{key} must be a positive integer, not '{value}'")))?;
+            match key {
+                "width" => spec.width = number,
+                "height" => spec.height = number,
+                "fps" => spec.fps = number,
+                "frames" => spec.frames = Some(number),
+                _ => return Err(invalid(format!("unknown parameter '{key}' (width, height, fps, frames)"))),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// What is known about a source once it delivered its first frame.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    pub width: usize,
+    pub height: usize,
+    /// Frames per second as a fraction; `None` for variable-rate sources.
+    pub framerate: Option<(i32, i32)>,
+    /// Expected number of frames, when the source knows it (files, images, bounded test sources).
+    pub expected_frames: Option<u64>,
+}
+
+/// A source of frames; `next_frame` returns `Ok(None)` at the end of the stream.
+pub trait FrameSource: Send {
+    fn info(&self) -> &SourceInfo;
+    fn next_frame(&mut self) -> Result<Option<Frame>>;
+}
+
+/// Opens the source and waits for its first frame, so that errors (missing codec, unreachable
+/// server, not a video) surface here with a clear message.
+pub fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Box<dyn FrameSource>> {
+    // Frames of every source live in GStreamer buffers.
+    gst::init().map_err(|e| Error::Gstreamer(e.to_string()))?;
+    match spec {
+        InputSpec::Image(path) => Ok(Box::new(ImageSource::new(vec![path.clone()], spec, options)?)),
+        InputSpec::ImageFolder(dir) => Ok(Box::new(ImageSource::new(list_images(dir)?, spec, options)?)),
+        _ => Ok(Box::new(GstSource::open(spec, options)?)),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub stream_id: u32,
+    /// How long to wait for the first frame of a network or device source.
+    pub first_frame_timeout: Duration,
+    /// Frame rate given to still images (they carry none).
+    pub image_fps: u32,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            stream_id: 0,
+            first_frame_timeout: Duration::from_secs(20),
+            image_fps: 25,
+        }
+    }
+}
+
+fn describe(spec: &InputSpec) -> String {
+    match spec {
+        InputSpec::File(p) | InputSpec::Image(p) | InputSpec::ImageFolder(p) | InputSpec::Webcam(p) => {
+            p.display().to_string()
+        }
+        InputSpec::Uri(u) => u.clone(),
+        InputSpec::Test(t) => format!("test://{}", t.pattern),
+    }
+}
+
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading folder {}", dir.display()), e))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && has_image_extension(p))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::InputInvalid {
+            input: dir.display().to_string(),
+            reason: format!("folder holds no images ({})", IMAGE_EXTENSIONS.join(", ")),
+        });
+    }
+    Ok(paths)
+}
+
+/// Still images, one frame each, timed at `image_fps`.
+struct ImageSource {
+    paths: Vec<PathBuf>,
+    next: usize,
+    info: SourceInfo,
+    stream_id: u32,
+    frame_ns: u64,
+    first: Option<Frame>,
+}
+
+impl ImageSource {
+    fn new(paths: Vec<PathBuf>, spec: &InputSpec, options: &SourceOptions) -> Result<Self> {
+        let mut source = ImageSource {
+            info: SourceInfo {
+                width: 0,
+                height: 0,
+                framerate: Some((options.image_fps as i32, 1)),
+                expected_frames: Some(paths.len() as u64),
+            },
+            paths,
+            next: 0,
+            stream_id: options.stream_id,
+            frame_ns: 1_000_000_000 / u64::from(options.image_fps.max(1)),
+            first: None,
+        };
+        let first = source.decode_next()?.ok_or_else(|| Error::InputInvalid {
+            input: describe(spec),
+            reason: "no images".into(),
+        })?;
+        source.info.width = first.width;
+        source.info.height = first.height;
+        source.first = Some(first);
+        Ok(source)
+    }
+
+    fn decode_next(&mut self) -> Result<Option<Frame>> {
+        let Some(path) = self.paths.get(self.next) else {
+            return Ok(None);
+        };
+        let image = image::open(path)
+            .map_err(|e| Error::InputInvalid {
+                input: path.display().to_string(),
+                reason: format!("cannot decode image: {e}"),
+            })?
+            .to_rgba8();
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let index = self.next as u64;
+        self.next += 1;
+        Ok(Some(Frame {
+            stream_id: self.stream_id,
+            index,
+            pts_ns: Some(index * self.frame_ns),
+            duration_ns: Some(self.frame_ns),
+            capture_time: SystemTime::now(),
+            width,
+            height,
+            stride: width * 4,
+            buffer: gst::Buffer::from_mut_slice(image.into_raw()),
+        }))
+    }
+}
+
+impl FrameSource for ImageSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        self.decode_next()
+    }
+}
+
+/// A GStreamer pipeline ending in an appsink that hands out RGBA frames.
+struct GstSource {
+    pipeline: gst::Pipeline,
+    appsink: gst_app::AppSink,
+    input: String,
+    info: SourceInfo,
+    stream_id: u32,
+    next_index: u64,
+    pending: Option<gst::Sample>,
+}
+
+const PULL_POLL: Duration = Duration::from_millis(100);
+
+impl GstSource {
+    fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Self> {
+        let input = describe(spec);
+        let (pipeline, appsink) = build_decode_pipeline(spec).map_err(|message| Error::Decode {
+            input: input.clone(),
+            message,
+        })?;
+        let mut source = GstSource {
+            pipeline,
+            appsink,
+            input,
+            info: SourceInfo {
+                width: 0,
+                height: 0,
+                framerate: None,
+                expected_frames: None,
+            },
+            stream_id: options.stream_id,
+            next_index: 0,
+            pending: None,
+        };
+        source
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| source.bus_error().unwrap_or_else(|| source.decode_error("cannot start the pipeline")))?;
+        let first = source
+            .pull(Some(Instant::now() + options.first_frame_timeout))?
+            .ok_or_else(|| source.decode_error("the input holds no video frames"))?;
+        source.describe_stream(&first, spec)?;
+        source.pending = Some(first);
+        Ok(source)
+    }
+
+    fn decode_error(&self, message: &str) -> Error {
+        Error::Decode {
+            input: self.input.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn describe_stream(&mut self, sample: &gst::Sample, spec: &InputSpec) -> Result<()> {
+        let caps = sample.caps().ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
+        let video = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| self.decode_error("decoder gave a frame with caps that are not raw video"))?;
+        self.info.width = video.width() as usize;
+        self.info.height = video.height() as usize;
+        let fps = video.fps();
+        self.info.framerate = (fps.numer() > 0).then_some((fps.numer(), fps.denom()));
+        self.info.expected_frames = match spec {
+            InputSpec::Test(t) => t.frames.map(u64::from),
+            _ => self.estimate_frames(),
+        };
+        Ok(())
+    }
+
+    fn estimate_frames(&self) -> Option<u64> {
+        let duration = self.pipeline.query_duration::<gst::ClockTime>()?;
+        let (n, d) = self.info.framerate?;
+        Some((duration.nseconds() as f64 * n as f64 / d as f64 / 1e9).round() as u64)
+    }
+
+    /// Waits for the next sample, watching the bus so that errors end the wait.
+    fn pull(&mut self, deadline: Option<Instant>) -> Result<Option<gst::Sample>> {
+        loop {
+            if let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::from_mseconds(PULL_POLL.as_millis() as u64)) {
+                return Ok(Some(sample));
+            }
+            if let Some(error) = self.bus_error() {
+                return Err(error);
+            }
+            if self.appsink.is_eos() {
+                return Ok(None);
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(self.decode_error("no video frame arrived in time (unreachable or silent source)"));
+            }
+        }
+    }
+
+    fn bus_error(&self) -> Option<Error> {
+        let bus = self.pipeline.bus()?;
+        while let Some(message) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(err) = message.view() {
+                return Some(self.decode_error(&error_line(err)));
+            }
+        }
+        None
+    }
+
+    fn frame_from_sample(&mut self, sample: gst::Sample) -> Result<Frame> {
+        let buffer = sample
+            .buffer_owned()
+            .ok_or_else(|| self.decode_error("decoder gave a sample without a buffer"))?;
+        let caps = sample.caps().ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
+        let video = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| self.decode_error("decoder gave a frame with caps that are not raw video"))?;
+        let index = self.next_index;
+        self.next_index += 1;
+        Ok(Frame {
+            stream_id: self.stream_id,
+            index,
+            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            duration_ns: buffer.duration().map(|t| t.nseconds()),
+            capture_time: SystemTime::now(),
+            width: video.width() as usize,
+            height: video.height() as usize,
+            stride: video.stride()[0] as usize,
+            buffer,
+        })
+    }
+}
+
+impl FrameSource for GstSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        let sample = match self.pending.take() {
+            Some(sample) => Some(sample),
+            None => self.pull(None)?,
+        };
+        sample.map(|s| self.frame_from_sample(s)).transpose()
+    }
+}
+
+impl Drop for GstSource {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// One line from a GStreamer error: the message, and the element that raised it.
+fn error_line(err: &gst::message::Error) -> String {
+    let origin = err
+        .src()
+        .map(|s| format!(" (from {})", s.name()))
+        .unwrap_or_default();
+    format!("{}{origin}", err.error())
+}
+
+fn make(factory: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| format!("GStreamer element '{factory}' is missing: install the GStreamer plugins (scripts/setup.sh)"))
+}
+
+/// source -> (decoder) -> videoconvert -> RGBA -> appsink
+fn build_decode_pipeline(spec: &InputSpec) -> Result<(gst::Pipeline, gst_app::AppSink), String> {
+    let pipeline = gst::Pipeline::new();
+    let convert = make("videoconvert")?;
+    convert.set_property("n-threads", 0u32);
+    let appsink = gst_app::AppSink::builder()
+        .caps(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgba).build())
+        .max_buffers(4)
+        .sync(false)
+        .build();
+    pipeline
+        .add_many([&convert, appsink.upcast_ref()])
+        .map_err(|e| e.to_string())?;
+    convert.link(&appsink).map_err(|e| e.to_string())?;
+    match spec {
+        InputSpec::File(path) => {
+            let absolute = std::path::absolute(path).map_err(|e| e.to_string())?;
+            let uri = gst::glib::filename_to_uri(absolute, None).map_err(|e| e.to_string())?;
+            add_uridecodebin(&pipeline, &convert, uri.as_str())?;
+        }
+        InputSpec::Uri(uri) => add_uridecodebin(&pipeline, &convert, uri)?,
+        InputSpec::Webcam(device) => {
+            let src = make("v4l2src")?;
+            src.set_property("device", device.to_string_lossy().as_ref());
+            let decode = make("decodebin")?;
+            pipeline.add_many([&src, &decode]).map_err(|e| e.to_string())?;
+            src.link(&decode).map_err(|e| e.to_string())?;
+            link_decoded_video(&pipeline, &decode, &convert);
+        }
+        InputSpec::Test(test) => {
+            let src = make("videotestsrc")?;
+            src.set_property_from_str("pattern", &test.pattern);
+            if let Some(frames) = test.frames {
+                src.set_property("num-buffers", frames as i32);
+            }
+            let caps = gst_video::VideoCapsBuilder::new()
+                .width(test.width as i32)
+                .height(test.height as i32)
+                .framerate(gst::Fraction::new(test.fps as i32, 1))
+                .build();
+            let filter = make("capsfilter")?;
+            filter.set_property("caps", &caps);
+            pipeline.add_many([&src, &filter]).map_err(|e| e.to_string())?;
+            gst::Element::link_many([&src, &filter, &convert]).map_err(|e| e.to_string())?;
+        }
+        InputSpec::Image(_) | InputSpec::ImageFolder(_) => unreachable!("images are decoded without GStreamer"),
+    }
+    Ok((pipeline, appsink))
+}
+
+fn add_uridecodebin(pipeline: &gst::Pipeline, convert: &gst::Element, uri: &str) -> Result<(), String> {
+    let decode = make("uridecodebin")?;
+    decode.set_property("uri", uri);
+    pipeline.add(&decode).map_err(|e| e.to_string())?;
+    link_decoded_video(pipeline, &decode, convert);
+    Ok(())
+}
+
+/// Links the first decoded video pad to `convert`; other streams (audio, subtitles) go to a
+/// fakesink so they never stall the pipeline. A source without video posts an error.
+fn link_decoded_video(pipeline: &gst::Pipeline, decode: &gst::Element, convert: &gst::Element) {
+    let pipeline_weak = pipeline.downgrade();
+    let convert_weak = convert.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        let (Some(pipeline), Some(convert)) = (pipeline_weak.upgrade(), convert_weak.upgrade()) else {
+            return;
+        };
+        let is_video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+            .unwrap_or(false);
+        let sink = convert.static_pad("sink").expect("videoconvert has a sink pad");
+        if is_video && !sink.is_linked() {
+            let _ = pad.link(&sink);
+            return;
+        }
+        discard_stream(&pipeline, pad);
+    });
+    let convert_weak = convert.downgrade();
+    decode.connect_no_more_pads(move |decode| {
+        let linked = convert_weak
+            .upgrade()
+            .and_then(|c| c.static_pad("sink"))
+            .is_some_and(|p| p.is_linked());
+        if !linked {
+            gst::element_error!(decode, gst::StreamError::WrongType, ("the input has no video stream"));
+        }
+    });
+}
+
+fn discard_stream(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).build() else {
+        return;
+    };
+    if pipeline.add(&sink).is_ok() {
+        let _ = sink.sync_state_with_parent();
+        if let Some(sink_pad) = sink.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_test_uri() {
+        let spec = InputSpec::parse("test://ball?width=320&height=240&fps=10&frames=5").unwrap();
+        assert_eq!(
+            spec,
+            InputSpec::Test(TestPattern {
+                pattern: "ball".into(),
+                width: 320,
+                height: 240,
+                fps: 10,
+                frames: Some(5)
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_pattern_and_parameters() {
+        assert!(InputSpec::parse("test://nonsense").is_err());
+        assert!(InputSpec::parse("test://ball?width=0").is_err());
+        assert!(InputSpec::parse("test://ball?depth=3").is_err());
+    }
+
+    #[test]
+    fn webcam_and_uris() {
+        assert_eq!(InputSpec::parse("webcam").unwrap(), InputSpec::Webcam("/dev/video0".into()));
+        assert_eq!(InputSpec::parse("v4l2:///dev/video2").unwrap(), InputSpec::Webcam("/dev/video2".into()));
+        assert_eq!(
+            InputSpec::parse("rtsp://cam.local/stream").unwrap(),
+            InputSpec::Uri("rtsp://cam.local/stream".into())
+        );
+        assert!(matches!(InputSpec::parse("/no/such/file.mp4"), Err(Error::InputMissing(_))));
+    }
+}

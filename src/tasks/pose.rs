@@ -1,0 +1,101 @@
+//! Top-down pose: person boxes become UDP crops in batch slots, heatmaps become keypoints in
+//! frame pixels (SAPIENS.md steps 1-4).
+
+use serde::Serialize;
+
+use super::pose_decode::{HeatmapPeak, decode_dark_udp};
+use super::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout};
+use crate::preprocess::{ImageView, Normalization, PoseCrop, warp_crop};
+
+/// A person box in frame pixels, with its detector score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PersonBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+    pub score: f32,
+}
+
+impl PersonBox {
+    /// Without a detector the whole frame is one person (SAPIENS.md step 1).
+    pub fn whole_frame(width: usize, height: usize) -> Self {
+        PersonBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: width as f32,
+            y2: height as f32,
+            score: 1.0,
+        }
+    }
+
+    pub fn crop(&self) -> PoseCrop {
+        PoseCrop::from_box(self.x1, self.y1, self.x2, self.y2, INPUT_WIDTH, INPUT_HEIGHT)
+    }
+}
+
+/// One person's pose in frame pixels, as published.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Person {
+    pub bbox: [f32; 4],
+    pub score: f32,
+    /// Stable identity across frames once a tracker assigns one.
+    pub track_id: Option<u64>,
+    /// `[x, y, score]` per keypoint in the model's order; a keypoint with score <= 0 is invalid
+    /// and has x = y = -1.
+    pub keypoints: Vec<[f32; 3]>,
+}
+
+/// Warps each box's crop into consecutive batch slots of `input` (one slot per box).
+pub fn prepare_crops(view: &ImageView, boxes: &[PersonBox], input: &mut [f32], norm: &Normalization) {
+    for (person, slot) in boxes.iter().zip(input.chunks_exact_mut(INPUT_LEN)) {
+        warp_crop(view, &person.crop(), slot, INPUT_WIDTH, INPUT_HEIGHT, norm);
+    }
+}
+
+/// Decodes a batch of heatmaps (one item per box) into persons; `peaks` is reused scratch.
+pub fn decode_persons(heatmaps: &[f32], layout: OutputLayout, boxes: &[PersonBox], peaks: &mut Vec<HeatmapPeak>) -> Vec<Person> {
+    boxes
+        .iter()
+        .zip(heatmaps.chunks_exact(layout.item_len()))
+        .map(|(person, maps)| {
+            decode_dark_udp(maps, layout.channels, layout.height, layout.width, peaks);
+            let crop = person.crop();
+            Person {
+                bbox: [person.x1, person.y1, person.x2, person.y2],
+                score: person.score,
+                track_id: None,
+                keypoints: peaks.iter().map(|p| to_frame(p, layout, &crop)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Heatmap pixels -> crop pixels (UDP: the last heatmap pixel is the last input pixel) -> frame pixels.
+fn to_frame(peak: &HeatmapPeak, layout: OutputLayout, crop: &PoseCrop) -> [f32; 3] {
+    if peak.score <= 0.0 {
+        return [-1.0, -1.0, peak.score];
+    }
+    let x_in = peak.x / (layout.width - 1) as f32 * INPUT_WIDTH as f32;
+    let y_in = peak.y / (layout.height - 1) as f32 * INPUT_HEIGHT as f32;
+    let x = x_in / INPUT_WIDTH as f32 * crop.w + crop.cx - crop.w / 2.0;
+    let y = y_in / INPUT_HEIGHT as f32 * crop.h + crop.cy - crop.h / 2.0;
+    [x, y, peak.score]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heatmap_corners_map_to_crop_corners() {
+        let layout = OutputLayout { channels: 1, height: 256, width: 192 };
+        let crop = PoseCrop { cx: 500.0, cy: 300.0, w: 300.0, h: 400.0 };
+        let top_left = to_frame(&HeatmapPeak { x: 0.0, y: 0.0, score: 0.9 }, layout, &crop);
+        assert_eq!(top_left, [350.0, 100.0, 0.9]);
+        let bottom_right = to_frame(&HeatmapPeak { x: 191.0, y: 255.0, score: 0.5 }, layout, &crop);
+        assert!((bottom_right[0] - 650.0).abs() < 1e-3 && (bottom_right[1] - 500.0).abs() < 1e-3);
+        let invalid = to_frame(&HeatmapPeak { x: -1.0, y: -1.0, score: -0.2 }, layout, &crop);
+        assert_eq!(invalid, [-1.0, -1.0, -0.2]);
+    }
+}
