@@ -1,11 +1,15 @@
 //! The `sapiens-stream` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use sapiens_stream::pipeline::{self, ModelPaths, PipelineConfig, SegUpsample};
+use sapiens_stream::pipeline::{self, ModelPaths, PipelineConfig, Scheduling, SegUpsample};
 use sapiens_stream::source::{InputSpec, SourceOptions};
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 #[command(version, about = "Run Meta's Sapiens models (pose, body-part segmentation) on video")]
@@ -20,7 +24,8 @@ enum Command {
     Run(RunArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum SegUpsampleArg {
     /// Bilinear upsample of the logits, then argmax (as the official pipeline).
     Bilinear,
@@ -28,66 +33,138 @@ enum SegUpsampleArg {
     Nearest,
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ModeArg {
+    /// Newest frame wins, older frames are dropped before inference (cameras, RTSP, test patterns).
+    Live,
+    /// Every frame, with backpressure to the decoder (files, images).
+    Offline,
+}
+
+/// `run`'s options. A `--config` TOML file may set any of them (same names, kebab-case); flags
+/// given on the command line win. Defaults apply to what neither sets.
+#[derive(clap::Args, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RunArgs {
+    /// Pipeline preset (TOML, e.g. pipelines/file-batch.toml); command-line flags override it.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
     /// Video file, URI (file://, rtsp://, http(s)://), webcam (`webcam`, v4l2:///dev/videoN),
     /// test pattern (test://ball?width=640&height=480&fps=30&frames=90), image or folder of images.
     #[arg(long, short)]
-    input: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<String>,
+    /// live: newest frame wins (default for cameras, RTSP, test patterns); offline: every frame (files, images).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<ModeArg>,
     /// Sapiens pose model (ONNX; 17, 133 or 308 keypoints).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pose_model: Option<PathBuf>,
     /// Sapiens body-part segmentation model (ONNX; 28 classes).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     seg_model: Option<PathBuf>,
     /// Sapiens depth model (ONNX).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     depth_model: Option<PathBuf>,
     /// Sapiens surface-normal model (ONNX).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     normal_model: Option<PathBuf>,
-    /// Overlay video, H.264 in MP4 (or MKV by extension); `none` for no video.
-    #[arg(long, short, default_value = "none")]
-    output: String,
+    /// Overlay video, H.264 in MP4 (or MKV by extension); `none` (default) for no video.
+    #[arg(long, short)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
     /// Results as JSON lines, one object per frame; `-` for stdout.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     results: Option<PathBuf>,
     /// Folder for step-by-step dumps: frame PNG, model inputs and raw outputs as .npy.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     dump: Option<PathBuf>,
-    /// How many leading frames to dump.
-    #[arg(long, default_value_t = 1, requires = "dump")]
-    dump_frames: u64,
-    /// Keypoints scoring below this are not drawn.
-    #[arg(long, default_value_t = 0.3)]
-    keypoint_threshold: f32,
-    /// How segmentation logits reach frame size.
-    #[arg(long, value_enum, default_value = "bilinear")]
-    seg_upsample: SegUpsampleArg,
-    /// Person crops per pose inference call.
-    #[arg(long, default_value_t = 8)]
-    max_batch: usize,
+    /// How many leading frames to dump [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dump_frames: Option<u64>,
+    /// Keypoints scoring below this are not drawn [default: 0.3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keypoint_threshold: Option<f32>,
+    /// How segmentation logits reach frame size [default: bilinear].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seg_upsample: Option<SegUpsampleArg>,
+    /// Person crops per pose inference call [default: 8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_batch: Option<usize>,
     /// Stop after this many frames.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_frames: Option<u64>,
     /// ONNX Runtime library (libonnxruntime.so); otherwise ORT_DYLIB_PATH, the project's .venv, the system.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     ort_lib: Option<PathBuf>,
-    /// ONNX Runtime threads (0: every core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Frame rate given to still images.
-    #[arg(long, default_value_t = 25)]
-    image_fps: u32,
+    /// ONNX Runtime threads (0: every core) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+    /// Frame rate given to still images [default: 25].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_fps: Option<u32>,
     /// No progress bar.
     #[arg(long)]
+    #[serde(default)]
     no_progress: bool,
+}
+
+impl RunArgs {
+    /// The preset's values under the command line's.
+    fn merged_with_config(self) -> anyhow::Result<RunArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let mut merged = read_preset(&path)?;
+        let overrides = serde_json::to_value(&self)?;
+        let serde_json::Value::Object(overrides) = overrides else {
+            unreachable!("RunArgs serializes to an object")
+        };
+        for (key, value) in overrides {
+            // A flag left off (false) must not clear a preset's true.
+            if value != serde_json::Value::Bool(false) {
+                merged.insert(key, value);
+            }
+        }
+        Ok(serde_json::from_value(serde_json::Value::Object(merged))?)
+    }
+}
+
+fn read_preset(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    let preset: RunArgs = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
+    match serde_json::to_value(preset)? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => unreachable!("RunArgs serializes to an object"),
+    }
 }
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sapiens_stream=info,ort=warn,warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -101,36 +178,57 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run_pipeline(args),
+        Command::Run(args) => run_pipeline(args.merged_with_config()?),
     }
 }
 
+/// First SIGINT/SIGTERM: stop taking frames and finish cleanly. Second: exit at once.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
+}
+
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
+    let input = InputSpec::parse(args.input.as_deref().context("--input is required (or `input` in --config)")?)?;
+    let scheduling = match args.mode {
+        Some(ModeArg::Live) => Scheduling::Live,
+        Some(ModeArg::Offline) => Scheduling::Offline,
+        None => Scheduling::default_for(&input),
+    };
+    let output = args.output.filter(|o| o != "none").map(PathBuf::from);
     let config = PipelineConfig {
-        input: InputSpec::parse(&args.input)?,
+        scheduling,
+        stop: stop_on_signals()?,
         models: ModelPaths {
             pose: args.pose_model,
             seg: args.seg_model,
             depth: args.depth_model,
             normal: args.normal_model,
         },
-        output: (args.output != "none").then(|| PathBuf::from(&args.output)),
+        output,
         results: args.results,
-        dump: args.dump.map(|dir| (dir, args.dump_frames)),
+        dump: args.dump.map(|dir| (dir, args.dump_frames.unwrap_or(1))),
         ort_lib: args.ort_lib,
-        threads: args.threads,
-        keypoint_threshold: args.keypoint_threshold,
+        threads: args.threads.unwrap_or(0),
+        keypoint_threshold: args.keypoint_threshold.unwrap_or(0.3),
         seg_upsample: match args.seg_upsample {
-            SegUpsampleArg::Bilinear => SegUpsample::Bilinear,
-            SegUpsampleArg::Nearest => SegUpsample::Nearest,
+            Some(SegUpsampleArg::Nearest) => SegUpsample::Nearest,
+            _ => SegUpsample::Bilinear,
         },
-        max_batch: args.max_batch,
+        max_batch: args.max_batch.unwrap_or(8),
         max_frames: args.max_frames,
         progress: !args.no_progress,
         source: SourceOptions {
-            image_fps: args.image_fps,
+            image_fps: args.image_fps.unwrap_or(25),
+            real_time: scheduling == Scheduling::Live,
             ..SourceOptions::default()
         },
+        input,
     };
     let report = pipeline::run(&config)?;
     eprint!("{}", report.summary());

@@ -1,14 +1,18 @@
 //! The pipeline: source -> preprocess -> inference -> postprocess -> sinks, each stage on its own
 //! thread, joined by bounded channels. Offline mode: every frame is processed and a full channel
-//! blocks the stage before it, down to the decoder. Large buffers (model inputs and outputs)
-//! circulate through pools instead of being allocated per frame.
+//! blocks the stage before it, down to the decoder. Live mode: the newest frame wins; a frame still
+//! waiting when a newer one arrives is dropped (and counted) before inference, so latency stays
+//! bounded however slow the models are. Large buffers (model inputs and outputs) circulate through
+//! pools instead of being allocated per frame.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Instant, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::{Engine, runtime};
@@ -26,6 +30,8 @@ use crate::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, seg
 
 /// Frames waiting between two stages; small, so latency and memory stay bounded.
 const CHANNEL_DEPTH: usize = 2;
+/// Name of the end-to-end latency line in the report: decoded to published.
+pub const CAPTURE_TO_PUBLISH: &str = "capture->out";
 const RANDOM_WEIGHTS_BANNER: &str = "RANDOM-WEIGHT TEST MODEL - NOT A REAL RESULT";
 
 #[derive(Clone, Debug, Default)]
@@ -46,9 +52,33 @@ pub enum SegUpsample {
     Nearest,
 }
 
+/// How frames are scheduled when the models are slower than the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Newest frame wins; older frames are dropped before inference; sources run in real time.
+    Live,
+    /// Every frame, with backpressure down to the decoder.
+    Offline,
+}
+
+impl Scheduling {
+    /// Live for cameras, RTSP and test patterns; offline for files and images.
+    pub fn default_for(input: &InputSpec) -> Self {
+        match input {
+            InputSpec::Webcam(_) | InputSpec::Test(_) => Scheduling::Live,
+            InputSpec::Uri(uri) if uri.starts_with("rtsp") => Scheduling::Live,
+            _ => Scheduling::Offline,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub input: InputSpec,
+    pub scheduling: Scheduling,
+    /// Set (by a signal handler) to stop taking frames; frames in flight are finished and every
+    /// output is flushed and finalised.
+    pub stop: Arc<AtomicBool>,
     pub models: ModelPaths,
     /// Overlay video file; `None` writes no video.
     pub output: Option<PathBuf>,
@@ -126,6 +156,50 @@ impl Pool {
     }
 }
 
+/// The link between two stages: blocking in offline mode; in live mode a full link drops its
+/// oldest item to make room, so the consumer always gets the newest.
+struct Handoff<T> {
+    send: Sender<T>,
+    /// The sender's own view of the queue, to take out the stale item.
+    stale: Receiver<T>,
+    live: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<T> Handoff<T> {
+    fn new(scheduling: Scheduling, dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
+        let live = scheduling == Scheduling::Live;
+        let (send, receive) = bounded(if live { 1 } else { CHANNEL_DEPTH });
+        let handoff = Handoff {
+            send,
+            stale: receive.clone(),
+            live,
+            dropped,
+        };
+        (handoff, receive)
+    }
+
+    /// False once the consumer has gone.
+    fn send(&self, item: T) -> bool {
+        if !self.live {
+            return self.send.send(item).is_ok();
+        }
+        let mut item = item;
+        loop {
+            match self.send.try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if self.stale.try_recv().is_ok() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    item = back;
+                }
+            }
+        }
+    }
+}
+
 /// Runs the whole job and reports what it did.
 pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     check_outputs(config)?;
@@ -151,8 +225,9 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     let progress = progress_bar(config, info.expected_frames);
     let started = Instant::now();
 
-    let (frames_tx, frames_rx) = bounded(CHANNEL_DEPTH);
-    let (prepared_tx, prepared_rx) = bounded(CHANNEL_DEPTH);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (frames_tx, frames_rx) = Handoff::new(config.scheduling, dropped.clone());
+    let (prepared_tx, prepared_rx) = Handoff::new(config.scheduling, dropped.clone());
     let (inferred_tx, inferred_rx) = bounded(CHANNEL_DEPTH);
     let (done_tx, done_rx) = bounded(CHANNEL_DEPTH);
     let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
@@ -162,9 +237,10 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     let needs_pose = pose_model.is_some();
     let draw = video.is_some();
     let max_frames = config.max_frames;
+    let stop = &config.stop;
 
     thread::scope(|scope| {
-        let source_thread = scope.spawn(move || source_stage(source, max_frames, frames_tx));
+        let source_thread = scope.spawn(move || source_stage(source, max_frames, stop, frames_tx));
         let pool = input_pool.clone();
         let preprocess_thread =
             scope.spawn(move || preprocess_stage(frames_rx, prepared_tx, &pool, &stretch, needs_pose, needs_dense));
@@ -199,11 +275,11 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             stages.extend(stats);
         }
         let (frames_out, sink_stats) = sink_result?;
-        stages.push(sink_stats);
+        stages.extend(sink_stats);
         Ok(RunReport {
             frames_in,
             frames_out,
-            frames_dropped: 0,
+            frames_dropped: dropped.load(Ordering::Relaxed),
             elapsed: started.elapsed(),
             stages,
         })
@@ -290,15 +366,20 @@ fn progress_bar(config: &PipelineConfig, expected: Option<u64>) -> Option<indica
     Some(bar)
 }
 
-fn source_stage(mut source: Box<dyn FrameSource>, max_frames: Option<u64>, out: Sender<Frame>) -> StageOutcome {
+fn source_stage(
+    mut source: Box<dyn FrameSource>,
+    max_frames: Option<u64>,
+    stop: &AtomicBool,
+    out: Handoff<Frame>,
+) -> StageOutcome {
     let mut stats = StageStats::new("decode");
     let mut count = 0;
-    while max_frames.is_none_or(|m| count < m) {
+    while max_frames.is_none_or(|m| count < m) && !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
         let Some(frame) = source.next_frame()? else { break };
         stats.record(start.elapsed());
         count += 1;
-        if out.send(frame).is_err() {
+        if !out.send(frame) {
             break;
         }
     }
@@ -307,7 +388,7 @@ fn source_stage(mut source: Box<dyn FrameSource>, max_frames: Option<u64>, out: 
 
 fn preprocess_stage(
     frames: Receiver<Frame>,
-    out: Sender<Work>,
+    out: Handoff<Work>,
     pool: &Pool,
     stretch: &StretchPlan,
     needs_pose: bool,
@@ -337,7 +418,7 @@ fn preprocess_stage(
                 logits: None,
             }
         });
-        if out.send(work).is_err() {
+        if !out.send(work) {
             break;
         }
     }
@@ -526,11 +607,13 @@ fn sink_stage(
     mut video: Option<VideoSink>,
     mut results: Option<ResultsWriter>,
     progress: Option<&indicatif::ProgressBar>,
-) -> Result<(u64, StageStats)> {
+) -> StageOutcome {
     let mut stats = StageStats::new("sink");
+    let mut latency = StageStats::new(CAPTURE_TO_PUBLISH);
     let mut count = 0;
     for Done { frame, result } in done {
         let start = Instant::now();
+        let captured = frame.capture_time;
         if let Some(results) = results.as_mut() {
             results.write(&result)?;
         }
@@ -538,6 +621,7 @@ fn sink_stage(
             video.push(frame)?;
         }
         stats.record(start.elapsed());
+        latency.record(captured.elapsed().unwrap_or_default());
         count += 1;
         if let Some(bar) = progress {
             bar.inc(1);
@@ -552,5 +636,5 @@ fn sink_stage(
     if let Some(video) = video {
         video.finish()?;
     }
-    Ok((count, stats))
+    Ok((count, vec![stats, latency]))
 }

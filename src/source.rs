@@ -167,6 +167,9 @@ pub struct SourceOptions {
     pub first_frame_timeout: Duration,
     /// Frame rate given to still images (they carry none).
     pub image_fps: u32,
+    /// Deliver frames at their own pace, as a camera would (live scheduling of files and test
+    /// patterns), instead of as fast as they decode.
+    pub real_time: bool,
 }
 
 impl Default for SourceOptions {
@@ -175,6 +178,7 @@ impl Default for SourceOptions {
             stream_id: 0,
             first_frame_timeout: Duration::from_secs(20),
             image_fps: 25,
+            real_time: false,
         }
     }
 }
@@ -296,7 +300,7 @@ const PULL_POLL: Duration = Duration::from_millis(100);
 impl GstSource {
     fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Self> {
         let input = describe(spec);
-        let (pipeline, appsink) = build_decode_pipeline(spec).map_err(|message| Error::Decode {
+        let (pipeline, appsink) = build_decode_pipeline(spec, options.real_time).map_err(|message| Error::Decode {
             input: input.clone(),
             message,
         })?;
@@ -441,14 +445,14 @@ fn make(factory: &str) -> Result<gst::Element, String> {
 }
 
 /// source -> (decoder) -> videoconvert -> RGBA -> appsink
-fn build_decode_pipeline(spec: &InputSpec) -> Result<(gst::Pipeline, gst_app::AppSink), String> {
+fn build_decode_pipeline(spec: &InputSpec, real_time: bool) -> Result<(gst::Pipeline, gst_app::AppSink), String> {
     let pipeline = gst::Pipeline::new();
     let convert = make("videoconvert")?;
     convert.set_property("n-threads", 0u32);
     let appsink = gst_app::AppSink::builder()
         .caps(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgba).build())
         .max_buffers(4)
-        .sync(false)
+        .sync(real_time)
         .build();
     pipeline
         .add_many([&convert, appsink.upcast_ref()])
@@ -472,6 +476,7 @@ fn build_decode_pipeline(spec: &InputSpec) -> Result<(gst::Pipeline, gst_app::Ap
         InputSpec::Test(test) => {
             let src = make("videotestsrc")?;
             src.set_property_from_str("pattern", &test.pattern);
+            src.set_property("is-live", real_time);
             if let Some(frames) = test.frames {
                 src.set_property("num-buffers", frames as i32);
             }

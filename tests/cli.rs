@@ -222,7 +222,7 @@ fn larger_keypoint_sets_and_test_source() {
         let run = sapiens(
             dir.path(),
             &[
-                "run", "--input", "test://smpte?width=192&height=256&frames=2",
+                "run", "--input", "test://smpte?width=192&height=256&frames=2", "--mode", "offline",
                 "--pose-model", model(name).to_str().unwrap(),
                 "--results", results.to_str().unwrap(),
             ],
@@ -243,7 +243,7 @@ fn mkv_output_and_nearest_seg() {
     let run = sapiens(
         dir.path(),
         &[
-            "run", "--input", "test://ball?width=160&height=120&frames=3",
+            "run", "--input", "test://ball?width=160&height=120&frames=3", "--mode", "offline",
             "--seg-model", model("seg").to_str().unwrap(),
             "--seg-upsample", "nearest",
             "--output", output.to_str().unwrap(),
