@@ -7,10 +7,11 @@
 //!   `cv2.warpAffine(..., INTER_LINEAR, BORDER_CONSTANT, 0)` does.
 //!
 //! Both reproduce OpenCV's 8-bit fixed-point arithmetic (coefficient rounding, the 1/32 pixel
-//! coordinate grid of `warpAffine`, the rounding shifts), so the values before normalisation are
-//! bit-exact with OpenCV's `u8` output. Both are separable: a horizontal pass turns each source row
-//! it needs into three planar integer rows, a vertical pass blends two of them and writes the
-//! normalised `f32` values. Output rows are split into bands that run on rayon workers.
+//! coordinate grid of `warpAffine`, the rounding shifts), so the values before normalisation equal
+//! OpenCV's `u8` output (bit-exact against opencv-python 4.14 in `tests/preprocess.rs`), and the
+//! normalisation is a true `(x - mean) / std`. Both are separable: a horizontal pass turns each
+//! source row it needs into three planar integer rows, a vertical pass blends two of them and
+//! writes the normalised `f32` values. Output rows are split into bands that run on rayon workers.
 
 use std::cell::RefCell;
 
@@ -368,7 +369,11 @@ fn warp_tap(position: i64, src_len: usize) -> Tap {
     Tap {
         i0: index.clamp(0, last) as usize,
         i1: (index + 1).clamp(0, last) as usize,
-        w0: if inside(index) { 32 - fraction } else { 0 },
+        w0: if inside(index) {
+            INTER_TAB_SIZE as i16 - fraction
+        } else {
+            0
+        },
         w1: if inside(index + 1) { fraction } else { 0 },
     }
 }
