@@ -13,7 +13,7 @@ const INTERIOR_MARGIN: f32 = 10.0;
 const POSITION_TOLERANCE: f32 = 1e-3;
 /// Rust vs NumPy on pure noise. The Hessian there is nearly singular, so float32 rounding in
 /// the blur and the log moves the step: OpenCV's own blur against an exactly rounded one moves
-/// it by up to 0.17 px over 300 noise maps (Rust against OpenCV: 0.16 px).
+/// it by up to 0.17 px over 300 noise maps (Rust against OpenCV: 0.17 px too).
 const NOISE_POSITION_TOLERANCE: f32 = 0.25;
 
 /// xorshift64*, so the maps need no random-number crate.
