@@ -109,22 +109,36 @@ fn load_goliath() -> Goliath {
     }
 }
 
+/// A person-sized layout at 1080p: keypoints scattered over the body, the face ones (70..) over
+/// the head, then each link's second end pulled to 60 px from its first (bone-like lengths).
+fn goliath_person(skeleton: &[[usize; 2]], keypoints: usize) -> Vec<[f32; 3]> {
+    let mut person: Vec<[f32; 3]> = (0..keypoints)
+        .map(|i| {
+            // R2 low-discrepancy sequence: even cover, no pattern.
+            let (u, v) = (
+                (i as f32 * 0.754_877_7).fract(),
+                (i as f32 * 0.569_840_3).fract(),
+            );
+            match i {
+                0..70 => [760.0 + 400.0 * u, 300.0 + 700.0 * v, 0.9],
+                _ => [880.0 + 160.0 * u, 80.0 + 200.0 * v, 0.9],
+            }
+        })
+        .collect();
+    for (k, &[a, b]) in skeleton.iter().enumerate() {
+        let angle = k as f32 * 2.4;
+        person[b][0] = person[a][0] + 60.0 * angle.cos();
+        person[b][1] = person[a][1] + 60.0 * angle.sin();
+    }
+    person
+}
+
 fn pose(c: &mut Criterion) {
     let (width, height) = (1920, 1080);
     let set = load_goliath();
     let style = PoseStyle::new(&set.skeleton, &set.link_colors, &set.keypoint_colors)
         .scaled_for(width, height);
-    // 308 keypoints spread over a person-sized box in the middle of the frame.
-    let person: Vec<[f32; 3]> = (0..set.keypoint_colors.len())
-        .map(|i| {
-            let t = i as f32 * 0.618;
-            [
-                760.0 + 400.0 * t.fract(),
-                140.0 + 800.0 * (t * 0.37).fract(),
-                0.9,
-            ]
-        })
-        .collect();
+    let person = goliath_person(&set.skeleton, set.keypoint_colors.len());
     let mut frame = [0u8, 0, 0, 255].repeat(width * height);
     c.bench_function("draw_pose_308", |b| {
         b.iter(|| {

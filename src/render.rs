@@ -61,7 +61,8 @@ impl<'a> PoseStyle<'a> {
 
 impl PoseStyle<'_> {
     /// Scales radius and thickness, given for a frame whose longer side is 1024 px, to a
-    /// `width` x `height` frame (x3.75 at 4K), with a floor that keeps them visible on small frames.
+    /// `width` x `height` frame (x3.75 at 4K), with a floor that keeps them visible on small
+    /// frames.
     pub fn scaled_for(self, width: usize, height: usize) -> Self {
         let scale = width.max(height) as f32 / REFERENCE_SIDE;
         Self {

@@ -210,6 +210,15 @@ const DOWNSAMPLE: SegCase = SegCase {
     out_h: 170,
     seed: 3,
 };
+/// More than `RUN` (8) output columns per source column: runs are split.
+const LARGE_RATIO: SegCase = SegCase {
+    classes: 8,
+    in_h: 12,
+    in_w: 16,
+    out_w: 320,
+    out_h: 240,
+    seed: 5,
+};
 /// Sizes where OpenCV's nearest mapping differs from the exact integer floor(dst * in / out).
 const ODD_SIZES: SegCase = SegCase {
     classes: 5,
@@ -236,8 +245,13 @@ fn seg_bilinear_downsample_matches_opencv() {
 }
 
 #[test]
+fn seg_bilinear_large_ratio_matches_opencv() {
+    LARGE_RATIO.check_bilinear();
+}
+
+#[test]
 fn seg_nearest_matches_opencv_exactly() {
-    for case in [&SMALL, &FULL, &DOWNSAMPLE, &ODD_SIZES] {
+    for case in [&SMALL, &FULL, &DOWNSAMPLE, &LARGE_RATIO, &ODD_SIZES] {
         case.check_nearest();
     }
 }
@@ -246,7 +260,7 @@ fn seg_nearest_matches_opencv_exactly() {
 fn blend_class_map_matches_the_per_pixel_formula() {
     let (width, height) = (37, 23);
     let stride = width * 4 + 12;
-    let mut rng = XorShift(5);
+    let mut rng = XorShift(6);
     let mut frame: Vec<u8> = (0..stride * height).map(|_| rng.next_u64() as u8).collect();
     let original = frame.clone();
     // Classes beyond the 28-colour palette must stay untouched like the background.

@@ -3,12 +3,17 @@
 //!
 //! Both functions match OpenCV (`cv2.resize` per class, then `np.argmax` over classes) and
 //! PyTorch `F.interpolate(mode="bilinear", align_corners=False)`; ties go to the lowest class.
+//! NaN logits never win (`np.argmax` would pick them).
 
 use rayon::prelude::*;
 
-/// Output rows per rayon task: large enough that consecutive rows reuse the resampled source
-/// rows, small enough to balance the load.
-const ROWS_PER_TASK: usize = 8;
+/// Output pixels whose running max / argmax stay in registers while the classes are scanned.
+const LANES: usize = 16;
+/// Longest run of output columns resampled as one vector (see `ColumnRuns`).
+const RUN: usize = 8;
+/// Rayon tasks per thread: each task starts its row reuse afresh, so not too many, but enough to
+/// even out the load.
+const TASKS_PER_THREAD: usize = 4;
 
 /// Bilinear upsample (PyTorch `align_corners=False` = OpenCV `INTER_LINEAR`: half-pixel centres,
 /// edge clamp) of `classes` logit maps of `in_h` x `in_w` (contiguous C x H x W) to
@@ -28,20 +33,18 @@ pub fn upsample_argmax(
 ) {
     let maps = LogitMaps::new(logits, classes, in_h, in_w);
     assert_output(out, out_w, out_h);
-    let cols = linear_taps(in_w, out_w);
+    let cols = ColumnRuns::new(in_w, out_w);
     let rows = linear_taps(in_h, out_h);
-    out.par_chunks_mut(out_w * ROWS_PER_TASK)
-        .enumerate()
-        .for_each_init(
-            || BilinearScratch::new(classes, out_w),
-            |scratch, (task, chunk)| {
-                let first_row = task * ROWS_PER_TASK;
-                for (out_row, y_tap) in chunk.chunks_mut(out_w).zip(&rows[first_row..]) {
-                    scratch.load_rows(&maps, &cols, y_tap);
-                    scratch.argmax_row(y_tap, out_row);
-                }
-            },
-        );
+    let rows_per_task = out_h.div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD);
+    out.par_chunks_mut(out_w * rows_per_task)
+        .zip(rows.par_chunks(rows_per_task))
+        .for_each(|(chunk, y_taps)| {
+            let mut scratch = BilinearScratch::new(classes, out_w);
+            for (out_row, y_tap) in chunk.chunks_mut(out_w).zip(y_taps) {
+                scratch.load_rows(&maps, &cols, y_tap);
+                scratch.argmax_row(y_tap, out_row);
+            }
+        });
 }
 
 /// The cheaper variant: argmax at the model's resolution, then nearest-neighbour upsample
@@ -63,14 +66,36 @@ pub fn argmax_nearest(
     let low_res = argmax_at_input_resolution(&maps);
     let src_cols = nearest_sources(in_w, out_w);
     let src_rows = nearest_sources(in_h, out_h);
-    out.par_chunks_mut(out_w)
-        .zip(src_rows.par_iter())
-        .for_each(|(out_row, &src_row)| {
+    let rows_per_task = out_h.div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD);
+    out.par_chunks_mut(out_w * rows_per_task)
+        .zip(src_rows.par_chunks(rows_per_task))
+        .for_each(|(chunk, src_rows)| {
+            nearest_rows(chunk, src_rows, &low_res[..], in_w, &src_cols);
+        });
+}
+
+/// Fills output rows from the low-resolution class map; a row with the same source row as the
+/// one before it is copied rather than gathered again.
+fn nearest_rows(
+    chunk: &mut [u8],
+    src_rows: &[usize],
+    low_res: &[u8],
+    in_w: usize,
+    src_cols: &[usize],
+) {
+    let out_w = src_cols.len();
+    for (row, &src_row) in src_rows.iter().enumerate() {
+        let (done, todo) = chunk.split_at_mut(row * out_w);
+        let out_row = &mut todo[..out_w];
+        if row > 0 && src_rows[row - 1] == src_row {
+            out_row.copy_from_slice(&done[(row - 1) * out_w..]);
+        } else {
             let low_row = &low_res[src_row * in_w..][..in_w];
-            for (dst, &src_col) in out_row.iter_mut().zip(&src_cols) {
+            for (dst, &src_col) in out_row.iter_mut().zip(src_cols) {
                 *dst = low_row[src_col];
             }
-        });
+        }
+    }
 }
 
 /// Logit maps, C x H x W, validated against their sizes.
@@ -161,38 +186,79 @@ fn nearest_sources(in_len: usize, out_len: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Per-task buffers of the bilinear path: the two source rows of the current output row, already
-/// resampled horizontally for every class, and the running max / argmax of the output row.
+/// The horizontal half of the bilinear map, as runs of at most `RUN` output columns that share
+/// their two source columns: resampling a row then reads two source values per run and writes
+/// `RUN` values at once (a vector operation), the next run overwriting the surplus.
+struct ColumnRuns {
+    runs: Vec<ColumnRun>,
+}
+
+struct ColumnRun {
+    lo: usize,
+    hi: usize,
+    start: usize,
+    /// Weights of the run's columns, zero past its end.
+    w_lo: [f32; RUN],
+    w_hi: [f32; RUN],
+}
+
+impl ColumnRuns {
+    fn new(in_w: usize, out_w: usize) -> Self {
+        let mut runs: Vec<ColumnRun> = Vec::new();
+        for (x, tap) in linear_taps(in_w, out_w).into_iter().enumerate() {
+            let run = match runs.last_mut() {
+                Some(run) if (run.lo, run.hi) == (tap.lo, tap.hi) && x - run.start < RUN => run,
+                _ => {
+                    runs.push(ColumnRun {
+                        lo: tap.lo,
+                        hi: tap.hi,
+                        start: x,
+                        w_lo: [0.0; RUN],
+                        w_hi: [0.0; RUN],
+                    });
+                    let last = runs.len() - 1;
+                    &mut runs[last]
+                }
+            };
+            run.w_lo[x - run.start] = tap.w_lo;
+            run.w_hi[x - run.start] = tap.w_hi;
+        }
+        Self { runs }
+    }
+}
+
+/// Per-task buffers of the bilinear path: the two source rows of the current output row,
+/// already resampled horizontally for every class.
 struct BilinearScratch {
     upper: ResampledRow,
     lower: ResampledRow,
-    best: Vec<f32>,
-    best_class: Vec<u32>,
 }
 
-/// One source row resampled to the output width, for all classes (C x out_w).
+/// One source row resampled to the output width for all classes: C rows of `blocks` blocks of
+/// `LANES` values, padded past the output width for the last run's surplus.
 struct ResampledRow {
     src_row: Option<usize>,
-    values: Vec<f32>,
+    blocks: usize,
+    values: Vec<[f32; LANES]>,
 }
 
 impl BilinearScratch {
     fn new(classes: usize, out_w: usize) -> Self {
+        let blocks = (out_w + RUN).div_ceil(LANES);
         let row = || ResampledRow {
             src_row: None,
-            values: vec![0.0; classes * out_w],
+            blocks,
+            values: vec![[0.0; LANES]; classes * blocks],
         };
         Self {
             upper: row(),
             lower: row(),
-            best: vec![0.0; out_w],
-            best_class: vec![0; out_w],
         }
     }
 
     /// Makes `upper` / `lower` hold source rows `y_tap.lo` / `y_tap.hi`; when upsampling, the
     /// previous output row's lower row is usually this one's upper row, so it is swapped in.
-    fn load_rows(&mut self, maps: &LogitMaps, cols: &[LinearTap], y_tap: &LinearTap) {
+    fn load_rows(&mut self, maps: &LogitMaps, cols: &ColumnRuns, y_tap: &LinearTap) {
         if self.upper.src_row != Some(y_tap.lo) {
             if self.lower.src_row == Some(y_tap.lo) {
                 std::mem::swap(&mut self.upper, &mut self.lower);
@@ -205,71 +271,57 @@ impl BilinearScratch {
         }
     }
 
-    /// Blends the two loaded rows vertically class by class, keeping the running argmax.
-    fn argmax_row(&mut self, y_tap: &LinearTap, out_row: &mut [u8]) {
-        let out_w = out_row.len();
-        self.best.fill(f32::NEG_INFINITY);
-        self.best_class.fill(0);
-        let classes = self.upper.values.chunks_exact(out_w);
-        for (class, (upper, lower)) in classes
-            .zip(self.lower.values.chunks_exact(out_w))
-            .enumerate()
-        {
-            fold_max_blend(
-                &mut self.best,
-                &mut self.best_class,
-                class as u32,
-                (upper, y_tap.w_lo),
-                (lower, y_tap.w_hi),
-            );
-        }
-        for (dst, &class) in out_row.iter_mut().zip(&self.best_class) {
-            *dst = class as u8;
+    /// Blends the two loaded rows vertically and takes the argmax, `LANES` pixels at a time
+    /// with the running max in registers (strict `>` keeps the first maximum).
+    fn argmax_row(&self, y_tap: &LinearTap, out_row: &mut [u8]) {
+        let blocks = self.upper.blocks;
+        let classes = self.upper.values.len() / blocks;
+        for (block, out_block) in out_row.chunks_mut(LANES).enumerate() {
+            let mut best = [f32::NEG_INFINITY; LANES];
+            let mut best_class = [0u8; LANES];
+            for class in 0..classes {
+                let upper = &self.upper.values[class * blocks + block];
+                let lower = &self.lower.values[class * blocks + block];
+                for lane in 0..LANES {
+                    let value = upper[lane] * y_tap.w_lo + lower[lane] * y_tap.w_hi;
+                    if value > best[lane] {
+                        best[lane] = value;
+                        best_class[lane] = class as u8;
+                    }
+                }
+            }
+            out_block.copy_from_slice(&best_class[..out_block.len()]);
         }
     }
 }
 
 impl ResampledRow {
-    fn resample(&mut self, maps: &LogitMaps, cols: &[LinearTap], src_row: usize) {
-        let out_w = cols.len();
-        for (class, dst) in self.values.chunks_exact_mut(out_w).enumerate() {
+    fn resample(&mut self, maps: &LogitMaps, cols: &ColumnRuns, src_row: usize) {
+        let padded_width = self.blocks * LANES;
+        let rows = self
+            .values
+            .as_flattened_mut()
+            .chunks_exact_mut(padded_width);
+        for (class, dst) in rows.enumerate() {
             let src = maps.row(class, src_row);
-            for (d, tap) in dst.iter_mut().zip(cols) {
-                *d = src[tap.lo] * tap.w_lo + src[tap.hi] * tap.w_hi;
+            for run in &cols.runs {
+                let (a, b) = (src[run.lo], src[run.hi]);
+                // A fixed-size array, so that the run compiles to vector operations.
+                let values: [f32; RUN] = std::array::from_fn(|i| a * run.w_lo[i] + b * run.w_hi[i]);
+                dst[run.start..run.start + RUN].copy_from_slice(&values);
             }
         }
         self.src_row = Some(src_row);
     }
 }
 
-/// Running argmax update with the values `upper * w_upper + lower * w_lower`; strict `>` keeps
-/// the first maximum. Branch-free so that it vectorises.
-fn fold_max_blend(
-    best: &mut [f32],
-    best_class: &mut [u32],
-    class: u32,
-    (upper, w_upper): (&[f32], f32),
-    (lower, w_lower): (&[f32], f32),
-) {
-    for (((b, c), &u), &l) in best
-        .iter_mut()
-        .zip(best_class.iter_mut())
-        .zip(upper)
-        .zip(lower)
-    {
-        let v = u * w_upper + l * w_lower;
-        let greater = v > *b;
-        *b = if greater { v } else { *b };
-        *c = if greater { class } else { *c };
-    }
-}
-
 /// Running argmax update with the values of `row`; strict `>` keeps the first maximum.
 fn fold_max(best: &mut [f32], best_class: &mut [u32], class: u32, row: &[f32]) {
     for ((b, c), &v) in best.iter_mut().zip(best_class.iter_mut()).zip(row) {
-        let greater = v > *b;
-        *b = if greater { v } else { *b };
-        *c = if greater { class } else { *c };
+        // Masks rather than `if`: conditional stores would keep the loop from vectorising.
+        let mask = u32::from(v > *b).wrapping_neg();
+        *b = f32::from_bits((v.to_bits() & mask) | (b.to_bits() & !mask));
+        *c = (class & mask) | (*c & !mask);
     }
 }
 
