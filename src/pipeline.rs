@@ -156,47 +156,57 @@ impl Pool {
     }
 }
 
-/// The link between two stages: blocking in offline mode; in live mode a full link drops its
-/// oldest item to make room, so the consumer always gets the newest.
+/// The link between two stages: blocking (backpressure), or latest-wins, where a full link drops
+/// its oldest item to make room so the consumer always gets the newest.
 struct Handoff<T> {
     send: Sender<T>,
-    /// The sender's own view of the queue, to take out the stale item.
-    stale: Receiver<T>,
-    live: bool,
+    /// The sender's own view of the queue, to take out the stale item; `None` when blocking.
+    stale: Option<Receiver<T>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl<T> Handoff<T> {
-    fn new(scheduling: Scheduling, dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
-        let live = scheduling == Scheduling::Live;
-        let (send, receive) = bounded(if live { 1 } else { CHANNEL_DEPTH });
-        let handoff = Handoff {
-            send,
-            stale: receive.clone(),
-            live,
-            dropped,
-        };
-        (handoff, receive)
+    fn blocking(capacity: usize, dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
+        let (send, receive) = bounded(capacity);
+        (Handoff { send, stale: None, dropped }, receive)
+    }
+
+    fn latest_wins(dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
+        let (send, receive) = bounded(1);
+        let stale = Some(receive.clone());
+        (Handoff { send, stale, dropped }, receive)
     }
 
     /// False once the consumer has gone.
     fn send(&self, item: T) -> bool {
-        if !self.live {
+        let Some(stale) = &self.stale else {
             return self.send.send(item).is_ok();
-        }
+        };
         let mut item = item;
         loop {
             match self.send.try_send(item) {
                 Ok(()) => return true,
                 Err(TrySendError::Disconnected(_)) => return false,
                 Err(TrySendError::Full(back)) => {
-                    if self.stale.try_recv().is_ok() {
+                    if stale.try_recv().is_ok() {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     item = back;
                 }
             }
         }
+    }
+}
+
+/// Live: the decoder's newest frame waits for preprocessing, which hands over only when inference
+/// is free (a rendezvous), so a frame waits at most one inference. Offline: backpressure throughout.
+fn stage_links(scheduling: Scheduling, dropped: &Arc<AtomicU64>) -> ((Handoff<Frame>, Receiver<Frame>), (Handoff<Work>, Receiver<Work>)) {
+    match scheduling {
+        Scheduling::Live => (Handoff::latest_wins(dropped.clone()), Handoff::blocking(0, dropped.clone())),
+        Scheduling::Offline => (
+            Handoff::blocking(CHANNEL_DEPTH, dropped.clone()),
+            Handoff::blocking(CHANNEL_DEPTH, dropped.clone()),
+        ),
     }
 }
 
@@ -226,8 +236,7 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     let started = Instant::now();
 
     let dropped = Arc::new(AtomicU64::new(0));
-    let (frames_tx, frames_rx) = Handoff::new(config.scheduling, dropped.clone());
-    let (prepared_tx, prepared_rx) = Handoff::new(config.scheduling, dropped.clone());
+    let ((frames_tx, frames_rx), (prepared_tx, prepared_rx)) = stage_links(config.scheduling, &dropped);
     let (inferred_tx, inferred_rx) = bounded(CHANNEL_DEPTH);
     let (done_tx, done_rx) = bounded(CHANNEL_DEPTH);
     let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
