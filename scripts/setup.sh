@@ -12,6 +12,9 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  libgstrtspserver-1.0-dev gstreamer1.0-rtsp
+  # test peers: an MQTT broker and a headless browser
+  mosquitto chromium
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -372,3 +372,25 @@ fn onnx_runtime_not_found_says_where_it_looked() {
     let output = run_with_timeout(command, dir.path());
     assert_clean_failure(&output, &["libonnxruntime.so", "not found", "ORT_DYLIB_PATH (unset)", "scripts/setup.sh"]);
 }
+
+#[test]
+fn config_preset_with_flags_overriding() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = dir.path().join("preset.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "input = \"test://ball?width=64&height=48&frames=2\"\nmode = \"offline\"\npose-model = \"{}\"\nresults = \"from_preset.jsonl\"\n",
+            model("pose17").display()
+        ),
+    )
+    .unwrap();
+    let run = sapiens(dir.path(), &["run", "--config", preset.to_str().unwrap(), "--results", "from_flag.jsonl"]);
+    assert_success(&run);
+    assert!(!dir.path().join("from_preset.jsonl").exists());
+    assert_eq!(read_results(&dir.path().join("from_flag.jsonl")).len(), 2);
+
+    std::fs::write(&preset, "input = \"test://ball\"\nposemodel = \"x.onnx\"\n").unwrap();
+    let bad = sapiens(dir.path(), &["run", "--config", preset.to_str().unwrap()]);
+    assert_clean_failure(&bad, &["preset.toml", "posemodel"]);
+}
