@@ -12,7 +12,10 @@ use sapiens_stream::source::{InputSpec, SourceOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
-#[command(version, about = "Run Meta's Sapiens models (pose, body-part segmentation) on video")]
+#[command(
+    version,
+    about = "Run Meta's Sapiens models (pose, body-part segmentation) on video"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,7 +151,8 @@ impl RunArgs {
 }
 
 fn read_preset(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
     let preset: RunArgs = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
     match serde_json::to_value(preset)? {
@@ -158,8 +162,9 @@ fn read_preset(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sapiens_stream=info,ort=warn,warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("sapiens_stream=info,ort=warn,warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -194,7 +199,11 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
-    let input = InputSpec::parse(args.input.as_deref().context("--input is required (or `input` in --config)")?)?;
+    let input = InputSpec::parse(
+        args.input
+            .as_deref()
+            .context("--input is required (or `input` in --config)")?,
+    )?;
     let scheduling = match args.mode {
         Some(ModeArg::Live) => Scheduling::Live,
         Some(ModeArg::Offline) => Scheduling::Offline,

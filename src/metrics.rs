@@ -16,7 +16,8 @@ impl StageStats {
         StageStats {
             name,
             // Up to an hour; saturating_record clamps anything longer.
-            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds and precision"),
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds and precision"),
         }
     }
 
@@ -91,7 +92,11 @@ mod tests {
             stats.record(Duration::from_millis(ms));
         }
         assert_eq!(stats.count(), 100);
-        assert!((stats.quantile_ms(0.5) - 50.0).abs() < 0.1, "{}", stats.quantile_ms(0.5));
+        assert!(
+            (stats.quantile_ms(0.5) - 50.0).abs() < 0.1,
+            "{}",
+            stats.quantile_ms(0.5)
+        );
         assert!((stats.quantile_ms(0.99) - 99.0).abs() < 0.1);
     }
 }

@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::metrics::{RunReport, StageStats};
 use crate::preprocess::{Normalization, StretchPlan};
-use crate::publish::{FrameResult, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary};
+use crate::publish::{
+    FrameResult, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
+};
 use crate::render::{self, PoseStyle};
 use crate::sink::{Dumper, VideoSink, VideoSinkOptions};
 use crate::source::{self, FrameSource, InputSpec, SourceOptions};
@@ -103,6 +105,8 @@ pub struct PipelineConfig {
 struct TaskModel {
     engine: Box<dyn Engine>,
     layout: OutputLayout,
+    /// Items per call: the model's fixed batch size if it has one, else `--max-batch`.
+    max_batch: usize,
 }
 
 /// Everything the post-processing needs to know about the models, shared with the sink.
@@ -168,13 +172,27 @@ struct Handoff<T> {
 impl<T> Handoff<T> {
     fn blocking(capacity: usize, dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(capacity);
-        (Handoff { send, stale: None, dropped }, receive)
+        (
+            Handoff {
+                send,
+                stale: None,
+                dropped,
+            },
+            receive,
+        )
     }
 
     fn latest_wins(dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(1);
         let stale = Some(receive.clone());
-        (Handoff { send, stale, dropped }, receive)
+        (
+            Handoff {
+                send,
+                stale,
+                dropped,
+            },
+            receive,
+        )
     }
 
     /// False once the consumer has gone.
@@ -200,9 +218,14 @@ impl<T> Handoff<T> {
 
 /// Live: the decoder's newest frame waits for preprocessing, which hands over only when inference
 /// is free (a rendezvous), so a frame waits at most one inference. Offline: backpressure throughout.
-fn stage_links(scheduling: Scheduling, dropped: &Arc<AtomicU64>) -> ((Handoff<Frame>, Receiver<Frame>), (Handoff<Work>, Receiver<Work>)) {
+type Link<T> = (Handoff<T>, Receiver<T>);
+
+fn stage_links(scheduling: Scheduling, dropped: &Arc<AtomicU64>) -> (Link<Frame>, Link<Work>) {
     match scheduling {
-        Scheduling::Live => (Handoff::latest_wins(dropped.clone()), Handoff::blocking(0, dropped.clone())),
+        Scheduling::Live => (
+            Handoff::latest_wins(dropped.clone()),
+            Handoff::blocking(0, dropped.clone()),
+        ),
         Scheduling::Offline => (
             Handoff::blocking(CHANNEL_DEPTH, dropped.clone()),
             Handoff::blocking(CHANNEL_DEPTH, dropped.clone()),
@@ -216,7 +239,9 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     let (pose_model, seg_model) = load_models(config)?;
     let summary = summarize(&pose_model, &seg_model);
     if summary.random_weights {
-        tracing::warn!("a model has random weights (generated for tests): its outputs are not real results");
+        tracing::warn!(
+            "a model has random weights (generated for tests): its outputs are not real results"
+        );
     }
     let source = source::open(&config.input, &config.source)?;
     let info = source.info().clone();
@@ -226,17 +251,28 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             width: info.width,
             height: info.height,
             framerate: info.framerate,
-            banner: summary.random_weights.then(|| RANDOM_WEIGHTS_BANNER.to_owned()),
+            banner: summary
+                .random_weights
+                .then(|| RANDOM_WEIGHTS_BANNER.to_owned()),
         })?),
         None => None,
     };
-    let results = config.results.as_deref().map(ResultsWriter::create).transpose()?;
-    let dumper = config.dump.as_ref().map(|(dir, n)| Dumper::create(dir, *n)).transpose()?;
+    let results = config
+        .results
+        .as_deref()
+        .map(ResultsWriter::create)
+        .transpose()?;
+    let dumper = config
+        .dump
+        .as_ref()
+        .map(|(dir, n)| Dumper::create(dir, *n))
+        .transpose()?;
     let progress = progress_bar(config, info.expected_frames);
     let started = Instant::now();
 
     let dropped = Arc::new(AtomicU64::new(0));
-    let ((frames_tx, frames_rx), (prepared_tx, prepared_rx)) = stage_links(config.scheduling, &dropped);
+    let ((frames_tx, frames_rx), (prepared_tx, prepared_rx)) =
+        stage_links(config.scheduling, &dropped);
     let (inferred_tx, inferred_rx) = bounded(CHANNEL_DEPTH);
     let (done_tx, done_rx) = bounded(CHANNEL_DEPTH);
     let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
@@ -251,13 +287,28 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     thread::scope(|scope| {
         let source_thread = scope.spawn(move || source_stage(source, max_frames, stop, frames_tx));
         let pool = input_pool.clone();
-        let preprocess_thread =
-            scope.spawn(move || preprocess_stage(frames_rx, prepared_tx, &pool, &stretch, needs_pose, needs_dense));
+        let preprocess_thread = scope.spawn(move || {
+            preprocess_stage(
+                frames_rx,
+                prepared_tx,
+                &pool,
+                &stretch,
+                needs_pose,
+                needs_dense,
+            )
+        });
         let (in_pool, out_pool) = (input_pool.clone(), output_pool.clone());
         let dumper = dumper.as_ref();
-        let max_batch = config.max_batch.max(1);
         let inference_thread = scope.spawn(move || {
-            inference_stage(prepared_rx, inferred_tx, pose_model, seg_model, max_batch, &in_pool, &out_pool, dumper)
+            inference_stage(
+                prepared_rx,
+                inferred_tx,
+                pose_model,
+                seg_model,
+                &in_pool,
+                &out_pool,
+                dumper,
+            )
         });
         let summary = &summary;
         let post = PostOptions {
@@ -266,7 +317,8 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             draw,
         };
         let pool = output_pool.clone();
-        let post_thread = scope.spawn(move || post_stage(inferred_rx, done_tx, summary, &post, &pool));
+        let post_thread =
+            scope.spawn(move || post_stage(inferred_rx, done_tx, summary, &post, &pool));
         let sink_result = sink_stage(done_rx, video, results, progress.as_ref());
         let outcome = [
             join(source_thread),
@@ -305,7 +357,11 @@ fn join(handle: thread::ScopedJoinHandle<'_, StageOutcome>) -> StageOutcome {
 
 fn check_outputs(config: &PipelineConfig) -> Result<()> {
     let targets = [config.output.as_ref(), config.results.as_ref()];
-    for path in targets.into_iter().flatten().filter(|p| p.as_os_str() != "-") {
+    for path in targets
+        .into_iter()
+        .flatten()
+        .filter(|p| p.as_os_str() != "-")
+    {
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         if parent.is_some_and(|p| !p.is_dir()) {
             return Err(Error::Output {
@@ -333,15 +389,26 @@ fn load_models(config: &PipelineConfig) -> Result<(Option<TaskModel>, Option<Tas
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
         let environment = runtime::environment(config.ort_lib.as_deref())?;
-        let engine = OnnxEngine::load(path, environment, &OnnxOptions { threads: config.threads })?;
+        let engine = OnnxEngine::load(
+            path,
+            environment,
+            &OnnxOptions {
+                threads: config.threads,
+            },
+        )?;
         let layout = validate_model(task, engine.info())?;
         tracing::info!(task = task.name(), model = %path.display(), provider = %engine.info().provider, "model loaded");
+        let max_batch = engine.info().input_shape[0].unwrap_or(config.max_batch.max(1));
         Ok(Some(TaskModel {
             engine: Box::new(engine),
             layout,
+            max_batch,
         }))
     };
-    Ok((load(Task::Pose, &config.models.pose)?, load(Task::Seg, &config.models.seg)?))
+    Ok((
+        load(Task::Pose, &config.models.pose)?,
+        load(Task::Seg, &config.models.seg)?,
+    ))
 }
 
 fn summarize(pose: &Option<TaskModel>, seg: &Option<TaskModel>) -> ModelSummary {
@@ -356,7 +423,9 @@ fn summarize(pose: &Option<TaskModel>, seg: &Option<TaskModel>) -> ModelSummary 
     ModelSummary {
         ids,
         random_weights,
-        keypoint_set: pose.as_ref().and_then(|m| keypoint_sets::keypoint_set(m.layout.channels)),
+        keypoint_set: pose
+            .as_ref()
+            .and_then(|m| keypoint_sets::keypoint_set(m.layout.channels)),
         pose_layout: pose.as_ref().map(|m| m.layout),
         seg_layout: seg.as_ref().map(|m| m.layout),
     }
@@ -366,9 +435,15 @@ fn progress_bar(config: &PipelineConfig, expected: Option<u64>) -> Option<indica
     if !config.progress || !std::io::stderr().is_terminal() {
         return None;
     }
-    let total = config.max_frames.map_or(expected, |m| Some(expected.map_or(m, |e| e.min(m))));
-    let bar = total.map_or_else(indicatif::ProgressBar::no_length, indicatif::ProgressBar::new);
-    let template = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta}";
+    let total = config
+        .max_frames
+        .map_or(expected, |m| Some(expected.map_or(m, |e| e.min(m))));
+    let bar = total.map_or_else(
+        indicatif::ProgressBar::no_length,
+        indicatif::ProgressBar::new,
+    );
+    let template =
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta}";
     if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
@@ -385,7 +460,9 @@ fn source_stage(
     let mut count = 0;
     while max_frames.is_none_or(|m| count < m) && !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
-        let Some(frame) = source.next_frame()? else { break };
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
         stats.record(start.elapsed());
         count += 1;
         if !out.send(frame) {
@@ -434,13 +511,11 @@ fn preprocess_stage(
     Ok((0, vec![stats]))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn inference_stage(
     prepared: Receiver<Work>,
     out: Sender<Work>,
     mut pose_model: Option<TaskModel>,
     mut seg_model: Option<TaskModel>,
-    max_batch: usize,
     input_pool: &Pool,
     output_pool: &Pool,
     dumper: Option<&Dumper>,
@@ -454,7 +529,7 @@ fn inference_stage(
         }
         if let (Some(model), Some(input)) = (pose_model.as_mut(), work.pose_input.take()) {
             let mut heatmaps = output_pool.get(0);
-            pose_stats.time(|| run_batched(model, &input, work.boxes.len(), max_batch, &mut heatmaps))?;
+            pose_stats.time(|| run_batched(model, &input, work.boxes.len(), &mut heatmaps))?;
             if let Some(dumper) = dump {
                 dump_tensors(dumper, &work, Task::Pose, model.layout, &input, &heatmaps)?;
             }
@@ -463,7 +538,7 @@ fn inference_stage(
         }
         if let (Some(model), Some(input)) = (seg_model.as_mut(), work.dense_input.take()) {
             let mut logits = output_pool.get(0);
-            seg_stats.time(|| run_batched(model, &input, 1, 1, &mut logits))?;
+            seg_stats.time(|| run_batched(model, &input, 1, &mut logits))?;
             if let Some(dumper) = dump {
                 dump_tensors(dumper, &work, Task::Seg, model.layout, &input, &logits)?;
             }
@@ -474,14 +549,25 @@ fn inference_stage(
             break;
         }
     }
-    let stats = [pose_stats, seg_stats].into_iter().filter(|s| s.count() > 0).collect();
+    let stats = [pose_stats, seg_stats]
+        .into_iter()
+        .filter(|s| s.count() > 0)
+        .collect();
     Ok((0, stats))
 }
 
 /// Runs `items` inputs through the model at most `max_batch` at a time, appending the outputs.
-fn run_batched(model: &mut TaskModel, input: &[f32], items: usize, max_batch: usize, output: &mut Vec<f32>) -> Result<()> {
+fn run_batched(
+    model: &mut TaskModel,
+    input: &[f32],
+    items: usize,
+    output: &mut Vec<f32>,
+) -> Result<()> {
     output.clear();
-    for (chunk_index, chunk) in input[..items * INPUT_LEN].chunks(max_batch * INPUT_LEN).enumerate() {
+    for (chunk_index, chunk) in input[..items * INPUT_LEN]
+        .chunks(model.max_batch * INPUT_LEN)
+        .enumerate()
+    {
         let batch = chunk.len() / INPUT_LEN;
         let before = output.len();
         model.engine.run(chunk, batch, output)?;
@@ -489,18 +575,40 @@ fn run_batched(model: &mut TaskModel, input: &[f32], items: usize, max_batch: us
         if output.len() - before != expected {
             return Err(Error::Inference {
                 model: model.engine.info().id.clone(),
-                message: format!("batch {chunk_index}: output has {} values, expected {expected}", output.len() - before),
+                message: format!(
+                    "batch {chunk_index}: output has {} values, expected {expected}",
+                    output.len() - before
+                ),
             });
         }
     }
     Ok(())
 }
 
-fn dump_tensors(dumper: &Dumper, work: &Work, task: Task, layout: OutputLayout, input: &[f32], output: &[f32]) -> Result<()> {
+fn dump_tensors(
+    dumper: &Dumper,
+    work: &Work,
+    task: Task,
+    layout: OutputLayout,
+    input: &[f32],
+    output: &[f32],
+) -> Result<()> {
     let items = output.len() / layout.item_len();
     let index = work.frame.index;
-    dumper.tensor(index, task, "input", &[items, 3, INPUT_HEIGHT, INPUT_WIDTH], &input[..items * INPUT_LEN])?;
-    dumper.tensor(index, task, "output", &[items, layout.channels, layout.height, layout.width], output)
+    dumper.tensor(
+        index,
+        task,
+        "input",
+        &[items, 3, INPUT_HEIGHT, INPUT_WIDTH],
+        &input[..items * INPUT_LEN],
+    )?;
+    dumper.tensor(
+        index,
+        task,
+        "output",
+        &[items, layout.channels, layout.height, layout.width],
+        output,
+    )
 }
 
 struct PostOptions {
@@ -526,34 +634,60 @@ fn post_stage(
         let (width, height) = (work.frame.width, work.frame.height);
         let persons = match (work.heatmaps.take(), summary.pose_layout) {
             (Some(heatmaps), Some(layout)) => {
-                let persons = decode_stats.time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
+                let persons = decode_stats
+                    .time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
                 pool.put(heatmaps);
                 Some(persons)
             }
             _ => None,
         };
-        let segmentation = work.logits.take().zip(summary.seg_layout).map(|(logits, layout)| {
-            class_map.resize(width * height, 0);
-            let (c, h, w) = (layout.channels, layout.height, layout.width);
-            seg_stats.time(|| match options.seg_upsample {
-                SegUpsample::Bilinear => seg::upsample_argmax(&logits, c, h, w, width, height, &mut class_map),
-                SegUpsample::Nearest => seg::argmax_nearest(&logits, c, h, w, width, height, &mut class_map),
+        let segmentation = work
+            .logits
+            .take()
+            .zip(summary.seg_layout)
+            .map(|(logits, layout)| {
+                class_map.resize(width * height, 0);
+                let (c, h, w) = (layout.channels, layout.height, layout.width);
+                seg_stats.time(|| match options.seg_upsample {
+                    SegUpsample::Bilinear => {
+                        seg::upsample_argmax(&logits, c, h, w, width, height, &mut class_map)
+                    }
+                    SegUpsample::Nearest => {
+                        seg::argmax_nearest(&logits, c, h, w, width, height, &mut class_map)
+                    }
+                });
+                pool.put(logits);
+                SegmentationSummary {
+                    class_set: parts.name.clone(),
+                    class_pixels: count_classes(&class_map, parts.classes.len()),
+                }
             });
-            pool.put(logits);
-            SegmentationSummary {
-                class_set: parts.name.clone(),
-                class_pixels: count_classes(&class_map, parts.classes.len()),
-            }
-        });
         if options.draw {
-            render_stats.time(|| draw(&mut work.frame, persons.as_deref(), segmentation.is_some().then_some(&class_map[..]), summary, options))?;
+            render_stats.time(|| {
+                draw(
+                    &mut work.frame,
+                    persons.as_deref(),
+                    segmentation.is_some().then_some(&class_map[..]),
+                    summary,
+                    options,
+                )
+            })?;
         }
         let result = frame_result(&work.frame, summary, persons, segmentation);
-        if out.send(Done { frame: work.frame, result }).is_err() {
+        if out
+            .send(Done {
+                frame: work.frame,
+                result,
+            })
+            .is_err()
+        {
             break;
         }
     }
-    let stats = [decode_stats, seg_stats, render_stats].into_iter().filter(|s| s.count() > 0).collect();
+    let stats = [decode_stats, seg_stats, render_stats]
+        .into_iter()
+        .filter(|s| s.count() > 0)
+        .collect();
     Ok((0, stats))
 }
 
@@ -567,11 +701,25 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
     counts
 }
 
-fn draw(frame: &mut Frame, persons: Option<&[Person]>, class_map: Option<&[u8]>, summary: &ModelSummary, options: &PostOptions) -> Result<()> {
+fn draw(
+    frame: &mut Frame,
+    persons: Option<&[Person]>,
+    class_map: Option<&[u8]>,
+    summary: &ModelSummary,
+    options: &PostOptions,
+) -> Result<()> {
     let (width, height, stride) = (frame.width, frame.height, frame.stride);
     frame.with_pixels_mut(|pixels| {
         if let Some(class_map) = class_map {
-            render::blend_class_map(pixels, width, height, stride, class_map, &keypoint_sets::body_parts().palette, 0.5);
+            render::blend_class_map(
+                pixels,
+                width,
+                height,
+                stride,
+                class_map,
+                &keypoint_sets::body_parts().palette,
+                0.5,
+            );
         }
         if let (Some(persons), Some(set)) = (persons, summary.keypoint_set) {
             let style = PoseStyle {
@@ -583,14 +731,21 @@ fn draw(frame: &mut Frame, persons: Option<&[Person]>, class_map: Option<&[u8]>,
                 thickness: 2.0,
             }
             .scaled_for(width, height);
-            let keypoints: Vec<&[[f32; 3]]> = persons.iter().map(|p| p.keypoints.as_slice()).collect();
-            render::draw_pose(pixels, width, height, stride, &keypoints, &style).map_err(|e| Error::Render(e.to_string()))?;
+            let keypoints: Vec<&[[f32; 3]]> =
+                persons.iter().map(|p| p.keypoints.as_slice()).collect();
+            render::draw_pose(pixels, width, height, stride, &keypoints, &style)
+                .map_err(|e| Error::Render(e.to_string()))?;
         }
         Ok(())
     })
 }
 
-fn frame_result(frame: &Frame, summary: &ModelSummary, persons: Option<Vec<Person>>, segmentation: Option<SegmentationSummary>) -> FrameResult {
+fn frame_result(
+    frame: &Frame,
+    summary: &ModelSummary,
+    persons: Option<Vec<Person>>,
+    segmentation: Option<SegmentationSummary>,
+) -> FrameResult {
     FrameResult {
         schema: SCHEMA_NAME,
         version: SCHEMA_VERSION,
@@ -605,7 +760,10 @@ fn frame_result(frame: &Frame, summary: &ModelSummary, persons: Option<Vec<Perso
         height: frame.height,
         models: summary.ids.clone(),
         random_weights: summary.random_weights,
-        keypoint_set: persons.as_ref().and(summary.keypoint_set).map(|s| s.name.clone()),
+        keypoint_set: persons
+            .as_ref()
+            .and(summary.keypoint_set)
+            .map(|s| s.name.clone()),
         persons,
         segmentation,
     }

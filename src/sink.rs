@@ -48,9 +48,10 @@ impl VideoSink {
             appsrc,
             path: options.path.clone(),
         };
-        sink.pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| sink.bus_error().unwrap_or_else(|| sink.error("cannot start the encoder")))?;
+        sink.pipeline.set_state(gst::State::Playing).map_err(|_| {
+            sink.bus_error()
+                .unwrap_or_else(|| sink.error("cannot start the encoder"))
+        })?;
         Ok(sink)
     }
 
@@ -62,7 +63,10 @@ impl VideoSink {
     }
 
     fn bus_error(&self) -> Option<Error> {
-        let message = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+        let message = self
+            .pipeline
+            .bus()?
+            .pop_filtered(&[gst::MessageType::Error])?;
         match message.view() {
             gst::MessageView::Error(err) => Some(self.error(&err.error().to_string())),
             _ => None,
@@ -77,9 +81,10 @@ impl VideoSink {
             buffer.set_pts(frame.pts_ns.map(gst::ClockTime::from_nseconds));
             buffer.set_duration(frame.duration_ns.map(gst::ClockTime::from_nseconds));
         }
-        self.appsrc
-            .push_buffer(buffer)
-            .map_err(|flow| self.bus_error().unwrap_or_else(|| self.error(&format!("encoder refused a frame: {flow:?}"))))?;
+        self.appsrc.push_buffer(buffer).map_err(|flow| {
+            self.bus_error()
+                .unwrap_or_else(|| self.error(&format!("encoder refused a frame: {flow:?}")))
+        })?;
         Ok(())
     }
 
@@ -88,7 +93,10 @@ impl VideoSink {
         self.appsrc
             .end_of_stream()
             .map_err(|flow| self.error(&format!("cannot end the stream: {flow:?}")))?;
-        let bus = self.pipeline.bus().ok_or_else(|| self.error("encoder pipeline has no bus"))?;
+        let bus = self
+            .pipeline
+            .bus()
+            .ok_or_else(|| self.error("encoder pipeline has no bus"))?;
         let message = bus.timed_pop_filtered(
             gst::ClockTime::from_seconds(FINISH_TIMEOUT.as_secs()),
             &[gst::MessageType::Eos, gst::MessageType::Error],
@@ -110,11 +118,16 @@ impl Drop for VideoSink {
 }
 
 fn muxer_for(path: &Path) -> std::result::Result<&'static str, String> {
-    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match extension.as_deref() {
         Some("mp4" | "m4v" | "mov") => Ok("mp4mux"),
         Some("mkv") => Ok("matroskamux"),
-        _ => Err("unsupported video container: use a .mp4 or .mkv file name, or --output none".into()),
+        _ => Err(
+            "unsupported video container: use a .mp4 or .mkv file name, or --output none".into(),
+        ),
     }
 }
 
@@ -125,7 +138,10 @@ fn make(factory: &str) -> std::result::Result<gst::Element, String> {
 }
 
 /// appsrc (RGBA) -> [textoverlay] -> videoconvert -> videoscale to even size -> x264enc -> h264parse -> mux -> filesink
-fn build_encode_pipeline(options: &VideoSinkOptions, muxer: &str) -> std::result::Result<(gst::Pipeline, gst_app::AppSrc), String> {
+fn build_encode_pipeline(
+    options: &VideoSinkOptions,
+    muxer: &str,
+) -> std::result::Result<(gst::Pipeline, gst_app::AppSrc), String> {
     let (num, den) = options.framerate.unwrap_or((0, 1));
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::Rgba)
@@ -190,7 +206,8 @@ pub struct Dumper {
 
 impl Dumper {
     pub fn create(dir: &Path, frames: u64) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating dump folder {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating dump folder {}", dir.display()), e))?;
         Ok(Dumper {
             dir: dir.to_owned(),
             frames,
@@ -203,24 +220,44 @@ impl Dumper {
 
     pub fn frame_png(&self, frame: &Frame) -> Result<()> {
         let path = self.dir.join(format!("frame_{:06}.png", frame.index));
-        image::save_buffer(&path, &frame.to_rgb(), frame.width as u32, frame.height as u32, image::ExtendedColorType::Rgb8)
-            .map_err(|e| Error::Output {
-                path,
-                message: e.to_string(),
-            })
+        image::save_buffer(
+            &path,
+            &frame.to_rgb(),
+            frame.width as u32,
+            frame.height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| Error::Output {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// Writes `DIR/frame_NNNNNN_<task>_<kind>.npy` (kind: input or output).
-    pub fn tensor(&self, frame_index: u64, task: Task, kind: &str, shape: &[usize], data: &[f32]) -> Result<()> {
-        let path = self.dir.join(format!("frame_{frame_index:06}_{}_{kind}.npy", task.name()));
-        write_npy(&path, shape, data).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    pub fn tensor(
+        &self,
+        frame_index: u64,
+        task: Task,
+        kind: &str,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<()> {
+        let path = self
+            .dir
+            .join(format!("frame_{frame_index:06}_{}_{kind}.npy", task.name()));
+        write_npy(&path, shape, data)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 }
 
 fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut writer = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(file).begin_nd()?;
+    let mut writer = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()?;
     writer.extend(data.iter().copied())?;
     writer.finish()
 }

@@ -16,10 +16,31 @@ use crate::frame::Frame;
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"];
 const TEST_PATTERNS: &[&str] = &[
-    "smpte", "snow", "black", "white", "red", "green", "blue", "checkers-1", "checkers-2",
-    "checkers-4", "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut",
-    "chroma-zone-plate", "solid-color", "ball", "smpte100", "bar", "pinwheel", "spokes",
-    "gradient", "colors",
+    "smpte",
+    "snow",
+    "black",
+    "white",
+    "red",
+    "green",
+    "blue",
+    "checkers-1",
+    "checkers-2",
+    "checkers-4",
+    "checkers-8",
+    "circular",
+    "blink",
+    "smpte75",
+    "zone-plate",
+    "gamut",
+    "chroma-zone-plate",
+    "solid-color",
+    "ball",
+    "smpte100",
+    "bar",
+    "pinwheel",
+    "spokes",
+    "gradient",
+    "colors",
 ];
 
 /// What `--input` names.
@@ -49,7 +70,11 @@ impl InputSpec {
             return Ok(InputSpec::Webcam(PathBuf::from("/dev/video0")));
         }
         if let Some(device) = input.strip_prefix("v4l2://") {
-            let device = if device.is_empty() { "/dev/video0" } else { device };
+            let device = if device.is_empty() {
+                "/dev/video0"
+            } else {
+                device
+            };
             return Ok(InputSpec::Webcam(PathBuf::from(device)));
         }
         if let Some(rest) = input.strip_prefix("test://") {
@@ -108,17 +133,19 @@ impl TestPattern {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("'{pair}' is not key=value")))?;
-            let number: u32 = value
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid(format!("{key} must be a positive integer, not '{value}'")))?;
+            let number: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                invalid(format!("{key} must be a positive integer, not '{value}'"))
+            })?;
             match key {
                 "width" => spec.width = number,
                 "height" => spec.height = number,
                 "fps" => spec.fps = number,
                 "frames" => spec.frames = Some(number),
-                _ => return Err(invalid(format!("unknown parameter '{key}' (width, height, fps, frames)"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown parameter '{key}' (width, height, fps, frames)"
+                    )));
+                }
             }
         }
         Ok(spec)
@@ -154,8 +181,16 @@ pub fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Box<dyn FrameSo
     // Frames of every source live in GStreamer buffers.
     gst::init().map_err(|e| Error::Gstreamer(e.to_string()))?;
     match spec {
-        InputSpec::Image(path) => Ok(Box::new(ImageSource::new(vec![path.clone()], spec, options)?)),
-        InputSpec::ImageFolder(dir) => Ok(Box::new(ImageSource::new(list_images(dir)?, spec, options)?)),
+        InputSpec::Image(path) => Ok(Box::new(ImageSource::new(
+            vec![path.clone()],
+            spec,
+            options,
+        )?)),
+        InputSpec::ImageFolder(dir) => Ok(Box::new(ImageSource::new(
+            list_images(dir)?,
+            spec,
+            options,
+        )?)),
         _ => Ok(Box::new(GstSource::open(spec, options)?)),
     }
 }
@@ -185,16 +220,18 @@ impl Default for SourceOptions {
 
 fn describe(spec: &InputSpec) -> String {
     match spec {
-        InputSpec::File(p) | InputSpec::Image(p) | InputSpec::ImageFolder(p) | InputSpec::Webcam(p) => {
-            p.display().to_string()
-        }
+        InputSpec::File(p)
+        | InputSpec::Image(p)
+        | InputSpec::ImageFolder(p)
+        | InputSpec::Webcam(p) => p.display().to_string(),
         InputSpec::Uri(u) => u.clone(),
         InputSpec::Test(t) => format!("test://{}", t.pattern),
     }
 }
 
 fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading folder {}", dir.display()), e))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("reading folder {}", dir.display()), e))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && has_image_extension(p))
@@ -300,10 +337,11 @@ const PULL_POLL: Duration = Duration::from_millis(100);
 impl GstSource {
     fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Self> {
         let input = describe(spec);
-        let (pipeline, appsink) = build_decode_pipeline(spec, options.real_time).map_err(|message| Error::Decode {
-            input: input.clone(),
-            message,
-        })?;
+        let (pipeline, appsink) =
+            build_decode_pipeline(spec, options.real_time).map_err(|message| Error::Decode {
+                input: input.clone(),
+                message,
+            })?;
         let mut source = GstSource {
             pipeline,
             appsink,
@@ -321,7 +359,11 @@ impl GstSource {
         source
             .pipeline
             .set_state(gst::State::Playing)
-            .map_err(|_| source.bus_error().unwrap_or_else(|| source.decode_error("cannot start the pipeline")))?;
+            .map_err(|_| {
+                source
+                    .bus_error()
+                    .unwrap_or_else(|| source.decode_error("cannot start the pipeline"))
+            })?;
         let first = source
             .pull(Some(Instant::now() + options.first_frame_timeout))?
             .ok_or_else(|| source.decode_error("the input holds no video frames"))?;
@@ -338,9 +380,12 @@ impl GstSource {
     }
 
     fn describe_stream(&mut self, sample: &gst::Sample, spec: &InputSpec) -> Result<()> {
-        let caps = sample.caps().ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
-        let video = gst_video::VideoInfo::from_caps(caps)
-            .map_err(|_| self.decode_error("decoder gave a frame with caps that are not raw video"))?;
+        let caps = sample
+            .caps()
+            .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
+        let video = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
+            self.decode_error("decoder gave a frame with caps that are not raw video")
+        })?;
         self.info.width = video.width() as usize;
         self.info.height = video.height() as usize;
         let fps = video.fps();
@@ -361,7 +406,10 @@ impl GstSource {
     /// Waits for the next sample, watching the bus so that errors end the wait.
     fn pull(&mut self, deadline: Option<Instant>) -> Result<Option<gst::Sample>> {
         loop {
-            if let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::from_mseconds(PULL_POLL.as_millis() as u64)) {
+            if let Some(sample) = self
+                .appsink
+                .try_pull_sample(gst::ClockTime::from_mseconds(PULL_POLL.as_millis() as u64))
+            {
                 return Ok(Some(sample));
             }
             if let Some(error) = self.bus_error() {
@@ -371,7 +419,9 @@ impl GstSource {
                 return Ok(None);
             }
             if deadline.is_some_and(|d| Instant::now() > d) {
-                return Err(self.decode_error("no video frame arrived in time (unreachable or silent source)"));
+                return Err(self.decode_error(
+                    "no video frame arrived in time (unreachable or silent source)",
+                ));
             }
         }
     }
@@ -390,9 +440,12 @@ impl GstSource {
         let buffer = sample
             .buffer_owned()
             .ok_or_else(|| self.decode_error("decoder gave a sample without a buffer"))?;
-        let caps = sample.caps().ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
-        let video = gst_video::VideoInfo::from_caps(caps)
-            .map_err(|_| self.decode_error("decoder gave a frame with caps that are not raw video"))?;
+        let caps = sample
+            .caps()
+            .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
+        let video = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
+            self.decode_error("decoder gave a frame with caps that are not raw video")
+        })?;
         let index = self.next_index;
         self.next_index += 1;
         Ok(Frame {
@@ -445,12 +498,19 @@ fn make(factory: &str) -> Result<gst::Element, String> {
 }
 
 /// source -> (decoder) -> videoconvert -> RGBA -> appsink
-fn build_decode_pipeline(spec: &InputSpec, real_time: bool) -> Result<(gst::Pipeline, gst_app::AppSink), String> {
+fn build_decode_pipeline(
+    spec: &InputSpec,
+    real_time: bool,
+) -> Result<(gst::Pipeline, gst_app::AppSink), String> {
     let pipeline = gst::Pipeline::new();
     let convert = make("videoconvert")?;
     convert.set_property("n-threads", 0u32);
     let appsink = gst_app::AppSink::builder()
-        .caps(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgba).build())
+        .caps(
+            &gst_video::VideoCapsBuilder::new()
+                .format(gst_video::VideoFormat::Rgba)
+                .build(),
+        )
         .max_buffers(4)
         .sync(real_time)
         .build();
@@ -469,7 +529,9 @@ fn build_decode_pipeline(spec: &InputSpec, real_time: bool) -> Result<(gst::Pipe
             let src = make("v4l2src")?;
             src.set_property("device", device.to_string_lossy().as_ref());
             let decode = make("decodebin")?;
-            pipeline.add_many([&src, &decode]).map_err(|e| e.to_string())?;
+            pipeline
+                .add_many([&src, &decode])
+                .map_err(|e| e.to_string())?;
             src.link(&decode).map_err(|e| e.to_string())?;
             link_decoded_video(&pipeline, &decode, &convert);
         }
@@ -487,15 +549,23 @@ fn build_decode_pipeline(spec: &InputSpec, real_time: bool) -> Result<(gst::Pipe
                 .build();
             let filter = make("capsfilter")?;
             filter.set_property("caps", &caps);
-            pipeline.add_many([&src, &filter]).map_err(|e| e.to_string())?;
+            pipeline
+                .add_many([&src, &filter])
+                .map_err(|e| e.to_string())?;
             gst::Element::link_many([&src, &filter, &convert]).map_err(|e| e.to_string())?;
         }
-        InputSpec::Image(_) | InputSpec::ImageFolder(_) => unreachable!("images are decoded without GStreamer"),
+        InputSpec::Image(_) | InputSpec::ImageFolder(_) => {
+            unreachable!("images are decoded without GStreamer")
+        }
     }
     Ok((pipeline, appsink))
 }
 
-fn add_uridecodebin(pipeline: &gst::Pipeline, convert: &gst::Element, uri: &str) -> Result<(), String> {
+fn add_uridecodebin(
+    pipeline: &gst::Pipeline,
+    convert: &gst::Element,
+    uri: &str,
+) -> Result<(), String> {
     let decode = make("uridecodebin")?;
     decode.set_property("uri", uri);
     pipeline.add(&decode).map_err(|e| e.to_string())?;
@@ -509,14 +579,17 @@ fn link_decoded_video(pipeline: &gst::Pipeline, decode: &gst::Element, convert: 
     let pipeline_weak = pipeline.downgrade();
     let convert_weak = convert.downgrade();
     decode.connect_pad_added(move |_, pad| {
-        let (Some(pipeline), Some(convert)) = (pipeline_weak.upgrade(), convert_weak.upgrade()) else {
+        let (Some(pipeline), Some(convert)) = (pipeline_weak.upgrade(), convert_weak.upgrade())
+        else {
             return;
         };
         let is_video = pad
             .current_caps()
             .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
             .unwrap_or(false);
-        let sink = convert.static_pad("sink").expect("videoconvert has a sink pad");
+        let sink = convert
+            .static_pad("sink")
+            .expect("videoconvert has a sink pad");
         if is_video && !sink.is_linked() {
             let _ = pad.link(&sink);
             return;
@@ -530,13 +603,20 @@ fn link_decoded_video(pipeline: &gst::Pipeline, decode: &gst::Element, convert: 
             .and_then(|c| c.static_pad("sink"))
             .is_some_and(|p| p.is_linked());
         if !linked {
-            gst::element_error!(decode, gst::StreamError::WrongType, ("the input has no video stream"));
+            gst::element_error!(
+                decode,
+                gst::StreamError::WrongType,
+                ("the input has no video stream")
+            );
         }
     });
 }
 
 fn discard_stream(pipeline: &gst::Pipeline, pad: &gst::Pad) {
-    let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).build() else {
+    let Ok(sink) = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+    else {
         return;
     };
     if pipeline.add(&sink).is_ok() {
@@ -575,12 +655,21 @@ mod tests {
 
     #[test]
     fn webcam_and_uris() {
-        assert_eq!(InputSpec::parse("webcam").unwrap(), InputSpec::Webcam("/dev/video0".into()));
-        assert_eq!(InputSpec::parse("v4l2:///dev/video2").unwrap(), InputSpec::Webcam("/dev/video2".into()));
+        assert_eq!(
+            InputSpec::parse("webcam").unwrap(),
+            InputSpec::Webcam("/dev/video0".into())
+        );
+        assert_eq!(
+            InputSpec::parse("v4l2:///dev/video2").unwrap(),
+            InputSpec::Webcam("/dev/video2".into())
+        );
         assert_eq!(
             InputSpec::parse("rtsp://cam.local/stream").unwrap(),
             InputSpec::Uri("rtsp://cam.local/stream".into())
         );
-        assert!(matches!(InputSpec::parse("/no/such/file.mp4"), Err(Error::InputMissing(_))));
+        assert!(matches!(
+            InputSpec::parse("/no/such/file.mp4"),
+            Err(Error::InputMissing(_))
+        ));
     }
 }

@@ -15,8 +15,14 @@ const MEAN: [f32; 3] = [123.675, 116.28, 103.53];
 const STD: [f32; 3] = [58.395, 57.12, 57.375];
 
 fn model(name: &str) -> PathBuf {
-    let path = common::repo_root().join("engines/models").join(format!("sapiens_tiny_{name}.onnx"));
-    assert!(path.exists(), "{} missing: run scripts/setup.sh", path.display());
+    let path = common::repo_root()
+        .join("engines/models")
+        .join(format!("sapiens_tiny_{name}.onnx"));
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
@@ -65,21 +71,46 @@ fn assert_success(output: &Output) {
 /// Fails with one `error:` line and no panic.
 fn assert_clean_failure(output: &Output, expected: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected failure, got success:\n{stderr}");
+    assert!(
+        !output.status.success(),
+        "expected failure, got success:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "expected one error line:\n{stderr}");
     for needle in expected {
-        assert!(errors[0].contains(needle), "'{needle}' not in: {}", errors[0]);
+        assert!(
+            errors[0].contains(needle),
+            "'{needle}' not in: {}",
+            errors[0]
+        );
     }
 }
 
 /// An H.264 MP4 made by GStreamer's own tools, independent of the program under test.
 fn make_clip(path: &Path, frames: u32, width: u32, height: u32) {
     let status = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "pattern=ball", &format!("num-buffers={frames}"), "!"])
-        .arg(format!("video/x-raw,width={width},height={height},framerate=25/1"))
-        .args(["!", "x264enc", "speed-preset=ultrafast", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
+        .args([
+            "-q",
+            "videotestsrc",
+            "pattern=ball",
+            &format!("num-buffers={frames}"),
+            "!",
+        ])
+        .arg(format!(
+            "video/x-raw,width={width},height={height},framerate=25/1"
+        ))
+        .args([
+            "!",
+            "x264enc",
+            "speed-preset=ultrafast",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", path.display()))
         .status()
         .expect("gst-launch-1.0 (scripts/setup.sh installs it)");
@@ -87,7 +118,11 @@ fn make_clip(path: &Path, frames: u32, width: u32, height: u32) {
 }
 
 fn probe(video: &Path) -> Value {
-    serde_json::from_str(&common::run_reference("video_probe.py", &[video.to_str().unwrap()])).unwrap()
+    serde_json::from_str(&common::run_reference(
+        "video_probe.py",
+        &[video.to_str().unwrap()],
+    ))
+    .unwrap()
 }
 
 fn read_results(path: &Path) -> Vec<Value> {
@@ -108,9 +143,15 @@ fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
 
 /// The dumped model input, un-normalised back to 0..255, beside OpenCV's on the dumped frame.
 fn check_input_against_opencv(dump: &Path, task: &str, reference_args: &[&str]) {
-    let frame = image::open(dump.join("frame_000000.png")).unwrap().to_rgb8();
+    let frame = image::open(dump.join("frame_000000.png"))
+        .unwrap()
+        .to_rgb8();
     let frame_npy = dump.join("frame.npy");
-    common::write_npy_u8(&frame_npy, &[frame.height() as u64, frame.width() as u64, 3], frame.as_raw());
+    common::write_npy_u8(
+        &frame_npy,
+        &[frame.height() as u64, frame.width() as u64, 3],
+        frame.as_raw(),
+    );
     let reference = dump.join(format!("{task}_reference.npy"));
     let mut args = vec![reference_args[0], frame_npy.to_str().unwrap()];
     args.extend_from_slice(&reference_args[1..]);
@@ -128,7 +169,10 @@ fn check_input_against_opencv(dump: &Path, task: &str, reference_args: &[&str]) 
         sum += diff as f64;
     }
     let mean = sum / input.len() as f64;
-    assert!(max <= 1.0 && mean <= 0.1, "{task} input vs OpenCV: max {max}, mean {mean}");
+    assert!(
+        max <= 1.0 && mean <= 0.1,
+        "{task} input vs OpenCV: max {max}, mean {mean}"
+    );
 }
 
 /// The dumped heatmaps, decoded by the NumPy reference and mapped to the frame per SAPIENS.md,
@@ -139,11 +183,18 @@ fn check_keypoints_against_reference(dump: &Path, person: &Value, width: f32, he
     let maps = dump.join("maps.npy");
     common::write_npy_f32(&maps, &shape[1..], &heatmaps);
     let decoded = dump.join("decoded.npy");
-    common::run_reference("decode_reference.py", &[maps.to_str().unwrap(), decoded.to_str().unwrap()]);
+    common::run_reference(
+        "decode_reference.py",
+        &[maps.to_str().unwrap(), decoded.to_str().unwrap()],
+    );
     let (_, peaks) = common::read_npy_f32(&decoded);
     // Whole-frame box, padded 1.25 and fixed to aspect 0.75.
     let (mut cw, mut ch) = (width * 1.25, height * 1.25);
-    if cw > 0.75 * ch { ch = cw / 0.75 } else { cw = 0.75 * ch }
+    if cw > 0.75 * ch {
+        ch = cw / 0.75
+    } else {
+        cw = 0.75 * ch
+    }
     let (cx, cy) = (width / 2.0, height / 2.0);
     let keypoints = person["keypoints"].as_array().unwrap();
     assert_eq!(keypoints.len() as u64, k);
@@ -151,10 +202,22 @@ fn check_keypoints_against_reference(dump: &Path, person: &Value, width: f32, he
         let (px, py, score) = (peaks[i * 3], peaks[i * 3 + 1], peaks[i * 3 + 2]);
         let x = px / (w - 1.0) * cw + cx - cw / 2.0;
         let y = py / (h - 1.0) * ch + cy - ch / 2.0;
-        let got: Vec<f32> = kp.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        assert!((got[2] - score).abs() < 1e-6, "keypoint {i} score {} vs {score}", got[2]);
+        let got: Vec<f32> = kp
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert!(
+            (got[2] - score).abs() < 1e-6,
+            "keypoint {i} score {} vs {score}",
+            got[2]
+        );
         if score > 0.0 {
-            assert!((got[0] - x).abs() < 0.02 && (got[1] - y).abs() < 0.02, "keypoint {i}: {got:?} vs ({x}, {y})");
+            assert!(
+                (got[0] - x).abs() < 0.02 && (got[1] - y).abs() < 0.02,
+                "keypoint {i}: {got:?} vs ({x}, {y})"
+            );
         }
     }
 }
@@ -162,19 +225,32 @@ fn check_keypoints_against_reference(dump: &Path, person: &Value, width: f32, he
 #[test]
 fn video_end_to_end_matches_references() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, output, results, dump) =
-        (dir.path().join("in.mp4"), dir.path().join("out.mp4"), dir.path().join("r.jsonl"), dir.path().join("dump"));
+    let (input, output, results, dump) = (
+        dir.path().join("in.mp4"),
+        dir.path().join("out.mp4"),
+        dir.path().join("r.jsonl"),
+        dir.path().join("dump"),
+    );
     make_clip(&input, 12, 320, 240);
     let run = sapiens(
         dir.path(),
         &[
             // Relative to the working directory, as users type it.
-            "run", "--input", "in.mp4",
-            "--pose-model", model("pose17").to_str().unwrap(),
-            "--seg-model", model("seg").to_str().unwrap(),
-            "--output", output.to_str().unwrap(),
-            "--results", results.to_str().unwrap(),
-            "--dump", dump.to_str().unwrap(), "--dump-frames", "1",
+            "run",
+            "--input",
+            "in.mp4",
+            "--pose-model",
+            model("pose17").to_str().unwrap(),
+            "--seg-model",
+            model("seg").to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+            "--dump",
+            dump.to_str().unwrap(),
+            "--dump-frames",
+            "1",
         ],
     );
     assert_success(&run);
@@ -182,9 +258,20 @@ fn video_end_to_end_matches_references() {
     let (source, encoded) = (probe(&input), probe(&output));
     assert_eq!(source["frames"], 12);
     assert_eq!(encoded["frames"], source["frames"]);
-    assert_eq!((&encoded["width"], &encoded["height"]), (&source["width"], &source["height"]));
-    for (a, b) in encoded["pts_ms"].as_array().unwrap().iter().zip(source["pts_ms"].as_array().unwrap()) {
-        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1.0, "timestamps differ: {a} vs {b}");
+    assert_eq!(
+        (&encoded["width"], &encoded["height"]),
+        (&source["width"], &source["height"])
+    );
+    for (a, b) in encoded["pts_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(source["pts_ms"].as_array().unwrap())
+    {
+        assert!(
+            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1.0,
+            "timestamps differ: {a} vs {b}"
+        );
     }
 
     let lines = read_results(&results);
@@ -194,20 +281,36 @@ fn video_end_to_end_matches_references() {
         assert_eq!(line["version"], 1);
         assert_eq!(line["frame"], i as u64);
         assert_eq!(line["pts_ns"], i as u64 * 40_000_000);
-        assert_eq!((line["width"].as_u64(), line["height"].as_u64()), (Some(320), Some(240)));
+        assert_eq!(
+            (line["width"].as_u64(), line["height"].as_u64()),
+            (Some(320), Some(240))
+        );
         assert_eq!(line["random_weights"], true);
         assert_eq!(line["keypoint_set"], "coco17");
         let persons = line["persons"].as_array().unwrap();
         assert_eq!(persons.len(), 1);
-        assert_eq!(persons[0]["bbox"], serde_json::json!([0.0, 0.0, 320.0, 240.0]));
+        assert_eq!(
+            persons[0]["bbox"],
+            serde_json::json!([0.0, 0.0, 320.0, 240.0])
+        );
         assert_eq!(persons[0]["keypoints"].as_array().unwrap().len(), 17);
         let pixels = line["segmentation"]["class_pixels"].as_array().unwrap();
         assert_eq!(pixels.len(), 28);
-        assert_eq!(pixels.iter().map(|p| p.as_u64().unwrap()).sum::<u64>(), 320 * 240);
+        assert_eq!(
+            pixels.iter().map(|p| p.as_u64().unwrap()).sum::<u64>(),
+            320 * 240
+        );
     }
 
-    assert!(!dump.join("frame_000001.png").exists(), "only one frame was asked for");
-    check_input_against_opencv(&dump, "pose", &["crop", "0", "0", "320", "240", "768", "1024"]);
+    assert!(
+        !dump.join("frame_000001.png").exists(),
+        "only one frame was asked for"
+    );
+    check_input_against_opencv(
+        &dump,
+        "pose",
+        &["crop", "0", "0", "320", "240", "768", "1024"],
+    );
     check_input_against_opencv(&dump, "seg", &["stretch", "768", "1024"]);
     check_keypoints_against_reference(&dump, &lines[0]["persons"][0], 320.0, 240.0);
     let (seg_shape, _) = common::read_npy_f32(&dump.join("frame_000000_seg_output.npy"));
@@ -217,21 +320,36 @@ fn video_end_to_end_matches_references() {
 #[test]
 fn larger_keypoint_sets_and_test_source() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, set, count) in [("pose308", "goliath308", 308), ("pose133", "coco_wholebody133", 133)] {
+    for (name, set, count) in [
+        ("pose308", "goliath308", 308),
+        ("pose133", "coco_wholebody133", 133),
+    ] {
         let results = dir.path().join(format!("{name}.jsonl"));
         let run = sapiens(
             dir.path(),
             &[
-                "run", "--input", "test://smpte?width=192&height=256&frames=2", "--mode", "offline",
-                "--pose-model", model(name).to_str().unwrap(),
-                "--results", results.to_str().unwrap(),
+                "run",
+                "--input",
+                "test://smpte?width=192&height=256&frames=2",
+                "--mode",
+                "offline",
+                "--pose-model",
+                model(name).to_str().unwrap(),
+                "--results",
+                results.to_str().unwrap(),
             ],
         );
         assert_success(&run);
         let lines = read_results(&results);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["keypoint_set"], set);
-        assert_eq!(lines[1]["persons"][0]["keypoints"].as_array().unwrap().len(), count);
+        assert_eq!(
+            lines[1]["persons"][0]["keypoints"]
+                .as_array()
+                .unwrap()
+                .len(),
+            count
+        );
         assert!(lines[1].get("segmentation").is_none());
     }
 }
@@ -243,10 +361,17 @@ fn mkv_output_and_nearest_seg() {
     let run = sapiens(
         dir.path(),
         &[
-            "run", "--input", "test://ball?width=160&height=120&frames=3", "--mode", "offline",
-            "--seg-model", model("seg").to_str().unwrap(),
-            "--seg-upsample", "nearest",
-            "--output", output.to_str().unwrap(),
+            "run",
+            "--input",
+            "test://ball?width=160&height=120&frames=3",
+            "--mode",
+            "offline",
+            "--seg-model",
+            model("seg").to_str().unwrap(),
+            "--seg-upsample",
+            "nearest",
+            "--output",
+            output.to_str().unwrap(),
         ],
     );
     assert_success(&run);
@@ -262,16 +387,24 @@ fn still_image_and_folder_of_images() {
     let run = sapiens(
         dir.path(),
         &[
-            "run", "--input", "still.png",
-            "--pose-model", model("pose17").to_str().unwrap(),
-            "--results", results.to_str().unwrap(),
-            "--output", output.to_str().unwrap(),
+            "run",
+            "--input",
+            "still.png",
+            "--pose-model",
+            model("pose17").to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
         ],
     );
     assert_success(&run);
     let lines = read_results(&results);
     assert_eq!(lines.len(), 1);
-    assert_eq!((lines[0]["width"].as_u64(), lines[0]["height"].as_u64()), (Some(300), Some(200)));
+    assert_eq!(
+        (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
+        (Some(300), Some(200))
+    );
     assert_eq!(probe(&output)["frames"], 1);
 
     let folder = dir.path().join("images");
@@ -284,13 +417,20 @@ fn still_image_and_folder_of_images() {
     let run = sapiens(
         dir.path(),
         &[
-            "run", "--input", folder.to_str().unwrap(),
-            "--pose-model", model("pose17").to_str().unwrap(),
-            "--results", results.to_str().unwrap(),
+            "run",
+            "--input",
+            folder.to_str().unwrap(),
+            "--pose-model",
+            model("pose17").to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
         ],
     );
     assert_success(&run);
-    let frames: Vec<u64> = read_results(&results).iter().map(|l| l["frame"].as_u64().unwrap()).collect();
+    let frames: Vec<u64> = read_results(&results)
+        .iter()
+        .map(|l| l["frame"].as_u64().unwrap())
+        .collect();
     assert_eq!(frames, [0, 1, 2]);
 }
 
@@ -305,53 +445,176 @@ fn bad_inputs_fail_with_one_clear_line() {
     make_clip(&clip, 2, 64, 48);
     let clip = clip.to_str().unwrap();
 
-    let missing = sapiens(d, &["run", "--input", "/no/such/clip.mp4", "--pose-model", pose]);
+    let missing = sapiens(
+        d,
+        &["run", "--input", "/no/such/clip.mp4", "--pose-model", pose],
+    );
     assert_clean_failure(&missing, &["/no/such/clip.mp4", "no such file"]);
 
     let text = d.join("notes.mp4");
     std::fs::write(&text, "this is not a video, just text\n".repeat(100)).unwrap();
-    let not_video = sapiens(d, &["run", "--input", text.to_str().unwrap(), "--pose-model", pose]);
+    let not_video = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            text.to_str().unwrap(),
+            "--pose-model",
+            pose,
+        ],
+    );
     assert_clean_failure(&not_video, &["notes.mp4"]);
 
     let audio = d.join("audio.ogg");
     let status = Command::new("gst-launch-1.0")
-        .args(["-q", "audiotestsrc", "num-buffers=20", "!", "vorbisenc", "!", "oggmux", "!", "filesink"])
+        .args([
+            "-q",
+            "audiotestsrc",
+            "num-buffers=20",
+            "!",
+            "vorbisenc",
+            "!",
+            "oggmux",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", audio.display()))
         .status()
         .unwrap();
     assert!(status.success());
-    let audio_only = sapiens(d, &["run", "--input", audio.to_str().unwrap(), "--pose-model", pose]);
+    let audio_only = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            audio.to_str().unwrap(),
+            "--pose-model",
+            pose,
+        ],
+    );
     assert_clean_failure(&audio_only, &["no video stream"]);
 
-    let unreachable = sapiens(d, &["run", "--input", "rtsp://127.0.0.1:9/none", "--pose-model", pose]);
+    let unreachable = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            "rtsp://127.0.0.1:9/none",
+            "--pose-model",
+            pose,
+        ],
+    );
     assert_clean_failure(&unreachable, &["rtsp://127.0.0.1:9/none"]);
 
     let fake_model = d.join("fake.onnx");
     std::fs::write(&fake_model, "definitely not protobuf").unwrap();
-    let not_onnx = sapiens(d, &["run", "--input", clip, "--pose-model", fake_model.to_str().unwrap()]);
-    assert_clean_failure(&not_onnx, &["fake.onnx", "not a model ONNX Runtime can load"]);
+    let not_onnx = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            clip,
+            "--pose-model",
+            fake_model.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(
+        &not_onnx,
+        &["fake.onnx", "not a model ONNX Runtime can load"],
+    );
 
-    let wrong_task = sapiens(d, &["run", "--input", clip, "--pose-model", seg.to_str().unwrap()]);
-    assert_clean_failure(&wrong_task, &["pose task", "expected (N, 17|133|308, 256, 192)", "found (N, 28, 512, 384)"]);
+    let wrong_task = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            clip,
+            "--pose-model",
+            seg.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(
+        &wrong_task,
+        &[
+            "pose task",
+            "expected (N, 17|133|308, 256, 192)",
+            "found (N, 28, 512, 384)",
+        ],
+    );
 
-    let no_model = sapiens(d, &["run", "--input", clip, "--pose-model", "/no/model.onnx"]);
+    let no_model = sapiens(
+        d,
+        &["run", "--input", clip, "--pose-model", "/no/model.onnx"],
+    );
     assert_clean_failure(&no_model, &["/no/model.onnx", "no such file"]);
 
-    let no_folder = sapiens(d, &["run", "--input", clip, "--pose-model", pose, "--output", "/no/dir/out.mp4"]);
+    let no_folder = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            clip,
+            "--pose-model",
+            pose,
+            "--output",
+            "/no/dir/out.mp4",
+        ],
+    );
     assert_clean_failure(&no_folder, &["/no/dir/out.mp4", "folder does not exist"]);
 
-    let bad_container = sapiens(d, &["run", "--input", clip, "--pose-model", pose, "--output", d.join("o.avi").to_str().unwrap()]);
+    let bad_container = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            clip,
+            "--pose-model",
+            pose,
+            "--output",
+            d.join("o.avi").to_str().unwrap(),
+        ],
+    );
     assert_clean_failure(&bad_container, &[".mp4 or .mkv"]);
 
-    let bad_flag = sapiens(d, &["run", "--input", clip, "--pose-model", pose, "--ort-lib", "/no/libonnxruntime.so"]);
-    assert_clean_failure(&bad_flag, &["--ort-lib /no/libonnxruntime.so", "no such file"]);
+    let bad_flag = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            clip,
+            "--pose-model",
+            pose,
+            "--ort-lib",
+            "/no/libonnxruntime.so",
+        ],
+    );
+    assert_clean_failure(
+        &bad_flag,
+        &["--ort-lib /no/libonnxruntime.so", "no such file"],
+    );
 
-    let not_a_library = sapiens(d, &["run", "--input", clip, "--pose-model", pose, "--ort-lib", text.to_str().unwrap()]);
+    let not_a_library = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            clip,
+            "--pose-model",
+            pose,
+            "--ort-lib",
+            text.to_str().unwrap(),
+        ],
+    );
     assert_clean_failure(&not_a_library, &["cannot load ONNX Runtime"]);
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"));
-    command.args(["run", "--input", clip, "--pose-model", pose]).env("ORT_DYLIB_PATH", "/no/lib.so");
-    assert_clean_failure(&run_with_timeout(command, d), &["ORT_DYLIB_PATH=/no/lib.so"]);
+    command
+        .args(["run", "--input", clip, "--pose-model", pose])
+        .env("ORT_DYLIB_PATH", "/no/lib.so");
+    assert_clean_failure(
+        &run_with_timeout(command, d),
+        &["ORT_DYLIB_PATH=/no/lib.so"],
+    );
 }
 
 /// A copy of the binary far from the project, with no environment pointing at ONNX Runtime.
@@ -364,13 +627,27 @@ fn onnx_runtime_not_found_says_where_it_looked() {
     make_clip(&clip, 2, 64, 48);
     let mut command = Command::new(&binary);
     command
-        .args(["run", "--input", clip.to_str().unwrap(), "--pose-model", model("pose17").to_str().unwrap()])
+        .args([
+            "run",
+            "--input",
+            clip.to_str().unwrap(),
+            "--pose-model",
+            model("pose17").to_str().unwrap(),
+        ])
         .current_dir(dir.path())
         .env_remove("ORT_DYLIB_PATH")
         .env_remove("VIRTUAL_ENV")
         .env("LD_LIBRARY_PATH", "");
     let output = run_with_timeout(command, dir.path());
-    assert_clean_failure(&output, &["libonnxruntime.so", "not found", "ORT_DYLIB_PATH (unset)", "scripts/setup.sh"]);
+    assert_clean_failure(
+        &output,
+        &[
+            "libonnxruntime.so",
+            "not found",
+            "ORT_DYLIB_PATH (unset)",
+            "scripts/setup.sh",
+        ],
+    );
 }
 
 #[test]
@@ -385,7 +662,16 @@ fn config_preset_with_flags_overriding() {
         ),
     )
     .unwrap();
-    let run = sapiens(dir.path(), &["run", "--config", preset.to_str().unwrap(), "--results", "from_flag.jsonl"]);
+    let run = sapiens(
+        dir.path(),
+        &[
+            "run",
+            "--config",
+            preset.to_str().unwrap(),
+            "--results",
+            "from_flag.jsonl",
+        ],
+    );
     assert_success(&run);
     assert!(!dir.path().join("from_preset.jsonl").exists());
     assert_eq!(read_results(&dir.path().join("from_flag.jsonl")).len(), 2);

@@ -11,16 +11,38 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn model(name: &str) -> PathBuf {
-    let path = common::repo_root().join("engines/models").join(format!("sapiens_tiny_{name}.onnx"));
-    assert!(path.exists(), "{} missing: run scripts/setup.sh", path.display());
+    let path = common::repo_root()
+        .join("engines/models")
+        .join(format!("sapiens_tiny_{name}.onnx"));
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
 fn make_clip(path: &Path, frames: u32) {
     let status = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "pattern=ball", &format!("num-buffers={frames}"), "!"])
+        .args([
+            "-q",
+            "videotestsrc",
+            "pattern=ball",
+            &format!("num-buffers={frames}"),
+            "!",
+        ])
         .arg("video/x-raw,width=320,height=240,framerate=25/1")
-        .args(["!", "x264enc", "speed-preset=ultrafast", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
+        .args([
+            "!",
+            "x264enc",
+            "speed-preset=ultrafast",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", path.display()))
         .status()
         .expect("gst-launch-1.0 (scripts/setup.sh installs it)");
@@ -29,7 +51,10 @@ fn make_clip(path: &Path, frames: u32) {
 
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"));
-    command.args(args).env("RUST_LOG", "warn").stdin(Stdio::null());
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
     command
 }
 
@@ -51,7 +76,10 @@ fn parse_report(stderr: &str) -> Report {
         .filter_map(|t| t.parse().ok())
         .collect();
     let mut p99_ms = HashMap::new();
-    let table = stderr.lines().skip_while(|l| !l.starts_with("stage")).skip(1);
+    let table = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("stage"))
+        .skip(1);
     for row in table {
         let fields: Vec<&str> = row.split_whitespace().collect();
         if fields.len() < 5 {
@@ -82,10 +110,26 @@ fn live_drops_stale_frames_and_offline_keeps_every_frame() {
     let clip = dir.path().join("clip.mp4");
     make_clip(&clip, 40);
     let (pose, seg) = (model("pose17"), model("seg"));
-    let base = ["run", "--input", clip.to_str().unwrap(), "--pose-model", pose.to_str().unwrap(), "--seg-model", seg.to_str().unwrap()];
+    let base = [
+        "run",
+        "--input",
+        clip.to_str().unwrap(),
+        "--pose-model",
+        pose.to_str().unwrap(),
+        "--seg-model",
+        seg.to_str().unwrap(),
+    ];
 
     let live_results = dir.path().join("live.jsonl");
-    let live = command(&base).args(["--mode", "live", "--results", live_results.to_str().unwrap()]).output().unwrap();
+    let live = command(&base)
+        .args([
+            "--mode",
+            "live",
+            "--results",
+            live_results.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&live.stderr);
     assert!(live.status.success(), "{stderr}");
     let report = parse_report(&stderr);
@@ -93,26 +137,53 @@ fn live_drops_stale_frames_and_offline_keeps_every_frame() {
     assert_eq!(report.frames_in, 40);
     assert!(report.dropped > 0, "live mode dropped nothing:\n{stderr}");
     assert_eq!(report.frames_out + report.dropped, report.frames_in);
-    let frames: Vec<u64> = results(&live_results).iter().map(|l| l["frame"].as_u64().unwrap()).collect();
+    let frames: Vec<u64> = results(&live_results)
+        .iter()
+        .map(|l| l["frame"].as_u64().unwrap())
+        .collect();
     assert_eq!(frames.len() as u64, report.frames_out);
     assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
     // Waiting adds at most one inference and one frame interval to the work itself.
-    let work: f64 = ["preprocess", "pose infer", "seg infer", "pose decode", "seg post", "sink"]
-        .iter()
-        .map(|s| report.p99_ms[*s])
-        .sum();
+    let work: f64 = [
+        "preprocess",
+        "pose infer",
+        "seg infer",
+        "pose decode",
+        "seg post",
+        "sink",
+    ]
+    .iter()
+    .map(|s| report.p99_ms[*s])
+    .sum();
     let inference = report.p99_ms["pose infer"] + report.p99_ms["seg infer"];
     let bound = work + inference + 40.0 + report.p99_ms["decode"];
     let latency = report.p99_ms["capture->out"];
-    assert!(latency <= bound * 1.25 + 50.0, "capture-to-output p99 {latency} ms over {bound} ms:\n{stderr}");
+    assert!(
+        latency <= bound * 1.25 + 50.0,
+        "capture-to-output p99 {latency} ms over {bound} ms:\n{stderr}"
+    );
 
     let offline_results = dir.path().join("offline.jsonl");
-    let offline = command(&base).args(["--mode", "offline", "--results", offline_results.to_str().unwrap()]).output().unwrap();
+    let offline = command(&base)
+        .args([
+            "--mode",
+            "offline",
+            "--results",
+            offline_results.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&offline.stderr);
     assert!(offline.status.success(), "{stderr}");
     let report = parse_report(&stderr);
-    assert_eq!((report.frames_in, report.frames_out, report.dropped), (40, 40, 0));
-    let frames: Vec<u64> = results(&offline_results).iter().map(|l| l["frame"].as_u64().unwrap()).collect();
+    assert_eq!(
+        (report.frames_in, report.frames_out, report.dropped),
+        (40, 40, 0)
+    );
+    let frames: Vec<u64> = results(&offline_results)
+        .iter()
+        .map(|l| l["frame"].as_u64().unwrap())
+        .collect();
     assert_eq!(frames, (0..40).collect::<Vec<u64>>());
 }
 
@@ -122,12 +193,18 @@ fn sigint_mid_file_finalises_video_and_results() {
     let clip = dir.path().join("long.mp4");
     make_clip(&clip, 500);
     let (output, results_path) = (dir.path().join("out.mp4"), dir.path().join("r.jsonl"));
-    let mut child = command(&[
-        "run", "--input", clip.to_str().unwrap(),
-        "--pose-model", model("pose17").to_str().unwrap(),
-        "--mode", "offline",
-        "--output", output.to_str().unwrap(),
-        "--results", results_path.to_str().unwrap(),
+    let child = command(&[
+        "run",
+        "--input",
+        clip.to_str().unwrap(),
+        "--pose-model",
+        model("pose17").to_str().unwrap(),
+        "--mode",
+        "offline",
+        "--output",
+        output.to_str().unwrap(),
+        "--results",
+        results_path.to_str().unwrap(),
     ])
     .stderr(Stdio::piped())
     .spawn()
@@ -139,16 +216,31 @@ fn sigint_mid_file_finalises_video_and_results() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let finished = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&finished.stderr);
     assert!(finished.status.success(), "{stderr}");
 
     let lines = results(&results_path);
-    assert!(!lines.is_empty() && lines.len() < 500, "stopped after {} of 500 frames", lines.len());
-    let probe: Value = serde_json::from_str(&common::run_reference("video_probe.py", &[output.to_str().unwrap()])).unwrap();
-    assert_eq!(probe["frames"].as_u64().unwrap(), lines.len() as u64, "every encoded frame has its result line");
+    assert!(
+        !lines.is_empty() && lines.len() < 500,
+        "stopped after {} of 500 frames",
+        lines.len()
+    );
+    let probe: Value = serde_json::from_str(&common::run_reference(
+        "video_probe.py",
+        &[output.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(
+        probe["frames"].as_u64().unwrap(),
+        lines.len() as u64,
+        "every encoded frame has its result line"
+    );
     let report = parse_report(&stderr);
     assert_eq!(report.frames_out, lines.len() as u64);
 }

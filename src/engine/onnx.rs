@@ -24,7 +24,11 @@ pub struct OnnxOptions {
 }
 
 impl OnnxEngine {
-    pub fn load(path: &Path, environment: &ort::environment::Environment, options: &OnnxOptions) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        environment: &ort::environment::Environment,
+        options: &OnnxOptions,
+    ) -> Result<Self> {
         let model_error = |reason: String| Error::Model {
             path: path.to_owned(),
             reason,
@@ -33,14 +37,29 @@ impl OnnxEngine {
             return Err(model_error("no such file".into()));
         }
         let session = Session::builder(environment)
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+            .and_then(|b| {
+                b.with_optimization_level(GraphOptimizationLevel::All)
+                    .map_err(Into::into)
+            })
             .and_then(|b| b.with_intra_threads(options.threads).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| model_error(format!("not a model ONNX Runtime can load: {}", first_line(&e.to_string()))))?;
+            .map_err(|e| {
+                model_error(format!(
+                    "not a model ONNX Runtime can load: {}",
+                    first_line(&e.to_string())
+                ))
+            })?;
         let info = describe(path, &session).map_err(model_error)?;
         let input_item = info.input_shape[1..]
             .iter()
-            .map(|d| d.ok_or_else(|| model_error(format!("input '{}' has a dynamic non-batch dimension", info.input_name))))
+            .map(|d| {
+                d.ok_or_else(|| {
+                    model_error(format!(
+                        "input '{}' has a dynamic non-batch dimension",
+                        info.input_name
+                    ))
+                })
+            })
             .collect::<Result<Vec<usize>>>()?;
         Ok(OnnxEngine {
             session,
@@ -62,7 +81,8 @@ impl Engine for OnnxEngine {
         };
         let mut shape = vec![batch];
         shape.extend_from_slice(&self.input_item);
-        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| inference_error(e.to_string()))?;
+        let tensor = TensorRef::from_array_view((shape, input))
+            .map_err(|e| inference_error(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.info.input_name.as_str() => tensor])
@@ -82,16 +102,24 @@ fn first_line(message: &str) -> &str {
 
 fn describe(path: &Path, session: &Session) -> std::result::Result<ModelInfo, String> {
     let [input] = session.inputs() else {
-        return Err(format!("expected 1 input, found {}", session.inputs().len()));
+        return Err(format!(
+            "expected 1 input, found {}",
+            session.inputs().len()
+        ));
     };
     let Some(output) = session.outputs().first() else {
         return Err("the model has no outputs".into());
     };
-    let input_shape = float_tensor_shape(input.dtype()).ok_or_else(|| format!("input '{}' is not a float32 tensor", input.name()))?;
-    let output_shape = float_tensor_shape(output.dtype()).ok_or_else(|| format!("output '{}' is not a float32 tensor", output.name()))?;
+    let input_shape = float_tensor_shape(input.dtype())
+        .ok_or_else(|| format!("input '{}' is not a float32 tensor", input.name()))?;
+    let output_shape = float_tensor_shape(output.dtype())
+        .ok_or_else(|| format!("output '{}' is not a float32 tensor", output.name()))?;
     Ok(ModelInfo {
         path: path.to_owned(),
-        id: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        id: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         input_name: input.name().to_owned(),
         input_shape,
         output_name: output.name().to_owned(),

@@ -9,13 +9,16 @@ use crate::error::{Error, Result};
 
 const LIBRARY_NAME: &str = "libonnxruntime.so";
 
-static ENVIRONMENT: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<
+    std::result::Result<(ort::environment::Environment, PathBuf), String>,
+> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment> {
     let loaded = ENVIRONMENT.get_or_init(|| {
         let path = locate_library(explicit)?;
-        let builder = ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
         let environment = builder
             .with_name("sapiens-stream")
             .build()
@@ -30,7 +33,11 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment:
 
 /// Path of the library that was loaded, once [`environment`] succeeded.
 pub fn loaded_library() -> Option<&'static Path> {
-    ENVIRONMENT.get()?.as_ref().ok().map(|(_, path)| path.as_path())
+    ENVIRONMENT
+        .get()?
+        .as_ref()
+        .ok()
+        .map(|(_, path)| path.as_path())
 }
 
 /// Resolves the library path, or explains everywhere it looked.
@@ -45,14 +52,22 @@ pub fn locate_library(explicit: Option<&Path>) -> std::result::Result<PathBuf, S
     // A variable set by hand that points nowhere is a mistake to report, not to paper over.
     match std::env::var_os("ORT_DYLIB_PATH") {
         Some(path) if Path::new(&path).is_file() => return Ok(PathBuf::from(path)),
-        Some(path) => return Err(format!("ORT_DYLIB_PATH={}: no such file", Path::new(&path).display())),
+        Some(path) => {
+            return Err(format!(
+                "ORT_DYLIB_PATH={}: no such file",
+                Path::new(&path).display()
+            ));
+        }
         None => looked.push("ORT_DYLIB_PATH (unset)".into()),
     }
     for venv in candidate_venvs() {
         if let Some(found) = library_in_venv(&venv) {
             return Ok(found);
         }
-        looked.push(format!("{}/lib/python3*/site-packages/onnxruntime/capi", venv.display()));
+        looked.push(format!(
+            "{}/lib/python3*/site-packages/onnxruntime/capi",
+            venv.display()
+        ));
     }
     for dir in system_library_dirs() {
         let candidate = dir.join(LIBRARY_NAME);
@@ -69,7 +84,10 @@ pub fn locate_library(explicit: Option<&Path>) -> std::result::Result<PathBuf, S
 
 /// `$VIRTUAL_ENV`, then a `.venv` beside the working directory or the executable or any of their parents.
 fn candidate_venvs() -> Vec<PathBuf> {
-    let mut venvs: Vec<PathBuf> = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from).into_iter().collect();
+    let mut venvs: Vec<PathBuf> = std::env::var_os("VIRTUAL_ENV")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     let starts = [std::env::current_dir().ok(), std::env::current_exe().ok()];
     for start in starts.into_iter().flatten() {
         for dir in start.ancestors() {
@@ -87,7 +105,11 @@ fn library_in_venv(venv: &Path) -> Option<PathBuf> {
     let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("python3"))
+        })
         .collect();
     pythons.sort();
     pythons.into_iter().find_map(|python| {
@@ -101,7 +123,11 @@ fn versioned_library(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(LIBRARY_NAME)))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(LIBRARY_NAME))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -113,6 +139,14 @@ fn system_library_dirs() -> Vec<PathBuf> {
         .split(':')
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .chain(["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"].map(PathBuf::from))
+        .chain(
+            [
+                "/usr/local/lib",
+                "/usr/lib",
+                "/usr/lib/x86_64-linux-gnu",
+                "/usr/lib/aarch64-linux-gnu",
+            ]
+            .map(PathBuf::from),
+        )
         .collect()
 }

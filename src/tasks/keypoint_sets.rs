@@ -35,9 +35,18 @@ pub fn keypoint_set(channels: usize) -> Option<&'static KeypointSet> {
     static WHOLEBODY133: OnceLock<KeypointSet> = OnceLock::new();
     static GOLIATH308: OnceLock<KeypointSet> = OnceLock::new();
     match channels {
-        17 => Some(COCO17.get_or_init(|| parse(include_str!("../../assets/keypoints_coco17.json")))),
-        133 => Some(WHOLEBODY133.get_or_init(|| parse(include_str!("../../assets/keypoints_coco_wholebody133.json")))),
-        308 => Some(GOLIATH308.get_or_init(|| parse(include_str!("../../assets/keypoints_goliath308.json")))),
+        17 => {
+            Some(COCO17.get_or_init(|| parse(include_str!("../../assets/keypoints_coco17.json"))))
+        }
+        133 => Some(WHOLEBODY133.get_or_init(|| {
+            parse(include_str!(
+                "../../assets/keypoints_coco_wholebody133.json"
+            ))
+        })),
+        308 => Some(
+            GOLIATH308
+                .get_or_init(|| parse(include_str!("../../assets/keypoints_goliath308.json"))),
+        ),
         _ => None,
     }
 }

@@ -40,10 +40,26 @@ impl Task {
 
     fn output_contract(self) -> OutputContract {
         match self {
-            Task::Pose => OutputContract { channels: &[17, 133, 308], height: 256, width: 192 },
-            Task::Seg => OutputContract { channels: &[28], height: 512, width: 384 },
-            Task::Depth => OutputContract { channels: &[1], height: 1024, width: 768 },
-            Task::Normal => OutputContract { channels: &[3], height: 512, width: 384 },
+            Task::Pose => OutputContract {
+                channels: &[17, 133, 308],
+                height: 256,
+                width: 192,
+            },
+            Task::Seg => OutputContract {
+                channels: &[28],
+                height: 512,
+                width: 384,
+            },
+            Task::Depth => OutputContract {
+                channels: &[1],
+                height: 1024,
+                width: 768,
+            },
+            Task::Normal => OutputContract {
+                channels: &[3],
+                height: 512,
+                width: 384,
+            },
         }
     }
 }
@@ -86,7 +102,12 @@ pub fn validate_model(task: Task, info: &ModelInfo) -> Result<OutputLayout> {
         && dims[2] == Some(contract.height)
         && dims[3] == Some(contract.width);
     if !output_ok {
-        let channels = contract.channels.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("|");
+        let channels = contract
+            .channels
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("|");
         return Err(fail(format!(
             "does not fit the {} task: output '{}' expected (N, {channels}, {}, {}), found {}",
             task.name(),

@@ -30,7 +30,14 @@ impl PersonBox {
     }
 
     pub fn crop(&self) -> PoseCrop {
-        PoseCrop::from_box(self.x1, self.y1, self.x2, self.y2, INPUT_WIDTH, INPUT_HEIGHT)
+        PoseCrop::from_box(
+            self.x1,
+            self.y1,
+            self.x2,
+            self.y2,
+            INPUT_WIDTH,
+            INPUT_HEIGHT,
+        )
     }
 }
 
@@ -47,14 +54,24 @@ pub struct Person {
 }
 
 /// Warps each box's crop into consecutive batch slots of `input` (one slot per box).
-pub fn prepare_crops(view: &ImageView, boxes: &[PersonBox], input: &mut [f32], norm: &Normalization) {
+pub fn prepare_crops(
+    view: &ImageView,
+    boxes: &[PersonBox],
+    input: &mut [f32],
+    norm: &Normalization,
+) {
     for (person, slot) in boxes.iter().zip(input.chunks_exact_mut(INPUT_LEN)) {
         warp_crop(view, &person.crop(), slot, INPUT_WIDTH, INPUT_HEIGHT, norm);
     }
 }
 
 /// Decodes a batch of heatmaps (one item per box) into persons; `peaks` is reused scratch.
-pub fn decode_persons(heatmaps: &[f32], layout: OutputLayout, boxes: &[PersonBox], peaks: &mut Vec<HeatmapPeak>) -> Vec<Person> {
+pub fn decode_persons(
+    heatmaps: &[f32],
+    layout: OutputLayout,
+    boxes: &[PersonBox],
+    peaks: &mut Vec<HeatmapPeak>,
+) -> Vec<Person> {
     boxes
         .iter()
         .zip(heatmaps.chunks_exact(layout.item_len()))
@@ -89,13 +106,46 @@ mod tests {
 
     #[test]
     fn heatmap_corners_map_to_crop_corners() {
-        let layout = OutputLayout { channels: 1, height: 256, width: 192 };
-        let crop = PoseCrop { cx: 500.0, cy: 300.0, w: 300.0, h: 400.0 };
-        let top_left = to_frame(&HeatmapPeak { x: 0.0, y: 0.0, score: 0.9 }, layout, &crop);
+        let layout = OutputLayout {
+            channels: 1,
+            height: 256,
+            width: 192,
+        };
+        let crop = PoseCrop {
+            cx: 500.0,
+            cy: 300.0,
+            w: 300.0,
+            h: 400.0,
+        };
+        let top_left = to_frame(
+            &HeatmapPeak {
+                x: 0.0,
+                y: 0.0,
+                score: 0.9,
+            },
+            layout,
+            &crop,
+        );
         assert_eq!(top_left, [350.0, 100.0, 0.9]);
-        let bottom_right = to_frame(&HeatmapPeak { x: 191.0, y: 255.0, score: 0.5 }, layout, &crop);
+        let bottom_right = to_frame(
+            &HeatmapPeak {
+                x: 191.0,
+                y: 255.0,
+                score: 0.5,
+            },
+            layout,
+            &crop,
+        );
         assert!((bottom_right[0] - 650.0).abs() < 1e-3 && (bottom_right[1] - 500.0).abs() < 1e-3);
-        let invalid = to_frame(&HeatmapPeak { x: -1.0, y: -1.0, score: -0.2 }, layout, &crop);
+        let invalid = to_frame(
+            &HeatmapPeak {
+                x: -1.0,
+                y: -1.0,
+                score: -0.2,
+            },
+            layout,
+            &crop,
+        );
         assert_eq!(invalid, [-1.0, -1.0, -0.2]);
     }
 }
