@@ -17,7 +17,11 @@ pub enum Error {
     #[error("inference with {model}: {message}")]
     Inference { model: String, message: String },
     #[error("boxes file {path}, line {line}: {reason}")]
-    BoxesFile { path: PathBuf, line: usize, reason: String },
+    BoxesFile {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("output {path}: {message}")]
     Output { path: PathBuf, message: String },
     #[error("drawing the overlay: {0}")]

@@ -7,8 +7,11 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use sapiens_stream::pipeline::{self, ModelPaths, PipelineConfig, Scheduling, SegUpsample};
+use sapiens_stream::pipeline::{
+    self, ModelPaths, PersonSource, PipelineConfig, Scheduling, SegUpsample,
+};
 use sapiens_stream::source::{InputSpec, SourceOptions};
+use sapiens_stream::tasks::detect::DetectorOptions;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -67,6 +70,23 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pose_model: Option<PathBuf>,
+    /// Person detector (ONNX: RTMDet as exported by mmdeploy, or Ultralytics YOLO v8/v11) for top-down
+    /// pose; without one (and without --boxes) the whole frame is one person.
+    #[arg(long, conflicts_with = "boxes")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detector: Option<PathBuf>,
+    /// Person boxes per frame from a JSON-lines file: {"frame": i, "boxes": [[x1,y1,x2,y2,score], ...]}.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boxes: Option<PathBuf>,
+    /// Detector score threshold [default: 0.3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detector_threshold: Option<f32>,
+    /// IoU above which overlapping person boxes are merged [default: 0.3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nms_iou: Option<f32>,
     /// Sapiens body-part segmentation model (ONNX; 28 classes).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +230,19 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         None => Scheduling::default_for(&input),
     };
     let output = args.output.filter(|o| o != "none").map(PathBuf::from);
+    let persons = match (args.detector, args.boxes) {
+        (Some(_), Some(_)) => anyhow::bail!("--detector and --boxes exclude each other: give one"),
+        (Some(model), None) => PersonSource::Detector {
+            model,
+            options: DetectorOptions {
+                score_threshold: args.detector_threshold.unwrap_or(0.3),
+                nms_iou: args.nms_iou.unwrap_or(0.3),
+                threads: args.threads.unwrap_or(0),
+            },
+        },
+        (None, Some(path)) => PersonSource::BoxesFile(path),
+        (None, None) => PersonSource::WholeFrame,
+    };
     let config = PipelineConfig {
         scheduling,
         stop: stop_on_signals()?,
@@ -229,6 +262,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
             Some(SegUpsampleArg::Nearest) => SegUpsample::Nearest,
             _ => SegUpsample::Bilinear,
         },
+        persons,
         max_batch: args.max_batch.unwrap_or(8),
         max_frames: args.max_frames,
         progress: !args.no_progress,

@@ -26,6 +26,7 @@ use crate::publish::{
 use crate::render::{self, PoseStyle};
 use crate::sink::{Dumper, VideoSink, VideoSinkOptions};
 use crate::source::{self, FrameSource, InputSpec, SourceOptions};
+use crate::tasks::detect::{BoxesFile, DetectorOptions, PersonDetector};
 use crate::tasks::keypoint_sets::{self, KeypointSet};
 use crate::tasks::pose::{self, Person, PersonBox};
 use crate::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, seg, validate_model};
@@ -74,6 +75,54 @@ impl Scheduling {
     }
 }
 
+/// Where the person boxes for top-down pose come from.
+#[derive(Clone, Debug, Default)]
+pub enum PersonSource {
+    /// No detector: the whole frame is one person (SAPIENS.md step 1).
+    #[default]
+    WholeFrame,
+    /// An ONNX person detector (RTMDet or YOLO layout).
+    Detector {
+        model: PathBuf,
+        options: DetectorOptions,
+    },
+    /// Boxes from a JSON-lines file, per frame index.
+    BoxesFile(PathBuf),
+}
+
+/// Finds the persons of a frame; lives on the preprocess thread.
+enum PersonFinder {
+    WholeFrame,
+    Detector(Box<PersonDetector>),
+    File(BoxesFile),
+}
+
+impl PersonFinder {
+    fn open(source: &PersonSource, ort_lib: Option<&std::path::Path>) -> Result<Self> {
+        Ok(match source {
+            PersonSource::WholeFrame => PersonFinder::WholeFrame,
+            PersonSource::Detector { model, options } => {
+                let environment = runtime::environment(ort_lib)?;
+                let detector = PersonDetector::load(model, environment, options)?;
+                tracing::info!(model = %model.display(), layout = ?detector.layout(), "person detector loaded");
+                PersonFinder::Detector(Box::new(detector))
+            }
+            PersonSource::BoxesFile(path) => PersonFinder::File(BoxesFile::load(path)?),
+        })
+    }
+
+    /// Boxes by decreasing score; boxes too small to crop are left out.
+    fn boxes(&mut self, frame: &Frame) -> Result<Vec<PersonBox>> {
+        let mut boxes = match self {
+            PersonFinder::WholeFrame => vec![PersonBox::whole_frame(frame.width, frame.height)],
+            PersonFinder::Detector(detector) => frame.with_view(|view| detector.detect(view))?,
+            PersonFinder::File(file) => file.boxes_for(frame.index),
+        };
+        boxes.retain(|b| b.x2 - b.x1 >= 1.0 && b.y2 - b.y1 >= 1.0);
+        Ok(boxes)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub input: InputSpec,
@@ -93,6 +142,8 @@ pub struct PipelineConfig {
     pub threads: usize,
     pub keypoint_threshold: f32,
     pub seg_upsample: SegUpsample,
+    /// Where person boxes come from for top-down pose.
+    pub persons: PersonSource,
     /// Person crops per pose inference call.
     pub max_batch: usize,
     pub max_frames: Option<u64>,
@@ -243,6 +294,13 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             "a model has random weights (generated for tests): its outputs are not real results"
         );
     }
+    let persons = match pose_model {
+        Some(_) => Some(PersonFinder::open(
+            &config.persons,
+            config.ort_lib.as_deref(),
+        )?),
+        None => None,
+    };
     let source = source::open(&config.input, &config.source)?;
     let info = source.info().clone();
     let video = match &config.output {
@@ -278,25 +336,20 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
     let output_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
     let stretch = StretchPlan::new(info.width, info.height, INPUT_WIDTH, INPUT_HEIGHT);
-    let needs_dense = seg_model.is_some();
-    let needs_pose = pose_model.is_some();
+    let preparation = Preparation {
+        pool: input_pool.clone(),
+        stretch,
+        persons,
+        needs_dense: seg_model.is_some(),
+    };
     let draw = video.is_some();
     let max_frames = config.max_frames;
     let stop = &config.stop;
 
     thread::scope(|scope| {
         let source_thread = scope.spawn(move || source_stage(source, max_frames, stop, frames_tx));
-        let pool = input_pool.clone();
-        let preprocess_thread = scope.spawn(move || {
-            preprocess_stage(
-                frames_rx,
-                prepared_tx,
-                &pool,
-                &stretch,
-                needs_pose,
-                needs_dense,
-            )
-        });
+        let preprocess_thread =
+            scope.spawn(move || preprocess_stage(frames_rx, prepared_tx, preparation));
         let (in_pool, out_pool) = (input_pool.clone(), output_pool.clone());
         let dumper = dumper.as_ref();
         let inference_thread = scope.spawn(move || {
@@ -472,27 +525,37 @@ fn source_stage(
     Ok((count, vec![stats]))
 }
 
+/// What the preprocess stage needs: where persons come from and how inputs are made.
+struct Preparation {
+    pool: Pool,
+    stretch: StretchPlan,
+    /// `None` when no pose model runs.
+    persons: Option<PersonFinder>,
+    needs_dense: bool,
+}
+
 fn preprocess_stage(
     frames: Receiver<Frame>,
     out: Handoff<Work>,
-    pool: &Pool,
-    stretch: &StretchPlan,
-    needs_pose: bool,
-    needs_dense: bool,
+    mut prep: Preparation,
 ) -> StageOutcome {
+    let mut detect_stats = StageStats::new("detect");
     let mut stats = StageStats::new("preprocess");
     let norm = Normalization::SAPIENS;
     for frame in frames {
+        let boxes = match prep.persons.as_mut() {
+            Some(finder) => detect_stats.time(|| finder.boxes(&frame))?,
+            None => Vec::new(),
+        };
         let work = stats.time(|| {
-            let boxes = vec![PersonBox::whole_frame(frame.width, frame.height)];
-            let pose_input = needs_pose.then(|| {
-                let mut input = pool.get(boxes.len() * INPUT_LEN);
+            let pose_input = prep.persons.is_some().then(|| {
+                let mut input = prep.pool.get(boxes.len() * INPUT_LEN);
                 frame.with_view(|view| pose::prepare_crops(view, &boxes, &mut input, &norm));
                 input
             });
-            let dense_input = needs_dense.then(|| {
-                let mut input = pool.get(INPUT_LEN);
-                frame.with_view(|view| stretch.run(view, &mut input, &norm));
+            let dense_input = prep.needs_dense.then(|| {
+                let mut input = prep.pool.get(INPUT_LEN);
+                frame.with_view(|view| prep.stretch.run(view, &mut input, &norm));
                 input
             });
             Work {
@@ -508,7 +571,13 @@ fn preprocess_stage(
             break;
         }
     }
-    Ok((0, vec![stats]))
+    let detected = matches!(prep.persons, Some(PersonFinder::Detector(_)));
+    let stats = if detected {
+        vec![detect_stats, stats]
+    } else {
+        vec![stats]
+    };
+    Ok((0, stats))
 }
 
 fn inference_stage(

@@ -4,142 +4,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
+use common::cli::{
+    assert_clean_failure, assert_success, make_clip, model, probe, read_results, run_with_timeout,
+    sapiens, write_png,
+};
 use serde_json::Value;
 
-const TIMEOUT: Duration = Duration::from_secs(180);
 const MEAN: [f32; 3] = [123.675, 116.28, 103.53];
 const STD: [f32; 3] = [58.395, 57.12, 57.375];
-
-fn model(name: &str) -> PathBuf {
-    let path = common::repo_root()
-        .join("engines/models")
-        .join(format!("sapiens_tiny_{name}.onnx"));
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
-
-/// Runs a command to completion, killing it (and failing the test) if it hangs.
-fn run_with_timeout(mut command: Command, dir: &Path) -> Output {
-    let stdout = dir.join(format!("stdout-{}", std::process::id()));
-    let stderr = dir.join(format!("stderr-{}", std::process::id()));
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("start sapiens-stream");
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{command:?} hung for {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&stdout).unwrap(),
-        stderr: std::fs::read(&stderr).unwrap(),
-    }
-}
-
-fn sapiens(dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"));
-    command.args(args).env("RUST_LOG", "warn").current_dir(dir);
-    run_with_timeout(command, dir)
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "sapiens-stream failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Fails with one `error:` line and no panic.
-fn assert_clean_failure(output: &Output, expected: &[&str]) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "expected failure, got success:\n{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line:\n{stderr}");
-    for needle in expected {
-        assert!(
-            errors[0].contains(needle),
-            "'{needle}' not in: {}",
-            errors[0]
-        );
-    }
-}
-
-/// An H.264 MP4 made by GStreamer's own tools, independent of the program under test.
-fn make_clip(path: &Path, frames: u32, width: u32, height: u32) {
-    let status = Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "videotestsrc",
-            "pattern=ball",
-            &format!("num-buffers={frames}"),
-            "!",
-        ])
-        .arg(format!(
-            "video/x-raw,width={width},height={height},framerate=25/1"
-        ))
-        .args([
-            "!",
-            "x264enc",
-            "speed-preset=ultrafast",
-            "!",
-            "h264parse",
-            "!",
-            "mp4mux",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", path.display()))
-        .status()
-        .expect("gst-launch-1.0 (scripts/setup.sh installs it)");
-    assert!(status.success());
-}
-
-fn probe(video: &Path) -> Value {
-    serde_json::from_str(&common::run_reference(
-        "video_probe.py",
-        &[video.to_str().unwrap()],
-    ))
-    .unwrap()
-}
-
-fn read_results(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
-        .collect()
-}
-
-fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        let v = (x * 7 + y * 3 + seed * 50) % 256;
-        image::Rgb([v as u8, ((x ^ y) % 256) as u8, (255 - v) as u8])
-    });
-    image.save(path).unwrap();
-}
 
 /// The dumped model input, un-normalised back to 0..255, beside OpenCV's on the dumped frame.
 fn check_input_against_opencv(dump: &Path, task: &str, reference_args: &[&str]) {

@@ -4,59 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
+
+use common::cli::{command, make_clip, model};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn model(name: &str) -> PathBuf {
-    let path = common::repo_root()
-        .join("engines/models")
-        .join(format!("sapiens_tiny_{name}.onnx"));
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
-
-fn make_clip(path: &Path, frames: u32) {
-    let status = Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "videotestsrc",
-            "pattern=ball",
-            &format!("num-buffers={frames}"),
-            "!",
-        ])
-        .arg("video/x-raw,width=320,height=240,framerate=25/1")
-        .args([
-            "!",
-            "x264enc",
-            "speed-preset=ultrafast",
-            "!",
-            "h264parse",
-            "!",
-            "mp4mux",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", path.display()))
-        .status()
-        .expect("gst-launch-1.0 (scripts/setup.sh installs it)");
-    assert!(status.success());
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"));
-    command
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    command
-}
 
 /// The end-of-run report: frame counts and each stage's p99 in milliseconds.
 struct Report {
@@ -108,7 +62,7 @@ fn results(path: &Path) -> Vec<Value> {
 fn live_drops_stale_frames_and_offline_keeps_every_frame() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
-    make_clip(&clip, 40);
+    make_clip(&clip, 40, 320, 240);
     let (pose, seg) = (model("pose17"), model("seg"));
     let base = [
         "run",
@@ -191,7 +145,7 @@ fn live_drops_stale_frames_and_offline_keeps_every_frame() {
 fn sigint_mid_file_finalises_video_and_results() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("long.mp4");
-    make_clip(&clip, 500);
+    make_clip(&clip, 500, 320, 240);
     let (output, results_path) = (dir.path().join("out.mp4"), dir.path().join("r.jsonl"));
     let child = command(&[
         "run",

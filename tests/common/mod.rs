@@ -80,3 +80,5 @@ pub fn read_npy_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
     let shape = npy.shape().to_vec();
     (shape, npy.into_vec::<u8>().unwrap())
 }
+
+pub mod cli;
