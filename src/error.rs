@@ -18,6 +18,8 @@ pub enum Error {
     Inference { model: String, message: String },
     #[error("output {path}: {message}")]
     Output { path: PathBuf, message: String },
+    #[error("publishing to {target}: {message}")]
+    Publish { target: String, message: String },
     #[error("drawing the overlay: {0}")]
     Render(String),
     #[error("GStreamer: {0}")]
