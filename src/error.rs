@@ -24,6 +24,8 @@ pub enum Error {
     },
     #[error("output {path}: {message}")]
     Output { path: PathBuf, message: String },
+    #[error("publishing to {target}: {message}")]
+    Publish { target: String, message: String },
     #[error("drawing the overlay: {0}")]
     Render(String),
     #[error("GStreamer: {0}")]

@@ -1,0 +1,502 @@
+//! MQTT (`--mqtt mqtt://host[:port]/topic`): each frame's result JSON (the results-file schema)
+//! is published to `topic` at QoS 0 or 1 (`--mqtt-qos`), for analytics back ends.
+//!
+//! - Never blocks the pipeline: results wait in a bounded queue (256 by default). When the broker
+//!   is slow or away and the queue is full, the **oldest** queued result is dropped and counted,
+//!   so that once the broker is back it receives the most recent results.
+//! - Reconnects on its own: after a lost or refused connection it retries with exponential
+//!   backoff (100 ms doubling, capped at 5 s by default) for as long as the program runs.
+//! - `<topic>/status` holds a retained `online` while connected and a retained `offline`
+//!   otherwise: published at a clean shutdown, and by the broker (last will) when the connection
+//!   is lost.
+//! - QoS 1 keeps the broker session (clean session off), so results in flight when a connection
+//!   drops are sent again on reconnect if the broker kept the session: give a stable client id
+//!   (`sapiens-stream-<pid>` by default). A broker that restarted without persistence lost the
+//!   session; the results in flight then are counted as dropped.
+//! - Shutdown flushes: the queued results and `offline` are sent, then a DISCONNECT, which the
+//!   broker handles after everything before it; this waits at most 5 s (by default) for a broker
+//!   that is away, then reports the results still queued as lost.
+//!
+//! rumqttc's synchronous client does the protocol; two threads drive it: one moves results from
+//! the queue into the client, one polls the connection and reconnects.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Request};
+use tracing::{info, warn};
+
+use super::{Published, Publisher, PublisherCounters};
+use crate::error::{Error, Result};
+
+const DEFAULT_PORT: u16 = 1883;
+/// Larger results are dropped (and counted) rather than sent: a broker rejects packets past its
+/// limit by closing the connection, which would stall every result behind it.
+const MAX_PAYLOAD_LEN: usize = 8 << 20;
+/// Room for the topic and the packet header above the payload.
+const MAX_PACKET_OVERHEAD: usize = 64 << 10;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Requests between the feeding thread and the connection; the real buffering is the queue.
+const CLIENT_CHANNEL_CAPACITY: usize = 10;
+
+/// The quality of service results are published with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttQos {
+    /// QoS 0: sent once, lost if the connection drops meanwhile.
+    AtMostOnce,
+    /// QoS 1: acknowledged by the broker, sent again until it is.
+    AtLeastOnce,
+}
+
+impl MqttQos {
+    /// `0` or `1`, as given to `--mqtt-qos`.
+    pub fn from_level(level: u8) -> Result<Self> {
+        match level {
+            0 => Ok(MqttQos::AtMostOnce),
+            1 => Ok(MqttQos::AtLeastOnce),
+            _ => Err(Error::Publish {
+                target: "MQTT".into(),
+                message: format!("QoS {level} is not supported; use 0 or 1"),
+            }),
+        }
+    }
+
+    fn level(self) -> QoS {
+        match self {
+            MqttQos::AtMostOnce => QoS::AtMostOnce,
+            MqttQos::AtLeastOnce => QoS::AtLeastOnce,
+        }
+    }
+}
+
+/// Where and how to publish; [`MqttConfig::from_url`] fills in the defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttConfig {
+    /// Host name or address; an IPv6 address keeps its brackets.
+    pub host: String,
+    pub port: u16,
+    pub topic: String,
+    pub qos: MqttQos,
+    pub client_id: String,
+    /// Results waiting for the broker before the oldest is dropped.
+    pub queue_capacity: usize,
+    pub max_reconnect_delay: Duration,
+    /// How long [`Publisher::finish`] waits for the broker to take the last results.
+    pub flush_timeout: Duration,
+}
+
+impl MqttConfig {
+    /// Parses `mqtt://host[:port]/topic` (port 1883 by default; the topic may contain `/`).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |why: &str| Error::Publish {
+            target: url.to_string(),
+            message: format!("{why}; expected mqtt://host[:port]/topic"),
+        };
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| invalid("not an mqtt:// URL"))?;
+        let (authority, topic) = rest.split_once('/').ok_or_else(|| invalid("no topic"))?;
+        if topic.is_empty() {
+            return Err(invalid("no topic"));
+        }
+        if authority.contains('@') {
+            return Err(invalid("credentials in the URL are not supported"));
+        }
+        let (host, port) = split_host_port(authority).ok_or_else(|| invalid("bad host or port"))?;
+        let config = MqttConfig {
+            host: host.to_string(),
+            port: port.unwrap_or(DEFAULT_PORT),
+            topic: topic.to_string(),
+            qos: MqttQos::AtMostOnce,
+            client_id: format!("sapiens-stream-{}", std::process::id()),
+            queue_capacity: 256,
+            max_reconnect_delay: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(5),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What the client would otherwise reject later, or panic on.
+    fn validate(&self) -> Result<()> {
+        let invalid = |message: &str| Error::Publish {
+            target: self.describe(),
+            message: message.to_string(),
+        };
+        if self.topic.is_empty() {
+            return Err(invalid("the topic is empty"));
+        }
+        if self.topic.contains(['+', '#']) {
+            return Err(invalid("the wildcards + and # cannot be published to"));
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid("the client id is empty"));
+        }
+        Ok(())
+    }
+
+    /// `<topic>/status`: retained `online` / `offline`.
+    pub fn status_topic(&self) -> String {
+        format!("{}/status", self.topic)
+    }
+
+    fn describe(&self) -> String {
+        format!("mqtt://{}:{}/{}", self.host, self.port, self.topic)
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        options
+            .set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(self.qos == MqttQos::AtMostOnce)
+            .set_max_packet_size(10 << 10, MAX_PAYLOAD_LEN + MAX_PACKET_OVERHEAD)
+            .set_last_will(LastWill::new(
+                self.status_topic(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        options
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let (host, rest) = authority.split_at(authority.find(']')? + 1);
+        match rest {
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return None;
+    }
+    let port = match port {
+        Some(port) => Some(port.parse().ok().filter(|&p: &u16| p != 0)?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// Publishes results to an MQTT broker without ever blocking the caller.
+pub struct MqttPublisher {
+    queue: Sender<Vec<u8>>,
+    /// The queue's other end, to drop the oldest result when it is full.
+    oldest: Receiver<Vec<u8>>,
+    counters: Arc<PublisherCounters>,
+    /// Closed by the connection thread when it ends; a message first if it ended flushed.
+    flushed: Receiver<()>,
+    /// Dropped to make the connection thread give up retrying.
+    abandon: Sender<()>,
+    threads: [JoinHandle<()>; 2],
+    target: String,
+    flush_timeout: Duration,
+    warned_oversize: bool,
+}
+
+impl MqttPublisher {
+    /// Starts the client; the broker may be away, it is retried in the background.
+    pub fn start(config: &MqttConfig) -> Result<Self> {
+        config.validate()?;
+        let (client, connection) = Client::new(config.options(), CLIENT_CHANNEL_CAPACITY);
+        let (queue, queued) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let (flushed_tx, flushed) = crossbeam_channel::bounded(1);
+        let (abandon, abandoned) = crossbeam_channel::bounded(0);
+        let counters = Arc::<PublisherCounters>::default();
+        let feeder = Feeder {
+            client,
+            topic: config.topic.clone(),
+            status_topic: config.status_topic(),
+            qos: config.qos.level(),
+        };
+        let driver = Driver {
+            target: config.describe(),
+            topic: config.topic.clone(),
+            status_topic: config.status_topic(),
+            counters: Arc::clone(&counters),
+            max_delay: config.max_reconnect_delay.max(FIRST_RETRY_DELAY),
+            abandoned,
+            flushed: flushed_tx,
+        };
+        let spawn_error = |e| Error::io("starting an MQTT thread", e);
+        let connection_thread = std::thread::Builder::new()
+            .name("mqtt-connection".into())
+            .spawn(move || driver.run(connection))
+            .map_err(spawn_error)?;
+        let queue_rx = queued.clone();
+        let feed_thread = std::thread::Builder::new()
+            .name("mqtt-feed".into())
+            .spawn(move || feeder.run(queue_rx))
+            .map_err(spawn_error)?;
+        Ok(MqttPublisher {
+            queue,
+            oldest: queued,
+            counters,
+            flushed,
+            abandon,
+            threads: [feed_thread, connection_thread],
+            target: config.describe(),
+            flush_timeout: config.flush_timeout,
+            warned_oversize: false,
+        })
+    }
+
+    pub fn counters(&self) -> Arc<PublisherCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    fn enqueue(&self, mut payload: Vec<u8>) {
+        loop {
+            match self.queue.try_send(payload) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => {
+                    if self.oldest.try_recv().is_ok() {
+                        self.counters.count_dropped();
+                    }
+                    payload = back;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    unreachable!("this publisher holds a receiver of its queue")
+                }
+            }
+        }
+    }
+}
+
+impl Publisher for MqttPublisher {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn publish(&mut self, frame: &Published) -> Result<()> {
+        self.counters.count_published();
+        if frame.json.len() > MAX_PAYLOAD_LEN {
+            self.counters.count_dropped();
+            if !self.warned_oversize {
+                warn!(
+                    "{}: results over {MAX_PAYLOAD_LEN} bytes are not sent",
+                    self.target
+                );
+                self.warned_oversize = true;
+            }
+            return Ok(());
+        }
+        self.enqueue(frame.json.as_bytes().to_vec());
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let MqttPublisher {
+            queue,
+            oldest,
+            flushed,
+            abandon,
+            threads,
+            target,
+            flush_timeout,
+            ..
+        } = *self;
+        // Closing the queue lets the feeder send what is left, then `offline` and DISCONNECT.
+        drop(queue);
+        match flushed.recv_timeout(flush_timeout) {
+            Ok(()) => {
+                for thread in threads {
+                    thread.join().map_err(|_| Error::Publish {
+                        target: target.clone(),
+                        message: "an MQTT thread panicked".into(),
+                    })?;
+                }
+                Ok(())
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                // The threads end on their own once the connection thread sees `abandon` closed.
+                drop(abandon);
+                Err(Error::Publish {
+                    target,
+                    message: format!(
+                        "the broker did not take the last results (waited up to {flush_timeout:?}); {} results still queued are lost",
+                        oldest.len()
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// Moves results from the queue into the client; blocks while the connection is busy or away.
+struct Feeder {
+    client: Client,
+    topic: String,
+    status_topic: String,
+    qos: QoS,
+}
+
+impl Feeder {
+    fn run(self, queue: Receiver<Vec<u8>>) {
+        for payload in queue {
+            // An error means the connection thread is gone (abandoned): nothing can be sent.
+            if self
+                .client
+                .publish(&self.topic, self.qos, false, payload)
+                .is_err()
+            {
+                return;
+            }
+        }
+        // The queue is closed and empty: a clean shutdown. The broker handles DISCONNECT after
+        // every packet before it, and discards the last will, hence the explicit `offline`.
+        let _ = self
+            .client
+            .publish(&self.status_topic, QoS::AtLeastOnce, true, "offline");
+        let _ = self.client.disconnect();
+    }
+}
+
+/// Polls the connection, which is what makes rumqttc send, receive and reconnect.
+struct Driver {
+    target: String,
+    topic: String,
+    status_topic: String,
+    counters: Arc<PublisherCounters>,
+    max_delay: Duration,
+    abandoned: Receiver<()>,
+    flushed: Sender<()>,
+}
+
+impl Driver {
+    fn run(self, mut connection: Connection) {
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut ever_connected = false;
+        let mut reported_down = false;
+        let mut disconnecting = false;
+        // Results rumqttc moved back to its pending list when the connection broke: resent if
+        // the broker kept the session, lost otherwise.
+        let mut in_limbo = 0;
+        loop {
+            let Ok(event) = connection.recv() else {
+                // Every client handle is gone: only after the feeder's DISCONNECT.
+                break;
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if !ack.session_present && in_limbo > 0 {
+                        warn!(
+                            "{}: the broker lost the session; {in_limbo} results in flight are lost",
+                            self.target
+                        );
+                        self.counters.count_dropped_many(in_limbo);
+                    }
+                    in_limbo = 0;
+                    if ever_connected {
+                        self.counters.count_reconnect();
+                    }
+                    if reported_down || !ever_connected {
+                        info!("{}: connected", self.target);
+                    }
+                    ever_connected = true;
+                    reported_down = false;
+                    delay = FIRST_RETRY_DELAY;
+                    // Ahead of everything else: the last will may have left `offline` retained.
+                    connection
+                        .eventloop
+                        .pending
+                        .push_front(self.status("online"));
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnecting = true,
+                Ok(_) => {}
+                // After our DISCONNECT the broker closes the connection: everything was taken.
+                Err(_) if disconnecting => break,
+                Err(e) => {
+                    in_limbo = self.results_pending(&connection);
+                    if !reported_down {
+                        warn!(
+                            "{}: {e}; retrying with backoff up to {:?}",
+                            self.target, self.max_delay
+                        );
+                        reported_down = true;
+                    }
+                    if self.abandoned.recv_timeout(delay) != Err(RecvTimeoutError::Timeout) {
+                        return;
+                    }
+                    delay = (delay * 2).min(self.max_delay);
+                }
+            }
+        }
+        if disconnecting {
+            // The receiver is gone only if `finish` already gave up.
+            let _ = self.flushed.send(());
+        }
+    }
+
+    fn status(&self, state: &str) -> Request {
+        let mut publish = rumqttc::Publish::new(&self.status_topic, QoS::AtLeastOnce, state);
+        publish.retain = true;
+        Request::Publish(publish)
+    }
+
+    fn results_pending(&self, connection: &Connection) -> u64 {
+        connection
+            .eventloop
+            .pending
+            .iter()
+            .filter(|request| matches!(request, Request::Publish(p) if p.topic == self.topic))
+            .count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        let config = MqttConfig::from_url("mqtt://broker.local/sapiens/cam1").unwrap();
+        assert_eq!(
+            (config.host.as_str(), config.port, config.topic.as_str()),
+            ("broker.local", 1883, "sapiens/cam1")
+        );
+        let config = MqttConfig::from_url("mqtt://127.0.0.1:11883/t").unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("127.0.0.1", 11883));
+        let config = MqttConfig::from_url("mqtt://[::1]:1884/t").unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("[::1]", 1884));
+        assert_eq!(config.status_topic(), "t/status");
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_the_reason() {
+        for (url, reason) in [
+            ("mqtt:/host/t", "not an mqtt:// URL"),
+            ("mqtt://host", "no topic"),
+            ("mqtt://host/", "no topic"),
+            ("mqtt://host/a/#", "wildcards"),
+            ("mqtt://[::1]x/t", "bad host or port"),
+            ("mqtt://user:pw@host/t", "credentials"),
+            ("mqtt://host:notaport/t", "bad host or port"),
+            ("mqtt://host:0/t", "bad host or port"),
+            ("mqtt://host:/t", "bad host or port"),
+            ("mqtt://:1883/t", "bad host or port"),
+            ("mqtt://[::1/t", "bad host or port"),
+        ] {
+            let message = MqttConfig::from_url(url).unwrap_err().to_string();
+            assert!(
+                message.starts_with("publishing to mqtt:") && message.contains(reason),
+                "{url}: {message}"
+            );
+        }
+        assert!(
+            MqttQos::from_level(2)
+                .unwrap_err()
+                .to_string()
+                .contains("use 0 or 1")
+        );
+    }
+}

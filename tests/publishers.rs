@@ -1,0 +1,655 @@
+//! Publishers against real peers: OSC datagrams received on a UDP socket and decoded with rosc,
+//! MQTT through a real mosquitto broker that the tests start, stop and restart.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rosc::{OscPacket, OscTime, OscType};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use sapiens_stream::publish::mqtt::{MqttConfig, MqttPublisher, MqttQos};
+use sapiens_stream::publish::osc::{MAX_DATAGRAM, OscPublisher};
+use sapiens_stream::publish::{
+    FrameResult, Published, Publisher, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION,
+    SegmentationSummary,
+};
+use sapiens_stream::tasks::pose::Person;
+
+const WIDTH: usize = 640;
+const HEIGHT: usize = 480;
+
+/// A deterministic person with `keypoints` keypoints; every fifth is invalid (score <= 0).
+fn person(keypoints: usize, seed: u32) -> Person {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+    let mut next = move || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 8) as f32 / (1 << 24) as f32
+    };
+    Person {
+        bbox: [10.5, 20.25, 300.0, 470.75],
+        score: 0.875,
+        track_id: None,
+        keypoints: (0..keypoints)
+            .map(|k| {
+                let (x, y, score) = (next() * WIDTH as f32, next() * HEIGHT as f32, next());
+                if k % 5 == 4 {
+                    [-1.0, -1.0, 0.0]
+                } else {
+                    [x, y, score]
+                }
+            })
+            .collect(),
+    }
+}
+
+fn frame_result(frame: u64, stream: u32, persons: Vec<Person>) -> FrameResult {
+    FrameResult {
+        schema: SCHEMA_NAME,
+        version: SCHEMA_VERSION,
+        stream,
+        frame,
+        pts_ns: Some(frame * 33_333_333),
+        capture_unix_ns: 1_700_000_000_000_000_000 + frame,
+        width: WIDTH,
+        height: HEIGHT,
+        models: BTreeMap::from([("pose", "sapiens_tiny_pose17".to_string())]),
+        random_weights: true,
+        keypoint_set: Some("coco17".into()),
+        persons: Some(persons),
+        segmentation: None,
+    }
+}
+
+fn keypoint_names(asset: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(asset);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn floats(values: &[f32]) -> Vec<OscType> {
+    values.iter().map(|&v| OscType::Float(v)).collect()
+}
+
+/// The documented layout, written out independently of the publisher.
+fn expected_osc(
+    result: &FrameResult,
+    root: &str,
+    names: &[Vec<String>],
+) -> Vec<(String, Vec<OscType>)> {
+    let persons = result.persons.as_deref().unwrap();
+    let mut expected = vec![(
+        format!("{root}/frame"),
+        vec![
+            OscType::Int(result.frame as i32),
+            OscType::Int(WIDTH as i32),
+            OscType::Int(HEIGHT as i32),
+            OscType::Int(persons.len() as i32),
+        ],
+    )];
+    for (p, (person, names)) in persons.iter().zip(names).enumerate() {
+        let [x1, y1, x2, y2] = person.bbox;
+        expected.push((
+            format!("{root}/person/{p}/bbox"),
+            floats(&[x1, y1, x2, y2, person.score]),
+        ));
+        for (k, &[x, y, score]) in person.keypoints.iter().enumerate() {
+            let normalised = if score > 0.0 {
+                [x / WIDTH as f32, y / HEIGHT as f32, score]
+            } else {
+                [-1.0, -1.0, score]
+            };
+            expected.push((format!("{root}/person/{p}/kp/{k}"), floats(&[x, y, score])));
+            expected.push((format!("{root}/person/{p}/kpn/{k}"), floats(&normalised)));
+            expected.push((
+                format!("{root}/person/{p}/{}", names[k]),
+                floats(&normalised),
+            ));
+        }
+    }
+    if let Some(segmentation) = &result.segmentation {
+        let total = (WIDTH * HEIGHT) as f64;
+        let fractions: Vec<f32> = segmentation
+            .class_pixels
+            .iter()
+            .map(|&n| (n as f64 / total) as f32)
+            .collect();
+        expected.push((format!("{root}/segmentation"), floats(&fractions)));
+    }
+    expected
+}
+
+/// Receives datagrams until `count` messages came; returns them and the datagram sizes.
+fn receive_osc(socket: &UdpSocket, count: usize) -> (Vec<(String, Vec<OscType>)>, Vec<usize>) {
+    let mut messages = Vec::new();
+    let mut sizes = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    while messages.len() < count {
+        let (len, _) = socket.recv_from(&mut buffer).unwrap_or_else(|e| {
+            panic!("got {} of {count} OSC messages, then: {e}", messages.len())
+        });
+        sizes.push(len);
+        let (rest, packet) = rosc::decoder::decode_udp(&buffer[..len]).unwrap();
+        assert!(rest.is_empty(), "trailing bytes after the bundle");
+        let OscPacket::Bundle(bundle) = packet else {
+            panic!("expected a bundle, got {packet:?}")
+        };
+        assert_eq!(
+            bundle.timetag,
+            OscTime {
+                seconds: 0,
+                fractional: 1
+            },
+            "time tag 'immediately'"
+        );
+        for element in bundle.content {
+            let OscPacket::Message(message) = element else {
+                panic!("nested bundle")
+            };
+            messages.push((message.addr, message.args));
+        }
+    }
+    (messages, sizes)
+}
+
+#[test]
+fn osc_delivers_the_documented_layout_in_bounded_datagrams() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut publisher = OscPublisher::connect(&receiver.local_addr().unwrap().to_string()).unwrap();
+    let counters = publisher.counters();
+    let names = [
+        keypoint_names("keypoints_coco17.json"),
+        keypoint_names("keypoints_goliath308.json"),
+    ];
+
+    let mut result = frame_result(7, 0, vec![person(17, 1), person(308, 2)]);
+    let class_pixels: Vec<u64> = (0..28).map(|c| c * 1000 + 7).collect();
+    result.segmentation = Some(SegmentationSummary {
+        class_set: "goliath_parts28".into(),
+        class_pixels,
+    });
+    let expected = expected_osc(&result, "/sapiens", &names);
+    publisher.publish(&Published::new(&result)).unwrap();
+    let (messages, sizes) = receive_osc(&receiver, expected.len());
+    assert_eq!(messages.len(), expected.len());
+    for (got, want) in messages.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+    assert!(
+        sizes.iter().all(|&s| s <= MAX_DATAGRAM),
+        "datagram sizes {sizes:?}"
+    );
+    assert!(
+        sizes.len() >= 6,
+        "a 308-keypoint person is split over several datagrams: {sizes:?}"
+    );
+    println!("OSC datagrams for frame + 17-kp person + 308-kp person + segmentation: {sizes:?}");
+
+    // Another stream: its own root; a 17-keypoint person and the frame fit in one datagram.
+    let result = frame_result(8, 3, vec![person(17, 3)]);
+    let expected = expected_osc(&result, "/sapiens/stream/3", &names[..1]);
+    publisher.publish(&Published::new(&result)).unwrap();
+    let (messages, sizes) = receive_osc(&receiver, expected.len());
+    assert_eq!(messages, expected);
+    assert_eq!(sizes.len(), 1, "{sizes:?}");
+    println!("OSC datagram for frame + 17-kp person: {sizes:?}");
+    assert_eq!((counters.published(), counters.dropped()), (2, 0));
+    Box::new(publisher).finish().unwrap();
+}
+
+#[test]
+fn osc_send_errors_are_counted_not_fatal() {
+    // A broadcast address without SO_BROADCAST: every send fails with "permission denied".
+    let mut publisher = OscPublisher::connect("255.255.255.255:9").unwrap();
+    let result = frame_result(0, 0, vec![person(17, 1)]);
+    for _ in 0..3 {
+        publisher.publish(&Published::new(&result)).unwrap();
+    }
+    assert_eq!(
+        (
+            publisher.counters().published(),
+            publisher.counters().dropped()
+        ),
+        (3, 3)
+    );
+
+    for (target, reason) in [
+        ("localhost", "expected host:port"),
+        ("127.0.0.1:notaport", "expected host:port"),
+    ] {
+        let message = OscPublisher::connect(target).err().unwrap().to_string();
+        assert!(
+            message.contains(reason) && message.contains(target),
+            "{message}"
+        );
+    }
+    assert!(
+        OscPublisher::connect("localhost:9000")
+            .unwrap()
+            .target()
+            .is_ipv4(),
+        "localhost prefers IPv4"
+    );
+}
+
+#[test]
+fn results_writer_is_a_publisher() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.jsonl");
+    let mut writer: Box<dyn Publisher> = Box::new(ResultsWriter::create(&path).unwrap());
+    let results: Vec<FrameResult> = (0..3)
+        .map(|i| frame_result(i, 0, vec![person(17, i as u32)]))
+        .collect();
+    for result in &results {
+        writer.publish(&Published::new(result)).unwrap();
+    }
+    writer.finish().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let expected: Vec<String> = results
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    assert_eq!(lines, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MQTT
+
+fn mosquitto_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join("mosquitto"))
+        .find(|candidate| candidate.is_file())
+        .expect("the MQTT tests need the mosquitto broker (Debian package `mosquitto`): run scripts/setup.sh")
+}
+
+/// A mosquitto process on a fixed local port, which the test can stop and start again.
+struct Broker {
+    port: u16,
+    config: PathBuf,
+    process: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let mut broker = Broker {
+            port,
+            config,
+            process: None,
+            _dir: dir,
+        };
+        broker.resume();
+        broker
+    }
+
+    fn resume(&mut self) {
+        let mut process = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = process.try_wait().unwrap() {
+                let mut stderr = String::new();
+                process
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                panic!("mosquitto exited ({status}): {stderr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto does not listen on port {}",
+                self.port
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.process = Some(process);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().unwrap();
+            process.wait().unwrap();
+        }
+    }
+
+    fn url(&self, topic: &str) -> String {
+        format!("mqtt://127.0.0.1:{}/{topic}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A topic and a payload.
+type Message = (String, Vec<u8>);
+
+/// What a subscriber sees.
+enum Seen {
+    Subscribed,
+    Message { topic: String, payload: Vec<u8> },
+}
+
+/// A second, independent client that subscribes to `topics` on every (re)connection.
+struct Subscriber {
+    seen: Receiver<Seen>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    fn start(port: u16, name: &str, topics: &[&str]) -> Subscriber {
+        let mut options = MqttOptions::new(name, "127.0.0.1", port);
+        options.set_max_packet_size(16 << 20, 10 << 10);
+        let (client, mut connection) = Client::new(options, 10);
+        let (tx, seen) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        thread::spawn(move || {
+            for event in connection.iter() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let sent = match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        // One SUBSCRIBE for all topics: one SubAck, before any message.
+                        let filters = topics
+                            .iter()
+                            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                        client.subscribe_many(filters).unwrap();
+                        Ok(())
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => tx.send(Seen::Subscribed),
+                    Ok(Event::Incoming(Packet::Publish(p))) => tx.send(Seen::Message {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                    }),
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        thread::sleep(Duration::from_millis(50));
+                        Ok(())
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+        let subscriber = Subscriber { seen, stop };
+        subscriber.wait_subscribed();
+        subscriber
+    }
+
+    fn next(&self) -> Seen {
+        match self.seen.recv_timeout(Duration::from_secs(10)) {
+            Ok(seen) => seen,
+            Err(RecvTimeoutError::Timeout) => panic!("the subscriber got nothing for 10 s"),
+            Err(RecvTimeoutError::Disconnected) => panic!("the subscriber stopped"),
+        }
+    }
+
+    fn wait_subscribed(&self) {
+        while !matches!(self.next(), Seen::Subscribed) {}
+    }
+
+    /// Collects messages until `count` came on `topic`; messages on other topics are returned too.
+    fn collect(&self, topic: &str, count: usize) -> (Vec<Vec<u8>>, Vec<Message>) {
+        let (mut on_topic, mut others) = (Vec::new(), Vec::new());
+        while on_topic.len() < count {
+            if let Seen::Message { topic: t, payload } = self.next() {
+                if t == topic {
+                    on_topic.push(payload);
+                } else {
+                    others.push((t, payload));
+                }
+            }
+        }
+        (on_topic, others)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn results(frames: std::ops::Range<u64>) -> Vec<FrameResult> {
+    // Every tenth frame has a 308-keypoint person too: about 10 KB of JSON, over rumqttc's
+    // default packet limit.
+    frames
+        .map(|i| {
+            let mut persons = vec![person(17, i as u32)];
+            if i % 10 == 0 {
+                persons.push(person(308, i as u32));
+            }
+            frame_result(i, 0, persons)
+        })
+        .collect()
+}
+
+fn json(result: &FrameResult) -> Vec<u8> {
+    serde_json::to_vec(result).unwrap()
+}
+
+fn frame_index(payload: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(payload).unwrap()["frame"]
+        .as_u64()
+        .unwrap()
+}
+
+fn config(broker: &Broker, topic: &str, qos: MqttQos) -> MqttConfig {
+    let mut config = MqttConfig::from_url(&broker.url(topic)).unwrap();
+    config.qos = qos;
+    config.client_id = format!("publisher-{topic}");
+    config
+}
+
+fn status_values(messages: &[Message], status_topic: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|(topic, _)| topic == status_topic)
+        .map(|(_, payload)| String::from_utf8(payload.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn mqtt_delivers_every_result_in_order_at_qos_0_and_1() {
+    let broker = Broker::start();
+    for (qos, topic) in [
+        (MqttQos::AtLeastOnce, "cam/qos1"),
+        (MqttQos::AtMostOnce, "cam/qos0"),
+    ] {
+        let config = config(&broker, topic, qos);
+        let status_topic = config.status_topic();
+        let subscriber = Subscriber::start(
+            broker.port,
+            &format!("sub-{topic}"),
+            &[topic, &status_topic],
+        );
+        let mut publisher = MqttPublisher::start(&config).unwrap();
+        let counters = publisher.counters();
+        let sent = results(0..120);
+        for result in &sent {
+            publisher.publish(&Published::new(result)).unwrap();
+        }
+        let (received, mut others) = subscriber.collect(topic, sent.len());
+        assert!(
+            received.len() == sent.len() && received.iter().zip(&sent).all(|(r, s)| *r == json(s)),
+            "{qos:?}: results differ"
+        );
+        Box::new(publisher).finish().unwrap();
+        assert_eq!(
+            (
+                counters.published(),
+                counters.dropped(),
+                counters.reconnects()
+            ),
+            (120, 0, 0)
+        );
+
+        // `offline` arrives after the last result; a late subscriber finds it retained.
+        while status_values(&others, &status_topic)
+            .last()
+            .map(String::as_str)
+            != Some("offline")
+        {
+            if let Seen::Message { topic, payload } = subscriber.next() {
+                others.push((topic, payload));
+            }
+        }
+        assert_eq!(status_values(&others, &status_topic), ["online", "offline"]);
+        let late = Subscriber::start(broker.port, &format!("late-{topic}"), &[&status_topic]);
+        assert_eq!(late.collect(&status_topic, 1).0, [b"offline".to_vec()]);
+    }
+}
+
+#[test]
+fn mqtt_survives_a_broker_restart_without_blocking_the_caller() {
+    let topic = "cam/restart";
+    let mut broker = Broker::start();
+    let mut config = config(&broker, topic, MqttQos::AtLeastOnce);
+    config.queue_capacity = 32;
+    config.max_reconnect_delay = Duration::from_millis(400);
+    let status_topic = config.status_topic();
+    let subscriber = Subscriber::start(broker.port, "sub-restart", &[topic, &status_topic]);
+    let mut publisher = MqttPublisher::start(&config).unwrap();
+    let counters = publisher.counters();
+
+    let before = results(0..20);
+    for result in &before {
+        publisher.publish(&Published::new(result)).unwrap();
+    }
+    let (mut received, _) = subscriber.collect(topic, before.len());
+    assert!(received.iter().zip(&before).all(|(r, s)| *r == json(s)));
+
+    // The broker is away for 2.5 s while frames keep coming at 50 per second.
+    broker.stop();
+    let outage = results(20..145);
+    let mut slowest = Duration::ZERO;
+    for result in &outage {
+        let start = Instant::now();
+        publisher.publish(&Published::new(result)).unwrap();
+        slowest = slowest.max(start.elapsed());
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        slowest < Duration::from_millis(50),
+        "publish blocked for {slowest:?} while the broker was away"
+    );
+    assert!(
+        counters.dropped() > 0,
+        "the bounded queue overflowed during the outage"
+    );
+
+    broker.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counters.reconnects() < 1 {
+        assert!(Instant::now() < deadline, "the publisher did not reconnect");
+        thread::sleep(Duration::from_millis(20));
+    }
+    subscriber.wait_subscribed();
+    let dropped = counters.dropped();
+    let after = results(145..185);
+    for result in &after {
+        publisher.publish(&Published::new(result)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Whatever of the outage made it arrives first, in order; then every result sent after.
+    let mut tail = Vec::new();
+    while tail.len() < after.len() {
+        let (mut more, _) = subscriber.collect(topic, 1);
+        let payload = more.pop().unwrap();
+        if frame_index(&payload) >= 145 {
+            tail.push(payload.clone());
+        }
+        received.push(payload);
+    }
+    assert!(
+        tail.iter().zip(&after).all(|(r, s)| *r == json(s)),
+        "results after the restart differ"
+    );
+    let indexes: Vec<u64> = received.iter().map(|p| frame_index(p)).collect();
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]),
+        "out of order or repeated: {indexes:?}"
+    );
+    Box::new(publisher).finish().unwrap();
+    assert_eq!((counters.reconnects(), counters.dropped()), (1, dropped));
+    println!(
+        "broker restart: {} published, {} dropped, {} received, slowest publish {slowest:?}",
+        counters.published(),
+        counters.dropped(),
+        indexes.len()
+    );
+}
+
+#[test]
+fn mqtt_shutdown_wait_is_bounded_when_the_broker_is_away() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = MqttConfig::from_url(&format!("mqtt://127.0.0.1:{port}/nobody")).unwrap();
+    config.flush_timeout = Duration::from_millis(800);
+    let mut publisher = MqttPublisher::start(&config).unwrap();
+    for result in &results(0..3) {
+        publisher.publish(&Published::new(result)).unwrap();
+    }
+    let start = Instant::now();
+    let message = Box::new(publisher).finish().unwrap_err().to_string();
+    let waited = start.elapsed();
+    assert!(
+        message.contains("the broker did not take the last results"),
+        "{message}"
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(2),
+        "waited {waited:?}"
+    );
+}
