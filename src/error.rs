@@ -16,6 +16,8 @@ pub enum Error {
     Model { path: PathBuf, reason: String },
     #[error("inference with {model}: {message}")]
     Inference { model: String, message: String },
+    #[error("{argument}: {reason}")]
+    InvalidArgument { argument: &'static str, reason: String },
     #[error("output {path}: {message}")]
     Output { path: PathBuf, message: String },
     #[error("drawing the overlay: {0}")]
