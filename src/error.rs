@@ -17,7 +17,10 @@ pub enum Error {
     #[error("inference with {model}: {message}")]
     Inference { model: String, message: String },
     #[error("{argument}: {reason}")]
-    InvalidArgument { argument: &'static str, reason: String },
+    InvalidArgument {
+        argument: &'static str,
+        reason: String,
+    },
     #[error("output {path}: {message}")]
     Output { path: PathBuf, message: String },
     #[error("drawing the overlay: {0}")]

@@ -57,7 +57,9 @@ fn smooth_maps(channels: usize, height: usize, width: usize, seed: u64) -> Vec<f
             for x in 0..width {
                 let wave: f32 = waves
                     .iter()
-                    .map(|&[amp, fx, fy, phase]| amp * (fx * x as f32 + phase).sin() * (fy * y as f32).cos())
+                    .map(|&[amp, fx, fy, phase]| {
+                        amp * (fx * x as f32 + phase).sin() * (fy * y as f32).cos()
+                    })
                     .sum();
                 maps.push(offset + wave + rng.range(-0.05, 0.05));
             }
@@ -75,7 +77,11 @@ fn person_classes(width: usize, height: usize) -> Vec<u8> {
         for x in 0..width {
             let (dx, dy) = ((x as f32 - cx) / rx, (y as f32 - cy) / ry);
             let inside = dx * dx + dy * dy <= 1.0;
-            classes.push(if inside { 1 + ((x / 7 + y / 5) % 27) as u8 } else { 0 });
+            classes.push(if inside {
+                1 + ((x / 7 + y / 5) % 27) as u8
+            } else {
+                0
+            });
         }
     }
     classes
@@ -87,7 +93,10 @@ fn path_arg(path: &Path) -> &str {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn value_span(values: &[f32]) -> f32 {
@@ -97,16 +106,28 @@ fn value_span(values: &[f32]) -> f32 {
     hi - lo
 }
 
-fn check_resize(channels: usize, (in_h, in_w): (usize, usize), (out_w, out_h): (usize, usize), seed: u64) {
+fn check_resize(
+    channels: usize,
+    (in_h, in_w): (usize, usize),
+    (out_w, out_h): (usize, usize),
+    seed: u64,
+) {
     let maps = smooth_maps(channels, in_h, in_w, seed);
     let mut ours = vec![0.0f32; channels * out_h * out_w];
     resize_planar(&maps, channels, in_h, in_w, out_w, out_h, &mut ours);
 
     let dir = tempfile::tempdir().unwrap();
     let (maps_path, out_path) = (dir.path().join("maps.npy"), dir.path().join("resized.npy"));
-    common::write_npy_f32(&maps_path, &[channels as u64, in_h as u64, in_w as u64], &maps);
+    common::write_npy_f32(
+        &maps_path,
+        &[channels as u64, in_h as u64, in_w as u64],
+        &maps,
+    );
     let (w, h) = (out_w.to_string(), out_h.to_string());
-    common::run_reference("dense_reference.py", &["resize", path_arg(&maps_path), &w, &h, path_arg(&out_path)]);
+    common::run_reference(
+        "dense_reference.py",
+        &["resize", path_arg(&maps_path), &w, &h, path_arg(&out_path)],
+    );
     let (shape, reference) = common::read_npy_f32(&out_path);
     assert_eq!(shape, [channels as u64, out_h as u64, out_w as u64]);
 
@@ -148,7 +169,12 @@ struct DepthReference {
     range: DepthRange,
 }
 
-fn depth_reference(depth: &[f32], classes: Option<&[u8]>, width: usize, height: usize) -> DepthReference {
+fn depth_reference(
+    depth: &[f32],
+    classes: Option<&[u8]>,
+    width: usize,
+    height: usize,
+) -> DepthReference {
     let dir = tempfile::tempdir().unwrap();
     let depth_path = dir.path().join("depth.npy");
     let classes_path = dir.path().join("classes.npy");
@@ -159,14 +185,31 @@ fn depth_reference(depth: &[f32], classes: Option<&[u8]>, width: usize, height: 
     if let Some(classes) = classes {
         common::write_npy_u8(&classes_path, &shape, classes);
     }
-    let classes_arg = if classes.is_some() { path_arg(&classes_path) } else { "-" };
+    let classes_arg = if classes.is_some() {
+        path_arg(&classes_path)
+    } else {
+        "-"
+    };
     let printed = common::run_reference(
         "dense_reference.py",
-        &["depth", path_arg(&depth_path), classes_arg, path_arg(&normalised_path), path_arg(&colours_path)],
+        &[
+            "depth",
+            path_arg(&depth_path),
+            classes_arg,
+            path_arg(&normalised_path),
+            path_arg(&colours_path),
+        ],
     );
     let value = |key: &str| -> f32 {
-        let field = printed.split_whitespace().find_map(|f| f.strip_prefix(key)).unwrap();
-        field.trim_start_matches("np.float32(").trim_end_matches(')').parse().unwrap()
+        let field = printed
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(key))
+            .unwrap();
+        field
+            .trim_start_matches("np.float32(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap()
     };
     let range = DepthRange {
         min: value("min="),
@@ -218,11 +261,21 @@ fn check_painted(
             if painted {
                 let want = expected(i);
                 let got = &frame[at..at + 3];
-                let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= tolerance);
-                assert!(close, "pixel ({x}, {y}): {got:?}, expected {want:?} within {tolerance}");
+                let close = got
+                    .iter()
+                    .zip(want)
+                    .all(|(&g, w)| g.abs_diff(w) <= tolerance);
+                assert!(
+                    close,
+                    "pixel ({x}, {y}): {got:?}, expected {want:?} within {tolerance}"
+                );
                 assert_eq!(frame[at + 3], original[at + 3], "alpha at ({x}, {y})");
             } else {
-                assert_eq!(frame[at..at + 4], original[at..at + 4], "background pixel ({x}, {y})");
+                assert_eq!(
+                    frame[at..at + 4],
+                    original[at..at + 4],
+                    "background pixel ({x}, {y})"
+                );
             }
         }
         let padding = y * stride + width * 4..(y + 1) * stride;
@@ -241,7 +294,10 @@ fn check_depth(foreground: bool) {
     let reference = depth_reference(&depth, classes, width, height);
     assert_eq!(range, reference.range);
     let diff = max_abs_diff(&normalised, &reference.normalised);
-    assert!(diff <= VALUE_TOLERANCE, "normalised depth differs by {diff}");
+    assert!(
+        diff <= VALUE_TOLERANCE,
+        "normalised depth differs by {diff}"
+    );
 
     let (mut frame, stride) = random_frame(width, height, 12, 5);
     let original = frame.clone();
@@ -249,7 +305,14 @@ fn check_depth(foreground: bool) {
     // colorous samples matplotlib's inferno through a B-spline, OpenCV through its 256-entry
     // table: they differ by up to 2 levels, 1 more where float rounding moves the level.
     let colour = |i: usize| [0, 1, 2].map(|c| reference.colours[i * 3 + c]);
-    check_painted(&frame, &original, (width, height, stride), classes, colour, 5);
+    check_painted(
+        &frame,
+        &original,
+        (width, height, stride),
+        classes,
+        colour,
+        5,
+    );
 }
 
 #[test]
@@ -272,7 +335,12 @@ fn nearest_depth_is_brightest() {
     assert_eq!(normalised, [0.0, 0.5, 1.0, 0.0]);
     let mut frame = [7u8; 16];
     draw_depth(&mut frame, 4, 1, 16, &normalised, Some(&classes));
-    let brightness = |px: usize| frame[px * 4..px * 4 + 3].iter().map(|&c| u32::from(c)).sum::<u32>();
+    let brightness = |px: usize| {
+        frame[px * 4..px * 4 + 3]
+            .iter()
+            .map(|&c| u32::from(c))
+            .sum::<u32>()
+    };
     assert!(brightness(0) > brightness(1) && brightness(1) > brightness(2));
     assert_eq!(frame[12..], [7; 4]);
 }
@@ -305,7 +373,12 @@ fn normals_renormalise_like_numpy_and_draw_as_rgb() {
     common::write_npy_f32(&raw_path, &[3, height as u64, width as u64], &raw);
     common::run_reference(
         "dense_reference.py",
-        &["normals", path_arg(&raw_path), path_arg(&unit_path), path_arg(&levels_path)],
+        &[
+            "normals",
+            path_arg(&raw_path),
+            path_arg(&unit_path),
+            path_arg(&levels_path),
+        ],
     );
     let (_, reference) = common::read_npy_f32(&unit_path);
     let diff = max_abs_diff(&unit, &reference);
@@ -313,8 +386,14 @@ fn normals_renormalise_like_numpy_and_draw_as_rgb() {
 
     let mut unit_length = 0;
     for i in 0..plane {
-        let raw_norm = (0..3).map(|a| raw[a * plane + i].powi(2)).sum::<f32>().sqrt();
-        let norm = (0..3).map(|a| unit[a * plane + i].powi(2)).sum::<f32>().sqrt();
+        let raw_norm = (0..3)
+            .map(|a| raw[a * plane + i].powi(2))
+            .sum::<f32>()
+            .sqrt();
+        let norm = (0..3)
+            .map(|a| unit[a * plane + i].powi(2))
+            .sum::<f32>()
+            .sqrt();
         if raw_norm == 0.0 {
             assert_eq!(norm, 0.0, "the zero vector stays zero");
         } else if raw_norm > 0.1 {
@@ -322,7 +401,10 @@ fn normals_renormalise_like_numpy_and_draw_as_rgb() {
             assert!((norm - 1.0).abs() <= 1e-4, "pixel {i}: |n| = {norm}");
         }
     }
-    assert!(unit_length > plane * 9 / 10, "too few well-defined normals: {unit_length}");
+    assert!(
+        unit_length > plane * 9 / 10,
+        "too few well-defined normals: {unit_length}"
+    );
 
     let (_, levels) = common::read_npy_u8(&levels_path);
     let classes = person_classes(width, height);
@@ -330,12 +412,22 @@ fn normals_renormalise_like_numpy_and_draw_as_rgb() {
     let original = frame.clone();
     draw_normals(&mut frame, width, height, stride, &unit, Some(&classes));
     let colour = |i: usize| [0, 1, 2].map(|c| levels[i * 3 + c]);
-    check_painted(&frame, &original, (width, height, stride), Some(&classes), colour, 1);
+    check_painted(
+        &frame,
+        &original,
+        (width, height, stride),
+        Some(&classes),
+        colour,
+        1,
+    );
 }
 
 fn read_png_u8(png: &Path) -> (Vec<u64>, Vec<u8>) {
     let out = png.with_extension("npy");
-    common::run_reference("dense_reference.py", &["read-png", path_arg(png), path_arg(&out)]);
+    common::run_reference(
+        "dense_reference.py",
+        &["read-png", path_arg(png), path_arg(&out)],
+    );
     common::read_npy_u8(&out)
 }
 
@@ -359,15 +451,25 @@ fn png_files_read_back_with_opencv() {
     let (scale, offset) = (encoding.scale.to_string(), encoding.offset.to_string());
     common::run_reference(
         "dense_reference.py",
-        &["depth-png", path_arg(&depth_png), &scale, &offset, path_arg(&recovered_path)],
+        &[
+            "depth-png",
+            path_arg(&depth_png),
+            &scale,
+            &offset,
+            path_arg(&recovered_path),
+        ],
     );
     let (shape, recovered) = common::read_npy_f32(&recovered_path);
     assert_eq!(shape, [height as u64, width as u64]);
     assert!(encoding.scale > 0.0);
     // Half a level, plus float32 rounding of depth, offset and scale.
-    let tolerance = encoding.scale * 0.5 + 4.0 * f32::EPSILON * value_span(&depth).max(encoding.offset.abs());
+    let tolerance =
+        encoding.scale * 0.5 + 4.0 * f32::EPSILON * value_span(&depth).max(encoding.offset.abs());
     let diff = max_abs_diff(&recovered, &depth);
-    assert!(diff <= tolerance, "depth recovered within {diff} > {tolerance}");
+    assert!(
+        diff <= tolerance,
+        "depth recovered within {diff} > {tolerance}"
+    );
 
     let mut normals = frame_normals(width, height);
     normalise_normals(&mut normals);
@@ -378,7 +480,10 @@ fn png_files_read_back_with_opencv() {
     for (i, px) in read.chunks_exact(3).enumerate() {
         for (axis, &level) in px.iter().enumerate() {
             let want = (normals[axis * plane + i] + 1.0) / 2.0 * 255.0;
-            assert!((f32::from(level) - want).abs() <= 1.0, "pixel {i} axis {axis}: {level} vs {want}");
+            assert!(
+                (f32::from(level) - want).abs() <= 1.0,
+                "pixel {i} axis {axis}: {level} vs {want}"
+            );
         }
     }
 
@@ -389,7 +494,12 @@ fn png_files_read_back_with_opencv() {
     common::write_npy_u8(&classes_path, &[height as u64, width as u64], &classes);
     common::run_reference(
         "dense_reference.py",
-        &["mask", path_arg(&classes_path), "22,12,21", path_arg(&union_path)],
+        &[
+            "mask",
+            path_arg(&classes_path),
+            "22,12,21",
+            path_arg(&union_path),
+        ],
     );
     let (_, union) = common::read_npy_u8(&union_path);
     assert_eq!(mask, union, "mask of Upper_Clothing, Lower_Clothing, Torso");
@@ -416,12 +526,22 @@ fn writers_report_bad_paths_and_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir/classes.png");
     let err = write_class_map_png(&missing, &[0; 6], 3, 2).unwrap_err();
-    assert!(matches!(&err, Error::Output { path, .. } if *path == missing), "{err}");
+    assert!(
+        matches!(&err, Error::Output { path, .. } if *path == missing),
+        "{err}"
+    );
 
     let png = dir.path().join("normals.png");
     let err = write_normals_png(&png, &[0.0; 17], 3, 2).unwrap_err();
-    assert!(err.to_string().contains("17 values do not make a 3 x 2 x 3 map"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("17 values do not make a 3 x 2 x 3 map"),
+        "{err}"
+    );
     assert!(!png.exists());
     let err = write_depth_png(&png, &[], 0, 0).unwrap_err();
-    assert!(err.to_string().contains("cannot write a 0 x 0 PNG"), "{err}");
+    assert!(
+        err.to_string().contains("cannot write a 0 x 0 PNG"),
+        "{err}"
+    );
 }

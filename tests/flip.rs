@@ -40,18 +40,27 @@ fn path_arg(path: &std::path::Path) -> &str {
 }
 
 fn indices_arg(indices: &[usize]) -> String {
-    indices.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",")
+    indices
+        .iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn mirror_batch_reverses_every_row() {
     let (items, channels, height, width) = (2, 3, 4, 5);
-    let input: Vec<f32> = (0..items * channels * height * width).map(|v| v as f32).collect();
+    let input: Vec<f32> = (0..items * channels * height * width)
+        .map(|v| v as f32)
+        .collect();
     let mut mirrored = vec![0.0f32; input.len()];
     mirror_batch(&input, items, channels, height, width, &mut mirrored);
     for (row_in, row_out) in input.chunks(width).zip(mirrored.chunks(width)) {
@@ -122,7 +131,13 @@ fn equivariant_mirror(plain: &[f32], flip_indices: &[usize]) -> Vec<f32> {
 
 fn decode(heatmaps: &[f32], channels: usize) -> Vec<HeatmapPeak> {
     let mut peaks = Vec::new();
-    decode_dark_udp(heatmaps, channels, HEATMAP_HEIGHT, HEATMAP_WIDTH, &mut peaks);
+    decode_dark_udp(
+        heatmaps,
+        channels,
+        HEATMAP_HEIGHT,
+        HEATMAP_WIDTH,
+        &mut peaks,
+    );
     peaks
 }
 
@@ -156,11 +171,21 @@ fn equivariant_model_merges_to_its_plain_heatmaps_with_left_and_right_swapped() 
     }
 
     let mut merged = plain.clone();
-    merge_flipped_heatmaps(&mut merged, &mirrored, 1, flip_indices, HEATMAP_HEIGHT, HEATMAP_WIDTH);
+    merge_flipped_heatmaps(
+        &mut merged,
+        &mirrored,
+        1,
+        flip_indices,
+        HEATMAP_HEIGHT,
+        HEATMAP_WIDTH,
+    );
     let diff = max_abs_diff(&merged, &plain);
     assert!(diff <= 1e-6, "merged differs from plain by {diff}");
     for (merged_peak, plain_peak) in decode(&merged, 17).iter().zip(&plain_peaks) {
-        assert!((merged_peak.x - plain_peak.x).abs() < 1e-4 && (merged_peak.y - plain_peak.y).abs() < 1e-4);
+        assert!(
+            (merged_peak.x - plain_peak.x).abs() < 1e-4
+                && (merged_peak.y - plain_peak.y).abs() < 1e-4
+        );
     }
 }
 
@@ -169,10 +194,17 @@ fn smooth_crops(items: usize, seed: u64) -> Vec<f32> {
     let mut rng = XorShift(seed);
     let mut input = Vec::with_capacity(items * INPUT_LEN);
     for _ in 0..items * 3 {
-        let (fx, fy, phase) = (rng.range(0.005, 0.03), rng.range(0.005, 0.03), rng.range(0.0, 6.3));
+        let (fx, fy, phase) = (
+            rng.range(0.005, 0.03),
+            rng.range(0.005, 0.03),
+            rng.range(0.0, 6.3),
+        );
         for y in 0..INPUT_HEIGHT {
             for x in 0..INPUT_WIDTH {
-                input.push(1.5 * (fx * x as f32 + phase).sin() * (fy * y as f32).cos() + rng.range(-0.1, 0.1));
+                input.push(
+                    1.5 * (fx * x as f32 + phase).sin() * (fy * y as f32).cos()
+                        + rng.range(-0.1, 0.1),
+                );
             }
         }
     }
@@ -182,8 +214,13 @@ fn smooth_crops(items: usize, seed: u64) -> Vec<f32> {
 #[test]
 fn tiny_pose_model_flip_test_matches_onnxruntime_python() {
     let model = common::repo_root().join("engines/models/sapiens_tiny_pose17.onnx");
-    assert!(model.exists(), "{} missing: run scripts/setup.sh", model.display());
-    let mut engine = OnnxEngine::load(&model, environment(None).unwrap(), &OnnxOptions::default()).unwrap();
+    assert!(
+        model.exists(),
+        "{} missing: run scripts/setup.sh",
+        model.display()
+    );
+    let mut engine =
+        OnnxEngine::load(&model, environment(None).unwrap(), &OnnxOptions::default()).unwrap();
     let items = 2;
     let flip_indices = coco17_flip_indices();
 
@@ -191,12 +228,27 @@ fn tiny_pose_model_flip_test_matches_onnxruntime_python() {
     let crops = smooth_crops(items, 3);
     let mut batch = crops.clone();
     batch.resize(2 * crops.len(), 0.0);
-    mirror_batch(&crops, items, 3, INPUT_HEIGHT, INPUT_WIDTH, &mut batch[crops.len()..]);
+    mirror_batch(
+        &crops,
+        items,
+        3,
+        INPUT_HEIGHT,
+        INPUT_WIDTH,
+        &mut batch[crops.len()..],
+    );
     let mut heatmaps = Vec::new();
     engine.run(&batch, 2 * items, &mut heatmaps).unwrap();
-    let (plain, mirrored) = heatmaps.split_at_mut(heatmaps.len() / 2);
+    let half = heatmaps.len() / 2;
+    let (plain, mirrored) = heatmaps.split_at_mut(half);
     let unmerged = plain.to_vec();
-    merge_flipped_heatmaps(plain, mirrored, items, flip_indices, HEATMAP_HEIGHT, HEATMAP_WIDTH);
+    merge_flipped_heatmaps(
+        plain,
+        mirrored,
+        items,
+        flip_indices,
+        HEATMAP_HEIGHT,
+        HEATMAP_WIDTH,
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let (input_path, out_path) = (dir.path().join("crops.npy"), dir.path().join("merged.npy"));
@@ -213,13 +265,22 @@ fn tiny_pose_model_flip_test_matches_onnxruntime_python() {
         ],
     );
     let (out_shape, reference) = common::read_npy_f32(&out_path);
-    assert_eq!(out_shape, [items, 17, HEATMAP_HEIGHT, HEATMAP_WIDTH].map(|d| d as u64));
+    assert_eq!(
+        out_shape,
+        [items, 17, HEATMAP_HEIGHT, HEATMAP_WIDTH].map(|d| d as u64)
+    );
 
     let magnitude = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let diff = max_abs_diff(plain, &reference);
     // Batched and one-at-a-time runs may sum in a different order.
-    assert!(diff <= 1e-4 * magnitude, "merged heatmaps differ by {diff} (magnitude {magnitude})");
+    assert!(
+        diff <= 1e-4 * magnitude,
+        "merged heatmaps differ by {diff} (magnitude {magnitude})"
+    );
     // Random weights are not mirror-equivariant, so the merge must have changed the heatmaps.
     let change = max_abs_diff(plain, &unmerged);
-    assert!(change > 0.05 * magnitude, "the merge changed the heatmaps by only {change}");
+    assert!(
+        change > 0.05 * magnitude,
+        "the merge changed the heatmaps by only {change}"
+    );
 }

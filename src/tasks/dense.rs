@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::render::check_frame;
 use crate::tasks::keypoint_sets::body_parts;
+use crate::tasks::seg::{LinearTap, linear_taps};
 
 /// Output rows per rayon task: enough that consecutive rows reuse the resampled source rows.
 const ROWS_PER_TASK: usize = 8;
@@ -73,40 +74,6 @@ pub fn resize_planar(
                 },
             );
     }
-}
-
-/// The two source samples of one output coordinate and their weights.
-#[derive(Clone, Copy)]
-struct LinearTap {
-    lo: usize,
-    hi: usize,
-    w_lo: f32,
-    w_hi: f32,
-}
-
-/// OpenCV's `INTER_LINEAR` coordinate map: src = (dst + 0.5) * in / out - 0.5, taps clamped to
-/// the edge (where a tap falls outside, the edge sample takes the full weight).
-fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
-    let scale = 1.0 / (out_len as f64 / in_len as f64);
-    (0..out_len)
-        .map(|dst| {
-            let pos = ((dst as f64 + 0.5) * scale - 0.5) as f32;
-            let floor = pos.floor();
-            let (lo, frac) = if floor < 0.0 {
-                (0, 0.0)
-            } else if floor as usize >= in_len - 1 {
-                (in_len - 1, 0.0)
-            } else {
-                (floor as usize, pos - floor)
-            };
-            LinearTap {
-                lo,
-                hi: (lo + 1).min(in_len - 1),
-                w_lo: 1.0 - frac,
-                w_hi: frac,
-            }
-        })
-        .collect()
 }
 
 /// The two source rows of the current output row, already resampled to the output width.
@@ -220,7 +187,10 @@ fn value_range(values: &[f32], foreground: Option<&[u8]>) -> Option<DepthRange> 
         min: r.min.min(v),
         max: r.max.max(v),
     };
-    let merge = |a: DepthRange, b: DepthRange| widen(widen(a, b.min), b.max);
+    let merge = |a: DepthRange, b: DepthRange| DepthRange {
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+    };
     let range = match foreground {
         Some(classes) => {
             assert_eq!(classes.len(), values.len(), "class map size");
@@ -528,16 +498,6 @@ fn write_png(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn linear_taps_match_opencv_for_2x_upsample() {
-        let taps = linear_taps(2, 4);
-        let got: Vec<_> = taps.iter().map(|t| (t.lo, t.hi, t.w_hi)).collect();
-        assert_eq!(
-            got,
-            vec![(0, 1, 0.0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0.0)]
-        );
-    }
 
     #[test]
     fn inferno_runs_from_black_to_pale_yellow() {
