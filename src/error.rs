@@ -22,6 +22,11 @@ pub enum Error {
         line: usize,
         reason: String,
     },
+    #[error("{argument}: {reason}")]
+    InvalidArgument {
+        argument: &'static str,
+        reason: String,
+    },
     #[error("output {path}: {message}")]
     Output { path: PathBuf, message: String },
     #[error("publishing to {target}: {message}")]

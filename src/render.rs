@@ -131,7 +131,12 @@ pub fn blend_class_map(
 }
 
 /// The last row may end right after its pixels (no padding after it).
-fn check_frame(len: usize, width: usize, height: usize, stride: usize) -> Result<(), RenderError> {
+pub(crate) fn check_frame(
+    len: usize,
+    width: usize,
+    height: usize,
+    stride: usize,
+) -> Result<(), RenderError> {
     if stride < width * 4 {
         return Err(RenderError::StrideTooSmall { stride, width });
     }

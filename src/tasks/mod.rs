@@ -1,6 +1,8 @@
 //! The Sapiens tasks: what each model must look like, and how its output becomes a result.
 
+pub mod dense;
 pub mod detect;
+pub mod flip;
 pub mod keypoint_sets;
 pub mod pose;
 pub mod pose_decode;

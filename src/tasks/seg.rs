@@ -145,16 +145,16 @@ fn assert_output(out: &[u8], out_w: usize, out_h: usize) {
 
 /// The two source samples of one output coordinate and their weights.
 #[derive(Clone, Copy)]
-struct LinearTap {
-    lo: usize,
-    hi: usize,
-    w_lo: f32,
-    w_hi: f32,
+pub(crate) struct LinearTap {
+    pub(crate) lo: usize,
+    pub(crate) hi: usize,
+    pub(crate) w_lo: f32,
+    pub(crate) w_hi: f32,
 }
 
 /// OpenCV's `INTER_LINEAR` coordinate map: src = (dst + 0.5) * in / out - 0.5, taps clamped to
 /// the edge (where a tap falls outside, the edge sample takes the full weight).
-fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
+pub(crate) fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
     let scale = 1.0 / (out_len as f64 / in_len as f64);
     (0..out_len)
         .map(|dst| {

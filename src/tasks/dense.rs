@@ -1,0 +1,574 @@
+//! Depth and surface-normal post-processing (SAPIENS.md, "Dense-task post-processing"): upsample
+//! the model's maps to the frame, normalise them, draw them onto the frame, and write the files of
+//! `--dense-dir` (class map, depth, normals and class masks as PNG).
+//!
+//! Maps are planar f32 (C x H x W, row-major); class maps are one byte per pixel, class 0 being
+//! the background. Drawing follows the official demos (`vis_depth.py`, `vis_normal.py`) except
+//! that background pixels keep the video frame instead of a flat grey or black.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use image::{ExtendedColorType, ImageBuffer, ImageFormat, Luma};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::render::check_frame;
+use crate::tasks::keypoint_sets::body_parts;
+use crate::tasks::seg::{LinearTap, linear_taps};
+
+/// Output rows per rayon task: enough that consecutive rows reuse the resampled source rows.
+const ROWS_PER_TASK: usize = 8;
+/// Added to a normal's length before dividing, as the official demo does.
+const NORMAL_EPS: f32 = 1e-5;
+/// Largest 16-bit PNG sample.
+const DEPTH_LEVELS: f32 = u16::MAX as f32;
+
+/// Bilinear resize (PyTorch `F.interpolate(mode="bilinear", align_corners=False)` = OpenCV
+/// `INTER_LINEAR`: half-pixel centres, edge clamp) of `channels` planar maps of `in_h` x `in_w`
+/// to `out_w` x `out_h`, written to `out` (C x out_h x out_w). Downsampling uses the same formula,
+/// without area averaging, as PyTorch does (OpenCV switches to `INTER_AREA` for exact 2x).
+///
+/// # Panics
+/// If a size is zero or the slices do not match the sizes.
+pub fn resize_planar(
+    maps: &[f32],
+    channels: usize,
+    in_h: usize,
+    in_w: usize,
+    out_w: usize,
+    out_h: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        channels > 0 && in_h > 0 && in_w > 0 && out_w > 0 && out_h > 0,
+        "empty resize: {channels} x {in_h} x {in_w} to {out_w} x {out_h}"
+    );
+    assert_eq!(
+        maps.len(),
+        channels * in_h * in_w,
+        "maps do not hold {channels} x {in_h} x {in_w} values"
+    );
+    assert_eq!(
+        out.len(),
+        channels * out_h * out_w,
+        "output does not hold {channels} x {out_h} x {out_w} values"
+    );
+    let cols = linear_taps(in_w, out_w);
+    let rows = linear_taps(in_h, out_h);
+    for (src, dst) in maps
+        .chunks_exact(in_h * in_w)
+        .zip(out.chunks_exact_mut(out_h * out_w))
+    {
+        dst.par_chunks_mut(out_w * ROWS_PER_TASK)
+            .enumerate()
+            .for_each_init(
+                || RowPair::new(out_w),
+                |pair, (task, chunk)| {
+                    let first_row = task * ROWS_PER_TASK;
+                    for (out_row, y_tap) in chunk.chunks_mut(out_w).zip(&rows[first_row..]) {
+                        pair.load(src, in_w, &cols, y_tap);
+                        pair.blend(y_tap, out_row);
+                    }
+                },
+            );
+    }
+}
+
+/// The two source rows of the current output row, already resampled to the output width.
+struct RowPair {
+    upper: ResampledRow,
+    lower: ResampledRow,
+}
+
+struct ResampledRow {
+    src_row: Option<usize>,
+    values: Vec<f32>,
+}
+
+impl ResampledRow {
+    fn resample(&mut self, src: &[f32], in_w: usize, cols: &[LinearTap], src_row: usize) {
+        let row = &src[src_row * in_w..][..in_w];
+        for (d, tap) in self.values.iter_mut().zip(cols) {
+            *d = row[tap.lo] * tap.w_lo + row[tap.hi] * tap.w_hi;
+        }
+        self.src_row = Some(src_row);
+    }
+}
+
+impl RowPair {
+    fn new(out_w: usize) -> Self {
+        let row = || ResampledRow {
+            src_row: None,
+            values: vec![0.0; out_w],
+        };
+        Self {
+            upper: row(),
+            lower: row(),
+        }
+    }
+
+    /// Makes `upper` / `lower` hold source rows `y_tap.lo` / `y_tap.hi`; when upsampling, the
+    /// previous output row's lower row is usually this one's upper row, so it is swapped in.
+    fn load(&mut self, src: &[f32], in_w: usize, cols: &[LinearTap], y_tap: &LinearTap) {
+        if self.upper.src_row != Some(y_tap.lo) {
+            if self.lower.src_row == Some(y_tap.lo) {
+                std::mem::swap(&mut self.upper, &mut self.lower);
+            } else {
+                self.upper.resample(src, in_w, cols, y_tap.lo);
+            }
+        }
+        if self.lower.src_row != Some(y_tap.hi) {
+            self.lower.resample(src, in_w, cols, y_tap.hi);
+        }
+    }
+
+    fn blend(&self, y_tap: &LinearTap, out_row: &mut [f32]) {
+        for ((d, &u), &l) in out_row
+            .iter_mut()
+            .zip(&self.upper.values)
+            .zip(&self.lower.values)
+        {
+            *d = u * y_tap.w_lo + l * y_tap.w_hi;
+        }
+    }
+}
+
+/// The depth values a normalisation maps to 0 (`min`) and 1 (`max`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DepthRange {
+    pub min: f32,
+    pub max: f32,
+}
+
+/// Normalises frame-size depth to 0..1 over the foreground (pixels whose class in `foreground`
+/// is > 0), or over every pixel when there is no class map: (d - min) / (max - min), so 0 is the
+/// nearest foreground point (Sapiens depth is smaller for nearer points). Background pixels get 0;
+/// NaN depths are left out of the range. Returns the range used, or `None` when no pixel counts
+/// (then `normalised` is all 0). A flat range normalises to 0 everywhere.
+///
+/// # Panics
+/// If `foreground` or `normalised` differs in length from `depth`.
+pub fn normalise_depth(
+    depth: &[f32],
+    foreground: Option<&[u8]>,
+    normalised: &mut [f32],
+) -> Option<DepthRange> {
+    assert_eq!(normalised.len(), depth.len(), "normalised depth size");
+    let Some(range) = value_range(depth, foreground) else {
+        normalised.fill(0.0);
+        return None;
+    };
+    let span = range.max - range.min;
+    let inv_span = if span > 0.0 { 1.0 / span } else { 0.0 };
+    let scale = |d: f32| (d - range.min) * inv_span;
+    match foreground {
+        Some(classes) => normalised
+            .par_iter_mut()
+            .zip(depth.par_iter().zip(classes))
+            .for_each(|(n, (&d, &class))| *n = if class > 0 { scale(d) } else { 0.0 }),
+        None => normalised
+            .par_iter_mut()
+            .zip(depth)
+            .for_each(|(n, &d)| *n = scale(d)),
+    }
+    Some(range)
+}
+
+/// Min and max over the pixels whose class is > 0 (all pixels without a class map), NaN left out.
+fn value_range(values: &[f32], foreground: Option<&[u8]>) -> Option<DepthRange> {
+    let empty = DepthRange {
+        min: f32::INFINITY,
+        max: f32::NEG_INFINITY,
+    };
+    // `f32::min`/`max` ignore a NaN operand, so background pixels are masked as NaN.
+    let widen = |r: DepthRange, v: f32| DepthRange {
+        min: r.min.min(v),
+        max: r.max.max(v),
+    };
+    let merge = |a: DepthRange, b: DepthRange| DepthRange {
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+    };
+    let range = match foreground {
+        Some(classes) => {
+            assert_eq!(classes.len(), values.len(), "class map size");
+            values
+                .par_iter()
+                .zip(classes)
+                .fold(
+                    || empty,
+                    |r, (&v, &c)| widen(r, if c > 0 { v } else { f32::NAN }),
+                )
+                .reduce(|| empty, merge)
+        }
+        None => values
+            .par_iter()
+            .fold(|| empty, |r, &v| widen(r, v))
+            .reduce(|| empty, merge),
+    };
+    (range.min <= range.max).then_some(range)
+}
+
+/// Colours normalised depth into the RGBA frame with matplotlib's "inferno" colormap (the one the
+/// official demo uses through OpenCV), nearest points brightest: level = trunc((1 - n) * 255),
+/// as the demo's `astype(np.uint8)`. With a class map, background pixels are left untouched.
+/// Alpha is left as it is.
+///
+/// # Panics
+/// If the frame, `normalised` or `foreground` does not match the sizes.
+pub fn draw_depth(
+    frame: &mut [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    normalised: &[f32],
+    foreground: Option<&[u8]>,
+) {
+    assert_eq!(normalised.len(), width * height, "normalised depth size");
+    let colormap = inferno();
+    paint_foreground(frame, width, height, stride, foreground, |i| {
+        colormap[((1.0 - normalised[i]) * 255.0) as u8 as usize]
+    });
+}
+
+/// Inferno as 256 levels (0 = black, 255 = pale yellow).
+fn inferno() -> &'static [[u8; 3]; 256] {
+    static LEVELS: OnceLock<[[u8; 3]; 256]> = OnceLock::new();
+    LEVELS.get_or_init(|| {
+        std::array::from_fn(|level| {
+            let c = colorous::INFERNO.eval_rational(level, 256);
+            [c.r, c.g, c.b]
+        })
+    })
+}
+
+/// Divides each normal of a frame-size 3 x H x W map by its length (+ 1e-5), in place.
+///
+/// # Panics
+/// If the length is not a multiple of 3.
+pub fn normalise_normals(normals: &mut [f32]) {
+    assert_eq!(normals.len() % 3, 0, "normals must be 3 planes");
+    let plane = normals.len() / 3;
+    let (xs, rest) = normals.split_at_mut(plane);
+    let (ys, zs) = rest.split_at_mut(plane);
+    xs.par_iter_mut()
+        .zip(ys.par_iter_mut().zip(zs.par_iter_mut()))
+        .for_each(|(x, (y, z))| {
+            let inv = 1.0 / ((*x * *x + *y * *y + *z * *z).sqrt() + NORMAL_EPS);
+            *x *= inv;
+            *y *= inv;
+            *z *= inv;
+        });
+}
+
+/// One 8-bit level of a unit normal component: round((n + 1) / 2 * 255), clamped to 0..=255.
+fn normal_level(n: f32) -> u8 {
+    // `+ 0.5` then the saturating cast rounds the non-negative values and clamps the rest.
+    ((n + 1.0) * 0.5 * 255.0 + 0.5) as u8
+}
+
+/// Draws unit normals (3 x H x W, frame size) as colours: (n + 1) / 2 with x -> R, y -> G,
+/// z -> B, rounded to 8 bits. With a class map, background pixels are left untouched. Alpha is
+/// left as it is.
+///
+/// # Panics
+/// If the frame, `normals` or `foreground` does not match the sizes.
+pub fn draw_normals(
+    frame: &mut [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    normals: &[f32],
+    foreground: Option<&[u8]>,
+) {
+    let plane = width * height;
+    assert_eq!(normals.len(), 3 * plane, "normals size");
+    paint_foreground(frame, width, height, stride, foreground, |i| {
+        [0, 1, 2].map(|axis| normal_level(normals[axis * plane + i]))
+    });
+}
+
+/// Sets the RGB of every frame pixel whose class is > 0 (every pixel without a class map) to
+/// `colour_of(y * width + x)`.
+fn paint_foreground(
+    frame: &mut [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    foreground: Option<&[u8]>,
+    colour_of: impl Fn(usize) -> [u8; 3] + Sync,
+) {
+    if let Err(e) = check_frame(frame.len(), width, height, stride) {
+        panic!("drawing a dense map: {e}");
+    }
+    if let Some(classes) = foreground {
+        assert_eq!(classes.len(), width * height, "class map size");
+    }
+    if width == 0 || height == 0 {
+        return;
+    }
+    frame
+        .par_chunks_mut(stride)
+        .take(height)
+        .enumerate()
+        .for_each(|(y, row)| {
+            for (x, px) in row[..width * 4].chunks_exact_mut(4).enumerate() {
+                let i = y * width + x;
+                if foreground.is_none_or(|classes| classes[i] > 0) {
+                    px[..3].copy_from_slice(&colour_of(i));
+                }
+            }
+        });
+}
+
+/// How a 16-bit depth PNG maps back to depth: depth = offset + value * scale.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DepthEncoding {
+    pub scale: f32,
+    pub offset: f32,
+}
+
+/// Writes a class map as an 8-bit grayscale PNG, pixel = class index.
+pub fn write_class_map_png(
+    path: &Path,
+    class_map: &[u8],
+    width: usize,
+    height: usize,
+) -> Result<()> {
+    check_plane(path, class_map.len(), 1, width, height)?;
+    write_png(path, class_map, width, height, ExtendedColorType::L8)
+}
+
+/// Writes a binary mask (0 / 255) as an 8-bit grayscale PNG.
+pub fn write_mask_png(path: &Path, mask: &[u8], width: usize, height: usize) -> Result<()> {
+    check_plane(path, mask.len(), 1, width, height)?;
+    write_png(path, mask, width, height, ExtendedColorType::L8)
+}
+
+/// Writes frame-size depth as a 16-bit grayscale PNG spanning the frame's depth range (NaN
+/// depths left out of the range, written as 0): value = round((depth - offset) / scale), with
+/// offset = min and scale = (max - min) / 65535, so a value comes back within scale / 2. A flat
+/// (or all-NaN) map is written as zeros with scale 0.
+pub fn write_depth_png(
+    path: &Path,
+    depth: &[f32],
+    width: usize,
+    height: usize,
+) -> Result<DepthEncoding> {
+    check_plane(path, depth.len(), 1, width, height)?;
+    let encoding = match value_range(depth, None) {
+        Some(range) => DepthEncoding {
+            scale: (range.max - range.min) / DEPTH_LEVELS,
+            offset: range.min,
+        },
+        None => DepthEncoding {
+            scale: 0.0,
+            offset: 0.0,
+        },
+    };
+    let inv_scale = if encoding.scale > 0.0 {
+        1.0 / encoding.scale
+    } else {
+        0.0
+    };
+    // The saturating cast sends NaN to 0 and keeps rounding overshoot at 65535.
+    let levels: Vec<u16> = depth
+        .par_iter()
+        .map(|&d| ((d - encoding.offset) * inv_scale + 0.5) as u16)
+        .collect();
+    let (w, h) = png_size(path, width, height)?;
+    let image = ImageBuffer::<Luma<u16>, _>::from_raw(w, h, levels)
+        .expect("the level buffer holds width x height samples");
+    image
+        .save_with_format(path, ImageFormat::Png)
+        .map_err(|e| output_error(path, e))?;
+    Ok(encoding)
+}
+
+/// Writes unit normals (3 x H x W) as an 8-bit RGB PNG, value = round((n + 1) / 2 * 255).
+pub fn write_normals_png(path: &Path, normals: &[f32], width: usize, height: usize) -> Result<()> {
+    check_plane(path, normals.len(), 3, width, height)?;
+    let plane = width * height;
+    let mut rgb = vec![0u8; 3 * plane];
+    rgb.par_chunks_exact_mut(3).enumerate().for_each(|(i, px)| {
+        for (axis, level) in px.iter_mut().enumerate() {
+            *level = normal_level(normals[axis * plane + i]);
+        }
+    });
+    write_png(path, &rgb, width, height, ExtendedColorType::Rgb8)
+}
+
+/// Sets `mask` to 255 where the pixel's class is one of `classes`, else 0.
+///
+/// # Panics
+/// If `mask` and `class_map` differ in length.
+pub fn class_mask(class_map: &[u8], classes: &[u8], mask: &mut [u8]) {
+    assert_eq!(mask.len(), class_map.len(), "mask size");
+    let mut selected = [0u8; 256];
+    for &class in classes {
+        selected[usize::from(class)] = 255;
+    }
+    mask.par_iter_mut()
+        .zip(class_map)
+        .for_each(|(m, &class)| *m = selected[usize::from(class)]);
+}
+
+/// Parses `--mask-classes`: comma-separated body-part class names (as in
+/// `assets/seg_goliath_parts28.json`, e.g. `Upper_Clothing,Lower_Clothing`; case does not
+/// matter) to class indices, in the order given, without repeats.
+pub fn parse_mask_classes(list: &str) -> Result<Vec<u8>> {
+    let names = &body_parts().classes;
+    let invalid = |reason: String| Error::InvalidArgument {
+        argument: "--mask-classes",
+        reason,
+    };
+    let mut indices = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(invalid(format!(
+                "empty class name in '{list}'; give names separated by commas, e.g. Upper_Clothing,Lower_Clothing"
+            )));
+        }
+        let found = names
+            .iter()
+            .position(|n| n == name)
+            .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)));
+        let Some(index) = found else {
+            return Err(invalid(format!(
+                "unknown body-part class '{name}'; valid names: {}",
+                names.join(", ")
+            )));
+        };
+        let index = u8::try_from(index).expect("the 28 body-part classes fit a u8");
+        if !indices.contains(&index) {
+            indices.push(index);
+        }
+    }
+    Ok(indices)
+}
+
+fn output_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Output {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// A map of `len` values must hold `channels` x `height` x `width` of them.
+fn check_plane(
+    path: &Path,
+    len: usize,
+    channels: usize,
+    width: usize,
+    height: usize,
+) -> Result<()> {
+    if len != channels * width * height {
+        return Err(output_error(
+            path,
+            format!("{len} values do not make a {channels} x {height} x {width} map"),
+        ));
+    }
+    Ok(())
+}
+
+fn png_size(path: &Path, width: usize, height: usize) -> Result<(u32, u32)> {
+    match (u32::try_from(width), u32::try_from(height)) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(output_error(
+            path,
+            format!("cannot write a {width} x {height} PNG"),
+        )),
+    }
+}
+
+fn write_png(
+    path: &Path,
+    data: &[u8],
+    width: usize,
+    height: usize,
+    color: ExtendedColorType,
+) -> Result<()> {
+    let (w, h) = png_size(path, width, height)?;
+    image::save_buffer_with_format(path, data, w, h, color, ImageFormat::Png)
+        .map_err(|e| output_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inferno_runs_from_black_to_pale_yellow() {
+        let levels = inferno();
+        assert!(levels[0].iter().all(|&c| c < 8));
+        let [r, g, b] = levels[255];
+        assert!(
+            r > 240 && g > 240 && b > 140 && b < 180,
+            "{:?}",
+            levels[255]
+        );
+    }
+
+    #[test]
+    fn normal_levels_round_and_clamp() {
+        assert_eq!(normal_level(-1.0), 0);
+        assert_eq!(normal_level(1.0), 255);
+        assert_eq!(normal_level(0.0), 128); // 127.5 rounds up
+        assert_eq!(normal_level(-2.0), 0);
+        assert_eq!(normal_level(f32::NAN), 0);
+    }
+
+    #[test]
+    fn empty_foreground_gives_no_range() {
+        let depth = [1.0f32, 2.0, 3.0];
+        let mut normalised = [9.0f32; 3];
+        assert_eq!(
+            normalise_depth(&depth, Some(&[0, 0, 0]), &mut normalised),
+            None
+        );
+        assert_eq!(normalised, [0.0; 3]);
+    }
+
+    #[test]
+    fn flat_depth_normalises_to_zero() {
+        let depth = [2.5f32; 4];
+        let mut normalised = [9.0f32; 4];
+        let range = normalise_depth(&depth, None, &mut normalised);
+        assert_eq!(range, Some(DepthRange { min: 2.5, max: 2.5 }));
+        assert_eq!(normalised, [0.0; 4]);
+    }
+
+    #[test]
+    fn nan_depth_is_left_out_of_the_range() {
+        let depth = [f32::NAN, 1.0, 3.0];
+        let mut normalised = [0.0f32; 3];
+        let range = normalise_depth(&depth, None, &mut normalised);
+        assert_eq!(range, Some(DepthRange { min: 1.0, max: 3.0 }));
+        assert_eq!(normalised[1..], [0.0, 1.0]);
+    }
+
+    #[test]
+    fn unknown_mask_class_lists_the_valid_names() {
+        let err = parse_mask_classes("Torso,Shirt").unwrap_err().to_string();
+        assert!(
+            err.starts_with("--mask-classes: unknown body-part class 'Shirt'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Upper_Clothing") && err.contains("Background"),
+            "{err}"
+        );
+        assert!(parse_mask_classes("").is_err());
+    }
+
+    #[test]
+    fn mask_class_names_match_exactly_or_ignoring_case() {
+        assert_eq!(
+            parse_mask_classes("Upper_Clothing,Lower_Clothing").unwrap(),
+            [22, 12]
+        );
+        assert_eq!(parse_mask_classes(" torso , TORSO,Hair").unwrap(), [21, 3]);
+    }
+}
