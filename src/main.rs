@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sapiens_stream::pipeline::{
-    self, ModelPaths, PersonSource, PipelineConfig, Scheduling, SegUpsample,
+    self, ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, View,
 };
+use sapiens_stream::publish::mqtt::{MqttConfig, MqttQos};
 use sapiens_stream::source::{InputSpec, SourceOptions};
+use sapiens_stream::tasks::dense;
 use sapiens_stream::tasks::detect::DetectorOptions;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,19 @@ enum SegUpsampleArg {
     Bilinear,
     /// Argmax at model resolution, then nearest upsample (cheaper, coarser edges).
     Nearest,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ViewArg {
+    /// Depth if a depth model runs, else normals if a normal model runs, else the frame.
+    Auto,
+    /// The frame with body-part colours.
+    Frame,
+    /// Coloured depth.
+    Depth,
+    /// Surface normals as RGB.
+    Normal,
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
@@ -87,6 +102,10 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     nms_iou: Option<f32>,
+    /// Also run the mirrored person crops and average the heatmaps (the published accuracy's mode).
+    #[arg(long)]
+    #[serde(default)]
+    flip_test: bool,
     /// Sapiens body-part segmentation model (ONNX; 28 classes).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +122,36 @@ struct RunArgs {
     #[arg(long, short)]
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<String>,
+    /// What the overlay shows under the skeletons [default: auto: depth, else normals, else the frame].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    view: Option<ViewArg>,
+    /// Folder for per-frame dense outputs: class map (8-bit PNG), depth (16-bit PNG, scale in the
+    /// results), normals (8-bit RGB PNG), mask.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dense_dir: Option<PathBuf>,
+    /// Body-part classes (e.g. Upper_Clothing,Lower_Clothing) whose union is written per frame as a
+    /// binary mask PNG into --dense-dir.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mask_classes: Option<String>,
+    /// Publish each result over OSC/UDP to host:port (TouchDesigner, Max, Unity; layout in the README).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    osc: Option<String>,
+    /// Publish each result's JSON to an MQTT broker: mqtt://host[:port]/topic.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt: Option<String>,
+    /// MQTT quality of service, 0 or 1 [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_qos: Option<u8>,
+    /// MQTT client id [default: sapiens-stream-PID]; set it for a service using QoS 1.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_client_id: Option<String>,
     /// Results as JSON lines, one object per frame; `-` for stdout.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,6 +267,21 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+fn mqtt_config(
+    url: &str,
+    qos: Option<u8>,
+    client_id: Option<String>,
+) -> anyhow::Result<MqttConfig> {
+    let mut config = MqttConfig::from_url(url)?;
+    if let Some(level) = qos {
+        config.qos = MqttQos::from_level(level)?;
+    }
+    if let Some(id) = client_id {
+        config.client_id = id;
+    }
+    Ok(config)
+}
+
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let input = InputSpec::parse(
         args.input
@@ -262,7 +326,29 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
             Some(SegUpsampleArg::Nearest) => SegUpsample::Nearest,
             _ => SegUpsample::Bilinear,
         },
+        publish: PublishTargets {
+            osc: args.osc,
+            mqtt: args
+                .mqtt
+                .as_deref()
+                .map(|url| mqtt_config(url, args.mqtt_qos, args.mqtt_client_id))
+                .transpose()?,
+        },
         persons,
+        flip_test: args.flip_test,
+        view: match args.view {
+            None | Some(ViewArg::Auto) => View::Auto,
+            Some(ViewArg::Frame) => View::Frame,
+            Some(ViewArg::Depth) => View::Depth,
+            Some(ViewArg::Normal) => View::Normal,
+        },
+        mask_classes: args
+            .mask_classes
+            .as_deref()
+            .map(dense::parse_mask_classes)
+            .transpose()?
+            .unwrap_or_default(),
+        dense_dir: args.dense_dir,
         max_batch: args.max_batch.unwrap_or(8),
         max_frames: args.max_frames,
         progress: !args.no_progress,

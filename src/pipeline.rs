@@ -20,8 +20,11 @@ use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::metrics::{RunReport, StageStats};
 use crate::preprocess::{Normalization, StretchPlan};
+use crate::publish::mqtt::{MqttConfig, MqttPublisher};
+use crate::publish::osc::OscPublisher;
 use crate::publish::{
-    FrameResult, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
+    DepthSummary, FrameResult, NormalsSummary, Published, Publisher, ResultsWriter, SCHEMA_NAME,
+    SCHEMA_VERSION, SegmentationSummary,
 };
 use crate::render::{self, PoseStyle};
 use crate::sink::{Dumper, VideoSink, VideoSinkOptions};
@@ -29,7 +32,9 @@ use crate::source::{self, FrameSource, InputSpec, SourceOptions};
 use crate::tasks::detect::{BoxesFile, DetectorOptions, PersonDetector};
 use crate::tasks::keypoint_sets::{self, KeypointSet};
 use crate::tasks::pose::{self, Person, PersonBox};
-use crate::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, seg, validate_model};
+use crate::tasks::{
+    INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, dense, flip, seg, validate_model,
+};
 
 /// Frames waiting between two stages; small, so latency and memory stay bounded.
 const CHANNEL_DEPTH: usize = 2;
@@ -53,6 +58,39 @@ pub enum SegUpsample {
     Bilinear,
     /// Argmax at model resolution, then nearest upsample: cheaper, coarser boundaries.
     Nearest,
+}
+
+/// Where results go besides `--results`.
+#[derive(Clone, Debug, Default)]
+pub struct PublishTargets {
+    /// OSC over UDP, `host:port`.
+    pub osc: Option<String>,
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// What the overlay video shows under the skeletons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// Depth if a depth model runs, else normals if a normal model runs, else the frame.
+    #[default]
+    Auto,
+    /// The frame, with the body-part colours blended in when a seg model runs.
+    Frame,
+    /// Depth coloured (inferno, near is bright), on the persons only when a seg model runs.
+    Depth,
+    /// Surface normals as RGB, on the persons only when a seg model runs.
+    Normal,
+}
+
+impl View {
+    fn resolve(self, models: &ModelPaths) -> View {
+        match self {
+            View::Auto if models.depth.is_some() => View::Depth,
+            View::Auto if models.normal.is_some() => View::Normal,
+            View::Auto => View::Frame,
+            chosen => chosen,
+        }
+    }
 }
 
 /// How frames are scheduled when the models are slower than the source.
@@ -142,8 +180,17 @@ pub struct PipelineConfig {
     pub threads: usize,
     pub keypoint_threshold: f32,
     pub seg_upsample: SegUpsample,
+    /// Network publishers besides the results file.
+    pub publish: PublishTargets,
     /// Where person boxes come from for top-down pose.
     pub persons: PersonSource,
+    /// Also run the mirrored crops and average (the accuracy mode of the published numbers).
+    pub flip_test: bool,
+    pub view: View,
+    /// Per-frame dense outputs as PNG files (class map, depth, normals, mask).
+    pub dense_dir: Option<PathBuf>,
+    /// Body-part classes whose union is written as a mask per frame (needs `dense_dir`).
+    pub mask_classes: Vec<u8>,
     /// Person crops per pose inference call.
     pub max_batch: usize,
     pub max_frames: Option<u64>,
@@ -160,6 +207,29 @@ struct TaskModel {
     max_batch: usize,
 }
 
+/// The models of one run, one per task given.
+struct Models {
+    pose: Option<TaskModel>,
+    seg: Option<TaskModel>,
+    depth: Option<TaskModel>,
+    normal: Option<TaskModel>,
+}
+
+impl Models {
+    fn by_task(&self) -> [(Task, Option<&TaskModel>); 4] {
+        [
+            (Task::Pose, self.pose.as_ref()),
+            (Task::Seg, self.seg.as_ref()),
+            (Task::Depth, self.depth.as_ref()),
+            (Task::Normal, self.normal.as_ref()),
+        ]
+    }
+
+    fn needs_dense_input(&self) -> bool {
+        self.seg.is_some() || self.depth.is_some() || self.normal.is_some()
+    }
+}
+
 /// Everything the post-processing needs to know about the models, shared with the sink.
 struct ModelSummary {
     ids: std::collections::BTreeMap<&'static str, String>,
@@ -167,6 +237,8 @@ struct ModelSummary {
     keypoint_set: Option<&'static KeypointSet>,
     pose_layout: Option<OutputLayout>,
     seg_layout: Option<OutputLayout>,
+    depth_layout: Option<OutputLayout>,
+    normal_layout: Option<OutputLayout>,
 }
 
 /// A frame on its way through the stages, gathering its tensors.
@@ -177,6 +249,8 @@ struct Work {
     dense_input: Option<Vec<f32>>,
     heatmaps: Option<Vec<f32>>,
     logits: Option<Vec<f32>>,
+    depth: Option<Vec<f32>>,
+    normals: Option<Vec<f32>>,
 }
 
 /// A processed frame for the sinks.
@@ -287,14 +361,14 @@ fn stage_links(scheduling: Scheduling, dropped: &Arc<AtomicU64>) -> (Link<Frame>
 /// Runs the whole job and reports what it did.
 pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     check_outputs(config)?;
-    let (pose_model, seg_model) = load_models(config)?;
-    let summary = summarize(&pose_model, &seg_model);
+    let models = load_models(config)?;
+    let summary = summarize(&models);
     if summary.random_weights {
         tracing::warn!(
             "a model has random weights (generated for tests): its outputs are not real results"
         );
     }
-    let persons = match pose_model {
+    let persons = match models.pose {
         Some(_) => Some(PersonFinder::open(
             &config.persons,
             config.ort_lib.as_deref(),
@@ -315,11 +389,7 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         })?),
         None => None,
     };
-    let results = config
-        .results
-        .as_deref()
-        .map(ResultsWriter::create)
-        .transpose()?;
+    let publishers = open_publishers(config)?;
     let dumper = config
         .dump
         .as_ref()
@@ -340,9 +410,10 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         pool: input_pool.clone(),
         stretch,
         persons,
-        needs_dense: seg_model.is_some(),
+        needs_dense: models.needs_dense_input(),
     };
     let draw = video.is_some();
+    let flip_test = config.flip_test;
     let max_frames = config.max_frames;
     let stop = &config.stop;
 
@@ -356,8 +427,8 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             inference_stage(
                 prepared_rx,
                 inferred_tx,
-                pose_model,
-                seg_model,
+                models,
+                flip_test,
                 &in_pool,
                 &out_pool,
                 dumper,
@@ -368,11 +439,14 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             threshold: config.keypoint_threshold,
             seg_upsample: config.seg_upsample,
             draw,
+            view: config.view.resolve(&config.models),
+            dense_dir: config.dense_dir.clone(),
+            mask_classes: config.mask_classes.clone(),
         };
         let pool = output_pool.clone();
         let post_thread =
             scope.spawn(move || post_stage(inferred_rx, done_tx, summary, &post, &pool));
-        let sink_result = sink_stage(done_rx, video, results, progress.as_ref());
+        let sink_result = sink_stage(done_rx, video, publishers, progress.as_ref());
         let outcome = [
             join(source_thread),
             join(preprocess_thread),
@@ -402,6 +476,21 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
 
 type StageOutcome = Result<(u64, Vec<StageStats>)>;
 
+/// The results file, then the network publishers, each opened before the first frame.
+fn open_publishers(config: &PipelineConfig) -> Result<Vec<Box<dyn Publisher>>> {
+    let mut publishers: Vec<Box<dyn Publisher>> = Vec::new();
+    if let Some(path) = &config.results {
+        publishers.push(Box::new(ResultsWriter::create(path)?));
+    }
+    if let Some(target) = &config.publish.osc {
+        publishers.push(Box::new(OscPublisher::connect(target)?));
+    }
+    if let Some(mqtt) = &config.publish.mqtt {
+        publishers.push(Box::new(MqttPublisher::start(mqtt)?));
+    }
+    Ok(publishers)
+}
+
 fn join(handle: thread::ScopedJoinHandle<'_, StageOutcome>) -> StageOutcome {
     handle
         .join()
@@ -423,22 +512,34 @@ fn check_outputs(config: &PipelineConfig) -> Result<()> {
             });
         }
     }
-    if config.models.depth.is_some() || config.models.normal.is_some() {
-        return Err(Error::InputInvalid {
-            input: "--depth-model/--normal-model".into(),
-            reason: "depth and surface-normal models are not supported yet".into(),
-        });
+    let models = &config.models;
+    let invalid = |input: &str, reason: &str| Error::InputInvalid {
+        input: input.into(),
+        reason: reason.into(),
+    };
+    if [&models.pose, &models.seg, &models.depth, &models.normal]
+        .iter()
+        .all(|m| m.is_none())
+    {
+        return Err(invalid(
+            "models",
+            "give at least one of --pose-model, --seg-model, --depth-model, --normal-model",
+        ));
     }
-    if config.models.pose.is_none() && config.models.seg.is_none() {
-        return Err(Error::InputInvalid {
-            input: "models".into(),
-            reason: "give at least one of --pose-model, --seg-model".into(),
-        });
+    if !config.mask_classes.is_empty() && (models.seg.is_none() || config.dense_dir.is_none()) {
+        return Err(invalid(
+            "--mask-classes",
+            "needs --seg-model and --dense-dir",
+        ));
+    }
+    if let Some(dir) = &config.dense_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     Ok(())
 }
 
-fn load_models(config: &PipelineConfig) -> Result<(Option<TaskModel>, Option<TaskModel>)> {
+fn load_models(config: &PipelineConfig) -> Result<Models> {
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
         let environment = runtime::environment(config.ort_lib.as_deref())?;
@@ -458,16 +559,18 @@ fn load_models(config: &PipelineConfig) -> Result<(Option<TaskModel>, Option<Tas
             max_batch,
         }))
     };
-    Ok((
-        load(Task::Pose, &config.models.pose)?,
-        load(Task::Seg, &config.models.seg)?,
-    ))
+    Ok(Models {
+        pose: load(Task::Pose, &config.models.pose)?,
+        seg: load(Task::Seg, &config.models.seg)?,
+        depth: load(Task::Depth, &config.models.depth)?,
+        normal: load(Task::Normal, &config.models.normal)?,
+    })
 }
 
-fn summarize(pose: &Option<TaskModel>, seg: &Option<TaskModel>) -> ModelSummary {
+fn summarize(models: &Models) -> ModelSummary {
     let mut ids = std::collections::BTreeMap::new();
     let mut random_weights = false;
-    for (task, model) in [(Task::Pose, pose), (Task::Seg, seg)] {
+    for (task, model) in models.by_task() {
         if let Some(model) = model {
             ids.insert(task.name(), model.engine.info().id.clone());
             random_weights |= model.engine.info().has_random_weights();
@@ -476,11 +579,14 @@ fn summarize(pose: &Option<TaskModel>, seg: &Option<TaskModel>) -> ModelSummary 
     ModelSummary {
         ids,
         random_weights,
-        keypoint_set: pose
+        keypoint_set: models
+            .pose
             .as_ref()
             .and_then(|m| keypoint_sets::keypoint_set(m.layout.channels)),
-        pose_layout: pose.as_ref().map(|m| m.layout),
-        seg_layout: seg.as_ref().map(|m| m.layout),
+        pose_layout: models.pose.as_ref().map(|m| m.layout),
+        seg_layout: models.seg.as_ref().map(|m| m.layout),
+        depth_layout: models.depth.as_ref().map(|m| m.layout),
+        normal_layout: models.normal.as_ref().map(|m| m.layout),
     }
 }
 
@@ -565,6 +671,8 @@ fn preprocess_stage(
                 dense_input,
                 heatmaps: None,
                 logits: None,
+                depth: None,
+                normals: None,
             }
         });
         if !out.send(work) {
@@ -583,46 +691,106 @@ fn preprocess_stage(
 fn inference_stage(
     prepared: Receiver<Work>,
     out: Sender<Work>,
-    mut pose_model: Option<TaskModel>,
-    mut seg_model: Option<TaskModel>,
+    mut models: Models,
+    flip_test: bool,
     input_pool: &Pool,
     output_pool: &Pool,
     dumper: Option<&Dumper>,
 ) -> StageOutcome {
-    let mut pose_stats = StageStats::new("pose infer");
-    let mut seg_stats = StageStats::new("seg infer");
+    let mut stats: Vec<StageStats> = ["pose infer", "seg infer", "depth infer", "normal infer"]
+        .into_iter()
+        .map(StageStats::new)
+        .collect();
     for mut work in prepared {
-        let dump = dumper.filter(|d| d.wants(work.frame.index));
+        let index = work.frame.index;
+        let dump = dumper.filter(|d| d.wants(index));
         if let Some(dumper) = dump {
             dumper.frame_png(&work.frame)?;
         }
-        if let (Some(model), Some(input)) = (pose_model.as_mut(), work.pose_input.take()) {
+        if let (Some(model), Some(input)) = (models.pose.as_mut(), work.pose_input.take()) {
+            let persons = work.boxes.len();
             let mut heatmaps = output_pool.get(0);
-            pose_stats.time(|| run_batched(model, &input, work.boxes.len(), &mut heatmaps))?;
+            stats[0].time(|| {
+                run_pose(
+                    model,
+                    &input,
+                    persons,
+                    flip_test,
+                    input_pool,
+                    output_pool,
+                    &mut heatmaps,
+                )
+            })?;
             if let Some(dumper) = dump {
-                dump_tensors(dumper, &work, Task::Pose, model.layout, &input, &heatmaps)?;
+                dump_tensors(dumper, index, Task::Pose, model.layout, &input, &heatmaps)?;
             }
             input_pool.put(input);
             work.heatmaps = Some(heatmaps);
         }
-        if let (Some(model), Some(input)) = (seg_model.as_mut(), work.dense_input.take()) {
-            let mut logits = output_pool.get(0);
-            seg_stats.time(|| run_batched(model, &input, 1, &mut logits))?;
-            if let Some(dumper) = dump {
-                dump_tensors(dumper, &work, Task::Seg, model.layout, &input, &logits)?;
+        if let Some(input) = work.dense_input.take() {
+            let dense = [
+                (Task::Seg, models.seg.as_mut(), &mut work.logits),
+                (Task::Depth, models.depth.as_mut(), &mut work.depth),
+                (Task::Normal, models.normal.as_mut(), &mut work.normals),
+            ];
+            for ((task, model, slot), stats) in dense.into_iter().zip(&mut stats[1..]) {
+                let Some(model) = model else { continue };
+                let mut output = output_pool.get(0);
+                stats.time(|| run_batched(model, &input, 1, &mut output))?;
+                if let Some(dumper) = dump {
+                    dump_tensors(dumper, index, task, model.layout, &input, &output)?;
+                }
+                *slot = Some(output);
             }
             input_pool.put(input);
-            work.logits = Some(logits);
         }
         if out.send(work).is_err() {
             break;
         }
     }
-    let stats = [pose_stats, seg_stats]
-        .into_iter()
-        .filter(|s| s.count() > 0)
-        .collect();
-    Ok((0, stats))
+    Ok((0, stats.into_iter().filter(|s| s.count() > 0).collect()))
+}
+
+/// Pose for every person; with the flip test, also on the mirrored crops, merged back (SAPIENS.md).
+fn run_pose(
+    model: &mut TaskModel,
+    input: &[f32],
+    persons: usize,
+    flip_test: bool,
+    input_pool: &Pool,
+    output_pool: &Pool,
+    heatmaps: &mut Vec<f32>,
+) -> Result<()> {
+    run_batched(model, input, persons, heatmaps)?;
+    if !flip_test || persons == 0 {
+        return Ok(());
+    }
+    let flip_indices = &keypoint_sets::keypoint_set(model.layout.channels)
+        .expect("validated pose models have a known keypoint set")
+        .flip_indices;
+    let mut mirrored_input = input_pool.get(persons * INPUT_LEN);
+    flip::mirror_batch(
+        input,
+        persons,
+        3,
+        INPUT_HEIGHT,
+        INPUT_WIDTH,
+        &mut mirrored_input,
+    );
+    let mut mirrored = output_pool.get(0);
+    run_batched(model, &mirrored_input, persons, &mut mirrored)?;
+    let layout = model.layout;
+    flip::merge_flipped_heatmaps(
+        heatmaps,
+        &mirrored,
+        persons,
+        flip_indices,
+        layout.height,
+        layout.width,
+    );
+    input_pool.put(mirrored_input);
+    output_pool.put(mirrored);
+    Ok(())
 }
 
 /// Runs `items` inputs through the model at most `max_batch` at a time, appending the outputs.
@@ -656,14 +824,13 @@ fn run_batched(
 
 fn dump_tensors(
     dumper: &Dumper,
-    work: &Work,
+    index: u64,
     task: Task,
     layout: OutputLayout,
     input: &[f32],
     output: &[f32],
 ) -> Result<()> {
     let items = output.len() / layout.item_len();
-    let index = work.frame.index;
     dumper.tensor(
         index,
         task,
@@ -684,6 +851,26 @@ struct PostOptions {
     threshold: f32,
     seg_upsample: SegUpsample,
     draw: bool,
+    view: View,
+    dense_dir: Option<PathBuf>,
+    mask_classes: Vec<u8>,
+}
+
+/// Frame-size maps the post stage reuses from frame to frame.
+#[derive(Default)]
+struct DenseMaps {
+    class_map: Vec<u8>,
+    depth: Vec<f32>,
+    depth_normalised: Vec<f32>,
+    normals: Vec<f32>,
+}
+
+/// What the post stage made of one frame's outputs.
+struct FrameOutputs {
+    persons: Option<Vec<Person>>,
+    segmentation: Option<SegmentationSummary>,
+    depth: Option<DepthSummary>,
+    normals: Option<NormalsSummary>,
 }
 
 fn post_stage(
@@ -693,17 +880,23 @@ fn post_stage(
     options: &PostOptions,
     pool: &Pool,
 ) -> StageOutcome {
-    let mut decode_stats = StageStats::new("pose decode");
-    let mut seg_stats = StageStats::new("seg post");
-    let mut render_stats = StageStats::new("render");
+    let mut stats: Vec<StageStats> = [
+        "pose decode",
+        "seg post",
+        "dense post",
+        "dense files",
+        "render",
+    ]
+    .into_iter()
+    .map(StageStats::new)
+    .collect();
     let mut peaks = Vec::new();
-    let mut class_map = Vec::new();
-    let parts = keypoint_sets::body_parts();
+    let mut maps = DenseMaps::default();
     for mut work in inferred {
         let (width, height) = (work.frame.width, work.frame.height);
         let persons = match (work.heatmaps.take(), summary.pose_layout) {
             (Some(heatmaps), Some(layout)) => {
-                let persons = decode_stats
+                let persons = stats[0]
                     .time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
                 pool.put(heatmaps);
                 Some(persons)
@@ -715,34 +908,54 @@ fn post_stage(
             .take()
             .zip(summary.seg_layout)
             .map(|(logits, layout)| {
-                class_map.resize(width * height, 0);
-                let (c, h, w) = (layout.channels, layout.height, layout.width);
-                seg_stats.time(|| match options.seg_upsample {
-                    SegUpsample::Bilinear => {
-                        seg::upsample_argmax(&logits, c, h, w, width, height, &mut class_map)
-                    }
-                    SegUpsample::Nearest => {
-                        seg::argmax_nearest(&logits, c, h, w, width, height, &mut class_map)
-                    }
+                let class_map = stats[1].time(|| {
+                    class_map(
+                        &logits,
+                        layout,
+                        width,
+                        height,
+                        options.seg_upsample,
+                        &mut maps,
+                    )
                 });
                 pool.put(logits);
-                SegmentationSummary {
-                    class_set: parts.name.clone(),
-                    class_pixels: count_classes(&class_map, parts.classes.len()),
-                }
+                class_map
             });
-        if options.draw {
-            render_stats.time(|| {
-                draw(
-                    &mut work.frame,
-                    persons.as_deref(),
-                    segmentation.is_some().then_some(&class_map[..]),
-                    summary,
-                    options,
-                )
+        let depth = work
+            .depth
+            .take()
+            .zip(summary.depth_layout)
+            .map(|(raw, layout)| {
+                let foreground = segmentation.is_some();
+                let range =
+                    stats[2].time(|| depth_map(&raw, layout, width, height, foreground, &mut maps));
+                pool.put(raw);
+                DepthSummary::new(range, foreground)
+            });
+        let normals = work
+            .normals
+            .take()
+            .zip(summary.normal_layout)
+            .map(|(raw, layout)| {
+                stats[2].time(|| normal_map(&raw, layout, width, height, &mut maps));
+                pool.put(raw);
+                NormalsSummary::default()
+            });
+        let mut outputs = FrameOutputs {
+            persons,
+            segmentation,
+            depth,
+            normals,
+        };
+        if let Some(dir) = &options.dense_dir {
+            stats[3].time(|| {
+                write_dense_files(dir, &work.frame, &maps, &options.mask_classes, &mut outputs)
             })?;
         }
-        let result = frame_result(&work.frame, summary, persons, segmentation);
+        if options.draw {
+            stats[4].time(|| draw(&mut work.frame, &outputs, &maps, summary, options))?;
+        }
+        let result = frame_result(&work.frame, summary, outputs);
         if out
             .send(Done {
                 frame: work.frame,
@@ -753,11 +966,117 @@ fn post_stage(
             break;
         }
     }
-    let stats = [decode_stats, seg_stats, render_stats]
-        .into_iter()
-        .filter(|s| s.count() > 0)
-        .collect();
-    Ok((0, stats))
+    Ok((0, stats.into_iter().filter(|s| s.count() > 0).collect()))
+}
+
+/// Logits to a frame-size class map in `maps.class_map`, summarised.
+fn class_map(
+    logits: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    upsample: SegUpsample,
+    maps: &mut DenseMaps,
+) -> SegmentationSummary {
+    let parts = keypoint_sets::body_parts();
+    maps.class_map.resize(width * height, 0);
+    let (c, h, w) = (layout.channels, layout.height, layout.width);
+    match upsample {
+        SegUpsample::Bilinear => {
+            seg::upsample_argmax(logits, c, h, w, width, height, &mut maps.class_map)
+        }
+        SegUpsample::Nearest => {
+            seg::argmax_nearest(logits, c, h, w, width, height, &mut maps.class_map)
+        }
+    }
+    SegmentationSummary {
+        class_set: parts.name.clone(),
+        class_pixels: count_classes(&maps.class_map, parts.classes.len()),
+        class_map_file: None,
+        mask_file: None,
+    }
+}
+
+/// Depth at frame size, normalised over the person foreground when a class map exists.
+fn depth_map(
+    raw: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    foreground: bool,
+    maps: &mut DenseMaps,
+) -> Option<dense::DepthRange> {
+    maps.depth.resize(width * height, 0.0);
+    maps.depth_normalised.resize(width * height, 0.0);
+    dense::resize_planar(
+        raw,
+        1,
+        layout.height,
+        layout.width,
+        width,
+        height,
+        &mut maps.depth,
+    );
+    let mask = foreground.then_some(&maps.class_map[..]);
+    dense::normalise_depth(&maps.depth, mask, &mut maps.depth_normalised)
+}
+
+/// Surface normals at frame size, unit length.
+fn normal_map(
+    raw: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    maps: &mut DenseMaps,
+) {
+    maps.normals.resize(3 * width * height, 0.0);
+    dense::resize_planar(
+        raw,
+        3,
+        layout.height,
+        layout.width,
+        width,
+        height,
+        &mut maps.normals,
+    );
+    dense::normalise_normals(&mut maps.normals);
+}
+
+/// `--dense-dir`: class map, depth, normals and mask as PNGs named after the frame.
+fn write_dense_files(
+    dir: &std::path::Path,
+    frame: &Frame,
+    maps: &DenseMaps,
+    mask_classes: &[u8],
+    outputs: &mut FrameOutputs,
+) -> Result<()> {
+    let (width, height) = (frame.width, frame.height);
+    let name = |kind: &str| dir.join(format!("frame_{:06}_{kind}.png", frame.index));
+    let label = |path: &std::path::Path| path.display().to_string();
+    if let Some(segmentation) = outputs.segmentation.as_mut() {
+        let path = name("seg");
+        dense::write_class_map_png(&path, &maps.class_map, width, height)?;
+        segmentation.class_map_file = Some(label(&path));
+        if !mask_classes.is_empty() {
+            let mut mask = vec![0u8; width * height];
+            dense::class_mask(&maps.class_map, mask_classes, &mut mask);
+            let path = name("mask");
+            dense::write_mask_png(&path, &mask, width, height)?;
+            segmentation.mask_file = Some(label(&path));
+        }
+    }
+    if let Some(depth) = outputs.depth.as_mut() {
+        let path = name("depth");
+        let encoding = dense::write_depth_png(&path, &maps.depth, width, height)?;
+        depth.file = Some(label(&path));
+        depth.encoding = Some(encoding);
+    }
+    if let Some(normals) = outputs.normals.as_mut() {
+        let path = name("normal");
+        dense::write_normals_png(&path, &maps.normals, width, height)?;
+        normals.file = Some(label(&path));
+    }
+    Ok(())
 }
 
 fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
@@ -770,27 +1089,47 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
     counts
 }
 
+/// Draws the chosen view (frame with class colours, depth or normals), then the skeletons.
 fn draw(
     frame: &mut Frame,
-    persons: Option<&[Person]>,
-    class_map: Option<&[u8]>,
+    outputs: &FrameOutputs,
+    maps: &DenseMaps,
     summary: &ModelSummary,
     options: &PostOptions,
 ) -> Result<()> {
     let (width, height, stride) = (frame.width, frame.height, frame.stride);
+    let foreground = outputs
+        .segmentation
+        .is_some()
+        .then_some(&maps.class_map[..]);
     frame.with_pixels_mut(|pixels| {
-        if let Some(class_map) = class_map {
-            render::blend_class_map(
+        match options.view {
+            View::Depth if outputs.depth.is_some() => dense::draw_depth(
                 pixels,
                 width,
                 height,
                 stride,
-                class_map,
-                &keypoint_sets::body_parts().palette,
-                0.5,
-            );
+                &maps.depth_normalised,
+                foreground,
+            ),
+            View::Normal if outputs.normals.is_some() => {
+                dense::draw_normals(pixels, width, height, stride, &maps.normals, foreground)
+            }
+            _ => {
+                if let Some(class_map) = foreground {
+                    render::blend_class_map(
+                        pixels,
+                        width,
+                        height,
+                        stride,
+                        class_map,
+                        &keypoint_sets::body_parts().palette,
+                        0.5,
+                    );
+                }
+            }
         }
-        if let (Some(persons), Some(set)) = (persons, summary.keypoint_set) {
+        if let (Some(persons), Some(set)) = (outputs.persons.as_deref(), summary.keypoint_set) {
             let style = PoseStyle {
                 skeleton: &set.skeleton,
                 link_colors: &set.link_colors,
@@ -809,12 +1148,13 @@ fn draw(
     })
 }
 
-fn frame_result(
-    frame: &Frame,
-    summary: &ModelSummary,
-    persons: Option<Vec<Person>>,
-    segmentation: Option<SegmentationSummary>,
-) -> FrameResult {
+fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) -> FrameResult {
+    let FrameOutputs {
+        persons,
+        segmentation,
+        depth,
+        normals,
+    } = outputs;
     FrameResult {
         schema: SCHEMA_NAME,
         version: SCHEMA_VERSION,
@@ -835,23 +1175,26 @@ fn frame_result(
             .map(|s| s.name.clone()),
         persons,
         segmentation,
+        depth,
+        normals,
     }
 }
 
 fn sink_stage(
     done: Receiver<Done>,
     mut video: Option<VideoSink>,
-    mut results: Option<ResultsWriter>,
+    mut publishers: Vec<Box<dyn Publisher>>,
     progress: Option<&indicatif::ProgressBar>,
 ) -> StageOutcome {
     let mut stats = StageStats::new("sink");
     let mut latency = StageStats::new(CAPTURE_TO_PUBLISH);
     let mut count = 0;
-    for Done { frame, result } in done {
+    let mut deliver = |Done { frame, result }: Done| -> Result<()> {
         let start = Instant::now();
         let captured = frame.capture_time;
-        if let Some(results) = results.as_mut() {
-            results.write(&result)?;
+        let published = Published::new(&result);
+        for publisher in publishers.iter_mut() {
+            publisher.publish(&published)?;
         }
         if let Some(video) = video.as_mut() {
             video.push(frame)?;
@@ -862,15 +1205,21 @@ fn sink_stage(
         if let Some(bar) = progress {
             bar.inc(1);
         }
-    }
+        Ok(())
+    };
+    // On a failure, stop taking frames but still finalise every output below.
+    let delivered = done.iter().try_for_each(&mut deliver);
+    drop(done);
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    if let Some(results) = results {
-        results.finish()?;
-    }
-    if let Some(video) = video {
-        video.finish()?;
-    }
+    let finished = [
+        video.map_or(Ok(()), VideoSink::finish),
+        publishers
+            .into_iter()
+            .try_for_each(|p| p.finish()),
+    ];
+    delivered?;
+    finished.into_iter().collect::<Result<()>>()?;
     Ok((count, vec![stats, latency]))
 }

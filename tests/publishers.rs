@@ -64,6 +64,8 @@ fn frame_result(frame: u64, stream: u32, persons: Vec<Person>) -> FrameResult {
         keypoint_set: Some("coco17".into()),
         persons: Some(persons),
         segmentation: None,
+        depth: None,
+        normals: None,
     }
 }
 
@@ -184,6 +186,8 @@ fn osc_delivers_the_documented_layout_in_bounded_datagrams() {
     result.segmentation = Some(SegmentationSummary {
         class_set: "goliath_parts28".into(),
         class_pixels,
+        class_map_file: None,
+        mask_file: None,
     });
     let expected = expected_osc(&result, "/sapiens", &names);
     publisher.publish(&Published::new(&result)).unwrap();

@@ -41,6 +41,10 @@ pub struct FrameResult {
     pub persons: Option<Vec<Person>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<SegmentationSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<DepthSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normals: Option<NormalsSummary>,
 }
 
 /// Per-frame segmentation summary; the class map itself is drawn, not inlined.
@@ -49,6 +53,47 @@ pub struct SegmentationSummary {
     pub class_set: String,
     /// Frame pixels per class, in the class set's order.
     pub class_pixels: Vec<u64>,
+    /// `--dense-dir`: the class map, 8-bit PNG, pixel = class index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_map_file: Option<String>,
+    /// `--mask-classes`: the union of those classes, 8-bit PNG, 0 or 255.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_file: Option<String>,
+}
+
+/// Per-frame relative depth (smaller is nearer; not metric).
+#[derive(Clone, Debug, Serialize)]
+pub struct DepthSummary {
+    /// True when min/max (and the drawing) cover the person foreground only.
+    pub foreground_only: bool,
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+    /// `--dense-dir`: depth at frame size as 16-bit PNG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// How the PNG's values map back: depth = offset + value * scale.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<crate::tasks::dense::DepthEncoding>,
+}
+
+impl DepthSummary {
+    pub fn new(range: Option<crate::tasks::dense::DepthRange>, foreground_only: bool) -> Self {
+        DepthSummary {
+            foreground_only,
+            min: range.as_ref().map(|r| r.min),
+            max: range.as_ref().map(|r| r.max),
+            file: None,
+            encoding: None,
+        }
+    }
+}
+
+/// Per-frame surface normals.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NormalsSummary {
+    /// `--dense-dir`: unit normals at frame size as 8-bit RGB PNG, value = (n + 1) / 2 * 255.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// One processed frame as every publisher sees it: the structured result and its JSON, serialized
@@ -148,11 +193,6 @@ impl ResultsWriter {
             path: self.target.clone(),
             message: e.to_string(),
         }
-    }
-
-    pub fn write(&mut self, result: &FrameResult) -> Result<()> {
-        serde_json::to_writer(&mut self.out, result).map_err(|e| self.error(e))?;
-        self.out.write_all(b"\n").map_err(|e| self.error(e))
     }
 
     pub fn finish(mut self) -> Result<()> {
