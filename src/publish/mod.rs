@@ -1,8 +1,13 @@
 //! Structured results: the versioned per-frame JSON schema, the [`Publisher`] trait every output
-//! of results implements, and the JSON-lines writer. [`osc`] and [`mqtt`] stream results to apps.
+//! of results implements, and the JSON-lines writer. [`osc`] and [`mqtt`] stream results to apps;
+//! [`server`] is the network side: the WebSocket results stream ([`results_hub`]), the browser
+//! view and its video ([`frame_hub`]), metrics and health over HTTP.
 
+pub mod frame_hub;
 pub mod mqtt;
 pub mod osc;
+pub mod results_hub;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::io::Write;
