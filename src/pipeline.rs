@@ -729,6 +729,7 @@ fn post_stage(
                 SegmentationSummary {
                     class_set: parts.name.clone(),
                     class_pixels: count_classes(&class_map, parts.classes.len()),
+                    mask: None,
                 }
             });
         if options.draw {

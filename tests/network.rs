@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sapiens_stream::metrics::Metrics;
 use sapiens_stream::preprocess::{ImageView, PixelFormat};
 use sapiens_stream::publish::server::{NetworkOptions, NetworkServer};
-use sapiens_stream::publish::{FrameResult, SCHEMA_NAME, SCHEMA_VERSION};
+use sapiens_stream::publish::{
+    ClassMask, FrameResult, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
+};
 use sapiens_stream::tasks::pose::Person;
 use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
@@ -39,15 +41,15 @@ fn start(http: bool, ws: bool, token: Option<&str>) -> (NetworkServer, Arc<Metri
 }
 
 /// A result as the pipeline serializes it: one person with `keypoints` ([x, y, score]).
-fn result_json(
+fn frame_result(
     frame: u64,
     keypoint_set: &str,
     keypoints: Vec<[f32; 3]>,
     width: usize,
     height: usize,
-) -> String {
+) -> FrameResult {
     let capture = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let result = FrameResult {
+    FrameResult {
         schema: SCHEMA_NAME,
         version: SCHEMA_VERSION,
         stream: 0,
@@ -66,8 +68,7 @@ fn result_json(
             keypoints,
         }]),
         segmentation: None,
-    };
-    serde_json::to_string(&result).unwrap()
+    }
 }
 
 /// A Goliath-308 result (about 8 KB of JSON, as a real one).
@@ -81,7 +82,8 @@ fn large_result(frame: u64) -> String {
             ]
         })
         .collect();
-    result_json(frame, "goliath308", keypoints, 1920, 1080)
+    let result = frame_result(frame, "goliath308", keypoints, 1920, 1080);
+    serde_json::to_string(&result).unwrap()
 }
 
 /// WebSocket client over a plain TCP stream; `Err(status)` when the upgrade is refused.
@@ -168,24 +170,34 @@ fn a_slow_websocket_client_loses_its_oldest_messages_and_slows_nobody() {
     let messages: Vec<String> = (0..MESSAGES).map(large_result).collect();
     let started = Instant::now();
     let mut longest_publish = Duration::ZERO;
+    let mut in_publish = Duration::ZERO;
     for (index, message) in messages.into_iter().enumerate() {
         let due = started + INTERVAL * index as u32;
         thread::sleep(due.saturating_duration_since(Instant::now()));
         let before = Instant::now();
         hub.publish(message);
-        longest_publish = longest_publish.max(before.elapsed());
+        let took = before.elapsed();
+        longest_publish = longest_publish.max(took);
+        in_publish += took;
     }
     let publishing = started.elapsed();
     let schedule = INTERVAL * (MESSAGES - 1) as u32;
     println!(
-        "publishing took {publishing:?} for a {schedule:?} schedule; longest publish call {longest_publish:?}"
+        "publishing took {publishing:?} for a {schedule:?} schedule; {in_publish:?} inside publish, \
+         longest call {longest_publish:?}"
     );
+    // A publish that waited for the slow client would wait until it reads, seconds later; the
+    // margins only absorb a loaded machine's scheduling.
     assert!(
-        longest_publish < Duration::from_millis(20),
+        longest_publish < Duration::from_millis(100),
         "a publish call took {longest_publish:?}"
     );
     assert!(
-        publishing < schedule + Duration::from_millis(150),
+        in_publish < Duration::from_millis(300),
+        "publish calls took {in_publish:?} in all"
+    );
+    assert!(
+        publishing < schedule + Duration::from_millis(300),
         "publishing fell behind its schedule: {publishing:?}"
     );
 
@@ -269,7 +281,13 @@ fn a_token_guards_http_and_websocket() {
     let (server, _metrics) = start(true, true, Some(TOKEN));
     let http = server.http_address().unwrap();
     let ws = server.ws_address().unwrap();
-    for path in ["/", "/metrics", "/video.mjpeg", "/keypoints/coco17.json"] {
+    for path in [
+        "/",
+        "/metrics",
+        "/video.mjpeg",
+        "/keypoints/coco17.json",
+        "/classes/goliath_parts28.json",
+    ] {
         let url = format!("http://{http}{path}");
         assert_eq!(get(&url, None).0, 401, "{path} without a token");
         assert_eq!(get(&url, Some("wrong")).0, 401, "{path} with a wrong token");
@@ -279,7 +297,12 @@ fn a_token_guards_http_and_websocket() {
             "{path} with a wrong token"
         );
     }
-    for path in ["/", "/metrics", "/keypoints/coco17.json"] {
+    for path in [
+        "/",
+        "/metrics",
+        "/keypoints/coco17.json",
+        "/classes/goliath_parts28.json",
+    ] {
         let url = format!("http://{http}{path}");
         assert_eq!(
             get(&url, Some(TOKEN)).0,
@@ -675,7 +698,7 @@ fn screenshot(url: &str, out: &Path) {
 }
 
 #[test]
-fn the_browser_view_shows_the_video_and_draws_the_keypoints() {
+fn the_browser_view_shows_the_video_and_draws_keypoints_and_mask() {
     const TOKEN: &str = "view-token";
     const WIDTH: usize = 320;
     const HEIGHT: usize = 240;
@@ -701,6 +724,30 @@ fn the_browser_view_shows_the_video_and_draws_the_keypoints() {
         .iter()
         .position(|link| link == &serde_json::json!([11, 12]))
         .unwrap();
+    // A rectangle of upper clothing at the bottom right, published at half resolution.
+    const CLOTHING: u8 = 22;
+    let (mask_x, mask_y) = (240..310, 150..230);
+    let class_map: Vec<u8> = (0..WIDTH * HEIGHT)
+        .map(|i| {
+            let inside = mask_x.contains(&(i % WIDTH)) && mask_y.contains(&(i / WIDTH));
+            if inside { CLOTHING } else { 0 }
+        })
+        .collect();
+    let parts: Value =
+        serde_json::from_str(include_str!("../assets/seg_goliath_parts28.json")).unwrap();
+    let clothing: [u8; 3] =
+        serde_json::from_value(parts["palette_rgb"][CLOTHING as usize].clone()).unwrap();
+    let mut result = frame_result(0, "coco17", keypoints, WIDTH, HEIGHT);
+    result.segmentation = Some(SegmentationSummary {
+        class_set: parts["name"].as_str().unwrap().to_owned(),
+        class_pixels: Vec::new(),
+        mask: Some(ClassMask::from_class_map(
+            &class_map,
+            WIDTH,
+            HEIGHT,
+            WIDTH / 2,
+        )),
+    });
 
     let (server, _metrics) = start(true, false, Some(TOKEN));
     let http = server.http_address().unwrap();
@@ -717,13 +764,8 @@ fn the_browser_view_shows_the_video_and_draws_the_keypoints() {
             let mut frame = 0;
             while running.load(Ordering::Relaxed) {
                 frames.publish_frame(&view);
-                results.publish(result_json(
-                    frame,
-                    "coco17",
-                    keypoints.clone(),
-                    WIDTH,
-                    HEIGHT,
-                ));
+                result.frame = frame;
+                results.publish(serde_json::to_string(&result).unwrap());
                 frame += 1;
                 thread::sleep(Duration::from_millis(40));
             }
@@ -750,7 +792,8 @@ fn the_browser_view_shows_the_video_and_draws_the_keypoints() {
     };
     // The video at its natural size at the top left, the page's black background around it.
     near(20, 20, VIDEO, "video");
-    near(300, 220, VIDEO, "video");
+    near(300, 20, VIDEO, "video");
+    near(20, 220, VIDEO, "video");
     near(20, 120, VIDEO, "video");
     near(
         WIDTH as u32 + 20,
@@ -779,4 +822,11 @@ fn the_browser_view_shows_the_video_and_draws_the_keypoints() {
         colour("skeleton_colors_rgb", hips_link),
         "link 11-12",
     );
+    // The mask, half transparent over the video: 128/255 of the class colour.
+    let blend: [u8; 3] = std::array::from_fn(|c| {
+        (VIDEO[c] as f32 + (clothing[c] as f32 - VIDEO[c] as f32) * 128.0 / 255.0).round() as u8
+    });
+    near(275, 190, blend, "mask");
+    near(245, 155, blend, "mask corner");
+    near(235, 190, VIDEO, "left of the mask");
 }

@@ -1,7 +1,8 @@
 //! The network side, on a tokio runtime of its own so the pipeline's threads never await:
 //!
 //! - `--http ADDR`: `/` the browser view, `/ws` the results WebSocket, `/video.mjpeg` the raw
-//!   video as MJPEG, `/keypoints/<set>.json` the keypoint sets the view draws with, `/metrics`
+//!   video as MJPEG, `/keypoints/<set>.json` and `/classes/<set>.json` the keypoint and class
+//!   sets the view draws with (names, colours, skeleton, palette), `/metrics`
 //!   (OpenMetrics text, which Prometheus scrapes), `/health` (liveness: 200 while the server
 //!   runs) and `/ready` (readiness: 503 until the first frame was published, then 200).
 //! - `--ws ADDR`: the results WebSocket alone, on `/` (and `/ws`).
@@ -301,6 +302,7 @@ fn http_router(state: AppState) -> Router {
         .route("/ws", get(websocket))
         .route("/video.mjpeg", get(video))
         .route("/keypoints/{file}", get(keypoint_set))
+        .route("/classes/{file}", get(class_set))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -409,6 +411,18 @@ async fn keypoint_set(Path(file): Path<String>) -> Response {
         "goliath308.json" => include_str!("../../assets/keypoints_goliath308.json"),
         _ => return (StatusCode::NOT_FOUND, "no such keypoint set\n").into_response(),
     };
+    json_asset(json)
+}
+
+/// The segmentation class sets (names, palette) of `assets/`.
+async fn class_set(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "goliath_parts28.json" => json_asset(include_str!("../../assets/seg_goliath_parts28.json")),
+        _ => (StatusCode::NOT_FOUND, "no such class set\n").into_response(),
+    }
+}
+
+fn json_asset(json: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
