@@ -16,14 +16,15 @@
 //! | `batch_size(items)`                   | an inference call ran on `items` inputs                    |
 //! | `reconnect(stream)`                   | a source reconnected after it was lost                     |
 //! | `publisher_drops(publisher, count)`   | a publisher (websocket, mqtt, osc...) dropped messages     |
+//! | `track_publisher(name, counters)`     | once per publisher that keeps its own [`PublisherCounters`] |
 //!
 //! Exposed series (prefix `sapiens_`): `frames_in_total`, `frames_out_total`,
 //! `frames_dropped_total` and `reconnects_total` (label `stream`), `stage_latency_seconds`
 //! (histogram, label `stage`), `capture_to_publish_seconds` (histogram), `inference_batch_size`
-//! (histogram), `publisher_drops_total` (label `publisher`).
+//! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram as HdrHistogram;
@@ -32,6 +33,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::publish::PublisherCounters;
 
 /// Content type of [`Metrics::encode`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -69,7 +72,17 @@ pub struct Metrics {
     capture_to_publish: Histogram,
     batch_size: Histogram,
     publisher_drops: Family<PublisherLabel, Counter>,
+    publisher_reconnects: Family<PublisherLabel, Counter>,
+    tracked: Mutex<Vec<TrackedPublisher>>,
     ready: AtomicBool,
+}
+
+/// A publisher's own counters and how much of them the metrics already hold.
+struct TrackedPublisher {
+    name: &'static str,
+    counters: Arc<PublisherCounters>,
+    drops_seen: u64,
+    reconnects_seen: u64,
 }
 
 impl Default for Metrics {
@@ -90,6 +103,7 @@ impl Metrics {
         let capture_to_publish = latency_histogram();
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 8));
         let publisher_drops = Family::default();
+        let publisher_reconnects = Family::default();
         registry.register(
             "frames_in",
             "Frames delivered by the source",
@@ -130,6 +144,11 @@ impl Metrics {
             "Messages a publisher dropped (slow client, full queue)",
             publisher_drops.clone(),
         );
+        registry.register(
+            "publisher_reconnects",
+            "Times a publisher re-established its connection",
+            publisher_reconnects.clone(),
+        );
         Metrics {
             registry,
             frames_in,
@@ -140,6 +159,8 @@ impl Metrics {
             capture_to_publish,
             batch_size,
             publisher_drops,
+            publisher_reconnects,
+            tracked: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
         }
     }
@@ -184,6 +205,40 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// Reads `counters` (drops, reconnects) into the `publisher` series at every [`encode`].
+    ///
+    /// [`encode`]: Metrics::encode
+    pub fn track_publisher(&self, name: &'static str, counters: Arc<PublisherCounters>) {
+        self.tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(TrackedPublisher {
+                name,
+                counters,
+                drops_seen: 0,
+                reconnects_seen: 0,
+            });
+    }
+
+    fn sync_tracked_publishers(&self) {
+        let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
+        for publisher in tracked.iter_mut() {
+            let label = PublisherLabel {
+                publisher: publisher.name,
+            };
+            let drops = publisher.counters.dropped();
+            self.publisher_drops
+                .get_or_create(&label)
+                .inc_by(drops.saturating_sub(publisher.drops_seen));
+            publisher.drops_seen = drops;
+            let reconnects = publisher.counters.reconnects();
+            self.publisher_reconnects
+                .get_or_create(&label)
+                .inc_by(reconnects.saturating_sub(publisher.reconnects_seen));
+            publisher.reconnects_seen = reconnects;
+        }
+    }
+
     /// True once a frame was published.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
@@ -191,6 +246,7 @@ impl Metrics {
 
     /// Every series in the OpenMetrics text format (which Prometheus scrapes), ending in `# EOF`.
     pub fn encode(&self) -> String {
+        self.sync_tracked_publishers();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -18,7 +18,7 @@ use sapiens_stream::metrics::Metrics;
 use sapiens_stream::preprocess::{ImageView, PixelFormat};
 use sapiens_stream::publish::server::{NetworkOptions, NetworkServer};
 use sapiens_stream::publish::{
-    ClassMask, FrameResult, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
+    ClassMask, FrameResult, Published, Publisher, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
 };
 use sapiens_stream::tasks::pose::Person;
 use serde_json::Value;
@@ -175,7 +175,7 @@ fn a_slow_websocket_client_loses_its_oldest_messages_and_slows_nobody() {
         let due = started + INTERVAL * index as u32;
         thread::sleep(due.saturating_duration_since(Instant::now()));
         let before = Instant::now();
-        hub.publish(message);
+        hub.publish(&message);
         let took = before.elapsed();
         longest_publish = longest_publish.max(took);
         in_publish += took;
@@ -338,7 +338,7 @@ fn a_token_guards_http_and_websocket() {
         ws_connect(ws, &format!("/?token={TOKEN}"), None).unwrap(),
         ws_connect(http, &format!("/ws?token={TOKEN}"), None).unwrap(),
     ];
-    server.results().publish(large_result(42));
+    server.results().publish(&large_result(42));
     for client in &mut clients {
         assert_eq!(read_one(client), Received::Frame(42));
     }
@@ -608,7 +608,7 @@ fn shutdown_flushes_what_was_published_then_closes() {
     let (server, _metrics) = start(false, true, None);
     let mut client = ws_connect(server.ws_address().unwrap(), "/", None).unwrap();
     for frame in 0..20 {
-        server.results().publish(large_result(frame));
+        server.results().publish(&large_result(frame));
     }
     server.shutdown();
     let expected: Vec<Received> = (0..20).map(Received::Frame).collect();
@@ -753,8 +753,8 @@ fn the_browser_view_shows_the_video_and_draws_keypoints_and_mask() {
     let http = server.http_address().unwrap();
     let running = Arc::new(AtomicBool::new(true));
     let publisher = {
-        let (results, frames, running) = (
-            Arc::clone(server.results()),
+        let (mut results, frames, running) = (
+            Box::new(server.results().publisher()) as Box<dyn Publisher>,
             Arc::clone(server.frames()),
             Arc::clone(&running),
         );
@@ -765,7 +765,8 @@ fn the_browser_view_shows_the_video_and_draws_keypoints_and_mask() {
             while running.load(Ordering::Relaxed) {
                 frames.publish_frame(&view);
                 result.frame = frame;
-                results.publish(serde_json::to_string(&result).unwrap());
+                // The way the pipeline publishes: through the Publisher trait.
+                results.publish(&Published::new(&result)).unwrap();
                 frame += 1;
                 thread::sleep(Duration::from_millis(40));
             }

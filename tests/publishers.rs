@@ -184,6 +184,7 @@ fn osc_delivers_the_documented_layout_in_bounded_datagrams() {
     result.segmentation = Some(SegmentationSummary {
         class_set: "goliath_parts28".into(),
         class_pixels,
+        mask: None,
     });
     let expected = expected_osc(&result, "/sapiens", &names);
     publisher.publish(&Published::new(&result)).unwrap();

@@ -245,6 +245,35 @@ impl Publisher for ResultsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn tracked_publisher_counters_reach_the_metrics() {
+        let metrics = Metrics::new();
+        let counters = Arc::new(PublisherCounters::default());
+        counters.count_dropped_many(3);
+        metrics.track_publisher("mqtt", Arc::clone(&counters));
+        let text = metrics.encode();
+        assert!(
+            text.contains("sapiens_publisher_drops_total{publisher=\"mqtt\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sapiens_publisher_reconnects_total{publisher=\"mqtt\"} 0"),
+            "{text}"
+        );
+        counters.count_dropped();
+        counters.count_reconnect();
+        let text = metrics.encode();
+        assert!(
+            text.contains("sapiens_publisher_drops_total{publisher=\"mqtt\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sapiens_publisher_reconnects_total{publisher=\"mqtt\"} 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn class_masks_sample_the_nearest_pixel_and_run_length_code() {

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
+use super::{Published, Publisher};
+use crate::error::Result;
 use crate::metrics::Metrics;
 
 /// Messages queued per client before the oldest are dropped.
@@ -103,8 +105,8 @@ impl ResultsHub {
     }
 
     /// Queues `json` (one JSON text, e.g. a serialized `FrameResult`) for every client; never
-    /// blocks on the network. The text is shared by all clients, not copied.
-    pub fn publish(&self, json: String) {
+    /// blocks on the network. The text is copied once, then shared by all clients.
+    pub fn publish(&self, json: &str) {
         let message = Utf8Bytes::from(json);
         let clients = lock(&self.clients);
         let dropped = clients
@@ -115,6 +117,11 @@ impl ResultsHub {
         if dropped > 0 {
             self.metrics.publisher_drops(PUBLISHER, dropped as u64);
         }
+    }
+
+    /// A [`Publisher`] feeding this hub, for the pipeline's list of publishers.
+    pub fn publisher(self: &Arc<Self>) -> WebSocketPublisher {
+        WebSocketPublisher(Arc::clone(self))
     }
 
     /// Clients subscribed now.
@@ -135,6 +142,26 @@ impl ResultsHub {
             hub: Arc::clone(self),
             client,
         }
+    }
+}
+
+/// The hub as one of the pipeline's publishers (see [`ResultsHub::publisher`]).
+pub struct WebSocketPublisher(Arc<ResultsHub>);
+
+impl Publisher for WebSocketPublisher {
+    fn name(&self) -> &'static str {
+        PUBLISHER
+    }
+
+    fn publish(&mut self, frame: &Published) -> Result<()> {
+        self.0.publish(&frame.json);
+        Ok(())
+    }
+
+    /// Nothing to do here: [`super::server::NetworkServer::shutdown`] sends the clients what is
+    /// queued and closes them.
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -186,10 +213,10 @@ mod tests {
         let hub = Arc::new(ResultsHub::new(3, Arc::clone(&metrics)));
         let slow = hub.subscribe();
         let fast = hub.subscribe();
-        hub.publish(json(0));
+        hub.publish(&json(0));
         assert_eq!(fast.try_next(), Some(message(0)));
         for i in 1..=5 {
-            hub.publish(json(i));
+            hub.publish(&json(i));
             assert_eq!(fast.try_next(), Some(message(i)));
         }
         // slow holds 3 of 0..=5: 3, 4, 5, after a gap of 3.
@@ -218,7 +245,7 @@ mod tests {
         assert_eq!(hub.client_count(), 2);
         drop(first);
         assert_eq!(hub.client_count(), 1);
-        hub.publish(json(7));
+        hub.publish(&json(7));
         assert_eq!(second.try_next(), Some(message(7)));
     }
 }
