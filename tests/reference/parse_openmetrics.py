@@ -6,7 +6,10 @@ any malformed line, or a missing `# EOF`, raises) and prints its samples as JSON
 import json
 import sys
 
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+try:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+except ImportError:
+    sys.exit("the Python package prometheus-client is missing: run scripts/setup.sh")
 
 
 def main(path):
