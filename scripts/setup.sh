@@ -32,7 +32,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   . "$HOME/.cargo/env"
 fi
 
-if ! .venv/bin/python -c "import onnxruntime, onnx, numpy, cv2" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import onnxruntime, onnx, numpy, cv2, prometheus_client" >/dev/null 2>&1 \
    || ! .venv/bin/pip freeze 2>/dev/null | grep -qx "onnxruntime==1.31.1"; then
   echo "setup: creating the Python environment in .venv"
   python3 -m venv .venv

@@ -33,6 +33,12 @@ pub enum Error {
     Publish { target: String, message: String },
     #[error("drawing the overlay: {0}")]
     Render(String),
+    #[error("{server} server on {address}: {message}")]
+    Server {
+        server: &'static str,
+        address: String,
+        message: String,
+    },
     #[error("GStreamer: {0}")]
     Gstreamer(String),
     #[error("{context}: {source}")]

@@ -1,14 +1,264 @@
-//! Per-stage latency and frame counters. Each stage thread owns its [`StageStats`] and hands it
-//! back when it ends, so recording costs no locking.
+//! Measurements, two ways:
+//!
+//! - [`StageStats`]: per-stage latency histograms that each stage thread owns and hands back when
+//!   it ends, so recording costs no locking; the end-of-run summary ([`RunReport`]) is made of them.
+//! - [`Metrics`]: one shared registry (`Arc<Metrics>`) for the live view, served as `/metrics` in
+//!   the Prometheus/OpenMetrics text format. Every method takes `&self` and is cheap (an atomic add
+//!   or a short lock), so any thread may call it once per frame:
+//!
+//! | call                                  | when                                                       |
+//! |---------------------------------------|------------------------------------------------------------|
+//! | `frame_in(stream)`                    | the source delivered a frame                               |
+//! | `frame_dropped(stream)`               | live mode threw a frame away before inference              |
+//! | `frame_out(stream)`                   | a frame's results were published (also marks the run ready) |
+//! | `stage_latency(stage, elapsed)`       | a stage finished a frame (automatic through [`StageStats::reporting_to`]) |
+//! | `capture_to_publish(elapsed)`         | a result was published, measured from the frame's capture  |
+//! | `batch_size(items)`                   | an inference call ran on `items` inputs                    |
+//! | `reconnect(stream)`                   | a source reconnected after it was lost                     |
+//! | `publisher_drops(publisher, count)`   | a publisher (websocket, mqtt, osc...) dropped messages     |
+//! | `track_publisher(name, counters)`     | once per publisher that keeps its own [`PublisherCounters`] |
+//!
+//! Exposed series (prefix `sapiens_`): `frames_in_total`, `frames_out_total`,
+//! `frames_dropped_total` and `reconnects_total` (label `stream`), `stage_latency_seconds`
+//! (histogram, label `stage`), `capture_to_publish_seconds` (histogram), `inference_batch_size`
+//! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use hdrhistogram::Histogram as HdrHistogram;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::publish::PublisherCounters;
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    stream: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublisherLabel {
+    publisher: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets: 0.25 ms doubling up to about 8 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The live, shared counters and histograms of a run; see the module docs for the API.
+pub struct Metrics {
+    registry: Registry,
+    frames_in: Family<StreamLabel, Counter>,
+    frames_out: Family<StreamLabel, Counter>,
+    frames_dropped: Family<StreamLabel, Counter>,
+    reconnects: Family<StreamLabel, Counter>,
+    stage_latency: HistogramFamily<StageLabel>,
+    capture_to_publish: Histogram,
+    batch_size: Histogram,
+    publisher_drops: Family<PublisherLabel, Counter>,
+    publisher_reconnects: Family<PublisherLabel, Counter>,
+    tracked: Mutex<Vec<TrackedPublisher>>,
+    ready: AtomicBool,
+}
+
+/// A publisher's own counters and how much of them the metrics already hold.
+struct TrackedPublisher {
+    name: &'static str,
+    counters: Arc<PublisherCounters>,
+    drops_seen: u64,
+    reconnects_seen: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sapiens");
+        let frames_in = Family::default();
+        let frames_out = Family::default();
+        let frames_dropped = Family::default();
+        let reconnects = Family::default();
+        let stage_latency =
+            HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let capture_to_publish = latency_histogram();
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        let publisher_drops = Family::default();
+        let publisher_reconnects = Family::default();
+        registry.register(
+            "frames_in",
+            "Frames delivered by the source",
+            frames_in.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Frames whose results were published",
+            frames_out.clone(),
+        );
+        registry.register(
+            "frames_dropped",
+            "Frames dropped before inference (live mode)",
+            frames_dropped.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Times a lost source came back",
+            reconnects.clone(),
+        );
+        registry.register(
+            "stage_latency_seconds",
+            "Time a pipeline stage spent on one frame",
+            stage_latency.clone(),
+        );
+        registry.register(
+            "capture_to_publish_seconds",
+            "Time from a frame's capture to the publication of its results",
+            capture_to_publish.clone(),
+        );
+        registry.register(
+            "inference_batch_size",
+            "Inputs per inference call",
+            batch_size.clone(),
+        );
+        registry.register(
+            "publisher_drops",
+            "Messages a publisher dropped (slow client, full queue)",
+            publisher_drops.clone(),
+        );
+        registry.register(
+            "publisher_reconnects",
+            "Times a publisher re-established its connection",
+            publisher_reconnects.clone(),
+        );
+        Metrics {
+            registry,
+            frames_in,
+            frames_out,
+            frames_dropped,
+            reconnects,
+            stage_latency,
+            capture_to_publish,
+            batch_size,
+            publisher_drops,
+            publisher_reconnects,
+            tracked: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn frame_in(&self, stream: u32) {
+        self.frames_in.get_or_create(&StreamLabel { stream }).inc();
+    }
+
+    pub fn frame_dropped(&self, stream: u32) {
+        self.frames_dropped
+            .get_or_create(&StreamLabel { stream })
+            .inc();
+    }
+
+    /// Counts a published frame; the first one makes the run ready (`/ready`).
+    pub fn frame_out(&self, stream: u32) {
+        self.frames_out.get_or_create(&StreamLabel { stream }).inc();
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn reconnect(&self, stream: u32) {
+        self.reconnects.get_or_create(&StreamLabel { stream }).inc();
+    }
+
+    pub fn stage_latency(&self, stage: &'static str, elapsed: Duration) {
+        self.stage_latency
+            .get_or_create(&StageLabel { stage })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn capture_to_publish(&self, elapsed: Duration) {
+        self.capture_to_publish.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn batch_size(&self, items: usize) {
+        self.batch_size.observe(items as f64);
+    }
+
+    pub fn publisher_drops(&self, publisher: &'static str, count: u64) {
+        self.publisher_drops
+            .get_or_create(&PublisherLabel { publisher })
+            .inc_by(count);
+    }
+
+    /// Reads `counters` (drops, reconnects) into the `publisher` series at every [`encode`].
+    ///
+    /// [`encode`]: Metrics::encode
+    pub fn track_publisher(&self, name: &'static str, counters: Arc<PublisherCounters>) {
+        self.tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(TrackedPublisher {
+                name,
+                counters,
+                drops_seen: 0,
+                reconnects_seen: 0,
+            });
+    }
+
+    fn sync_tracked_publishers(&self) {
+        let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
+        for publisher in tracked.iter_mut() {
+            let label = PublisherLabel {
+                publisher: publisher.name,
+            };
+            let drops = publisher.counters.dropped();
+            self.publisher_drops
+                .get_or_create(&label)
+                .inc_by(drops.saturating_sub(publisher.drops_seen));
+            publisher.drops_seen = drops;
+            let reconnects = publisher.counters.reconnects();
+            self.publisher_reconnects
+                .get_or_create(&label)
+                .inc_by(reconnects.saturating_sub(publisher.reconnects_seen));
+            publisher.reconnects_seen = reconnects;
+        }
+    }
+
+    /// True once a frame was published.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Every series in the OpenMetrics text format (which Prometheus scrapes), ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        self.sync_tracked_publishers();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
 
 /// Latencies of one stage, in microseconds.
 pub struct StageStats {
     pub name: &'static str,
-    histogram: Histogram<u64>,
+    histogram: HdrHistogram<u64>,
+    shared: Option<Arc<Metrics>>,
 }
 
 impl StageStats {
@@ -16,13 +266,23 @@ impl StageStats {
         StageStats {
             name,
             // Up to an hour; saturating_record clamps anything longer.
-            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            histogram: HdrHistogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds and precision"),
+            shared: None,
         }
+    }
+
+    /// Also records every latency into `metrics` (as `stage_latency(name, ..)`).
+    pub fn reporting_to(mut self, metrics: &Arc<Metrics>) -> Self {
+        self.shared = Some(Arc::clone(metrics));
+        self
     }
 
     pub fn record(&mut self, elapsed: Duration) {
         self.histogram.saturating_record(elapsed.as_micros() as u64);
+        if let Some(metrics) = &self.shared {
+            metrics.stage_latency(self.name, elapsed);
+        }
     }
 
     /// Runs `f` and records how long it took.
@@ -98,5 +358,22 @@ mod tests {
             stats.quantile_ms(0.5)
         );
         assert!((stats.quantile_ms(0.99) - 99.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn stage_stats_feed_the_shared_metrics() {
+        let metrics = Arc::new(Metrics::new());
+        let mut stats = StageStats::new("preprocess").reporting_to(&metrics);
+        stats.record(Duration::from_millis(3));
+        stats.record(Duration::from_millis(5));
+        let text = metrics.encode();
+        assert!(
+            text.contains("sapiens_stage_latency_seconds_count{stage=\"preprocess\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sapiens_stage_latency_seconds_sum{stage=\"preprocess\"} 0.008"),
+            "{text}"
+        );
     }
 }

@@ -994,6 +994,7 @@ fn class_map(
         class_pixels: count_classes(&maps.class_map, parts.classes.len()),
         class_map_file: None,
         mask_file: None,
+        mask: None,
     }
 }
 
@@ -1215,9 +1216,7 @@ fn sink_stage(
     }
     let finished = [
         video.map_or(Ok(()), VideoSink::finish),
-        publishers
-            .into_iter()
-            .try_for_each(|p| p.finish()),
+        publishers.into_iter().try_for_each(|p| p.finish()),
     ];
     delivered?;
     finished.into_iter().collect::<Result<()>>()?;

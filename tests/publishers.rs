@@ -188,6 +188,7 @@ fn osc_delivers_the_documented_layout_in_bounded_datagrams() {
         class_pixels,
         class_map_file: None,
         mask_file: None,
+        mask: None,
     });
     let expected = expected_osc(&result, "/sapiens", &names);
     publisher.publish(&Published::new(&result)).unwrap();

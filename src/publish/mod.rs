@@ -1,8 +1,13 @@
 //! Structured results: the versioned per-frame JSON schema, the [`Publisher`] trait every output
-//! of results implements, and the JSON-lines writer. [`osc`] and [`mqtt`] stream results to apps.
+//! of results implements, and the JSON-lines writer. [`osc`] and [`mqtt`] stream results to apps;
+//! [`server`] is the network side: the WebSocket results stream ([`results_hub`]), the browser
+//! view and its video ([`frame_hub`]), metrics and health over HTTP.
 
+pub mod frame_hub;
 pub mod mqtt;
 pub mod osc;
+pub mod results_hub;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,7 +52,7 @@ pub struct FrameResult {
     pub normals: Option<NormalsSummary>,
 }
 
-/// Per-frame segmentation summary; the class map itself is drawn, not inlined.
+/// Per-frame segmentation summary; the full-size class map itself is drawn, not inlined.
 #[derive(Clone, Debug, Serialize)]
 pub struct SegmentationSummary {
     pub class_set: String,
@@ -59,6 +64,9 @@ pub struct SegmentationSummary {
     /// `--mask-classes`: the union of those classes, 8-bit PNG, 0 or 255.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_file: Option<String>,
+    /// A small copy of the class map, for clients that draw it (the browser view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<ClassMask>,
 }
 
 /// Per-frame relative depth (smaller is nearer; not metric).
@@ -94,6 +102,63 @@ pub struct NormalsSummary {
     /// `--dense-dir`: unit normals at frame size as 8-bit RGB PNG, value = (n + 1) / 2 * 255.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+}
+
+/// A class map made small enough to publish with every frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClassMask {
+    pub width: usize,
+    pub height: usize,
+    /// Row-major run-length code: class, run length, class, run length, ...
+    pub rle: Vec<u32>,
+}
+
+impl ClassMask {
+    /// Samples a `width` x `height` class map (row-major) at the nearest pixel so that the
+    /// longer side is at most `max_side`, then run-length codes it.
+    pub fn from_class_map(class_map: &[u8], width: usize, height: usize, max_side: usize) -> Self {
+        assert_eq!(
+            class_map.len(),
+            width * height,
+            "class map does not hold {width} x {height} pixels"
+        );
+        let scale = (max_side.max(1) as f64 / width.max(height).max(1) as f64).min(1.0);
+        let (mask_width, mask_height) = (
+            ((width as f64 * scale).round() as usize).max(1),
+            ((height as f64 * scale).round() as usize).max(1),
+        );
+        // Centre of each mask pixel, mapped back to the frame.
+        let source = |i: usize, mask_len: usize, len: usize| {
+            ((i * 2 + 1) * len / (mask_len * 2)).min(len - 1)
+        };
+        let columns: Vec<usize> = (0..mask_width)
+            .map(|x| source(x, mask_width, width))
+            .collect();
+        let mut rle = Vec::new();
+        let mut run: Option<(u8, u32)> = None;
+        for y in 0..mask_height {
+            let row = &class_map[source(y, mask_height, height) * width..][..width];
+            for &x in &columns {
+                let class = row[x];
+                run = match run {
+                    Some((current, length)) if current == class => Some((current, length + 1)),
+                    Some((current, length)) => {
+                        rle.extend([current as u32, length]);
+                        Some((class, 1))
+                    }
+                    None => Some((class, 1)),
+                };
+            }
+        }
+        if let Some((class, length)) = run {
+            rle.extend([class as u32, length]);
+        }
+        ClassMask {
+            width: mask_width,
+            height: mask_height,
+            rle,
+        }
+    }
 }
 
 /// One processed frame as every publisher sees it: the structured result and its JSON, serialized
@@ -214,5 +279,65 @@ impl Publisher for ResultsWriter {
 
     fn finish(self: Box<Self>) -> Result<()> {
         ResultsWriter::finish(*self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn tracked_publisher_counters_reach_the_metrics() {
+        let metrics = Metrics::new();
+        let counters = Arc::new(PublisherCounters::default());
+        counters.count_dropped_many(3);
+        metrics.track_publisher("mqtt", Arc::clone(&counters));
+        let text = metrics.encode();
+        assert!(
+            text.contains("sapiens_publisher_drops_total{publisher=\"mqtt\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sapiens_publisher_reconnects_total{publisher=\"mqtt\"} 0"),
+            "{text}"
+        );
+        counters.count_dropped();
+        counters.count_reconnect();
+        let text = metrics.encode();
+        assert!(
+            text.contains("sapiens_publisher_drops_total{publisher=\"mqtt\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sapiens_publisher_reconnects_total{publisher=\"mqtt\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn class_masks_sample_the_nearest_pixel_and_run_length_code() {
+        let (width, height) = (64, 48);
+        let class_map: Vec<u8> = (0..width * height)
+            .map(|i| ((i % width / 8 + i / width / 8) % 28) as u8)
+            .collect();
+        let mask = ClassMask::from_class_map(&class_map, width, height, 32);
+        assert_eq!((mask.width, mask.height), (32, 24));
+        let decoded: Vec<u8> = mask
+            .rle
+            .chunks_exact(2)
+            .flat_map(|run| std::iter::repeat_n(run[0] as u8, run[1] as usize))
+            .collect();
+        // Halving: mask pixel (x, y) covers frame pixels 2x..2x+2, its centre falls in 2x + 1.
+        let expected: Vec<u8> = (0..24)
+            .flat_map(|y| (0..32).map(move |x| (y, x)))
+            .map(|(y, x)| class_map[(2 * y + 1) * width + 2 * x + 1])
+            .collect();
+        assert_eq!(decoded, expected);
+        let small = ClassMask::from_class_map(&[3, 3, 5, 5], 2, 2, 256);
+        assert_eq!(
+            (small.width, small.height, small.rle),
+            (2, 2, vec![3, 2, 5, 2])
+        );
     }
 }

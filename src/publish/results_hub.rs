@@ -1,0 +1,251 @@
+//! Fan-out of JSON messages (one per processed frame) from the pipeline to network clients.
+//!
+//! The pipeline calls [`ResultsHub::publish`] from its own (non-async) thread; the call only
+//! appends to each client's bounded queue and never waits on the network. A client that reads
+//! too slowly loses its *oldest* queued messages: the count is kept per client and the client is
+//! told with a [`DROPPED_SCHEMA`] message placed where the gap is, so it always gets the newest
+//! results and a slow client never slows the pipeline or the other clients.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+
+use super::{Published, Publisher};
+use crate::error::Result;
+use crate::metrics::Metrics;
+
+/// Messages queued per client before the oldest are dropped.
+pub const DEFAULT_CLIENT_QUEUE: usize = 64;
+/// `schema` of the message that reports dropped messages: `{"schema":..,"version":1,"count":N}`.
+pub const DROPPED_SCHEMA: &str = "sapiens-stream/dropped";
+/// Name of WebSocket clients in the `publisher_drops` metric.
+const PUBLISHER: &str = "websocket";
+
+/// What a client is sent next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// This many messages were dropped right before the next one.
+    Dropped(u64),
+    Message(Utf8Bytes),
+}
+
+impl Outgoing {
+    /// The text sent over the wire.
+    pub fn text(&self) -> Utf8Bytes {
+        match self {
+            Outgoing::Dropped(count) => {
+                format!(r#"{{"schema":"{DROPPED_SCHEMA}","version":1,"count":{count}}}"#).into()
+            }
+            Outgoing::Message(text) => text.clone(),
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain pushes and pops).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Utf8Bytes>,
+    /// Dropped since the last message taken; reported before the next one.
+    dropped: u64,
+}
+
+/// One client's bounded queue.
+struct ClientQueue {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl ClientQueue {
+    /// Appends `message`, dropping the oldest when full; returns whether one was dropped.
+    fn push(&self, message: &Utf8Bytes) -> bool {
+        let mut queue = lock(&self.queue);
+        let full = queue.messages.len() >= self.capacity;
+        if full {
+            queue.messages.pop_front();
+            queue.dropped += 1;
+        }
+        queue.messages.push_back(message.clone());
+        drop(queue);
+        self.ready.notify_one();
+        full
+    }
+
+    fn pop(&self) -> Option<Outgoing> {
+        let mut queue = lock(&self.queue);
+        if queue.dropped > 0 {
+            return Some(Outgoing::Dropped(std::mem::take(&mut queue.dropped)));
+        }
+        queue.messages.pop_front().map(Outgoing::Message)
+    }
+}
+
+/// Distributes published messages to every subscribed client.
+pub struct ResultsHub {
+    clients: Mutex<Vec<Arc<ClientQueue>>>,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl ResultsHub {
+    /// A hub whose clients queue at most `capacity` messages each (at least 1); drops are counted
+    /// in `metrics` as `publisher_drops{publisher="websocket"}`.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        ResultsHub {
+            clients: Mutex::new(Vec::new()),
+            capacity: capacity.max(1),
+            metrics,
+        }
+    }
+
+    /// Queues `json` (one JSON text, e.g. a serialized `FrameResult`) for every client; never
+    /// blocks on the network. The text is copied once, then shared by all clients.
+    pub fn publish(&self, json: &str) {
+        let message = Utf8Bytes::from(json);
+        let clients = lock(&self.clients);
+        let dropped = clients
+            .iter()
+            .filter(|client| client.push(&message))
+            .count();
+        drop(clients);
+        if dropped > 0 {
+            self.metrics.publisher_drops(PUBLISHER, dropped as u64);
+        }
+    }
+
+    /// A [`Publisher`] feeding this hub, for the pipeline's list of publishers.
+    pub fn publisher(self: &Arc<Self>) -> WebSocketPublisher {
+        WebSocketPublisher(Arc::clone(self))
+    }
+
+    /// Clients subscribed now.
+    pub fn client_count(&self) -> usize {
+        lock(&self.clients).len()
+    }
+
+    /// Registers a client; it receives what is published from now on until the subscription is
+    /// dropped.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let client = Arc::new(ClientQueue {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            capacity: self.capacity,
+        });
+        lock(&self.clients).push(Arc::clone(&client));
+        Subscription {
+            hub: Arc::clone(self),
+            client,
+        }
+    }
+}
+
+/// The hub as one of the pipeline's publishers (see [`ResultsHub::publisher`]).
+pub struct WebSocketPublisher(Arc<ResultsHub>);
+
+impl Publisher for WebSocketPublisher {
+    fn name(&self) -> &'static str {
+        PUBLISHER
+    }
+
+    fn publish(&mut self, frame: &Published) -> Result<()> {
+        self.0.publish(&frame.json);
+        Ok(())
+    }
+
+    /// Nothing to do here: [`super::server::NetworkServer::shutdown`] sends the clients what is
+    /// queued and closes them.
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A client's view of the hub; unsubscribes when dropped.
+pub struct Subscription {
+    hub: Arc<ResultsHub>,
+    client: Arc<ClientQueue>,
+}
+
+impl Subscription {
+    /// The next thing to send, waiting until there is one.
+    pub async fn next(&self) -> Outgoing {
+        loop {
+            if let Some(outgoing) = self.client.pop() {
+                return outgoing;
+            }
+            // A push between pop and here leaves a permit, so this wakes at once.
+            self.client.ready.notified().await;
+        }
+    }
+
+    /// The next thing to send, if any is queued.
+    pub fn try_next(&self) -> Option<Outgoing> {
+        self.client.pop()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        lock(&self.hub.clients).retain(|client| !Arc::ptr_eq(client, &self.client));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(i: u32) -> String {
+        format!("{{\"frame\":{i}}}")
+    }
+
+    fn message(i: u32) -> Outgoing {
+        Outgoing::Message(json(i).into())
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_and_reports_the_gap() {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(ResultsHub::new(3, Arc::clone(&metrics)));
+        let slow = hub.subscribe();
+        let fast = hub.subscribe();
+        hub.publish(&json(0));
+        assert_eq!(fast.try_next(), Some(message(0)));
+        for i in 1..=5 {
+            hub.publish(&json(i));
+            assert_eq!(fast.try_next(), Some(message(i)));
+        }
+        // slow holds 3 of 0..=5: 3, 4, 5, after a gap of 3.
+        assert_eq!(slow.try_next(), Some(Outgoing::Dropped(3)));
+        for i in 3..=5 {
+            assert_eq!(slow.try_next(), Some(message(i)));
+        }
+        assert_eq!(slow.try_next(), None);
+        assert_eq!(fast.try_next(), None);
+        assert!(
+            metrics
+                .encode()
+                .contains("sapiens_publisher_drops_total{publisher=\"websocket\"} 3")
+        );
+        assert_eq!(
+            &*Outgoing::Dropped(3).text(),
+            r#"{"schema":"sapiens-stream/dropped","version":1,"count":3}"#
+        );
+    }
+
+    #[test]
+    fn dropping_a_subscription_unsubscribes() {
+        let hub = Arc::new(ResultsHub::new(4, Arc::new(Metrics::new())));
+        let first = hub.subscribe();
+        let second = hub.subscribe();
+        assert_eq!(hub.client_count(), 2);
+        drop(first);
+        assert_eq!(hub.client_count(), 1);
+        hub.publish(&json(7));
+        assert_eq!(second.try_next(), Some(message(7)));
+    }
+}
