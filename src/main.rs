@@ -11,6 +11,7 @@ use sapiens_stream::pipeline::{
     self, ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, View,
 };
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttQos};
+use sapiens_stream::publish::server::{NetworkOptions, listen_address};
 use sapiens_stream::source::{InputSpec, SourceOptions};
 use sapiens_stream::tasks::dense;
 use sapiens_stream::tasks::detect::DetectorOptions;
@@ -136,6 +137,23 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     mask_classes: Option<String>,
+    /// Serve the browser view (live video, keypoints and masks drawn in the page), /ws, /video.mjpeg,
+    /// /metrics (Prometheus), /health and /ready: PORT or HOST:PORT.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    /// Serve the results over WebSocket only: PORT or HOST:PORT.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ws: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) on HTTP and WebSocket.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// Address servers bind when --http/--ws give only a port [default: 127.0.0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind: Option<std::net::IpAddr>,
     /// Publish each result over OSC/UDP to host:port (TouchDesigner, Max, Unity; layout in the README).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +285,25 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+fn network_options(
+    http: Option<&str>,
+    ws: Option<&str>,
+    token: Option<String>,
+    bind: Option<std::net::IpAddr>,
+) -> anyhow::Result<NetworkOptions> {
+    let host = bind.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    Ok(NetworkOptions {
+        http: http
+            .map(|spec| listen_address("--http", spec, host))
+            .transpose()?,
+        ws: ws
+            .map(|spec| listen_address("--ws", spec, host))
+            .transpose()?,
+        token,
+        ..NetworkOptions::default()
+    })
+}
+
 fn mqtt_config(
     url: &str,
     qos: Option<u8>,
@@ -334,6 +371,12 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
                 .map(|url| mqtt_config(url, args.mqtt_qos, args.mqtt_client_id))
                 .transpose()?,
         },
+        network: network_options(
+            args.http.as_deref(),
+            args.ws.as_deref(),
+            args.token,
+            args.bind,
+        )?,
         persons,
         flip_test: args.flip_test,
         view: match args.view {

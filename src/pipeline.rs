@@ -18,10 +18,12 @@ use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::{Engine, runtime};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
-use crate::metrics::{RunReport, StageStats};
+use crate::metrics::{Metrics, RunReport, StageStats};
 use crate::preprocess::{Normalization, StretchPlan};
+use crate::publish::frame_hub::FrameHub;
 use crate::publish::mqtt::{MqttConfig, MqttPublisher};
 use crate::publish::osc::OscPublisher;
+use crate::publish::server::{NetworkOptions, NetworkServer};
 use crate::publish::{
     DepthSummary, FrameResult, NormalsSummary, Published, Publisher, ResultsWriter, SCHEMA_NAME,
     SCHEMA_VERSION, SegmentationSummary,
@@ -182,6 +184,8 @@ pub struct PipelineConfig {
     pub seg_upsample: SegUpsample,
     /// Network publishers besides the results file.
     pub publish: PublishTargets,
+    /// HTTP (browser view, /metrics, /health) and WebSocket servers; none when both are unset.
+    pub network: NetworkOptions,
     /// Where person boxes come from for top-down pose.
     pub persons: PersonSource,
     /// Also run the mirrored crops and average (the accuracy mode of the published numbers).
@@ -205,6 +209,7 @@ struct TaskModel {
     layout: OutputLayout,
     /// Items per call: the model's fixed batch size if it has one, else `--max-batch`.
     max_batch: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// The models of one run, one per task given.
@@ -288,6 +293,7 @@ impl Pool {
 /// The link between two stages: blocking (backpressure), or latest-wins, where a full link drops
 /// its oldest item to make room so the consumer always gets the newest.
 struct Handoff<T> {
+    metrics: Arc<Metrics>,
     send: Sender<T>,
     /// The sender's own view of the queue, to take out the stale item; `None` when blocking.
     stale: Option<Receiver<T>>,
@@ -295,10 +301,15 @@ struct Handoff<T> {
 }
 
 impl<T> Handoff<T> {
-    fn blocking(capacity: usize, dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
+    fn blocking(
+        capacity: usize,
+        dropped: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(capacity);
         (
             Handoff {
+                metrics,
                 send,
                 stale: None,
                 dropped,
@@ -307,11 +318,12 @@ impl<T> Handoff<T> {
         )
     }
 
-    fn latest_wins(dropped: Arc<AtomicU64>) -> (Self, Receiver<T>) {
+    fn latest_wins(dropped: Arc<AtomicU64>, metrics: Arc<Metrics>) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(1);
         let stale = Some(receive.clone());
         (
             Handoff {
+                metrics,
                 send,
                 stale,
                 dropped,
@@ -333,6 +345,7 @@ impl<T> Handoff<T> {
                 Err(TrySendError::Full(back)) => {
                     if stale.try_recv().is_ok() {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.frame_dropped(0);
                     }
                     item = back;
                 }
@@ -345,15 +358,20 @@ impl<T> Handoff<T> {
 /// is free (a rendezvous), so a frame waits at most one inference. Offline: backpressure throughout.
 type Link<T> = (Handoff<T>, Receiver<T>);
 
-fn stage_links(scheduling: Scheduling, dropped: &Arc<AtomicU64>) -> (Link<Frame>, Link<Work>) {
+fn stage_links(
+    scheduling: Scheduling,
+    dropped: &Arc<AtomicU64>,
+    metrics: &Arc<Metrics>,
+) -> (Link<Frame>, Link<Work>) {
+    let (d, m) = (dropped, metrics);
     match scheduling {
         Scheduling::Live => (
-            Handoff::latest_wins(dropped.clone()),
-            Handoff::blocking(0, dropped.clone()),
+            Handoff::latest_wins(d.clone(), m.clone()),
+            Handoff::blocking(0, d.clone(), m.clone()),
         ),
         Scheduling::Offline => (
-            Handoff::blocking(CHANNEL_DEPTH, dropped.clone()),
-            Handoff::blocking(CHANNEL_DEPTH, dropped.clone()),
+            Handoff::blocking(CHANNEL_DEPTH, d.clone(), m.clone()),
+            Handoff::blocking(CHANNEL_DEPTH, d.clone(), m.clone()),
         ),
     }
 }
@@ -361,7 +379,8 @@ fn stage_links(scheduling: Scheduling, dropped: &Arc<AtomicU64>) -> (Link<Frame>
 /// Runs the whole job and reports what it did.
 pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     check_outputs(config)?;
-    let models = load_models(config)?;
+    let metrics = Arc::new(Metrics::new());
+    let models = load_models(config, &metrics)?;
     let summary = summarize(&models);
     if summary.random_weights {
         tracing::warn!(
@@ -389,7 +408,9 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         })?),
         None => None,
     };
-    let publishers = open_publishers(config)?;
+    let mut publishers = open_publishers(config, &metrics)?;
+    let server = start_network(&config.network, &metrics, &mut publishers)?;
+    let frame_hub = server.as_ref().map(|s| s.frames().clone());
     let dumper = config
         .dump
         .as_ref()
@@ -400,13 +421,14 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
 
     let dropped = Arc::new(AtomicU64::new(0));
     let ((frames_tx, frames_rx), (prepared_tx, prepared_rx)) =
-        stage_links(config.scheduling, &dropped);
+        stage_links(config.scheduling, &dropped, &metrics);
     let (inferred_tx, inferred_rx) = bounded(CHANNEL_DEPTH);
     let (done_tx, done_rx) = bounded(CHANNEL_DEPTH);
     let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
     let output_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
     let stretch = StretchPlan::new(info.width, info.height, INPUT_WIDTH, INPUT_HEIGHT);
     let preparation = Preparation {
+        metrics: metrics.clone(),
         pool: input_pool.clone(),
         stretch,
         persons,
@@ -418,7 +440,9 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     let stop = &config.stop;
 
     thread::scope(|scope| {
-        let source_thread = scope.spawn(move || source_stage(source, max_frames, stop, frames_tx));
+        let stage_metrics = &metrics;
+        let source_thread =
+            scope.spawn(move || source_stage(source, max_frames, stop, frames_tx, stage_metrics));
         let preprocess_thread =
             scope.spawn(move || preprocess_stage(frames_rx, prepared_tx, preparation));
         let (in_pool, out_pool) = (input_pool.clone(), output_pool.clone());
@@ -444,9 +468,18 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             mask_classes: config.mask_classes.clone(),
         };
         let pool = output_pool.clone();
-        let post_thread =
-            scope.spawn(move || post_stage(inferred_rx, done_tx, summary, &post, &pool));
-        let sink_result = sink_stage(done_rx, video, publishers, progress.as_ref());
+        let post_thread = scope.spawn(move || {
+            post_stage(
+                inferred_rx,
+                done_tx,
+                summary,
+                &post,
+                &pool,
+                frame_hub,
+                stage_metrics,
+            )
+        });
+        let sink_result = sink_stage(done_rx, video, publishers, progress.as_ref(), &metrics);
         let outcome = [
             join(source_thread),
             join(preprocess_thread),
@@ -462,6 +495,9 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             }
             stages.extend(stats);
         }
+        if let Some(server) = server {
+            server.shutdown();
+        }
         let (frames_out, sink_stats) = sink_result?;
         stages.extend(sink_stats);
         Ok(RunReport {
@@ -476,17 +512,41 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
 
 type StageOutcome = Result<(u64, Vec<StageStats>)>;
 
+/// Starts the HTTP/WebSocket servers when asked for; their results stream joins the publishers.
+fn start_network(
+    options: &NetworkOptions,
+    metrics: &Arc<Metrics>,
+    publishers: &mut Vec<Box<dyn Publisher>>,
+) -> Result<Option<NetworkServer>> {
+    if options.http.is_none() && options.ws.is_none() {
+        return Ok(None);
+    }
+    let server = NetworkServer::start(options, metrics.clone())?;
+    if let Some(address) = server.http_address() {
+        tracing::info!("browser view, /metrics and /health on http://{address}/");
+    }
+    if let Some(address) = server.ws_address() {
+        tracing::info!("results over WebSocket on ws://{address}/");
+    }
+    publishers.push(Box::new(server.results().publisher()));
+    Ok(Some(server))
+}
+
 /// The results file, then the network publishers, each opened before the first frame.
-fn open_publishers(config: &PipelineConfig) -> Result<Vec<Box<dyn Publisher>>> {
+fn open_publishers(config: &PipelineConfig, metrics: &Metrics) -> Result<Vec<Box<dyn Publisher>>> {
     let mut publishers: Vec<Box<dyn Publisher>> = Vec::new();
     if let Some(path) = &config.results {
         publishers.push(Box::new(ResultsWriter::create(path)?));
     }
     if let Some(target) = &config.publish.osc {
-        publishers.push(Box::new(OscPublisher::connect(target)?));
+        let osc = OscPublisher::connect(target)?;
+        metrics.track_publisher("osc", osc.counters());
+        publishers.push(Box::new(osc));
     }
     if let Some(mqtt) = &config.publish.mqtt {
-        publishers.push(Box::new(MqttPublisher::start(mqtt)?));
+        let mqtt = MqttPublisher::start(mqtt)?;
+        metrics.track_publisher("mqtt", mqtt.counters());
+        publishers.push(Box::new(mqtt));
     }
     Ok(publishers)
 }
@@ -539,7 +599,7 @@ fn check_outputs(config: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
-fn load_models(config: &PipelineConfig) -> Result<Models> {
+fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models> {
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
         let environment = runtime::environment(config.ort_lib.as_deref())?;
@@ -557,6 +617,7 @@ fn load_models(config: &PipelineConfig) -> Result<Models> {
             engine: Box::new(engine),
             layout,
             max_batch,
+            metrics: metrics.clone(),
         }))
     };
     Ok(Models {
@@ -614,8 +675,9 @@ fn source_stage(
     max_frames: Option<u64>,
     stop: &AtomicBool,
     out: Handoff<Frame>,
+    metrics: &Arc<Metrics>,
 ) -> StageOutcome {
-    let mut stats = StageStats::new("decode");
+    let mut stats = StageStats::new("decode").reporting_to(metrics);
     let mut count = 0;
     while max_frames.is_none_or(|m| count < m) && !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
@@ -623,6 +685,7 @@ fn source_stage(
             break;
         };
         stats.record(start.elapsed());
+        metrics.frame_in(frame.stream_id);
         count += 1;
         if !out.send(frame) {
             break;
@@ -633,6 +696,7 @@ fn source_stage(
 
 /// What the preprocess stage needs: where persons come from and how inputs are made.
 struct Preparation {
+    metrics: Arc<Metrics>,
     pool: Pool,
     stretch: StretchPlan,
     /// `None` when no pose model runs.
@@ -645,8 +709,8 @@ fn preprocess_stage(
     out: Handoff<Work>,
     mut prep: Preparation,
 ) -> StageOutcome {
-    let mut detect_stats = StageStats::new("detect");
-    let mut stats = StageStats::new("preprocess");
+    let mut detect_stats = StageStats::new("detect").reporting_to(&prep.metrics);
+    let mut stats = StageStats::new("preprocess").reporting_to(&prep.metrics);
     let norm = Normalization::SAPIENS;
     for frame in frames {
         let boxes = match prep.persons.as_mut() {
@@ -697,9 +761,15 @@ fn inference_stage(
     output_pool: &Pool,
     dumper: Option<&Dumper>,
 ) -> StageOutcome {
+    let metrics = [&models.pose, &models.seg, &models.depth, &models.normal]
+        .into_iter()
+        .flatten()
+        .map(|m| m.metrics.clone())
+        .next()
+        .expect("a run has at least one model");
     let mut stats: Vec<StageStats> = ["pose infer", "seg infer", "depth infer", "normal infer"]
         .into_iter()
-        .map(StageStats::new)
+        .map(|name| StageStats::new(name).reporting_to(&metrics))
         .collect();
     for mut work in prepared {
         let index = work.frame.index;
@@ -806,6 +876,7 @@ fn run_batched(
         .enumerate()
     {
         let batch = chunk.len() / INPUT_LEN;
+        model.metrics.batch_size(batch);
         let before = output.len();
         model.engine.run(chunk, batch, output)?;
         let expected = batch * model.layout.item_len();
@@ -879,6 +950,8 @@ fn post_stage(
     summary: &ModelSummary,
     options: &PostOptions,
     pool: &Pool,
+    frame_hub: Option<Arc<FrameHub>>,
+    metrics: &Arc<Metrics>,
 ) -> StageOutcome {
     let mut stats: Vec<StageStats> = [
         "pose decode",
@@ -888,7 +961,7 @@ fn post_stage(
         "render",
     ]
     .into_iter()
-    .map(StageStats::new)
+    .map(|name| StageStats::new(name).reporting_to(metrics))
     .collect();
     let mut peaks = Vec::new();
     let mut maps = DenseMaps::default();
@@ -951,6 +1024,10 @@ fn post_stage(
             stats[3].time(|| {
                 write_dense_files(dir, &work.frame, &maps, &options.mask_classes, &mut outputs)
             })?;
+        }
+        // Browsers draw the overlay themselves: they get the frame as decoded.
+        if let Some(hub) = &frame_hub {
+            work.frame.with_view(|view| hub.publish_frame(view));
         }
         if options.draw {
             stats[4].time(|| draw(&mut work.frame, &outputs, &maps, summary, options))?;
@@ -1186,8 +1263,9 @@ fn sink_stage(
     mut video: Option<VideoSink>,
     mut publishers: Vec<Box<dyn Publisher>>,
     progress: Option<&indicatif::ProgressBar>,
+    metrics: &Arc<Metrics>,
 ) -> StageOutcome {
-    let mut stats = StageStats::new("sink");
+    let mut stats = StageStats::new("sink").reporting_to(metrics);
     let mut latency = StageStats::new(CAPTURE_TO_PUBLISH);
     let mut count = 0;
     let mut deliver = |Done { frame, result }: Done| -> Result<()> {
@@ -1201,7 +1279,10 @@ fn sink_stage(
             video.push(frame)?;
         }
         stats.record(start.elapsed());
-        latency.record(captured.elapsed().unwrap_or_default());
+        let elapsed = captured.elapsed().unwrap_or_default();
+        latency.record(elapsed);
+        metrics.capture_to_publish(elapsed);
+        metrics.frame_out(result.stream);
         count += 1;
         if let Some(bar) = progress {
             bar.inc(1);

@@ -198,3 +198,63 @@ fn sigint_mid_file_finalises_video_and_results() {
     let report = parse_report(&stderr);
     assert_eq!(report.frames_out, lines.len() as u64);
 }
+
+/// The running pipeline serves /health, /ready and /metrics with its own counters, and SIGTERM
+/// ends it cleanly.
+#[test]
+fn http_server_reports_the_running_pipeline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = command(&[
+        "run",
+        "--input",
+        "test://ball?width=160&height=120&fps=20",
+        "--pose-model",
+        model("pose17").to_str().unwrap(),
+        "--http",
+        &port.to_string(),
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let get = |path: &str| -> Option<(u16, String)> {
+        let mut response = ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.body_mut().read_to_string().ok()?))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/ready").map(|(s, _)| s) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get("/health").map(|(s, _)| s), Some(200));
+    let (_, metrics) = get("/metrics").unwrap();
+    let frames_out: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("sapiens_frames_out_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no frames_out in:\n{metrics}"));
+    assert!(frames_out >= 1.0);
+    assert!(
+        metrics.contains("sapiens_stage_latency_seconds_count{stage=\"pose infer\"}"),
+        "{metrics}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let finished = child.wait_with_output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+}
