@@ -6,6 +6,7 @@
 //! the background. Drawing follows the official demos (`vis_depth.py`, `vis_normal.py`) except
 //! that background pixels keep the video frame instead of a flat grey or black.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -20,6 +21,8 @@ use crate::tasks::seg::{LinearTap, linear_taps};
 
 /// Output rows per rayon task: enough that consecutive rows reuse the resampled source rows.
 const ROWS_PER_TASK: usize = 8;
+/// Values per rayon task in the per-pixel passes.
+const VALUES_PER_TASK: usize = 1 << 14;
 /// Added to a normal's length before dividing, as the official demo does.
 const NORMAL_EPS: f32 = 1e-5;
 /// Largest 16-bit PNG sample.
@@ -28,7 +31,8 @@ const DEPTH_LEVELS: f32 = u16::MAX as f32;
 /// Bilinear resize (PyTorch `F.interpolate(mode="bilinear", align_corners=False)` = OpenCV
 /// `INTER_LINEAR`: half-pixel centres, edge clamp) of `channels` planar maps of `in_h` x `in_w`
 /// to `out_w` x `out_h`, written to `out` (C x out_h x out_w). Downsampling uses the same formula,
-/// without area averaging, as PyTorch does (OpenCV switches to `INTER_AREA` for exact 2x).
+/// without area averaging, as PyTorch does (OpenCV switches to `INTER_AREA` for an exact 2x
+/// downscale).
 ///
 /// # Panics
 /// If a size is zero or the slices do not match the sizes.
@@ -162,53 +166,55 @@ pub fn normalise_depth(
     };
     let span = range.max - range.min;
     let inv_span = if span > 0.0 { 1.0 / span } else { 0.0 };
-    let scale = |d: f32| (d - range.min) * inv_span;
+    let chunks = normalised
+        .par_chunks_mut(VALUES_PER_TASK)
+        .zip(depth.par_chunks(VALUES_PER_TASK));
     match foreground {
-        Some(classes) => normalised
-            .par_iter_mut()
-            .zip(depth.par_iter().zip(classes))
-            .for_each(|(n, (&d, &class))| *n = if class > 0 { scale(d) } else { 0.0 }),
-        None => normalised
-            .par_iter_mut()
-            .zip(depth)
-            .for_each(|(n, &d)| *n = scale(d)),
+        Some(classes) => {
+            chunks
+                .zip(classes.par_chunks(VALUES_PER_TASK))
+                .for_each(|((out, depth), classes)| {
+                    for ((n, &d), &class) in out.iter_mut().zip(depth).zip(classes) {
+                        let scaled = (d - range.min) * inv_span;
+                        *n = if class > 0 { scaled } else { 0.0 };
+                    }
+                })
+        }
+        None => chunks.for_each(|(out, depth)| {
+            for (n, &d) in out.iter_mut().zip(depth) {
+                *n = (d - range.min) * inv_span;
+            }
+        }),
     }
     Some(range)
 }
 
 /// Min and max over the pixels whose class is > 0 (all pixels without a class map), NaN left out.
 fn value_range(values: &[f32], foreground: Option<&[u8]>) -> Option<DepthRange> {
-    let empty = DepthRange {
-        min: f32::INFINITY,
-        max: f32::NEG_INFINITY,
-    };
-    // `f32::min`/`max` ignore a NaN operand, so background pixels are masked as NaN.
-    let widen = |r: DepthRange, v: f32| DepthRange {
-        min: r.min.min(v),
-        max: r.max.max(v),
-    };
-    let merge = |a: DepthRange, b: DepthRange| DepthRange {
-        min: a.min.min(b.min),
-        max: a.max.max(b.max),
-    };
-    let range = match foreground {
+    // `f32::min`/`max` ignore a NaN operand, which leaves NaN depths out.
+    let widen = |(lo, hi): (f32, f32), v: f32| (lo.min(v), hi.max(v));
+    let empty = (f32::INFINITY, f32::NEG_INFINITY);
+    let merge = |a: (f32, f32), b: (f32, f32)| (a.0.min(b.0), a.1.max(b.1));
+    let chunks = values.par_chunks(VALUES_PER_TASK);
+    let (min, max) = match foreground {
         Some(classes) => {
             assert_eq!(classes.len(), values.len(), "class map size");
-            values
-                .par_iter()
-                .zip(classes)
-                .fold(
-                    || empty,
-                    |r, (&v, &c)| widen(r, if c > 0 { v } else { f32::NAN }),
-                )
+            chunks
+                .zip(classes.par_chunks(VALUES_PER_TASK))
+                .map(|(values, classes)| {
+                    values
+                        .iter()
+                        .zip(classes)
+                        .filter(|(_, class)| **class > 0)
+                        .fold(empty, |r, (&v, _)| widen(r, v))
+                })
                 .reduce(|| empty, merge)
         }
-        None => values
-            .par_iter()
-            .fold(|| empty, |r, &v| widen(r, v))
+        None => chunks
+            .map(|values| values.iter().fold(empty, |r, &v| widen(r, v)))
             .reduce(|| empty, merge),
     };
-    (range.min <= range.max).then_some(range)
+    (min <= max).then_some(DepthRange { min, max })
 }
 
 /// Colours normalised depth into the RGBA frame with matplotlib's "inferno" colormap (the one the
@@ -228,9 +234,19 @@ pub fn draw_depth(
 ) {
     assert_eq!(normalised.len(), width * height, "normalised depth size");
     let colormap = inferno();
-    paint_foreground(frame, width, height, stride, foreground, |i| {
-        colormap[((1.0 - normalised[i]) * 255.0) as u8 as usize]
-    });
+    paint_foreground(
+        frame,
+        width,
+        height,
+        stride,
+        foreground,
+        |y, x_range, pixels| {
+            let row = &normalised[y * width..][x_range];
+            for (px, &n) in pixels.chunks_exact_mut(4).zip(row) {
+                px[..3].copy_from_slice(&colormap[((1.0 - n) * 255.0) as u8 as usize]);
+            }
+        },
+    );
 }
 
 /// Inferno as 256 levels (0 = black, 255 = pale yellow).
@@ -253,13 +269,16 @@ pub fn normalise_normals(normals: &mut [f32]) {
     let plane = normals.len() / 3;
     let (xs, rest) = normals.split_at_mut(plane);
     let (ys, zs) = rest.split_at_mut(plane);
-    xs.par_iter_mut()
-        .zip(ys.par_iter_mut().zip(zs.par_iter_mut()))
-        .for_each(|(x, (y, z))| {
-            let inv = 1.0 / ((*x * *x + *y * *y + *z * *z).sqrt() + NORMAL_EPS);
-            *x *= inv;
-            *y *= inv;
-            *z *= inv;
+    xs.par_chunks_mut(VALUES_PER_TASK)
+        .zip(ys.par_chunks_mut(VALUES_PER_TASK))
+        .zip(zs.par_chunks_mut(VALUES_PER_TASK))
+        .for_each(|((xs, ys), zs)| {
+            for ((x, y), z) in xs.iter_mut().zip(ys.iter_mut()).zip(zs.iter_mut()) {
+                let inv = 1.0 / ((*x * *x + *y * *y + *z * *z).sqrt() + NORMAL_EPS);
+                *x *= inv;
+                *y *= inv;
+                *z *= inv;
+            }
         });
 }
 
@@ -285,20 +304,31 @@ pub fn draw_normals(
 ) {
     let plane = width * height;
     assert_eq!(normals.len(), 3 * plane, "normals size");
-    paint_foreground(frame, width, height, stride, foreground, |i| {
-        [0, 1, 2].map(|axis| normal_level(normals[axis * plane + i]))
-    });
+    paint_foreground(
+        frame,
+        width,
+        height,
+        stride,
+        foreground,
+        |y, x_range, pixels| {
+            let row = |axis: usize| &normals[axis * plane + y * width..][x_range.clone()];
+            let (xs, ys, zs) = (row(0), row(1), row(2));
+            for (((px, &x), &y), &z) in pixels.chunks_exact_mut(4).zip(xs).zip(ys).zip(zs) {
+                px[..3].copy_from_slice(&[normal_level(x), normal_level(y), normal_level(z)]);
+            }
+        },
+    );
 }
 
-/// Sets the RGB of every frame pixel whose class is > 0 (every pixel without a class map) to
-/// `colour_of(y * width + x)`.
+/// Calls `paint(y, x_range, pixels)` for every run of foreground pixels (class > 0; the whole
+/// row without a class map) of every frame row, `pixels` being the run's RGBA bytes.
 fn paint_foreground(
     frame: &mut [u8],
     width: usize,
     height: usize,
     stride: usize,
     foreground: Option<&[u8]>,
-    colour_of: impl Fn(usize) -> [u8; 3] + Sync,
+    paint: impl Fn(usize, Range<usize>, &mut [u8]) + Sync,
 ) {
     if let Err(e) = check_frame(frame.len(), width, height, stride) {
         panic!("drawing a dense map: {e}");
@@ -314,11 +344,20 @@ fn paint_foreground(
         .take(height)
         .enumerate()
         .for_each(|(y, row)| {
-            for (x, px) in row[..width * 4].chunks_exact_mut(4).enumerate() {
-                let i = y * width + x;
-                if foreground.is_none_or(|classes| classes[i] > 0) {
-                    px[..3].copy_from_slice(&colour_of(i));
-                }
+            let row = &mut row[..width * 4];
+            let Some(classes) = foreground else {
+                paint(y, 0..width, row);
+                return;
+            };
+            let classes = &classes[y * width..][..width];
+            let mut x = 0;
+            while let Some(start) = classes[x..].iter().position(|&c| c > 0).map(|i| x + i) {
+                let end = classes[start..]
+                    .iter()
+                    .position(|&c| c == 0)
+                    .map_or(width, |i| start + i);
+                paint(y, start..end, &mut row[start * 4..end * 4]);
+                x = end;
             }
         });
 }
