@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod preprocess;
 pub mod publish;

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sapiens_stream::models;
 use sapiens_stream::pipeline::{
     self, ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, View,
 };
@@ -28,9 +29,28 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: boxing `RunArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Process a video, stream, webcam, test pattern or images.
     Run(RunArgs),
+    /// The official Sapiens checkpoints, and what an ONNX model file is.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List the official checkpoints: task, size, published accuracy, where to download them.
+    List,
+    /// Describe an ONNX model: inputs, outputs, task, opset, size, metadata, whether `run` takes it.
+    Inspect {
+        /// ONNX model file (weights in `FILE.data` beside it are counted too).
+        file: PathBuf,
+        /// ONNX Runtime library (libonnxruntime.so); otherwise ORT_DYLIB_PATH, the project's .venv, the system.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
@@ -271,6 +291,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_pipeline(args.merged_with_config()?),
+        Command::Models(ModelsCommand::List) => {
+            print!("{}", models::list_report());
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Inspect { file, ort_lib }) => {
+            print!("{}", models::inspect_report(&file, ort_lib.as_deref())?);
+            Ok(())
+        }
     }
 }
 

@@ -67,6 +67,11 @@ impl OnnxEngine {
             input_item,
         })
     }
+
+    /// The ONNX Runtime session, for tools that describe the model beyond [`ModelInfo`].
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
 }
 
 impl Engine for OnnxEngine {
@@ -138,7 +143,7 @@ fn float_tensor_shape(ty: &ValueType) -> Option<DeclaredShape> {
     }
 }
 
-fn read_metadata(session: &Session) -> BTreeMap<String, String> {
+pub(crate) fn read_metadata(session: &Session) -> BTreeMap<String, String> {
     let Ok(metadata) = session.metadata() else {
         return BTreeMap::new();
     };

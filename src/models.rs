@@ -1,0 +1,677 @@
+//! The model zoo: the official Sapiens checkpoints listed in `engines/manifest.json` (built into
+//! the binary), and `models inspect`, which says what an ONNX file is and whether `run` takes it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{Outlet, ValueType};
+use serde::{Deserialize, Deserializer};
+
+use crate::engine::onnx::{self, OnnxEngine, OnnxOptions};
+use crate::engine::{DeclaredShape, Engine, ModelInfo, runtime};
+use crate::error::{Error, Result};
+use crate::tasks::{self, OutputLayout, Task, keypoint_sets};
+
+/// Every task, in the order `inspect` tries them.
+const TASKS: [Task; 4] = [Task::Pose, Task::Seg, Task::Depth, Task::Normal];
+
+const METADATA_TASK: &str = "sapiens_stream.task";
+const METADATA_SOURCE: &str = "sapiens_stream.source";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: u32,
+    pub about: String,
+    pub licence: String,
+    pub input: InputContract,
+    pub models: Vec<Checkpoint>,
+    pub detector: Detector,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputContract {
+    pub layout: String,
+    pub colour: String,
+    pub height: usize,
+    pub width: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub note: String,
+}
+
+/// One official checkpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    #[serde(deserialize_with = "task_by_name")]
+    pub task: Task,
+    /// Backbone size: 0.3b, 0.6b, 1b or 2b.
+    pub size: String,
+    pub keypoints: Option<usize>,
+    pub classes: Option<usize>,
+    /// Output per image: channels, height, width.
+    pub output: [usize; 3],
+    /// The official TorchScript file name.
+    pub file: String,
+    /// Hugging Face repository (`spaces/...` for a Space).
+    pub repo: String,
+    /// Path inside the repository, when the file is not at its top level.
+    pub path: Option<String>,
+    pub download_gb: Option<f32>,
+    pub published: Option<Published>,
+    /// What could not be confirmed, or differs from the official README.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    pub metric: String,
+    pub value: f32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detector {
+    pub name: String,
+    pub checkpoint: String,
+    pub onnx: String,
+    pub url: String,
+    pub input: DetectorInput,
+    pub outputs: String,
+    pub keep: DetectorKeep,
+    pub licence: String,
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorInput {
+    pub layout: String,
+    pub colour: String,
+    pub height: usize,
+    pub width: usize,
+    pub letterbox_pad: u8,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorKeep {
+    pub score_above: f32,
+    pub nms_iou: f32,
+}
+
+fn task_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Task, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    TASKS
+        .into_iter()
+        .find(|task| task.name() == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown task '{name}'")))
+}
+
+impl Checkpoint {
+    pub fn download_url(&self) -> String {
+        let path = self.path.as_deref().unwrap_or(&self.file);
+        format!("https://huggingface.co/{}/resolve/main/{path}", self.repo)
+    }
+
+    /// The checkpoint's name without the TorchScript suffix: what the exported ONNX file is called.
+    pub fn stem(&self) -> &str {
+        self.file
+            .strip_suffix("_torchscript.pt2")
+            .unwrap_or(&self.file)
+    }
+
+    fn outputs_label(&self) -> String {
+        match (self.task, self.keypoints, self.classes) {
+            (Task::Pose, Some(k), _) => format!("{k} keypoints"),
+            (Task::Seg, _, Some(c)) => format!("{c} classes"),
+            (Task::Depth, ..) => "relative depth".into(),
+            (Task::Normal, ..) => "surface normals".into(),
+            _ => format!("{:?}", self.output),
+        }
+    }
+}
+
+/// The manifest shipped in the binary.
+pub fn manifest() -> &'static Manifest {
+    static MANIFEST: OnceLock<Manifest> = OnceLock::new();
+    MANIFEST.get_or_init(|| {
+        serde_json::from_str(include_str!("../engines/manifest.json"))
+            .expect("engines/manifest.json is valid JSON of the expected layout")
+    })
+}
+
+/// The table `sapiens-stream models list` prints.
+pub fn list_report() -> String {
+    let manifest = manifest();
+    let input = &manifest.input;
+    let mut notes: Vec<&str> = Vec::new();
+    let mut rows = vec![
+        [
+            "TASK",
+            "SIZE",
+            "OUTPUT",
+            "PUBLISHED",
+            "DOWNLOAD",
+            "CHECKPOINT",
+        ]
+        .map(String::from),
+    ];
+    let mut urls = Vec::new();
+    for model in &manifest.models {
+        let mut file = model.file.clone();
+        if let Some(note) = &model.note {
+            let number = match notes.iter().position(|n| n == note) {
+                Some(i) => i + 1,
+                None => {
+                    notes.push(note);
+                    notes.len()
+                }
+            };
+            file.push_str(&format!(" [{number}]"));
+        }
+        rows.push([
+            model.task.name().to_owned(),
+            model.size.clone(),
+            model.outputs_label(),
+            model
+                .published
+                .as_ref()
+                .map_or_else(|| "-".into(), |p| format!("{} {:.1}", p.metric, p.value)),
+            model
+                .download_gb
+                .map_or_else(|| "-".into(), |gb| format!("{gb:.2} GB")),
+            file,
+        ]);
+        urls.push(model.download_url());
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Official Sapiens checkpoints (TorchScript, licence {}). Export one to ONNX with engines/export_onnx.py.",
+        manifest.licence
+    );
+    let _ = writeln!(
+        out,
+        "Model input: {} {}, 1x3x{}x{} float, (x - mean) / std with mean {:?}, std {:?}.\n",
+        input.colour, input.layout, input.height, input.width, input.mean, input.std
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        if i > 0 {
+            let _ = writeln!(out, "{:indent$}{}", "", urls[i - 1], indent = widths[0] + 2);
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for (i, note) in notes.iter().enumerate() {
+            let _ = writeln!(out, "[{}] {note}", i + 1);
+        }
+    }
+    let detector = &manifest.detector;
+    let _ = writeln!(
+        out,
+        "\nPerson detector for top-down pose: {}",
+        detector.name
+    );
+    let _ = writeln!(
+        out,
+        "  {} ({} inside): {}",
+        detector.checkpoint, detector.onnx, detector.url
+    );
+    let _ = writeln!(
+        out,
+        "  input {} {} {}x{}, letterbox pad {}, mean {:?}, std {:?}; outputs {}; keep score > {}, NMS IoU {}",
+        detector.input.colour,
+        detector.input.layout,
+        detector.input.height,
+        detector.input.width,
+        detector.input.letterbox_pad,
+        detector.input.mean,
+        detector.input.std,
+        detector.outputs,
+        detector.keep.score_above,
+        detector.keep.nms_iou
+    );
+    let _ = writeln!(out, "  licence: {}", detector.licence);
+    out
+}
+
+/// How `run` treats a model: loaded as it loads models, or refused and why.
+enum Admission<'a> {
+    Accepted(&'a ModelInfo),
+    Refused(String),
+}
+
+/// What `sapiens-stream models inspect FILE` prints: the graph's inputs and outputs, the task it
+/// fits, and whether `run` would load it, by the same checks `run` makes.
+pub fn inspect_report(path: &Path, ort_lib: Option<&Path>) -> Result<String> {
+    if !path.is_file() {
+        return Err(Error::Model {
+            path: path.to_owned(),
+            reason: "no such file".into(),
+        });
+    }
+    let environment = runtime::environment(ort_lib)?;
+    match OnnxEngine::load(path, environment, &OnnxOptions::default()) {
+        Ok(engine) => Ok(render(
+            path,
+            engine.session(),
+            Admission::Accepted(engine.info()),
+        )),
+        Err(refusal) => {
+            // `run` refuses it; describe it anyway if ONNX Runtime can open it at all.
+            let Ok(session) = open_for_listing(path, environment) else {
+                return Err(refusal);
+            };
+            let reason = match refusal {
+                Error::Model { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            Ok(render(path, &session, Admission::Refused(reason)))
+        }
+    }
+}
+
+fn open_for_listing(
+    path: &Path,
+    environment: &ort::environment::Environment,
+) -> ort::Result<Session> {
+    Session::builder(environment)
+        .and_then(|b| {
+            b.with_optimization_level(GraphOptimizationLevel::Disable)
+                .map_err(Into::into)
+        })
+        .and_then(|mut b| b.commit_from_file(path))
+}
+
+fn render(path: &Path, session: &Session, admission: Admission) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "model     {}", path.display());
+    let _ = writeln!(out, "file      {}", file_size_report(path));
+    let opset = session
+        .opset_for_domain("")
+        .map_or_else(|| "unknown".into(), |v| v.to_string());
+    let _ = writeln!(out, "opset     {opset} (ai.onnx)");
+    if let Some(producer) = producer(session) {
+        let _ = writeln!(out, "producer  {producer}");
+    }
+    write_outlets(&mut out, "inputs", session.inputs());
+    write_outlets(&mut out, "outputs", session.outputs());
+    let metadata = onnx::read_metadata(session);
+
+    let shapes = match &admission {
+        Admission::Accepted(info) => Some((*info).clone()),
+        Admission::Refused(_) => shapes_only(path, session),
+    };
+    let fitted = shapes.as_ref().and_then(fitting_task);
+    let _ = writeln!(
+        out,
+        "task      {}",
+        task_report(fitted.as_ref(), shapes.as_ref())
+    );
+    if let (Some((task, _)), Some(declared)) = (&fitted, metadata.get(METADATA_TASK))
+        && declared != task.name()
+    {
+        let _ = writeln!(
+            out,
+            "WARNING   the metadata says task '{declared}' but the shapes fit '{}'",
+            task.name()
+        );
+    }
+    if let Some(checkpoint) = metadata
+        .get(METADATA_SOURCE)
+        .and_then(|s| find_checkpoint(s))
+    {
+        let published = checkpoint.published.as_ref().map_or_else(String::new, |p| {
+            format!(", published {} {:.1}", p.metric, p.value)
+        });
+        let _ = writeln!(
+            out,
+            "official  Sapiens {} {} ({}){published}",
+            checkpoint.size,
+            checkpoint.task.name(),
+            checkpoint.file
+        );
+    }
+    let run_line = match (&admission, &fitted) {
+        (Admission::Accepted(_), Some((task, _))) => {
+            format!("accepted: `run --{}-model {}`", task.name(), path.display())
+        }
+        (Admission::Accepted(_), None) => "refused: not a Sapiens task model".into(),
+        (Admission::Refused(reason), _) => format!("refused: {reason}"),
+    };
+    let _ = writeln!(out, "run       {run_line}");
+    write_metadata(&mut out, &metadata);
+    if metadata
+        .get("sapiens_stream.random_weights")
+        .is_some_and(|v| v == "true")
+    {
+        let _ = writeln!(
+            out,
+            "WARNING   RANDOM WEIGHTS: a test model from engines/generate_models.py; its outputs are noise, not results"
+        );
+    }
+    out
+}
+
+/// Input and output shapes for the task checks, whatever the element types.
+fn shapes_only(path: &Path, session: &Session) -> Option<ModelInfo> {
+    let (input, output) = (session.inputs().first()?, session.outputs().first()?);
+    Some(ModelInfo {
+        path: path.to_owned(),
+        id: String::new(),
+        input_name: input.name().to_owned(),
+        input_shape: declared_shape(input.dtype())?,
+        output_name: output.name().to_owned(),
+        output_shape: declared_shape(output.dtype())?,
+        metadata: BTreeMap::new(),
+        provider: String::new(),
+    })
+}
+
+fn declared_shape(ty: &ValueType) -> Option<DeclaredShape> {
+    match ty {
+        ValueType::Tensor { shape, .. } => {
+            Some(shape.iter().map(|&d| usize::try_from(d).ok()).collect())
+        }
+        _ => None,
+    }
+}
+
+/// The task whose contract the model meets; tasks differ in output shape, so at most one fits.
+fn fitting_task(info: &ModelInfo) -> Option<(Task, OutputLayout)> {
+    TASKS.into_iter().find_map(|task| {
+        tasks::validate_model(task, info)
+            .ok()
+            .map(|layout| (task, layout))
+    })
+}
+
+fn task_report(fitted: Option<&(Task, OutputLayout)>, shapes: Option<&ModelInfo>) -> String {
+    match fitted {
+        Some((Task::Pose, layout)) => {
+            let set = keypoint_sets::keypoint_set(layout.channels)
+                .map_or("unknown set", |s| s.name.as_str());
+            format!("pose, {} keypoints ({set})", layout.channels)
+        }
+        Some((Task::Seg, layout)) => {
+            format!(
+                "seg, {} classes ({})",
+                layout.channels,
+                keypoint_sets::body_parts().name
+            )
+        }
+        Some((task, layout)) => format!(
+            "{}, {} channel(s) at {}x{}",
+            task.name(),
+            layout.channels,
+            layout.height,
+            layout.width
+        ),
+        None if shapes.is_some() => format!(
+            "not a Sapiens task model (Sapiens models take (N, 3, {}, {}) and give pose (N, 17|133|308, 256, 192), seg (N, 28, 512, 384), depth (N, 1, 1024, 768) or normal (N, 3, 512, 384))",
+            tasks::INPUT_HEIGHT,
+            tasks::INPUT_WIDTH
+        ),
+        None => "not a Sapiens task model (its first input or output is not a tensor)".into(),
+    }
+}
+
+fn write_outlets(out: &mut String, label: &str, outlets: &[Outlet]) {
+    for (i, outlet) in outlets.iter().enumerate() {
+        let heading = if i == 0 { label } else { "" };
+        let _ = writeln!(
+            out,
+            "{heading:<9} {}  {}",
+            outlet.name(),
+            describe_type(outlet.dtype())
+        );
+    }
+}
+
+/// `f32 (N, 3, 1024, 768)`: element type, then the shape with N for a dynamic dimension.
+fn describe_type(ty: &ValueType) -> String {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => {
+            let dims: Vec<String> = shape
+                .iter()
+                .map(|&d| if d < 0 { "N".to_owned() } else { d.to_string() })
+                .collect();
+            format!("{ty} ({})", dims.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn producer(session: &Session) -> Option<String> {
+    session
+        .metadata()
+        .ok()?
+        .producer()
+        .filter(|p| !p.is_empty())
+}
+
+fn write_metadata(out: &mut String, metadata: &BTreeMap<String, String>) {
+    if metadata.is_empty() {
+        let _ = writeln!(out, "metadata  none");
+    }
+    for (i, (key, value)) in metadata.iter().enumerate() {
+        let heading = if i == 0 { "metadata" } else { "" };
+        let _ = writeln!(out, "{heading:<9} {key} = {value}");
+    }
+}
+
+/// The model file's size, plus the external-data file beside it when there is one.
+fn file_size_report(path: &Path) -> String {
+    let model = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let data_path = external_data_path(path);
+    match std::fs::metadata(&data_path) {
+        Ok(data) => {
+            let total = model + data.len();
+            format!(
+                "{}, {total} bytes (graph {} + external data {} in {})",
+                human_bytes(total),
+                human_bytes(model),
+                human_bytes(data.len()),
+                data_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            )
+        }
+        Err(_) => format!("{}, {model} bytes", human_bytes(model)),
+    }
+}
+
+/// `model.onnx` keeps its external weights in `model.onnx.data`, as the project's scripts write them.
+fn external_data_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".data");
+    path.with_file_name(name)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The manifest entry an exported model came from, by its recorded source checkpoint name.
+fn find_checkpoint(source: &str) -> Option<&'static Checkpoint> {
+    let name = Path::new(source).file_name()?.to_str()?;
+    manifest().models.iter().find(|m| m.file == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info_for(output: [usize; 3]) -> ModelInfo {
+        ModelInfo {
+            path: PathBuf::from("manifest.onnx"),
+            id: String::new(),
+            input_name: "input".into(),
+            input_shape: vec![None, Some(3), Some(1024), Some(768)],
+            output_name: "output".into(),
+            output_shape: vec![None, Some(output[0]), Some(output[1]), Some(output[2])],
+            metadata: BTreeMap::new(),
+            provider: String::new(),
+        }
+    }
+
+    /// Every entry's output is what `run` demands of its task, and names the set it decodes with.
+    #[test]
+    fn manifest_entries_meet_their_task_contracts() {
+        let manifest = manifest();
+        assert_eq!(
+            (manifest.input.height, manifest.input.width),
+            (tasks::INPUT_HEIGHT, tasks::INPUT_WIDTH)
+        );
+        for model in &manifest.models {
+            let info = info_for(model.output);
+            let layout = tasks::validate_model(model.task, &info)
+                .unwrap_or_else(|e| panic!("{}: {e}", model.file));
+            assert_eq!(
+                fitting_task(&info).map(|(t, _)| t),
+                Some(model.task),
+                "{}",
+                model.file
+            );
+            match model.task {
+                Task::Pose => {
+                    assert_eq!(model.keypoints, Some(layout.channels), "{}", model.file);
+                    assert!(keypoint_sets::keypoint_set(layout.channels).is_some());
+                }
+                Task::Seg => assert_eq!(
+                    model.classes,
+                    Some(keypoint_sets::body_parts().classes.len())
+                ),
+                Task::Depth | Task::Normal => {
+                    assert!(model.keypoints.is_none() && model.classes.is_none())
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn manifest_names_follow_the_official_pattern() {
+        let manifest = manifest();
+        assert_eq!(manifest.licence, "CC-BY-NC-4.0");
+        let mut seen = std::collections::HashSet::new();
+        for model in &manifest.models {
+            assert!(
+                ["0.3b", "0.6b", "1b", "2b"].contains(&model.size.as_str()),
+                "{}",
+                model.size
+            );
+            assert!(
+                model.file.starts_with(&format!("sapiens_{}_", model.size)),
+                "{}",
+                model.file
+            );
+            assert!(model.file.ends_with("_torchscript.pt2"), "{}", model.file);
+            assert!(model.stem().len() < model.file.len());
+            if let Some(path) = &model.path {
+                assert!(
+                    path.ends_with(&model.file),
+                    "{path} does not end in {}",
+                    model.file
+                );
+            }
+            assert!(seen.insert(&model.file), "{} listed twice", model.file);
+        }
+        // Sizes and tasks the official README publishes.
+        for (task, count) in [
+            (Task::Pose, 11),
+            (Task::Seg, 4),
+            (Task::Depth, 4),
+            (Task::Normal, 4),
+        ] {
+            assert_eq!(
+                manifest.models.iter().filter(|m| m.task == task).count(),
+                count,
+                "{task:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn published_figures_match_the_reference() {
+        let figure = |file: &str| {
+            find_checkpoint(file)
+                .and_then(|m| m.published.as_ref())
+                .map(|p| p.value)
+        };
+        assert_eq!(
+            figure("sapiens_0.3b_coco_best_coco_AP_796_torchscript.pt2"),
+            Some(79.6)
+        );
+        assert_eq!(
+            figure("sapiens_2b_coco_wholebody_best_coco_wholebody_AP_745_torchscript.pt2"),
+            Some(74.4)
+        );
+        assert_eq!(
+            figure("sapiens_1b_goliath_best_goliath_AP_640_torchscript.pt2"),
+            Some(63.9)
+        );
+        assert_eq!(
+            figure(
+                "/some/dir/sapiens_0.6b_goliath_best_goliath_mIoU_7777_epoch_178_torchscript.pt2"
+            ),
+            Some(77.8)
+        );
+        assert_eq!(
+            figure("sapiens_0.3b_render_people_epoch_100_torchscript.pt2"),
+            None
+        );
+        assert!(find_checkpoint("unknown.pt2").is_none());
+    }
+
+    #[test]
+    fn list_report_has_every_checkpoint_and_url() {
+        let report = list_report();
+        for model in &manifest().models {
+            assert!(report.contains(&model.file), "{}", model.file);
+            assert!(report.contains(&model.download_url()), "{}", model.file);
+        }
+        assert!(report.contains("https://huggingface.co/facebook/sapiens-seg-0.3b-torchscript/resolve/main/sapiens_0.3b_goliath_best_goliath_mIoU_7673_epoch_194_torchscript.pt2"));
+        assert!(report.contains(&manifest().detector.url));
+    }
+
+    #[test]
+    fn byte_sizes_read_naturally() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(
+            external_data_path(Path::new("/m/a.onnx")),
+            PathBuf::from("/m/a.onnx.data")
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! `sapiens-stream models list` and `models inspect` through the binary, with real ONNX Runtime;
+//! what inspect reports is checked against the `onnx` package's reading of the same files
+//! (tests/reference/onnx_reference.py) and against the files' sizes on disk.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn sapiens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sapiens-stream"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .current_dir(common::repo_root())
+        .output()
+        .expect("start sapiens-stream")
+}
+
+fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "sapiens-stream failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn inspect(path: &Path) -> String {
+    stdout_of(&sapiens(&["models", "inspect", path.to_str().unwrap()]))
+}
+
+fn tiny(name: &str) -> PathBuf {
+    let path = common::repo_root().join(format!("engines/models/sapiens_tiny_{name}.onnx"));
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+fn describe(path: &Path) -> Value {
+    serde_json::from_str(&common::run_reference(
+        "onnx_reference.py",
+        &["describe", path.to_str().unwrap()],
+    ))
+    .unwrap()
+}
+
+/// `name  f32 (N, 3, 1024, 768)`, as inspect prints a tensor.
+fn tensor_line(tensor: &Value) -> String {
+    let dims: Vec<String> = tensor["dims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d.as_u64()
+                .map_or_else(|| d.as_str().unwrap().to_owned(), |n| n.to_string())
+        })
+        .collect();
+    format!(
+        "{}  {} ({})",
+        tensor["name"].as_str().unwrap(),
+        tensor["type"].as_str().unwrap(),
+        dims.join(", ")
+    )
+}
+
+/// The value after a report line's label (`task      pose, ...` -> `pose, ...`).
+fn field<'a>(report: &'a str, label: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(label)
+                .filter(|rest| rest.starts_with(' '))
+        })
+        .unwrap_or_else(|| panic!("no '{label}' line in:\n{report}"))
+        .trim()
+}
+
+/// Inputs, outputs, opset and metadata exactly as the `onnx` package reads them.
+fn assert_matches_reference(report: &str, path: &Path) {
+    let reference = describe(path);
+    assert_eq!(
+        field(report, "opset"),
+        format!("{} (ai.onnx)", reference["opset"])
+    );
+    for tensor in reference["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(reference["outputs"].as_array().unwrap())
+    {
+        let line = tensor_line(tensor);
+        assert!(
+            report.lines().any(|l| l.trim_end().ends_with(&line)),
+            "no '{line}' in:\n{report}"
+        );
+    }
+    for (key, value) in reference["metadata"].as_object().unwrap() {
+        let line = format!("{key} = {}", value.as_str().unwrap());
+        assert!(report.contains(&line), "no '{line}' in:\n{report}");
+    }
+}
+
+#[test]
+fn list_shows_every_manifest_checkpoint() {
+    let report = stdout_of(&sapiens(&["models", "list"]));
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("engines/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    for model in manifest["models"].as_array().unwrap() {
+        let file = model["file"].as_str().unwrap();
+        assert!(report.contains(file), "{file} missing from:\n{report}");
+        let location = model["path"].as_str().unwrap_or(file);
+        let url = format!(
+            "https://huggingface.co/{}/resolve/main/{location}",
+            model["repo"].as_str().unwrap()
+        );
+        assert!(report.contains(&url), "{url} missing");
+    }
+    // Published figures from shared/reference/SAPIENS.md.
+    for figure in [
+        "COCO val2017 AP 79.6",
+        "COCO-WholeBody AP 74.4",
+        "Goliath-308 AP 63.9",
+        "Goliath body-part mIoU 76.7",
+    ] {
+        assert!(report.contains(figure), "{figure} missing");
+    }
+    assert!(report.contains("CC-BY-NC-4.0") && report.contains("RTMDet-m"));
+}
+
+#[test]
+fn inspect_names_task_and_keypoint_set_of_each_tiny_model() {
+    let expected = [
+        ("pose17", "pose, 17 keypoints (coco17)", "pose"),
+        ("pose133", "pose, 133 keypoints (coco_wholebody133)", "pose"),
+        ("pose308", "pose, 308 keypoints (goliath308)", "pose"),
+        ("seg", "seg, 28 classes (goliath_parts28)", "seg"),
+        ("depth", "depth, 1 channel(s) at 1024x768", "depth"),
+        ("normal", "normal, 3 channel(s) at 512x384", "normal"),
+    ];
+    for (name, task, flag) in expected {
+        let path = tiny(name);
+        let report = inspect(&path);
+        assert_eq!(field(&report, "task"), task, "{name}");
+        assert_eq!(
+            field(&report, "run"),
+            format!("accepted: `run --{flag}-model {}`", path.display())
+        );
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            field(&report, "file").ends_with(&format!(", {bytes} bytes")),
+            "{report}"
+        );
+        assert!(report.contains("WARNING   RANDOM WEIGHTS"), "{report}");
+        assert_matches_reference(&report, &path);
+    }
+}
+
+/// A float16 model fits the pose shapes but `run` feeds float32, so it is refused, with the reason;
+/// its weights in an external file count towards its size.
+#[test]
+fn inspect_explains_refusals_and_counts_external_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let generator = common::repo_root().join("engines/generate_models.py");
+    let status = Command::new(common::python())
+        .arg(&generator)
+        .args([
+            "--arch",
+            "tiny",
+            "--tasks",
+            "pose17",
+            "--fp16",
+            "--external-data-threshold-mb",
+            "0",
+            "--out",
+        ])
+        .arg(dir.path())
+        .status()
+        .expect("start generate_models.py");
+    assert!(status.success());
+    let path = dir.path().join("sapiens_tiny_pose17_fp16.onnx");
+    let data = dir.path().join("sapiens_tiny_pose17_fp16.onnx.data");
+    assert!(data.is_file(), "the generator wrote no external data");
+
+    let report = inspect(&path);
+    assert_eq!(field(&report, "task"), "pose, 17 keypoints (coco17)");
+    assert_eq!(
+        field(&report, "run"),
+        "refused: input 'input' is not a float32 tensor"
+    );
+    let total = std::fs::metadata(&path).unwrap().len() + std::fs::metadata(&data).unwrap().len();
+    let file = field(&report, "file");
+    assert!(file.contains(&format!(", {total} bytes (graph ")), "{file}");
+    assert!(
+        file.ends_with("in sapiens_tiny_pose17_fp16.onnx.data)"),
+        "{file}"
+    );
+    assert_matches_reference(&report, &path);
+}
+
+#[test]
+fn inspect_reports_a_model_of_another_kind_with_its_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("detector_like.onnx");
+    common::run_reference("onnx_reference.py", &["detector", path.to_str().unwrap()]);
+    let report = inspect(&path);
+    assert!(
+        field(&report, "task").starts_with("not a Sapiens task model"),
+        "{report}"
+    );
+    assert_eq!(field(&report, "run"), "refused: not a Sapiens task model");
+    assert_eq!(field(&report, "metadata"), "none");
+    assert!(!report.contains("RANDOM WEIGHTS"));
+    assert_matches_reference(&report, &path);
+}
+
+#[test]
+fn inspect_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.onnx");
+    let not_onnx = dir.path().join("notes.onnx");
+    std::fs::write(&not_onnx, "these are not the weights you are looking for\n").unwrap();
+    for (path, expected) in [
+        (&missing, "no such file"),
+        (&not_onnx, "not a model ONNX Runtime can load"),
+    ] {
+        let output = sapiens(&["models", "inspect", path.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].starts_with(&format!("error: model {}: {expected}", path.display())),
+            "{stderr}"
+        );
+    }
+}
