@@ -5,15 +5,24 @@
 //! [`render`] draws them, [`sink`] encodes the overlay video, [`publish`] writes the results, and
 //! [`metrics`] times every stage. [`pipeline`] wires them on their own threads.
 
+/// The GPU twins of the CPU stages (CUDA kernels, compiled at run time).
+pub mod cuda;
 pub mod engine;
 pub mod error;
+/// `sapiens-stream doctor`: what this machine can run.
+#[cfg(feature = "gstreamer")]
+pub mod doctor;
+#[cfg(feature = "gstreamer")]
 pub mod frame;
 pub mod metrics;
+#[cfg(feature = "gstreamer")]
 pub mod pipeline;
 pub mod preprocess;
 pub mod publish;
 pub mod render;
+#[cfg(feature = "gstreamer")]
 pub mod sink;
+#[cfg(feature = "gstreamer")]
 pub mod source;
 pub mod tasks;
 

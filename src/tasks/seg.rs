@@ -145,16 +145,16 @@ fn assert_output(out: &[u8], out_w: usize, out_h: usize) {
 
 /// The two source samples of one output coordinate and their weights.
 #[derive(Clone, Copy)]
-struct LinearTap {
-    lo: usize,
-    hi: usize,
-    w_lo: f32,
-    w_hi: f32,
+pub(crate) struct LinearTap {
+    pub(crate) lo: usize,
+    pub(crate) hi: usize,
+    pub(crate) w_lo: f32,
+    pub(crate) w_hi: f32,
 }
 
 /// OpenCV's `INTER_LINEAR` coordinate map: src = (dst + 0.5) * in / out - 0.5, taps clamped to
 /// the edge (where a tap falls outside, the edge sample takes the full weight).
-fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
+pub(crate) fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
     let scale = 1.0 / (out_len as f64 / in_len as f64);
     (0..out_len)
         .map(|dst| {
@@ -179,7 +179,7 @@ fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
 
 /// OpenCV's `INTER_NEAREST` map: floor(dst * (1 / (out / in))) in f64, which differs from the
 /// exact integer floor(dst * in / out) for some sizes (e.g. 2 -> 98).
-fn nearest_sources(in_len: usize, out_len: usize) -> Vec<usize> {
+pub(crate) fn nearest_sources(in_len: usize, out_len: usize) -> Vec<usize> {
     let scale = 1.0 / (out_len as f64 / in_len as f64);
     (0..out_len)
         .map(|dst| ((dst as f64 * scale).floor() as usize).min(in_len - 1))
