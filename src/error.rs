@@ -12,6 +12,12 @@ pub enum Error {
     Decode { input: String, message: String },
     #[error("{0}")]
     OnnxRuntimeNotFound(String),
+    /// The requested engine or device cannot run on this machine, or failed to start.
+    #[error("{0}")]
+    Execution(String),
+    /// A CUDA kernel failed to compile, load or run.
+    #[error("CUDA: {0}")]
+    Cuda(String),
     #[error("model {path}: {reason}")]
     Model { path: PathBuf, reason: String },
     #[error("inference with {model}: {message}")]

@@ -5,16 +5,25 @@
 //! [`render`] draws them, [`sink`] encodes the overlay video, [`publish`] writes the results, and
 //! [`metrics`] times every stage. [`pipeline`] wires them on their own threads.
 
+/// The GPU twins of the CPU stages (CUDA kernels, compiled at run time).
+pub mod cuda;
+/// `sapiens-stream doctor`: what this machine can run.
+#[cfg(feature = "gstreamer")]
+pub mod doctor;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "gstreamer")]
 pub mod frame;
 pub mod metrics;
 pub mod models;
+#[cfg(feature = "gstreamer")]
 pub mod pipeline;
 pub mod preprocess;
 pub mod publish;
 pub mod render;
+#[cfg(feature = "gstreamer")]
 pub mod sink;
+#[cfg(feature = "gstreamer")]
 pub mod source;
 pub mod tasks;
 

@@ -7,6 +7,9 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
+use sapiens_stream::engine::probe::Capabilities;
+use sapiens_stream::engine::{DeviceChoice, EngineChoice, ExecutionChoice, runtime, select};
 use sapiens_stream::models;
 use sapiens_stream::pipeline::{
     self, ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, View,
@@ -34,9 +37,25 @@ struct Cli {
 enum Command {
     /// Process a video, stream, webcam, test pattern or images.
     Run(RunArgs),
+    /// Check GStreamer, ONNX Runtime, CUDA, NVRTC and TensorRT; exit 0 when the requested
+    /// --engine/--device can run here, 1 when not.
+    Doctor(DoctorArgs),
     /// The official Sapiens checkpoints, and what an ONNX model file is.
     #[command(subcommand)]
     Models(ModelsCommand),
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// auto, tensorrt, cuda or cpu.
+    #[arg(long, default_value = "auto", value_parser = str::parse::<EngineChoice>)]
+    engine: EngineChoice,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = str::parse::<DeviceChoice>)]
+    device: DeviceChoice,
+    /// ONNX Runtime library (libonnxruntime.so).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +70,23 @@ enum ModelsCommand {
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
+    /// Build a model's TensorRT engine into engines/cache/ ahead of time (the first run would).
+    BuildEngine(BuildEngineArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildEngineArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Largest batch the engine takes (as `run --max-batch`; use 1 for segmentation models).
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// cuda or cuda:N.
+    #[arg(long, default_value = "cuda:0", value_parser = str::parse::<DeviceChoice>)]
+    device: DeviceChoice,
+    /// ONNX Runtime library (libonnxruntime.so).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
@@ -222,6 +258,23 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     ort_lib: Option<PathBuf>,
+    /// What runs the models: auto (TensorRT, then CUDA, then CPU, whichever can run), tensorrt,
+    /// cuda or cpu [default: auto].
+    #[arg(long, value_parser = str::parse::<EngineChoice>)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "display_fromstr"
+    )]
+    engine: Option<EngineChoice>,
+    /// Where the models run: auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long, value_parser = str::parse::<DeviceChoice>)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "display_fromstr"
+    )]
+    device: Option<DeviceChoice>,
     /// ONNX Runtime threads (0: every core) [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +321,32 @@ fn read_preset(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json
     }
 }
 
+/// `--engine` / `--device` in presets: the same words as on the command line.
+mod display_fromstr {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T: FromStr<Err = String>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| text.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("sapiens_stream=info,ort=warn,warn")
@@ -278,7 +357,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // One line, whatever the cause chain holds.
             let message = format!("{error:#}").replace('\n', " ");
@@ -288,18 +367,60 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run_pipeline(args.merged_with_config()?),
+        Command::Run(args) => run_pipeline(args.merged_with_config()?).map(|()| ExitCode::SUCCESS),
+        Command::Doctor(args) => Ok(doctor(&args)),
+        Command::Models(ModelsCommand::BuildEngine(args)) => {
+            build_engine(&args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Models(ModelsCommand::List) => {
             print!("{}", models::list_report());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Models(ModelsCommand::Inspect { file, ort_lib }) => {
             print!("{}", models::inspect_report(&file, ort_lib.as_deref())?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn doctor(args: &DoctorArgs) -> ExitCode {
+    let choice = ExecutionChoice {
+        engine: args.engine,
+        device: args.device,
+    };
+    let diagnosis = sapiens_stream::doctor::diagnose(choice, args.ort_lib.as_deref());
+    for line in &diagnosis.lines {
+        println!("{line}");
+    }
+    if diagnosis.can_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn build_engine(args: &BuildEngineArgs) -> anyhow::Result<()> {
+    let choice = ExecutionChoice {
+        engine: EngineChoice::TensorRt,
+        device: args.device,
+    };
+    let selection = select(choice, || Capabilities::probe(args.ort_lib.as_deref()))?;
+    let environment = runtime::environment(args.ort_lib.as_deref())?;
+    let options = OnnxOptions {
+        execution: selection.execution,
+        max_batch: args.max_batch,
+        ..OnnxOptions::default()
+    };
+    let started = std::time::Instant::now();
+    OnnxEngine::load(&args.model, environment, &options)?;
+    eprintln!(
+        "TensorRT engine for {} ready in {:.1} s",
+        args.model.display(),
+        started.elapsed().as_secs_f32()
+    );
+    Ok(())
 }
 
 /// First SIGINT/SIGTERM: stop taking frames and finish cleanly. Second: exit at once.
@@ -385,6 +506,10 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         results: args.results,
         dump: args.dump.map(|dir| (dir, args.dump_frames.unwrap_or(1))),
         ort_lib: args.ort_lib,
+        execution: ExecutionChoice {
+            engine: args.engine.unwrap_or_default(),
+            device: args.device.unwrap_or_default(),
+        },
         threads: args.threads.unwrap_or(0),
         keypoint_threshold: args.keypoint_threshold.unwrap_or(0.3),
         seg_upsample: match args.seg_upsample {

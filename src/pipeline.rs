@@ -15,7 +15,8 @@ use std::time::{Instant, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
-use crate::engine::{Engine, runtime};
+use crate::engine::probe::Capabilities;
+use crate::engine::{Engine, ExecutionChoice, runtime};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::metrics::{Metrics, RunReport, StageStats};
@@ -178,6 +179,8 @@ pub struct PipelineConfig {
     /// Folder and number of leading frames to dump.
     pub dump: Option<(PathBuf, u64)>,
     pub ort_lib: Option<PathBuf>,
+    /// `--engine` and `--device`: what runs the models.
+    pub execution: ExecutionChoice,
     /// ONNX Runtime intra-op threads; 0 for every core.
     pub threads: usize,
     pub keypoint_threshold: f32,
@@ -600,16 +603,25 @@ fn check_outputs(config: &PipelineConfig) -> Result<()> {
 }
 
 fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models> {
+    let environment = runtime::environment(config.ort_lib.as_deref())?;
+    let selection = crate::engine::select(config.execution, || {
+        Capabilities::probe(config.ort_lib.as_deref())
+    })?;
+    tracing::info!("{}", selection.describe(config.execution));
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
-        let environment = runtime::environment(config.ort_lib.as_deref())?;
-        let engine = OnnxEngine::load(
-            path,
-            environment,
-            &OnnxOptions {
-                threads: config.threads,
+        let options = OnnxOptions {
+            threads: config.threads,
+            execution: selection.execution,
+            // Dense tasks run one frame at a time.
+            max_batch: if task == Task::Pose {
+                config.max_batch
+            } else {
+                1
             },
-        )?;
+            ..OnnxOptions::default()
+        };
+        let engine = OnnxEngine::load(path, environment, &options)?;
         let layout = validate_model(task, engine.info())?;
         tracing::info!(task = task.name(), model = %path.display(), provider = %engine.info().provider, "model loaded");
         let max_batch = engine.info().input_shape[0].unwrap_or(config.max_batch.max(1));

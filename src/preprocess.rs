@@ -183,11 +183,11 @@ impl PoseCrop {
 /// One output position of a separable bilinear pass: two source indices (pixels or rows) and
 /// their fixed-point weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tap {
-    i0: usize,
-    i1: usize,
-    w0: i16,
-    w1: i16,
+pub(crate) struct Tap {
+    pub(crate) i0: usize,
+    pub(crate) i1: usize,
+    pub(crate) w0: i16,
+    pub(crate) w1: i16,
 }
 
 /// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
@@ -423,6 +423,11 @@ impl StretchPlan {
         );
         run_separable::<ResizeArithmetic>(src, &self.columns, &self.rows, dst, norm);
     }
+
+    /// Column and row taps, for the CUDA kernel that reproduces this plan.
+    pub(crate) fn taps(&self) -> (&[Tap], &[Tap]) {
+        (&self.columns, &self.rows)
+    }
 }
 
 /// Affine warp of the crop straight into a planar RGB `f32` slot of `dst_w x dst_h`, with
@@ -447,14 +452,26 @@ pub fn warp_crop(
         "crop must have a positive size: {crop:?}"
     );
     src.check();
-    let inverse = AxisAlignedInverse::of(&crop.udp_matrix(dst_w, dst_h));
-    let columns: Vec<Tap> = (0..dst_w)
-        .map(|x| warp_tap(inverse.column_position(x), src.width))
-        .collect();
-    let rows: Vec<Tap> = (0..dst_h)
-        .map(|y| warp_tap(inverse.row_position(y), src.height))
-        .collect();
+    let (columns, rows) = warp_taps(src.width, src.height, crop, dst_w, dst_h);
     run_separable::<WarpArithmetic>(src, &columns, &rows, dst, norm);
+}
+
+/// Column and row taps of the UDP warp of `crop` from a `src_w x src_h` frame.
+pub(crate) fn warp_taps(
+    src_w: usize,
+    src_h: usize,
+    crop: &PoseCrop,
+    dst_w: usize,
+    dst_h: usize,
+) -> (Vec<Tap>, Vec<Tap>) {
+    let inverse = AxisAlignedInverse::of(&crop.udp_matrix(dst_w, dst_h));
+    let columns = (0..dst_w)
+        .map(|x| warp_tap(inverse.column_position(x), src_w))
+        .collect();
+    let rows = (0..dst_h)
+        .map(|y| warp_tap(inverse.row_position(y), src_h))
+        .collect();
+    (columns, rows)
 }
 
 /// Output bands per rayon thread: enough to balance uneven bands (rows outside the frame are

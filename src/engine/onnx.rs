@@ -1,13 +1,17 @@
-//! ONNX Runtime through `ort`, on the CPU execution provider.
+//! ONNX Runtime through `ort`: the CPU execution provider, or the CUDA or TensorRT provider on a
+//! CUDA device (see [`super::select`] for which).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorRef, ValueType};
 
-use super::{DeclaredShape, Engine, ModelInfo};
+use super::tensorrt::{self, CacheKey, ShapeProfile, TensorRtOptions};
+use super::{DeclaredShape, Engine, Execution, ModelInfo, probe};
 use crate::error::{Error, Result};
 
 pub struct OnnxEngine {
@@ -21,6 +25,11 @@ pub struct OnnxEngine {
 pub struct OnnxOptions {
     /// Intra-op threads; 0 lets ONNX Runtime use every core.
     pub threads: usize,
+    /// Which execution provider runs the model, on which device.
+    pub execution: Execution,
+    /// The largest batch the model will be given (TensorRT builds its engine for 1 to this).
+    pub max_batch: usize,
+    pub tensorrt: TensorRtOptions,
 }
 
 impl OnnxEngine {
@@ -36,20 +45,36 @@ impl OnnxEngine {
         if !path.is_file() {
             return Err(model_error("no such file".into()));
         }
-        let session = Session::builder(environment)
+        let providers = execution_providers(path, environment, options)?;
+        let builder = Session::builder(environment)
             .and_then(|b| {
                 b.with_optimization_level(GraphOptimizationLevel::All)
                     .map_err(Into::into)
             })
             .and_then(|b| b.with_intra_threads(options.threads).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| {
-                model_error(format!(
-                    "not a model ONNX Runtime can load: {}",
-                    first_line(&e.to_string())
-                ))
-            })?;
-        let info = describe(path, &session).map_err(model_error)?;
+            .map_err(|e| model_error(first_line(&e.to_string()).to_owned()))?;
+        let mut builder = register(builder, &providers, options.execution)?;
+        let started = Instant::now();
+        let session = builder.commit_from_file(path).map_err(|e| {
+            model_error(format!(
+                "not a model ONNX Runtime can load: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
+        if let Some(cache) = &providers.engine_cache {
+            let verb = if cache.existed {
+                "loaded from"
+            } else {
+                "built into"
+            };
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f32(),
+                "TensorRT engine {verb} {}",
+                cache.folder.display()
+            );
+        }
+        let mut info = describe(path, &session).map_err(model_error)?;
+        info.provider = provider_name(options.execution);
         let input_item = info.input_shape[1..]
             .iter()
             .map(|d| {
@@ -98,6 +123,169 @@ impl Engine for OnnxEngine {
         // One copy: ONNX Runtime owns its output buffers, the decoders read pooled ones.
         output.extend_from_slice(data);
         Ok(())
+    }
+}
+
+/// The execution providers to register, and the TensorRT engine cache they use.
+struct Providers {
+    list: Vec<ExecutionProviderDispatch>,
+    engine_cache: Option<EngineCache>,
+}
+
+struct EngineCache {
+    folder: PathBuf,
+    /// Whether an engine was already there (a load, not a build).
+    existed: bool,
+}
+
+fn execution_providers(
+    path: &Path,
+    environment: &ort::environment::Environment,
+    options: &OnnxOptions,
+) -> Result<Providers> {
+    let cuda = |device: usize| {
+        ep::CUDA::default()
+            .with_device_id(device as i32)
+            .build()
+            .error_on_failure()
+    };
+    match options.execution {
+        Execution::Cpu => Ok(Providers {
+            list: Vec::new(),
+            engine_cache: None,
+        }),
+        Execution::Cuda { device } => Ok(Providers {
+            list: vec![cuda(device)],
+            engine_cache: None,
+        }),
+        Execution::TensorRt { device } => {
+            let (provider, cache) = tensorrt_provider(path, environment, options, device)?;
+            // TensorRT hands the nodes it cannot run to CUDA, not to the CPU.
+            Ok(Providers {
+                list: vec![provider, cuda(device)],
+                engine_cache: Some(cache),
+            })
+        }
+    }
+}
+
+/// The TensorRT provider: fp16 by default, the batch profile, and the engine and timing caches
+/// in the folder of this model, GPU, TensorRT version and profile.
+fn tensorrt_provider(
+    path: &Path,
+    environment: &ort::environment::Environment,
+    options: &OnnxOptions,
+    device: usize,
+) -> Result<(ExecutionProviderDispatch, EngineCache)> {
+    let model_error = |reason: String| Error::Model {
+        path: path.to_owned(),
+        reason,
+    };
+    let (input_name, item) = declared_input(path, environment)?;
+    let profile = ShapeProfile::up_to(options.max_batch);
+    let [min, opt, max] = profile.shapes(&input_name, &item);
+    let gpu = probe::cuda_device_name(device).map_err(Error::Execution)?;
+    let tensorrt_version = probe::tensorrt_version()
+        .map(|(major, minor, patch)| format!("{major}.{minor}.{patch}"))
+        .ok_or_else(|| {
+            Error::Execution(format!(
+                "TensorRT ({}) cannot be loaded",
+                probe::TENSORRT_LIBRARY
+            ))
+        })?;
+    let key = CacheKey {
+        model_sha256: tensorrt::file_sha256(path)
+            .map_err(|e| model_error(format!("cannot read: {e}")))?,
+        gpu,
+        tensorrt_version,
+        fp16: options.tensorrt.fp16,
+        profile: [min.as_str(), opt.as_str(), max.as_str()].join(","),
+    };
+    let folder = key.folder(&options.tensorrt.cache_root, path);
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Error::io(format!("creating the engine cache {}", folder.display()), e))?;
+    std::fs::write(folder.join("key.txt"), key.describe())
+        .map_err(|e| Error::io(format!("writing {}/key.txt", folder.display()), e))?;
+    let existed = tensorrt::holds_engine(&folder);
+    if !existed {
+        tracing::info!(model = %path.display(), cache = %folder.display(), "building a TensorRT engine for batches {min} to {max}: this can take minutes, later starts load it");
+    }
+    let folder_text = folder.display().to_string();
+    let provider = ep::TensorRT::default()
+        .with_device_id(device as i32)
+        .with_fp16(options.tensorrt.fp16)
+        .with_engine_cache(true)
+        .with_engine_cache_path(&folder_text)
+        .with_timing_cache(true)
+        .with_timing_cache_path(&folder_text)
+        .with_profile_min_shapes(min)
+        .with_profile_opt_shapes(opt)
+        .with_profile_max_shapes(max)
+        .build()
+        .error_on_failure();
+    Ok((provider, EngineCache { folder, existed }))
+}
+
+/// The model's input name and item shape, read through a CPU session without optimisation
+/// (TensorRT's profile must name the input before the real session is made).
+fn declared_input(
+    path: &Path,
+    environment: &ort::environment::Environment,
+) -> Result<(String, Vec<usize>)> {
+    let model_error = |reason: String| Error::Model {
+        path: path.to_owned(),
+        reason,
+    };
+    let session = Session::builder(environment)
+        .and_then(|b| {
+            b.with_optimization_level(GraphOptimizationLevel::Disable)
+                .map_err(Into::into)
+        })
+        .and_then(|mut b| b.commit_from_file(path))
+        .map_err(|e| {
+            model_error(format!(
+                "not a model ONNX Runtime can load: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
+    let info = describe(path, &session).map_err(model_error)?;
+    let item = info.input_shape[1..]
+        .iter()
+        .map(|d| {
+            d.ok_or_else(|| {
+                model_error(format!(
+                    "input '{}' has a dynamic non-batch dimension",
+                    info.input_name
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    Ok((info.input_name, item))
+}
+
+fn register(
+    builder: SessionBuilder,
+    providers: &Providers,
+    execution: Execution,
+) -> Result<SessionBuilder> {
+    if providers.list.is_empty() {
+        return Ok(builder);
+    }
+    builder
+        .with_execution_providers(&providers.list)
+        .map_err(|e| {
+            Error::Execution(format!(
+                "{execution} cannot start: {}",
+                first_line(&e.to_string())
+            ))
+        })
+}
+
+fn provider_name(execution: Execution) -> String {
+    match execution {
+        Execution::Cpu => "onnxruntime-cpu".into(),
+        Execution::Cuda { device } => format!("onnxruntime-cuda:{device}"),
+        Execution::TensorRt { device } => format!("onnxruntime-tensorrt:{device}"),
     }
 }
 

@@ -101,21 +101,36 @@ fn candidate_venvs() -> Vec<PathBuf> {
 }
 
 fn library_in_venv(venv: &Path) -> Option<PathBuf> {
-    let lib = venv.join("lib");
-    let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .ok()?
+    site_packages_of(venv)
+        .into_iter()
+        .find_map(|site_packages| versioned_library(&site_packages.join("onnxruntime/capi")))
+}
+
+/// `lib/python3*/site-packages` of a virtual environment, sorted.
+fn site_packages_of(venv: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(venv.join("lib")) else {
+        return Vec::new();
+    };
+    let mut pythons: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("python3"))
         })
+        .map(|p| p.join("site-packages"))
         .collect();
     pythons.sort();
-    pythons.into_iter().find_map(|python| {
-        let capi = python.join("site-packages/onnxruntime/capi");
-        versioned_library(&capi)
-    })
+    pythons
+}
+
+/// The `site-packages` folders of every candidate environment, where pip's `nvidia-*` and
+/// `tensorrt` wheels put their libraries.
+pub(crate) fn site_packages_dirs() -> Vec<PathBuf> {
+    candidate_venvs()
+        .iter()
+        .flat_map(|venv| site_packages_of(venv))
+        .collect()
 }
 
 /// The wheel ships `libonnxruntime.so.1.31.1`, without the unversioned link.

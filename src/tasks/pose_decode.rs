@@ -54,7 +54,7 @@ const SMALL_PLAN_SHARE: usize = 16;
 /// let a skipped pixel hold the true maximum.
 const ROUNDING_SLACK: f32 = 1e-5;
 
-type BlurKernel = [f32; BLUR_KERNEL];
+pub(crate) type BlurKernel = [f32; BLUR_KERNEL];
 /// One row of a column strip.
 type StripRow = [f32; TILE];
 
@@ -97,7 +97,7 @@ pub fn decode_dark_udp(
 }
 
 /// OpenCV's `getGaussianKernel(11, 0, CV_32F)`: taps rounded to f32, normalised in f64.
-fn opencv_gaussian_kernel() -> BlurKernel {
+pub(crate) fn opencv_gaussian_kernel() -> BlurKernel {
     let n = BLUR_KERNEL as f64;
     let sigma = ((n - 1.0) * 0.5 - 1.0) * 0.3 + 0.8;
     let scale = -0.5 / (sigma * sigma);

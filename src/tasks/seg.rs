@@ -179,7 +179,7 @@ pub(crate) fn linear_taps(in_len: usize, out_len: usize) -> Vec<LinearTap> {
 
 /// OpenCV's `INTER_NEAREST` map: floor(dst * (1 / (out / in))) in f64, which differs from the
 /// exact integer floor(dst * in / out) for some sizes (e.g. 2 -> 98).
-fn nearest_sources(in_len: usize, out_len: usize) -> Vec<usize> {
+pub(crate) fn nearest_sources(in_len: usize, out_len: usize) -> Vec<usize> {
     let scale = 1.0 / (out_len as f64 / in_len as f64);
     (0..out_len)
         .map(|dst| ((dst as f64 * scale).floor() as usize).min(in_len - 1))

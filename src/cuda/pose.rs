@@ -1,0 +1,112 @@
+//! DARK-UDP decode of pose heatmaps on the device: 308 heatmaps of 256x192 per person (60 MB)
+//! stay on the GPU and only the peaks come back. Same results as
+//! [`crate::tasks::pose_decode::decode_dark_udp`] up to float rounding of the log.
+
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::{Gpu, cuda_error};
+use crate::error::{Error, Result};
+use crate::tasks::pose_decode::{HeatmapPeak, opencv_gaussian_kernel};
+
+/// `Kernel` in pose.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlurTaps([f32; 11]);
+
+// SAFETY: plain old data with the kernel's C layout.
+unsafe impl DeviceRepr for BlurTaps {}
+
+/// `Peak` in pose.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct DevicePeak {
+    x: f32,
+    y: f32,
+    score: f32,
+}
+
+// SAFETY: plain old data with the kernel's C layout.
+unsafe impl DeviceRepr for DevicePeak {}
+// SAFETY: all-zero bits are valid floats.
+unsafe impl cudarc::driver::ValidAsZeroBits for DevicePeak {}
+
+/// Threads per map in the peak kernel.
+const REDUCE_THREADS: u32 = 256;
+
+/// Decodes `maps` heatmaps of `height x width` (contiguous) into `out`, one peak per map.
+/// `scratch` holds the blur's two passes (resized as needed, reused between calls).
+pub fn decode_dark_udp(
+    gpu: &Gpu,
+    heatmaps: &CudaSlice<f32>,
+    (maps, height, width): (usize, usize, usize),
+    scratch: &mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    out: &mut Vec<HeatmapPeak>,
+) -> Result<()> {
+    let count = maps * height * width;
+    if count == 0 || heatmaps.len() < count {
+        return Err(Error::Cuda(format!(
+            "heatmaps hold {} values, {maps} x {height} x {width} needed",
+            heatmaps.len()
+        )));
+    }
+    let stream = gpu.stream();
+    if scratch.as_ref().is_none_or(|(a, _)| a.len() < count) {
+        let alloc = || {
+            stream
+                .alloc_zeros::<f32>(count)
+                .map_err(cuda_error("allocating blur buffers"))
+        };
+        *scratch = Some((alloc()?, alloc()?));
+    }
+    let Some((rows, blurred)) = scratch.as_mut() else {
+        unreachable!("allocated above")
+    };
+    let taps = BlurTaps(opencv_gaussian_kernel());
+    let (w, h, n) = (width as i32, height as i32, count as i64);
+    let linear = LaunchConfig::for_num_elems(count as u32);
+    let blur_pass =
+        |name: &str, input: &CudaSlice<f32>, output: &mut CudaSlice<f32>| -> Result<()> {
+            let function = gpu.function("pose", name)?;
+            let mut launch = stream.launch_builder(&function);
+            launch
+                .arg(input)
+                .arg(&w)
+                .arg(&h)
+                .arg(&n)
+                .arg(&taps)
+                .arg(output);
+            // SAFETY: arguments match the kernel; every index is below `count`, which both buffers hold.
+            unsafe { launch.launch(linear) }.map_err(cuda_error("launching the blur"))?;
+            Ok(())
+        };
+    blur_pass("blur_rows", heatmaps, rows)?;
+    blur_pass("blur_columns", rows, blurred)?;
+    let mut peaks = stream
+        .alloc_zeros::<DevicePeak>(maps)
+        .map_err(cuda_error("allocating peaks"))?;
+    let function = gpu.function("pose", "refine_peaks")?;
+    let config = LaunchConfig {
+        grid_dim: (maps as u32, 1, 1),
+        block_dim: (REDUCE_THREADS, 1, 1),
+        shared_mem_bytes: 3 * 4 * REDUCE_THREADS,
+    };
+    let mut launch = stream.launch_builder(&function);
+    launch
+        .arg(heatmaps)
+        .arg(&*blurred)
+        .arg(&w)
+        .arg(&h)
+        .arg(&mut peaks);
+    // SAFETY: arguments match the kernel; one block per map, shared memory for 3 arrays of the block size.
+    unsafe { launch.launch(config) }.map_err(cuda_error("launching refine_peaks"))?;
+    let peaks = stream
+        .clone_dtoh(&peaks)
+        .map_err(cuda_error("reading peaks"))?;
+    out.clear();
+    out.extend(peaks.iter().map(|p| HeatmapPeak {
+        x: p.x,
+        y: p.y,
+        score: p.score,
+    }));
+    Ok(())
+}

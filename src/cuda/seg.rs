@@ -1,0 +1,150 @@
+//! Segmentation logits on the device to a class map: bilinear upsample then argmax, or argmax
+//! then nearest upsample, with the CPU path's taps ([`crate::tasks::seg`]).
+
+use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+
+use super::{Gpu, cuda_error, grid_2d};
+use crate::error::{Error, Result};
+use crate::tasks::seg::{linear_taps, nearest_sources};
+
+/// `LinearTap` in seg.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DeviceLinearTap {
+    lo: i32,
+    hi: i32,
+    w_lo: f32,
+    w_hi: f32,
+}
+
+// SAFETY: plain old data with the kernel's C layout.
+unsafe impl DeviceRepr for DeviceLinearTap {}
+
+/// The logits' shape (classes x height x width) and the class map's size.
+#[derive(Clone, Copy, Debug)]
+pub struct SegShape {
+    pub classes: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_w: usize,
+    pub out_h: usize,
+}
+
+impl SegShape {
+    fn check(&self, logits: &CudaSlice<f32>, out: &CudaSlice<u8>) -> Result<()> {
+        let sizes = [self.classes, self.in_h, self.in_w, self.out_w, self.out_h];
+        if sizes.contains(&0) || self.classes > 256 {
+            return Err(Error::Cuda(format!("bad segmentation shape {self:?}")));
+        }
+        if logits.len() < self.classes * self.in_h * self.in_w
+            || out.len() < self.out_w * self.out_h
+        {
+            return Err(Error::Cuda(format!("buffers too small for {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// Bilinear upsample of every class, then argmax (ties to the lowest class).
+pub fn upsample_argmax(
+    gpu: &Gpu,
+    logits: &CudaSlice<f32>,
+    shape: SegShape,
+    out: &mut CudaSlice<u8>,
+) -> Result<()> {
+    shape.check(logits, out)?;
+    let device_taps = |in_len, out_len| -> Result<CudaSlice<DeviceLinearTap>> {
+        let taps: Vec<DeviceLinearTap> = linear_taps(in_len, out_len)
+            .iter()
+            .map(|t| DeviceLinearTap {
+                lo: t.lo as i32,
+                hi: t.hi as i32,
+                w_lo: t.w_lo,
+                w_hi: t.w_hi,
+            })
+            .collect();
+        gpu.stream()
+            .clone_htod(&taps)
+            .map_err(cuda_error("uploading taps"))
+    };
+    let columns = device_taps(shape.in_w, shape.out_w)?;
+    let rows = device_taps(shape.in_h, shape.out_h)?;
+    let function = gpu.function("seg", "upsample_argmax")?;
+    let [classes, in_h, in_w, out_w, out_h] = [
+        shape.classes,
+        shape.in_h,
+        shape.in_w,
+        shape.out_w,
+        shape.out_h,
+    ]
+    .map(|v| v as i32);
+    let mut launch = gpu.stream().launch_builder(&function);
+    launch
+        .arg(logits)
+        .arg(&classes)
+        .arg(&in_h)
+        .arg(&in_w)
+        .arg(&columns)
+        .arg(&rows)
+        .arg(&out_w)
+        .arg(&out_h)
+        .arg(out);
+    // SAFETY: arguments match the kernel; sizes checked, taps clamped to the logit maps.
+    unsafe { launch.launch(grid_2d(shape.out_w, shape.out_h, 1)) }
+        .map_err(cuda_error("launching upsample_argmax"))?;
+    Ok(())
+}
+
+/// Argmax at the logits' resolution, then nearest upsample with OpenCV's source indices.
+pub fn argmax_nearest(
+    gpu: &Gpu,
+    logits: &CudaSlice<f32>,
+    shape: SegShape,
+    out: &mut CudaSlice<u8>,
+) -> Result<()> {
+    shape.check(logits, out)?;
+    let stream = gpu.stream();
+    let mut low = stream
+        .alloc_zeros::<u8>(shape.in_h * shape.in_w)
+        .map_err(cuda_error("allocating"))?;
+    let to_i32 = |v: Vec<usize>| v.into_iter().map(|i| i as i32).collect::<Vec<i32>>();
+    let src_columns = stream
+        .clone_htod(&to_i32(nearest_sources(shape.in_w, shape.out_w)))
+        .map_err(cuda_error("uploading"))?;
+    let src_rows = stream
+        .clone_htod(&to_i32(nearest_sources(shape.in_h, shape.out_h)))
+        .map_err(cuda_error("uploading"))?;
+    let [classes, in_h, in_w, out_w, out_h] = [
+        shape.classes,
+        shape.in_h,
+        shape.in_w,
+        shape.out_w,
+        shape.out_h,
+    ]
+    .map(|v| v as i32);
+    let argmax = gpu.function("seg", "argmax_classes")?;
+    let mut launch = stream.launch_builder(&argmax);
+    launch
+        .arg(logits)
+        .arg(&classes)
+        .arg(&in_h)
+        .arg(&in_w)
+        .arg(&mut low);
+    // SAFETY: arguments match the kernel; sizes checked.
+    unsafe { launch.launch(grid_2d(shape.in_w, shape.in_h, 1)) }
+        .map_err(cuda_error("launching argmax_classes"))?;
+    let nearest = gpu.function("seg", "nearest_upsample")?;
+    let mut launch = stream.launch_builder(&nearest);
+    launch
+        .arg(&low)
+        .arg(&in_w)
+        .arg(&src_columns)
+        .arg(&src_rows)
+        .arg(&out_w)
+        .arg(&out_h)
+        .arg(out);
+    // SAFETY: arguments match the kernel; source indices are clamped to the low-resolution map.
+    unsafe { launch.launch(grid_2d(shape.out_w, shape.out_h, 1)) }
+        .map_err(cuda_error("launching nearest_upsample"))?;
+    Ok(())
+}
