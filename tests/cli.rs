@@ -555,3 +555,25 @@ fn config_preset_with_flags_overriding() {
     let bad = sapiens(dir.path(), &["run", "--config", preset.to_str().unwrap()]);
     assert_clean_failure(&bad, &["preset.toml", "posemodel"]);
 }
+
+/// Every shipped preset parses (the options exist and have the right types).
+#[test]
+fn shipped_presets_are_valid() {
+    let presets = common::repo_root().join("pipelines");
+    for entry in std::fs::read_dir(&presets).unwrap() {
+        let path = entry.unwrap().path();
+        let dir = tempfile::tempdir().unwrap();
+        // A missing model is reported after the preset was read and merged.
+        let run = sapiens(
+            dir.path(),
+            &[
+                "run",
+                "--config",
+                path.to_str().unwrap(),
+                "--input",
+                "/no/such/input.mp4",
+            ],
+        );
+        assert_clean_failure(&run, &["/no/such/input.mp4"]);
+    }
+}
