@@ -2,8 +2,18 @@
 //! Video goes through a GStreamer pipeline built element by element (never from a parsed
 //! description, so no user string is ever interpreted as pipeline syntax) and leaves through an
 //! appsink; still images and folders of images are decoded with the `image` crate.
+//!
+//! Cameras fail and come back. A video source rebuilds its pipeline when the stream errors,
+//! stalls (no frame for `stall_timeout`) or ends, with exponential backoff between attempts, and
+//! tells a [`StatusListener`] when the stream goes down and when it is back; the first connection
+//! is retried the same way, so a service can start before its camera. `--reconnect never` fails
+//! fast instead. Frame indexes and timestamps continue across rebuilds.
+
+mod reconnect;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use gstreamer as gst;
@@ -13,6 +23,9 @@ use gstreamer_video as gst_video;
 
 use crate::error::{Error, Result};
 use crate::frame::Frame;
+
+use reconnect::{Backoff, Rebase, Timeline};
+pub use reconnect::{Reconnect, ReconnectOptions, StatusListener, StreamStatus};
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"];
 const TEST_PATTERNS: &[&str] = &[
@@ -102,9 +115,15 @@ impl InputSpec {
         Ok(InputSpec::File(path.to_owned()))
     }
 
-    /// Live sources run in real time and cannot be rewound; files and images can.
-    pub fn is_live(&self) -> bool {
-        matches!(self, InputSpec::Webcam(_) | InputSpec::Uri(_))
+    /// Cameras: webcams and RTSP streams, which reconnect unless told otherwise.
+    pub fn reconnects_by_default(&self) -> bool {
+        match self {
+            InputSpec::Webcam(_) => true,
+            InputSpec::Uri(uri) => uri
+                .split_once("://")
+                .is_some_and(|(scheme, _)| scheme.starts_with("rtsp")),
+            _ => false,
+        }
     }
 }
 
@@ -198,13 +217,39 @@ pub fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Box<dyn FrameSo
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
     pub stream_id: u32,
-    /// How long to wait for the first frame of a network or device source.
+    /// How long each connection (or pipeline start) may take to deliver its first frame.
     pub first_frame_timeout: Duration,
     /// Frame rate given to still images (they carry none).
     pub image_fps: u32,
     /// Deliver frames at their own pace, as a camera would (live scheduling of files and test
     /// patterns), instead of as fast as they decode.
     pub real_time: bool,
+    /// RTSP lower transport; `None`: rtspsrc's default (UDP, falling back to TCP).
+    pub rtsp_transport: Option<RtspTransport>,
+    pub reconnect: ReconnectOptions,
+    /// Start a file or bounded test pattern again at its end (a fresh pipeline each time).
+    pub loop_input: bool,
+    /// Once set, waits for frames or reconnects end and `next_frame` returns `Ok(None)`.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Told when a stream goes down and when it is back.
+    pub status: Option<StatusListener>,
+}
+
+/// `--rtsp-transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtspTransport {
+    Tcp,
+    Udp,
+}
+
+impl RtspTransport {
+    /// The value of rtspsrc's `protocols` flags.
+    fn protocols(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
 }
 
 impl Default for SourceOptions {
@@ -214,6 +259,11 @@ impl Default for SourceOptions {
             first_frame_timeout: Duration::from_secs(20),
             image_fps: 25,
             real_time: false,
+            rtsp_transport: None,
+            reconnect: ReconnectOptions::default(),
+            loop_input: false,
+            stop: None,
+            status: None,
         }
     }
 }
@@ -321,13 +371,26 @@ impl FrameSource for ImageSource {
     }
 }
 
-/// A GStreamer pipeline ending in an appsink that hands out RGBA frames.
+/// A video source read through GStreamer. Its pipeline lives in a [`Decoder`]; when the stream
+/// fails, stalls or ends and the source reconnects (or loops), that decoder is set to Null and
+/// dropped and a new one is built, so nothing accumulates across reconnects. Frame indexes keep
+/// counting and PTS keep increasing across rebuilds (see [`Timeline`]).
 struct GstSource {
-    pipeline: gst::Pipeline,
-    appsink: gst_app::AppSink,
+    spec: InputSpec,
+    options: SourceOptions,
     input: String,
     info: SourceInfo,
-    stream_id: u32,
+    decoder: Option<Decoder>,
+    /// The frame size of the first connection: later pipelines scale to it, so the stages
+    /// downstream keep their plans even when a camera comes back at another resolution.
+    size: Option<(usize, usize)>,
+    /// Whether the current decoder has delivered a frame yet.
+    connected: bool,
+    /// Whether the stream is down (a `Down` was published and no frame arrived since).
+    down: bool,
+    reconnects: bool,
+    backoff: Backoff,
+    timeline: Timeline,
     next_index: u64,
     pending: Option<gst::Sample>,
 }
@@ -336,38 +399,39 @@ const PULL_POLL: Duration = Duration::from_millis(100);
 
 impl GstSource {
     fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Self> {
-        let input = describe(spec);
-        let (pipeline, appsink) =
-            build_decode_pipeline(spec, options.real_time).map_err(|message| Error::Decode {
-                input: input.clone(),
-                message,
-            })?;
+        let reconnect = &options.reconnect;
         let mut source = GstSource {
-            pipeline,
-            appsink,
-            input,
+            spec: spec.clone(),
+            options: options.clone(),
+            input: describe(spec),
             info: SourceInfo {
                 width: 0,
                 height: 0,
                 framerate: None,
                 expected_frames: None,
             },
-            stream_id: options.stream_id,
+            decoder: None,
+            size: None,
+            connected: false,
+            down: false,
+            reconnects: match reconnect.policy {
+                Reconnect::Auto => spec.reconnects_by_default(),
+                Reconnect::Always => true,
+                Reconnect::Never => false,
+            },
+            backoff: Backoff::new(reconnect.initial_delay, reconnect.max_delay),
+            timeline: Timeline::default(),
             next_index: 0,
             pending: None,
         };
-        source
-            .pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| {
-                source
-                    .bus_error()
-                    .unwrap_or_else(|| source.decode_error("cannot start the pipeline"))
-            })?;
-        let first = source
-            .pull(Some(Instant::now() + options.first_frame_timeout))?
-            .ok_or_else(|| source.decode_error("the input holds no video frames"))?;
-        source.describe_stream(&first, spec)?;
+        let first = match source.next_sample()? {
+            Some(sample) => sample,
+            None if source.stopped() => {
+                return Err(source.decode_error("stopped before the first frame arrived"));
+            }
+            None => return Err(source.decode_error("the input holds no video frames")),
+        };
+        source.describe_stream(&first)?;
         source.pending = Some(first);
         Ok(source)
     }
@@ -379,7 +443,14 @@ impl GstSource {
         }
     }
 
-    fn describe_stream(&mut self, sample: &gst::Sample, spec: &InputSpec) -> Result<()> {
+    fn stopped(&self) -> bool {
+        self.options
+            .stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Relaxed))
+    }
+
+    fn describe_stream(&mut self, sample: &gst::Sample) -> Result<()> {
         let caps = sample
             .caps()
             .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
@@ -388,9 +459,11 @@ impl GstSource {
         })?;
         self.info.width = video.width() as usize;
         self.info.height = video.height() as usize;
+        self.size = Some((self.info.width, self.info.height));
         let fps = video.fps();
         self.info.framerate = (fps.numer() > 0).then_some((fps.numer(), fps.denom()));
-        self.info.expected_frames = match spec {
+        self.info.expected_frames = match &self.spec {
+            _ if self.options.loop_input => None,
             InputSpec::Test(t) => t.frames.map(u64::from),
             _ => self.estimate_frames(),
         };
@@ -398,42 +471,120 @@ impl GstSource {
     }
 
     fn estimate_frames(&self) -> Option<u64> {
-        let duration = self.pipeline.query_duration::<gst::ClockTime>()?;
+        let duration = self
+            .decoder
+            .as_ref()?
+            .pipeline
+            .query_duration::<gst::ClockTime>()?;
         let (n, d) = self.info.framerate?;
         Some((duration.nseconds() as f64 * n as f64 / d as f64 / 1e9).round() as u64)
     }
 
-    /// Waits for the next sample, watching the bus so that errors end the wait.
-    fn pull(&mut self, deadline: Option<Instant>) -> Result<Option<gst::Sample>> {
+    /// The next decoded sample, rebuilding the pipeline when the stream fails, stalls or ends
+    /// and the source reconnects or loops; `None` at the end of the input or once stopped.
+    fn next_sample(&mut self) -> Result<Option<gst::Sample>> {
         loop {
-            if let Some(sample) = self
-                .appsink
-                .try_pull_sample(gst::ClockTime::from_mseconds(PULL_POLL.as_millis() as u64))
-            {
-                return Ok(Some(sample));
-            }
-            if let Some(error) = self.bus_error() {
-                return Err(error);
-            }
-            if self.appsink.is_eos() {
+            if self.stopped() {
                 return Ok(None);
             }
-            if deadline.is_some_and(|d| Instant::now() > d) {
-                return Err(self.decode_error(
-                    "no video frame arrived in time (unreachable or silent source)",
-                ));
+            let Some(decoder) = &self.decoder else {
+                self.start_decoder()?;
+                continue;
+            };
+            let stall_timeout = self.options.reconnect.stall_timeout;
+            let deadline = match (
+                self.connected,
+                self.reconnects || self.spec.reconnects_by_default(),
+            ) {
+                (false, _) => Some(Instant::now() + self.options.first_frame_timeout),
+                (true, true) => Some(Instant::now() + stall_timeout),
+                (true, false) => None,
+            };
+            let reason = match decoder.pull(deadline, self.options.stop.as_deref()) {
+                Pulled::Sample(sample) => {
+                    self.connected = true;
+                    self.came_up();
+                    return Ok(Some(sample));
+                }
+                Pulled::Stopped => return Ok(None),
+                Pulled::Eos if self.options.loop_input && self.connected => {
+                    // Loop: a fresh pipeline starts the input again (no status event).
+                    self.decoder = None;
+                    continue;
+                }
+                Pulled::Eos if !self.reconnects => return Ok(None),
+                Pulled::Eos => "end of stream".to_owned(),
+                Pulled::TimedOut if self.connected => {
+                    format!("no frame for {} s", stall_timeout.as_secs_f64())
+                }
+                Pulled::TimedOut => {
+                    "no video frame arrived in time (unreachable or silent source)".to_owned()
+                }
+                Pulled::Failed(reason) => reason,
+            };
+            if !self.reconnects {
+                return Err(self.decode_error(&reason));
             }
+            self.went_down(reason);
         }
     }
 
-    fn bus_error(&self) -> Option<Error> {
-        let bus = self.pipeline.bus()?;
-        while let Some(message) = bus.pop_filtered(&[gst::MessageType::Error]) {
-            if let gst::MessageView::Error(err) = message.view() {
-                return Some(self.decode_error(&error_line(err)));
+    /// Builds and starts a new pipeline; while the stream is down, after the backoff delay.
+    fn start_decoder(&mut self) -> Result<()> {
+        if self.down {
+            let delay = self.backoff.next_delay();
+            tracing::info!(
+                "stream {}: reconnecting in {:.1} s",
+                self.options.stream_id,
+                delay.as_secs_f64()
+            );
+            if !sleep_unless_stopped(delay, self.options.stop.as_deref()) {
+                return Ok(());
             }
         }
-        None
+        self.connected = false;
+        self.timeline.restart(if self.down {
+            Rebase::WallClock
+        } else {
+            Rebase::Continue
+        });
+        let pipeline = build_decode_pipeline(&self.spec, &self.options, self.size)
+            .map_err(|message| self.decode_error(&message))?;
+        match Decoder::start(pipeline) {
+            Ok(decoder) => self.decoder = Some(decoder),
+            Err(reason) if self.reconnects => self.went_down(reason),
+            Err(reason) => return Err(self.decode_error(&reason)),
+        }
+        Ok(())
+    }
+
+    fn went_down(&mut self, reason: String) {
+        // Dropping the decoder sets its pipeline to Null and frees it.
+        self.decoder = None;
+        let stream = self.options.stream_id;
+        if self.down {
+            tracing::info!("stream {stream}: still down: {reason}");
+            return;
+        }
+        self.down = true;
+        tracing::warn!("stream {stream} down: {reason}");
+        self.notify(&StreamStatus::Down { reason });
+    }
+
+    fn came_up(&mut self) {
+        if !self.down {
+            return;
+        }
+        self.down = false;
+        self.backoff.reset();
+        tracing::info!("stream {} up", self.options.stream_id);
+        self.notify(&StreamStatus::Up);
+    }
+
+    fn notify(&self, status: &StreamStatus) {
+        if let Some(listener) = &self.options.status {
+            listener.notify(self.options.stream_id, status);
+        }
     }
 
     fn frame_from_sample(&mut self, sample: gst::Sample) -> Result<Frame> {
@@ -448,11 +599,17 @@ impl GstSource {
         })?;
         let index = self.next_index;
         self.next_index += 1;
+        let duration_ns = buffer.duration().map(|t| t.nseconds());
+        let pts_ns = self.timeline.map(
+            buffer.pts().map(|t| t.nseconds()),
+            duration_ns,
+            Instant::now(),
+        );
         Ok(Frame {
-            stream_id: self.stream_id,
+            stream_id: self.options.stream_id,
             index,
-            pts_ns: buffer.pts().map(|t| t.nseconds()),
-            duration_ns: buffer.duration().map(|t| t.nseconds()),
+            pts_ns,
+            duration_ns,
             capture_time: SystemTime::now(),
             width: video.width() as usize,
             height: video.height() as usize,
@@ -470,13 +627,89 @@ impl FrameSource for GstSource {
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         let sample = match self.pending.take() {
             Some(sample) => Some(sample),
-            None => self.pull(None)?,
+            None => self.next_sample()?,
         };
         sample.map(|s| self.frame_from_sample(s)).transpose()
     }
 }
 
-impl Drop for GstSource {
+/// Sleeps, unless told to stop; false when stopped.
+fn sleep_unless_stopped(duration: Duration, stop: Option<&AtomicBool>) -> bool {
+    let deadline = Instant::now() + duration;
+    loop {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// What waiting for a sample ended with.
+enum Pulled {
+    Sample(gst::Sample),
+    Eos,
+    Stopped,
+    TimedOut,
+    Failed(String),
+}
+
+/// One running decode pipeline; set to Null when dropped.
+struct Decoder {
+    pipeline: gst::Pipeline,
+    appsink: gst_app::AppSink,
+}
+
+impl Decoder {
+    fn start(
+        (pipeline, appsink): (gst::Pipeline, gst_app::AppSink),
+    ) -> std::result::Result<Self, String> {
+        let decoder = Decoder { pipeline, appsink };
+        if decoder.pipeline.set_state(gst::State::Playing).is_err() {
+            return Err(decoder
+                .bus_error()
+                .unwrap_or_else(|| "cannot start the pipeline".to_owned()));
+        }
+        Ok(decoder)
+    }
+
+    /// Waits for the next sample, watching the bus so that errors end the wait.
+    fn pull(&self, deadline: Option<Instant>, stop: Option<&AtomicBool>) -> Pulled {
+        loop {
+            let poll = gst::ClockTime::from_mseconds(PULL_POLL.as_millis() as u64);
+            if let Some(sample) = self.appsink.try_pull_sample(poll) {
+                return Pulled::Sample(sample);
+            }
+            if let Some(error) = self.bus_error() {
+                return Pulled::Failed(error);
+            }
+            if self.appsink.is_eos() {
+                return Pulled::Eos;
+            }
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Pulled::Stopped;
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Pulled::TimedOut;
+            }
+        }
+    }
+
+    fn bus_error(&self) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        while let Some(message) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(err) = message.view() {
+                return Some(error_line(err));
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Decoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
@@ -497,34 +730,36 @@ fn make(factory: &str) -> Result<gst::Element, String> {
         .map_err(|_| format!("GStreamer element '{factory}' is missing: install the GStreamer plugins (scripts/setup.sh)"))
 }
 
-/// source -> (decoder) -> videoconvert -> RGBA -> appsink
+/// source -> (decoder) -> videoconvert -> videoscale -> RGBA (at `size`, when given) -> appsink
 fn build_decode_pipeline(
     spec: &InputSpec,
-    real_time: bool,
+    options: &SourceOptions,
+    size: Option<(usize, usize)>,
 ) -> Result<(gst::Pipeline, gst_app::AppSink), String> {
     let pipeline = gst::Pipeline::new();
     let convert = make("videoconvert")?;
     convert.set_property("n-threads", 0u32);
+    let scale = make("videoscale")?;
+    let mut caps = gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgba);
+    if let Some((width, height)) = size {
+        caps = caps.width(width as i32).height(height as i32);
+    }
     let appsink = gst_app::AppSink::builder()
-        .caps(
-            &gst_video::VideoCapsBuilder::new()
-                .format(gst_video::VideoFormat::Rgba)
-                .build(),
-        )
+        .caps(&caps.build())
         .max_buffers(4)
-        .sync(real_time)
+        .sync(options.real_time)
         .build();
     pipeline
-        .add_many([&convert, appsink.upcast_ref()])
+        .add_many([&convert, &scale, appsink.upcast_ref()])
         .map_err(|e| e.to_string())?;
-    convert.link(&appsink).map_err(|e| e.to_string())?;
+    gst::Element::link_many([&convert, &scale, appsink.upcast_ref()]).map_err(|e| e.to_string())?;
     match spec {
         InputSpec::File(path) => {
             let absolute = std::path::absolute(path).map_err(|e| e.to_string())?;
             let uri = gst::glib::filename_to_uri(absolute, None).map_err(|e| e.to_string())?;
-            add_uridecodebin(&pipeline, &convert, uri.as_str())?;
+            add_uridecodebin(&pipeline, &convert, uri.as_str(), None)?;
         }
-        InputSpec::Uri(uri) => add_uridecodebin(&pipeline, &convert, uri)?,
+        InputSpec::Uri(uri) => add_uridecodebin(&pipeline, &convert, uri, options.rtsp_transport)?,
         InputSpec::Webcam(device) => {
             let src = make("v4l2src")?;
             src.set_property("device", device.to_string_lossy().as_ref());
@@ -538,7 +773,7 @@ fn build_decode_pipeline(
         InputSpec::Test(test) => {
             let src = make("videotestsrc")?;
             src.set_property_from_str("pattern", &test.pattern);
-            src.set_property("is-live", real_time);
+            src.set_property("is-live", options.real_time);
             if let Some(frames) = test.frames {
                 src.set_property("num-buffers", frames as i32);
             }
@@ -561,13 +796,28 @@ fn build_decode_pipeline(
     Ok((pipeline, appsink))
 }
 
+/// rtspsrc's jitter buffer: its default (2 s) would add two seconds to every live frame's latency.
+const RTSP_LATENCY_MS: u32 = 200;
+
 fn add_uridecodebin(
     pipeline: &gst::Pipeline,
     convert: &gst::Element,
     uri: &str,
+    rtsp_transport: Option<RtspTransport>,
 ) -> Result<(), String> {
     let decode = make("uridecodebin")?;
     decode.set_property("uri", uri);
+    // uridecodebin creates the rtspsrc itself; this is where its settings can be given.
+    decode.connect("source-setup", false, move |values| {
+        let source = values.get(1).and_then(|v| v.get::<gst::Element>().ok())?;
+        if source.factory().is_some_and(|f| f.name() == "rtspsrc") {
+            source.set_property("latency", RTSP_LATENCY_MS);
+            if let Some(transport) = rtsp_transport {
+                source.set_property_from_str("protocols", transport.protocols());
+            }
+        }
+        None
+    });
     pipeline.add(&decode).map_err(|e| e.to_string())?;
     link_decoded_video(pipeline, &decode, convert);
     Ok(())
@@ -671,5 +921,25 @@ mod tests {
             InputSpec::parse("/no/such/file.mp4"),
             Err(Error::InputMissing(_))
         ));
+    }
+
+    #[test]
+    fn cameras_reconnect_by_default_files_and_patterns_do_not() {
+        for camera in [
+            "webcam",
+            "rtsp://cam.local/stream",
+            "rtspt://cam.local/stream",
+        ] {
+            assert!(
+                InputSpec::parse(camera).unwrap().reconnects_by_default(),
+                "{camera}"
+            );
+        }
+        for other in ["test://ball", "http://host/clip.mp4"] {
+            assert!(
+                !InputSpec::parse(other).unwrap().reconnects_by_default(),
+                "{other}"
+            );
+        }
     }
 }
