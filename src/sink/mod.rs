@@ -1,5 +1,8 @@
-//! Outputs that take frames: the overlay video (appsrc -> x264 -> MP4/MKV) and the step-by-step
-//! dumps (`--dump`) that let anyone compare this pipeline with the official Python one.
+//! Outputs that take frames: the overlay video, written to a file (appsrc -> x264 -> MP4/MKV),
+//! served over RTSP or pushed to an RTSP server ([`rtsp`]), and the step-by-step dumps (`--dump`)
+//! that let anyone compare this pipeline with the official Python one.
+
+pub mod rtsp;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,15 +17,94 @@ use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::tasks::Task;
 
-/// What the overlay video needs to know before the first frame.
+use rtsp::{RtspPush, RtspServer, RtspUrl};
+
+/// What an overlay video output needs to know before the first frame.
 #[derive(Clone, Debug)]
 pub struct VideoSinkOptions {
-    pub path: PathBuf,
     pub width: usize,
     pub height: usize,
     pub framerate: Option<(i32, i32)>,
     /// Text burnt into every frame (said when a model has random weights).
     pub banner: Option<String>,
+}
+
+/// What `--output` names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputSpec {
+    /// H.264 in MP4 or MKV, by the file's extension.
+    File(PathBuf),
+    /// `rtsp://` with a local host: served here, to any number of clients.
+    RtspServe(RtspUrl),
+    /// `rtsp://` with another host: pushed (RECORD) to that server.
+    RtspPush(RtspUrl),
+}
+
+impl OutputSpec {
+    pub fn parse(output: &str) -> Result<Self> {
+        if output.starts_with("rtsp://") {
+            let url = RtspUrl::parse(output).map_err(|message| Error::Output {
+                path: PathBuf::from(output),
+                message,
+            })?;
+            return Ok(if url.is_local() {
+                OutputSpec::RtspServe(url)
+            } else {
+                OutputSpec::RtspPush(url)
+            });
+        }
+        if let Some((scheme, _)) = output.split_once("://") {
+            return Err(Error::Output {
+                path: PathBuf::from(output),
+                message: format!(
+                    "unsupported output '{scheme}://' (a .mp4/.mkv file or rtsp://HOST:PORT/PATH)"
+                ),
+            });
+        }
+        Ok(OutputSpec::File(PathBuf::from(output)))
+    }
+}
+
+/// One overlay video output; the pipeline feeds every output the same frames.
+pub enum VideoOutput {
+    File(VideoSink),
+    RtspServe(RtspServer),
+    RtspPush(RtspPush),
+}
+
+impl VideoOutput {
+    pub fn open(spec: &OutputSpec, options: &VideoSinkOptions) -> Result<Self> {
+        gst::init().map_err(|e| Error::Gstreamer(e.to_string()))?;
+        Ok(match spec {
+            OutputSpec::File(path) => VideoOutput::File(VideoSink::open(path, options)?),
+            OutputSpec::RtspServe(url) => VideoOutput::RtspServe(RtspServer::open(url, options)?),
+            OutputSpec::RtspPush(url) => VideoOutput::RtspPush(RtspPush::open(url, options)?),
+        })
+    }
+
+    /// Files take every frame (backpressure); RTSP outputs never block and drop what nobody takes.
+    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+        match self {
+            VideoOutput::File(sink) => sink.push(frame),
+            VideoOutput::RtspServe(server) => {
+                server.push(frame);
+                Ok(())
+            }
+            VideoOutput::RtspPush(push) => push.push(frame),
+        }
+    }
+
+    /// Ends the stream: files are finalised, RTSP clients are told and disconnected.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            VideoOutput::File(sink) => sink.finish(),
+            VideoOutput::RtspServe(server) => {
+                server.finish();
+                Ok(())
+            }
+            VideoOutput::RtspPush(push) => push.finish(),
+        }
+    }
 }
 
 /// H.264 in MP4 or MKV, chosen by the file's extension.
@@ -35,18 +117,18 @@ pub struct VideoSink {
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl VideoSink {
-    pub fn open(options: &VideoSinkOptions) -> Result<Self> {
+    pub fn open(path: &Path, options: &VideoSinkOptions) -> Result<Self> {
         gst::init().map_err(|e| Error::Gstreamer(e.to_string()))?;
         let fail = |message: String| Error::Output {
-            path: options.path.clone(),
+            path: path.to_owned(),
             message,
         };
-        let muxer = muxer_for(&options.path).map_err(fail)?;
-        let (pipeline, appsrc) = build_encode_pipeline(options, muxer).map_err(fail)?;
+        let muxer = muxer_for(path).map_err(fail)?;
+        let (pipeline, appsrc) = build_file_pipeline(path, options, muxer).map_err(fail)?;
         let sink = VideoSink {
             pipeline,
             appsrc,
-            path: options.path.clone(),
+            path: path.to_owned(),
         };
         sink.pipeline.set_state(gst::State::Playing).map_err(|_| {
             sink.bus_error()
@@ -74,8 +156,9 @@ impl VideoSink {
     }
 
     /// Hands the frame's buffer to the encoder with the frame's own timestamps.
-    pub fn push(&mut self, frame: Frame) -> Result<()> {
-        let mut buffer = frame.buffer;
+    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+        // A new reference to the same memory: other outputs may take the frame too.
+        let mut buffer = frame.buffer.clone();
         {
             let buffer = buffer.make_mut();
             buffer.set_pts(frame.pts_ns.map(gst::ClockTime::from_nseconds));
@@ -125,9 +208,7 @@ fn muxer_for(path: &Path) -> std::result::Result<&'static str, String> {
     match extension.as_deref() {
         Some("mp4" | "m4v" | "mov") => Ok("mp4mux"),
         Some("mkv") => Ok("matroskamux"),
-        _ => Err(
-            "unsupported video container: use a .mp4 or .mkv file name, or --output none".into(),
-        ),
+        _ => Err("unsupported video container: use a .mp4 or .mkv file name, an rtsp:// URL, or --output none".into()),
     }
 }
 
@@ -137,11 +218,22 @@ fn make(factory: &str) -> std::result::Result<gst::Element, String> {
         .map_err(|_| format!("GStreamer element '{factory}' is missing: install the GStreamer plugins (scripts/setup.sh)"))
 }
 
-/// appsrc (RGBA) -> [textoverlay] -> videoconvert -> videoscale to even size -> x264enc -> h264parse -> mux -> filesink
-fn build_encode_pipeline(
-    options: &VideoSinkOptions,
-    muxer: &str,
-) -> std::result::Result<(gst::Pipeline, gst_app::AppSrc), String> {
+/// How the encoder is tuned for where its stream goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// A file: every frame, quality first.
+    File,
+    /// A network stream: no frame reordering or lookahead, and frequent key frames so that a
+    /// client joining mid-stream starts within a second or two.
+    Live,
+}
+
+/// A key frame at least this often on live streams.
+const LIVE_KEYFRAME_INTERVAL: u32 = 30;
+
+/// The RGBA appsrc frames enter by. Files block the pipeline when the encoder falls behind; live
+/// streams never block: they timestamp frames on arrival and drop the oldest when full.
+fn frame_appsrc(options: &VideoSinkOptions, delivery: Delivery) -> gst_app::AppSrc {
     let (num, den) = options.framerate.unwrap_or((0, 1));
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::Rgba)
@@ -149,14 +241,30 @@ fn build_encode_pipeline(
         .height(options.height as i32)
         .framerate(gst::Fraction::new(num, den))
         .build();
-    let frame_bytes = (options.width * options.height * 4) as u64;
-    let appsrc = gst_app::AppSrc::builder()
+    let builder = gst_app::AppSrc::builder()
         .caps(&caps)
-        .format(gst::Format::Time)
-        .block(true)
-        .max_bytes(frame_bytes * 4)
-        .build();
-    let pipeline = gst::Pipeline::new();
+        .format(gst::Format::Time);
+    match delivery {
+        Delivery::File => {
+            let frame_bytes = (options.width * options.height * 4) as u64;
+            builder.block(true).max_bytes(frame_bytes * 4).build()
+        }
+        Delivery::Live => builder
+            .is_live(true)
+            .do_timestamp(true)
+            .block(false)
+            .max_buffers(2)
+            .leaky_type(gst_app::AppLeakyType::Downstream)
+            .build(),
+    }
+}
+
+/// appsrc (RGBA) -> [textoverlay] -> videoconvert -> videoscale to even size -> x264enc -> h264parse
+fn encoder_chain(
+    appsrc: &gst_app::AppSrc,
+    options: &VideoSinkOptions,
+    delivery: Delivery,
+) -> std::result::Result<Vec<gst::Element>, String> {
     let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
     if let Some(text) = &options.banner {
         let overlay = make("textoverlay")?;
@@ -186,12 +294,28 @@ fn build_encode_pipeline(
     encoder.set_property_from_str("speed-preset", "superfast");
     encoder.set_property_from_str("pass", "qual");
     encoder.set_property("quantizer", 23u32);
+    if delivery == Delivery::Live {
+        encoder.set_property_from_str("tune", "zerolatency");
+        encoder.set_property("key-int-max", LIVE_KEYFRAME_INTERVAL);
+    }
     chain.push(encoder);
     chain.push(make("h264parse")?);
+    Ok(chain)
+}
+
+/// The encoder chain -> mux -> filesink
+fn build_file_pipeline(
+    path: &Path,
+    options: &VideoSinkOptions,
+    muxer: &str,
+) -> std::result::Result<(gst::Pipeline, gst_app::AppSrc), String> {
+    let appsrc = frame_appsrc(options, Delivery::File);
+    let mut chain = encoder_chain(&appsrc, options, Delivery::File)?;
     chain.push(make(muxer)?);
     let filesink = make("filesink")?;
-    filesink.set_property("location", options.path.to_string_lossy().as_ref());
+    filesink.set_property("location", path.to_string_lossy().as_ref());
     chain.push(filesink);
+    let pipeline = gst::Pipeline::new();
     pipeline.add_many(&chain).map_err(|e| e.to_string())?;
     gst::Element::link_many(&chain).map_err(|e| e.to_string())?;
     Ok((pipeline, appsrc))
@@ -260,4 +384,29 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> 
         .begin_nd()?;
     writer.extend(data.iter().copied())?;
     writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_files_served_or_pushed_streams() {
+        assert_eq!(
+            OutputSpec::parse("out.mp4").unwrap(),
+            OutputSpec::File("out.mp4".into())
+        );
+        let served = OutputSpec::parse("rtsp://0.0.0.0:8554/live").unwrap();
+        assert!(matches!(served, OutputSpec::RtspServe(u) if u.port == 8554));
+        let served = OutputSpec::parse("rtsp://localhost:8554/live").unwrap();
+        assert!(matches!(served, OutputSpec::RtspServe(_)));
+        // TEST-NET-1 (RFC 5737) is never this machine.
+        let pushed = OutputSpec::parse("rtsp://192.0.2.7:8554/in").unwrap();
+        assert!(matches!(pushed, OutputSpec::RtspPush(u) if u.path == "/in"));
+        let error = OutputSpec::parse("srt://0.0.0.0:9000")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unsupported output 'srt://'"), "{error}");
+        assert!(OutputSpec::parse("rtsp://0.0.0.0:8554").is_err());
+    }
 }
