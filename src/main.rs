@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -16,7 +17,10 @@ use sapiens_stream::pipeline::{
 };
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttQos};
 use sapiens_stream::publish::server::{NetworkOptions, listen_address};
-use sapiens_stream::source::{InputSpec, SourceOptions};
+use sapiens_stream::sink::OutputSpec;
+use sapiens_stream::source::{
+    InputSpec, Reconnect, ReconnectOptions, RtspTransport, SourceOptions,
+};
 use sapiens_stream::tasks::dense;
 use sapiens_stream::tasks::detect::DetectorOptions;
 use serde::{Deserialize, Serialize};
@@ -175,10 +179,16 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     normal_model: Option<PathBuf>,
-    /// Overlay video, H.264 in MP4 (or MKV by extension); `none` (default) for no video.
+    /// Overlay video: H.264 in MP4 (or MKV by extension), or rtsp://HOST:PORT/PATH (a host of
+    /// this machine serves the stream, any other host receives it by RTSP RECORD); repeat for
+    /// several outputs; `none` (default) for no video.
     #[arg(long, short)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    output: Vec<String>,
     /// What the overlay shows under the skeletons [default: auto: depth, else normals, else the frame].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,10 +293,82 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     image_fps: Option<u32>,
+    /// RTSP input transport [default: UDP, falling back to TCP].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtsp_transport: Option<RtspTransportArg>,
+    /// When a video input fails, stalls or ends: auto (default) reconnects cameras (RTSP,
+    /// webcams), always reconnects any video input, never fails at the first error.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconnect: Option<ReconnectArg>,
+    /// Longest wait between reconnect attempts, in seconds (the wait doubles from 0.5 s) [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconnect_max_delay: Option<f64>,
+    /// Start a file or bounded test pattern again when it ends.
+    #[arg(long = "loop")]
+    #[serde(default, rename = "loop")]
+    loop_input: bool,
     /// No progress bar.
     #[arg(long)]
     #[serde(default)]
     no_progress: bool,
+}
+
+/// `output = "a.mp4"` or `output = ["a.mp4", "rtsp://0.0.0.0:8554/live"]` in a preset.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(output) => vec![output],
+        OneOrMany::Many(outputs) => outputs,
+    })
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RtspTransportArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ReconnectArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl RunArgs {
+    fn reconnect_options(&self) -> anyhow::Result<ReconnectOptions> {
+        let defaults = ReconnectOptions::default();
+        let max_delay = match self.reconnect_max_delay {
+            Some(seconds) => Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!(
+                        "--reconnect-max-delay must be a positive number of seconds, not {seconds}"
+                    )
+                })?,
+            None => defaults.max_delay,
+        };
+        Ok(ReconnectOptions {
+            policy: match self.reconnect {
+                Some(ReconnectArg::Always) => Reconnect::Always,
+                Some(ReconnectArg::Never) => Reconnect::Never,
+                Some(ReconnectArg::Auto) | None => Reconnect::Auto,
+            },
+            max_delay,
+            ..defaults
+        })
+    }
 }
 
 impl RunArgs {
@@ -479,7 +561,13 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         Some(ModeArg::Offline) => Scheduling::Offline,
         None => Scheduling::default_for(&input),
     };
-    let output = args.output.filter(|o| o != "none").map(PathBuf::from);
+    let outputs = args
+        .output
+        .iter()
+        .filter(|o| *o != "none")
+        .map(|o| OutputSpec::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reconnect = args.reconnect_options()?;
     let persons = match (args.detector, args.boxes) {
         (Some(_), Some(_)) => anyhow::bail!("--detector and --boxes exclude each other: give one"),
         (Some(model), None) => PersonSource::Detector {
@@ -502,7 +590,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
             depth: args.depth_model,
             normal: args.normal_model,
         },
-        output,
+        outputs,
         results: args.results,
         dump: args.dump.map(|dir| (dir, args.dump_frames.unwrap_or(1))),
         ort_lib: args.ort_lib,
@@ -551,6 +639,12 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         source: SourceOptions {
             image_fps: args.image_fps.unwrap_or(25),
             real_time: scheduling == Scheduling::Live,
+            rtsp_transport: args.rtsp_transport.map(|t| match t {
+                RtspTransportArg::Tcp => RtspTransport::Tcp,
+                RtspTransportArg::Udp => RtspTransport::Udp,
+            }),
+            reconnect,
+            loop_input: args.loop_input,
             ..SourceOptions::default()
         },
         input,

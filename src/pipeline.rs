@@ -30,8 +30,8 @@ use crate::publish::{
     SCHEMA_VERSION, SegmentationSummary,
 };
 use crate::render::{self, PoseStyle};
-use crate::sink::{Dumper, VideoSink, VideoSinkOptions};
-use crate::source::{self, FrameSource, InputSpec, SourceOptions};
+use crate::sink::{Dumper, OutputSpec, VideoOutput, VideoSinkOptions};
+use crate::source::{self, FrameSource, InputSpec, SourceOptions, StatusListener, StreamStatus};
 use crate::tasks::detect::{BoxesFile, DetectorOptions, PersonDetector};
 use crate::tasks::keypoint_sets::{self, KeypointSet};
 use crate::tasks::pose::{self, Person, PersonBox};
@@ -172,8 +172,8 @@ pub struct PipelineConfig {
     /// output is flushed and finalised.
     pub stop: Arc<AtomicBool>,
     pub models: ModelPaths,
-    /// Overlay video file; `None` writes no video.
-    pub output: Option<PathBuf>,
+    /// Overlay video outputs (files, RTSP), all fed the same frames; none: no video.
+    pub outputs: Vec<OutputSpec>,
     /// JSON-lines results file, `-` for stdout.
     pub results: Option<PathBuf>,
     /// Folder and number of leading frames to dump.
@@ -397,20 +397,31 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         )?),
         None => None,
     };
-    let source = source::open(&config.input, &config.source)?;
-    let info = source.info().clone();
-    let video = match &config.output {
-        Some(path) => Some(VideoSink::open(&VideoSinkOptions {
-            path: path.clone(),
-            width: info.width,
-            height: info.height,
-            framerate: info.framerate,
-            banner: summary
-                .random_weights
-                .then(|| RANDOM_WEIGHTS_BANNER.to_owned()),
-        })?),
-        None => None,
+    let reconnects = metrics.clone();
+    let source_options = SourceOptions {
+        stop: Some(config.stop.clone()),
+        status: Some(StatusListener::new(move |stream, status| {
+            if *status == StreamStatus::Up {
+                reconnects.reconnect(stream);
+            }
+        })),
+        ..config.source.clone()
     };
+    let source = source::open(&config.input, &source_options)?;
+    let info = source.info().clone();
+    let stream = VideoSinkOptions {
+        width: info.width,
+        height: info.height,
+        framerate: info.framerate,
+        banner: summary
+            .random_weights
+            .then(|| RANDOM_WEIGHTS_BANNER.to_owned()),
+    };
+    let videos = config
+        .outputs
+        .iter()
+        .map(|spec| VideoOutput::open(spec, &stream))
+        .collect::<Result<Vec<_>>>()?;
     let mut publishers = open_publishers(config, &metrics)?;
     let server = start_network(&config.network, &metrics, &mut publishers)?;
     let frame_hub = server.as_ref().map(|s| s.frames().clone());
@@ -437,7 +448,7 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         persons,
         needs_dense: models.needs_dense_input(),
     };
-    let draw = video.is_some();
+    let draw = !videos.is_empty();
     let flip_test = config.flip_test;
     let max_frames = config.max_frames;
     let stop = &config.stop;
@@ -482,7 +493,7 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
                 stage_metrics,
             )
         });
-        let sink_result = sink_stage(done_rx, video, publishers, progress.as_ref(), &metrics);
+        let sink_result = sink_stage(done_rx, videos, publishers, progress.as_ref(), &metrics);
         let outcome = [
             join(source_thread),
             join(preprocess_thread),
@@ -561,10 +572,12 @@ fn join(handle: thread::ScopedJoinHandle<'_, StageOutcome>) -> StageOutcome {
 }
 
 fn check_outputs(config: &PipelineConfig) -> Result<()> {
-    let targets = [config.output.as_ref(), config.results.as_ref()];
-    for path in targets
-        .into_iter()
-        .flatten()
+    let files = config.outputs.iter().filter_map(|spec| match spec {
+        OutputSpec::File(path) => Some(path),
+        _ => None,
+    });
+    for path in files
+        .chain(config.results.as_ref())
         .filter(|p| p.as_os_str() != "-")
     {
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -1272,7 +1285,7 @@ fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) ->
 
 fn sink_stage(
     done: Receiver<Done>,
-    mut video: Option<VideoSink>,
+    mut videos: Vec<VideoOutput>,
     mut publishers: Vec<Box<dyn Publisher>>,
     progress: Option<&indicatif::ProgressBar>,
     metrics: &Arc<Metrics>,
@@ -1287,8 +1300,8 @@ fn sink_stage(
         for publisher in publishers.iter_mut() {
             publisher.publish(&published)?;
         }
-        if let Some(video) = video.as_mut() {
-            video.push(frame)?;
+        for video in &mut videos {
+            video.push(&frame)?;
         }
         stats.record(start.elapsed());
         let elapsed = captured.elapsed().unwrap_or_default();
@@ -1308,7 +1321,7 @@ fn sink_stage(
         bar.finish_and_clear();
     }
     let finished = [
-        video.map_or(Ok(()), VideoSink::finish),
+        videos.into_iter().try_for_each(VideoOutput::finish),
         publishers.into_iter().try_for_each(|p| p.finish()),
     ];
     delivered?;

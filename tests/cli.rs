@@ -369,12 +369,15 @@ fn bad_inputs_fail_with_one_clear_line() {
     );
     assert_clean_failure(&audio_only, &["no video stream"]);
 
+    // Cameras are retried until they answer (tests/rtsp.rs); `--reconnect never` fails fast.
     let unreachable = sapiens(
         d,
         &[
             "run",
             "--input",
             "rtsp://127.0.0.1:9/none",
+            "--reconnect",
+            "never",
             "--pose-model",
             pose,
         ],
