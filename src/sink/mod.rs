@@ -294,6 +294,9 @@ fn encoder_chain(
     encoder.set_property_from_str("speed-preset", "superfast");
     encoder.set_property_from_str("pass", "qual");
     encoder.set_property("quantizer", 23u32);
+    // No B-frames: live runs drop frames, and with reordered frames around such a gap mp4mux
+    // writes an edit list that ends before the last frame, which players then never show.
+    encoder.set_property("bframes", 0u32);
     if delivery == Delivery::Live {
         encoder.set_property_from_str("tune", "zerolatency");
         encoder.set_property("key-int-max", LIVE_KEYFRAME_INTERVAL);
