@@ -15,7 +15,7 @@ use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::glib;
@@ -37,6 +37,8 @@ const MEDIA_APPSRC: &str = "frames";
 const SESSION_CLEANUP_SECONDS: u32 = 2;
 /// How long the served stream's end-of-stream may take to reach the clients.
 const END_OF_STREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long clients told of the end get to hang up before they are disconnected.
+const CLIENTS_LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a push output may take to send its last frames when the run ends.
 const PUSH_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -222,8 +224,18 @@ impl RtspServer {
     pub fn finish(mut self) {
         if let Some(appsrc) = lock(&self.input).take() {
             end_stream(&appsrc);
+            self.let_clients_leave();
         }
         self.shutdown();
+    }
+
+    /// Clients told of the end usually hang up themselves; the ones still there after a short
+    /// while are disconnected by `shutdown`.
+    fn let_clients_leave(&self) {
+        let deadline = Instant::now() + CLIENTS_LEAVE_TIMEOUT;
+        while !self.server.client_filter(None).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn shutdown(&mut self) {
@@ -246,16 +258,23 @@ impl Drop for RtspServer {
     }
 }
 
-/// Sends end-of-stream through the media and waits (briefly) until the payloader has passed it
-/// on, so that clients are told the stream ended (RTCP BYE) before they are disconnected.
+/// Sends end-of-stream through the media and waits (briefly) until the RTP session has sent its
+/// RTCP BYE, which it does before passing the end-of-stream on to its RTCP output: clients are
+/// told the stream ended before they are disconnected.
 fn end_stream(appsrc: &gst_app::AppSrc) {
-    let payloader_src = appsrc
+    let rtcp_outputs: Vec<gst::Pad> = appsrc
         .parent()
-        .and_then(|bin| bin.downcast::<gst::Bin>().ok())
-        .and_then(|bin| bin.by_name("pay0"))
-        .and_then(|payloader| payloader.static_pad("src"));
+        .and_then(|media_bin| media_bin.parent())
+        .and_then(|pipeline| pipeline.downcast::<gst::Bin>().ok())
+        .into_iter()
+        .flat_map(|pipeline| pipeline.iterate_recurse().into_iter().flatten())
+        .filter(|element| element.factory().is_some_and(|f| f.name() == "rtpbin"))
+        .flat_map(|rtpbin| rtpbin.src_pads())
+        .filter(|pad| pad.name().starts_with("send_rtcp_src"))
+        .collect();
     let (ended, wait) = std::sync::mpsc::channel();
-    if let Some(pad) = &payloader_src {
+    for pad in &rtcp_outputs {
+        let ended = ended.clone();
         pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
             if let Some(gst::PadProbeData::Event(event)) = &info.data
                 && event.type_() == gst::EventType::Eos
@@ -265,9 +284,18 @@ fn end_stream(appsrc: &gst_app::AppSrc) {
             gst::PadProbeReturn::Ok
         });
     }
-    if appsrc.end_of_stream().is_ok() && payloader_src.is_some() {
-        let _ = wait.recv_timeout(END_OF_STREAM_TIMEOUT);
+    if appsrc.end_of_stream().is_err() {
+        return;
     }
+    let deadline = Instant::now() + END_OF_STREAM_TIMEOUT;
+    for _ in &rtcp_outputs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if wait.recv_timeout(left).is_err() {
+            tracing::debug!("RTCP BYE not confirmed in time");
+            return;
+        }
+    }
+    tracing::debug!("RTCP BYE sent on {} outputs", rtcp_outputs.len());
 }
 
 fn lock(input: &MediaInput) -> std::sync::MutexGuard<'_, Option<gst_app::AppSrc>> {
