@@ -186,6 +186,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
     let port = free_port();
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     let results = d.join("results.jsonl");
+    let http_port = free_port().to_string();
 
     let mut camera = Sapiens::camera(d, "camera-1", port, &[]);
     let viewer = Sapiens::start(
@@ -200,6 +201,8 @@ fn camera_that_drops_and_returns_twice_is_followed() {
             "1",
             "--results",
             results.to_str().unwrap(),
+            "--http",
+            &http_port,
         ],
     );
     wait_for("first results", || {
@@ -233,6 +236,16 @@ fn camera_that_drops_and_returns_twice_is_followed() {
     assert!(
         rss_after < rss_before + RSS_GROWTH_LIMIT_KB,
         "RSS grew from {rss_before} kB to {rss_after} kB over two reconnects"
+    );
+    let metrics = ureq::get(&format!("http://127.0.0.1:{http_port}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("sapiens_reconnects_total{stream=\"0\"} 2"),
+        "{metrics}"
     );
 
     let status = viewer.terminate();
