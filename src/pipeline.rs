@@ -14,6 +14,9 @@ use std::time::{Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
+use crate::cuda::Gpu;
+use crate::cuda::inference::{DenseRequest, DeviceInference, FrameRequest, PoseRequest};
+use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::probe::Capabilities;
 use crate::engine::{Engine, ExecutionChoice, runtime};
@@ -35,6 +38,7 @@ use crate::source::{self, FrameSource, InputSpec, SourceOptions, StatusListener,
 use crate::tasks::detect::{BoxesFile, DetectorOptions, PersonDetector};
 use crate::tasks::keypoint_sets::{self, KeypointSet};
 use crate::tasks::pose::{self, Person, PersonBox};
+use crate::tasks::pose_decode::HeatmapPeak;
 use crate::tasks::{
     INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, dense, flip, seg, validate_model,
 };
@@ -221,6 +225,8 @@ struct Models {
     seg: Option<TaskModel>,
     depth: Option<TaskModel>,
     normal: Option<TaskModel>,
+    /// On a GPU with its kernels: model inputs made, and outputs decoded, on the device.
+    device: Option<DeviceInference>,
 }
 
 impl Models {
@@ -256,7 +262,11 @@ struct Work {
     pose_input: Option<Vec<f32>>,
     dense_input: Option<Vec<f32>>,
     heatmaps: Option<Vec<f32>>,
+    /// Keypoints decoded on the GPU instead of `heatmaps`, one set per box.
+    peaks: Option<Vec<HeatmapPeak>>,
     logits: Option<Vec<f32>>,
+    /// The frame-size class map made on the GPU instead of `logits`.
+    class_map: Option<Vec<u8>>,
     depth: Option<Vec<f32>>,
     normals: Option<Vec<f32>>,
 }
@@ -447,9 +457,11 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         stretch,
         persons,
         needs_dense: models.needs_dense_input(),
+        inputs_on_device: models.device.is_some(),
     };
     let draw = !videos.is_empty();
     let flip_test = config.flip_test;
+    let seg_upsample = config.seg_upsample;
     let max_frames = config.max_frames;
     let stop = &config.stop;
 
@@ -466,9 +478,11 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
                 prepared_rx,
                 inferred_tx,
                 models,
-                flip_test,
-                &in_pool,
-                &out_pool,
+                Inference {
+                    flip_test,
+                    seg_upsample,
+                },
+                (&in_pool, &out_pool),
                 dumper,
             )
         });
@@ -621,6 +635,8 @@ fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models
         Capabilities::probe(config.ort_lib.as_deref())
     })?;
     tracing::info!("{}", selection.describe(config.execution));
+    let gpu = selection.execution.device().and_then(open_kernels);
+    let compute_stream = gpu.as_ref().map(|g| ComputeStream(g.stream().clone()));
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
         let options = OnnxOptions {
@@ -632,6 +648,7 @@ fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models
             } else {
                 1
             },
+            compute_stream: compute_stream.clone(),
             ..OnnxOptions::default()
         };
         let engine = OnnxEngine::load(path, environment, &options)?;
@@ -650,7 +667,27 @@ fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models
         seg: load(Task::Seg, &config.models.seg)?,
         depth: load(Task::Depth, &config.models.depth)?,
         normal: load(Task::Normal, &config.models.normal)?,
+        device: gpu.map(DeviceInference::new),
     })
+}
+
+/// The CUDA kernels on `device`; without them (no NVRTC, say) the models still run on the GPU,
+/// but frames are prepared and outputs decoded on the CPU, and the tensors cross the bus.
+fn open_kernels(device: usize) -> Option<Gpu> {
+    match Gpu::open(device) {
+        Ok(gpu) => {
+            tracing::info!(
+                "CUDA kernels on cuda:{device}: model inputs and outputs stay on the GPU"
+            );
+            Some(gpu)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "CUDA kernels unavailable ({e}): frames are prepared and outputs decoded on the CPU"
+            );
+            None
+        }
+    }
 }
 
 fn summarize(models: &Models) -> ModelSummary {
@@ -727,6 +764,8 @@ struct Preparation {
     /// `None` when no pose model runs.
     persons: Option<PersonFinder>,
     needs_dense: bool,
+    /// The GPU makes the model inputs from the frame itself.
+    inputs_on_device: bool,
 }
 
 fn preprocess_stage(
@@ -743,12 +782,13 @@ fn preprocess_stage(
             None => Vec::new(),
         };
         let work = stats.time(|| {
-            let pose_input = prep.persons.is_some().then(|| {
+            let on_host = !prep.inputs_on_device;
+            let pose_input = (on_host && prep.persons.is_some()).then(|| {
                 let mut input = prep.pool.get(boxes.len() * INPUT_LEN);
                 frame.with_view(|view| pose::prepare_crops(view, &boxes, &mut input, &norm));
                 input
             });
-            let dense_input = prep.needs_dense.then(|| {
+            let dense_input = (on_host && prep.needs_dense).then(|| {
                 let mut input = prep.pool.get(INPUT_LEN);
                 frame.with_view(|view| prep.stretch.run(view, &mut input, &norm));
                 input
@@ -759,7 +799,9 @@ fn preprocess_stage(
                 pose_input,
                 dense_input,
                 heatmaps: None,
+                peaks: None,
                 logits: None,
+                class_map: None,
                 depth: None,
                 normals: None,
             }
@@ -777,30 +819,50 @@ fn preprocess_stage(
     Ok((0, stats))
 }
 
+/// How the models run on each frame.
+#[derive(Clone, Copy)]
+struct Inference {
+    flip_test: bool,
+    seg_upsample: SegUpsample,
+}
+
 fn inference_stage(
     prepared: Receiver<Work>,
     out: Sender<Work>,
     mut models: Models,
-    flip_test: bool,
-    input_pool: &Pool,
-    output_pool: &Pool,
+    inference: Inference,
+    (input_pool, output_pool): (&Pool, &Pool),
     dumper: Option<&Dumper>,
 ) -> StageOutcome {
+    let flip_test = inference.flip_test;
     let metrics = [&models.pose, &models.seg, &models.depth, &models.normal]
         .into_iter()
         .flatten()
         .map(|m| m.metrics.clone())
         .next()
         .expect("a run has at least one model");
-    let mut stats: Vec<StageStats> = ["pose infer", "seg infer", "depth infer", "normal infer"]
-        .into_iter()
-        .map(|name| StageStats::new(name).reporting_to(&metrics))
-        .collect();
+    let mut stats: Vec<StageStats> = [
+        "pose infer",
+        "seg infer",
+        "depth infer",
+        "normal infer",
+        "gpu frame",
+    ]
+    .into_iter()
+    .map(|name| StageStats::new(name).reporting_to(&metrics))
+    .collect();
     for mut work in prepared {
         let index = work.frame.index;
         let dump = dumper.filter(|d| d.wants(index));
         if let Some(dumper) = dump {
             dumper.frame_png(&work.frame)?;
+        }
+        if models.device.is_some() {
+            stats[4].time(|| infer_on_device(&mut work, &mut models, inference))?;
+            if out.send(work).is_err() {
+                break;
+            }
+            continue;
         }
         if let (Some(model), Some(input)) = (models.pose.as_mut(), work.pose_input.take()) {
             let persons = work.boxes.len();
@@ -844,6 +906,50 @@ fn inference_stage(
         }
     }
     Ok((0, stats.into_iter().filter(|s| s.count() > 0).collect()))
+}
+
+/// A dense model for the GPU path, if it runs there.
+fn dense_request(model: &mut Option<TaskModel>) -> Option<DenseRequest<'_>> {
+    model.as_mut().and_then(|m| {
+        let layout = m.layout;
+        m.engine
+            .device()
+            .map(|engine| DenseRequest { engine, layout })
+    })
+}
+
+/// Every model of a frame on the GPU, from the uploaded frame to peaks and a class map.
+fn infer_on_device(work: &mut Work, models: &mut Models, inference: Inference) -> Result<()> {
+    let crops: Vec<_> = work.boxes.iter().map(PersonBox::crop).collect();
+    let pose = models.pose.as_mut().and_then(|m| {
+        let (layout, max_batch) = (m.layout, m.max_batch);
+        let flip_indices = inference
+            .flip_test
+            .then(|| keypoint_sets::keypoint_set(layout.channels))
+            .flatten()
+            .map(|set| &set.flip_indices[..]);
+        m.engine.device().map(|engine| PoseRequest {
+            engine,
+            layout,
+            max_batch,
+            flip_indices,
+            crops: &crops,
+        })
+    });
+    let request = FrameRequest {
+        pose,
+        seg: dense_request(&mut models.seg)
+            .map(|seg| (seg, inference.seg_upsample == SegUpsample::Nearest)),
+        depth: dense_request(&mut models.depth),
+        normal: dense_request(&mut models.normal),
+    };
+    let device = models.device.as_mut().expect("called on the GPU path");
+    let results = work.frame.with_view(|view| device.run(view, request))?;
+    work.peaks = models.pose.is_some().then_some(results.peaks);
+    work.class_map = results.class_map;
+    work.depth = results.depth;
+    work.normals = results.normals;
+    Ok(())
 }
 
 /// Pose for every person; with the flip test, also on the mirrored crops, merged back (SAPIENS.md).
@@ -992,15 +1098,22 @@ fn post_stage(
     let mut maps = DenseMaps::default();
     for mut work in inferred {
         let (width, height) = (work.frame.width, work.frame.height);
-        let persons = match (work.heatmaps.take(), summary.pose_layout) {
-            (Some(heatmaps), Some(layout)) => {
+        let persons = match (work.heatmaps.take(), work.peaks.take(), summary.pose_layout) {
+            (Some(heatmaps), _, Some(layout)) => {
                 let persons = stats[0]
                     .time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
                 pool.put(heatmaps);
                 Some(persons)
             }
+            (None, Some(decoded), Some(layout)) => {
+                Some(pose::persons_from_peaks(&decoded, layout, &work.boxes))
+            }
             _ => None,
         };
+        let device_classes = work.class_map.take().map(|class_map| {
+            maps.class_map = class_map;
+            summarise_classes(&maps.class_map)
+        });
         let segmentation = work
             .logits
             .take()
@@ -1018,7 +1131,8 @@ fn post_stage(
                 });
                 pool.put(logits);
                 class_map
-            });
+            })
+            .or(device_classes);
         let depth = work
             .depth
             .take()
@@ -1080,7 +1194,6 @@ fn class_map(
     upsample: SegUpsample,
     maps: &mut DenseMaps,
 ) -> SegmentationSummary {
-    let parts = keypoint_sets::body_parts();
     maps.class_map.resize(width * height, 0);
     let (c, h, w) = (layout.channels, layout.height, layout.width);
     match upsample {
@@ -1091,9 +1204,14 @@ fn class_map(
             seg::argmax_nearest(logits, c, h, w, width, height, &mut maps.class_map)
         }
     }
+    summarise_classes(&maps.class_map)
+}
+
+fn summarise_classes(class_map: &[u8]) -> SegmentationSummary {
+    let parts = keypoint_sets::body_parts();
     SegmentationSummary {
         class_set: parts.name.clone(),
-        class_pixels: count_classes(&maps.class_map, parts.classes.len()),
+        class_pixels: count_classes(class_map, parts.classes.len()),
         class_map_file: None,
         mask_file: None,
         mask: None,

@@ -7,6 +7,9 @@
 //! The driver and NVRTC libraries are probed before cudarc touches them (cudarc panics when a
 //! library is missing), so a machine without a GPU gets an error, never a panic.
 
+pub mod dense;
+pub mod flip;
+pub mod inference;
 pub mod pose;
 pub mod preprocess;
 pub mod render;
@@ -21,11 +24,13 @@ use crate::engine::probe;
 use crate::error::{Error, Result};
 
 /// Every kernel source, by module name.
-pub const SOURCES: [(&str, &str); 4] = [
+pub const SOURCES: [(&str, &str); 6] = [
     ("preprocess", include_str!("preprocess.cu")),
+    ("flip", include_str!("flip.cu")),
     ("seg", include_str!("seg.cu")),
     ("pose", include_str!("pose.cu")),
     ("render", include_str!("render.cu")),
+    ("dense", include_str!("dense.cu")),
 ];
 
 /// Compiles one kernel source to PTX. No GPU needed: NVRTC is only a compiler.
@@ -44,6 +49,7 @@ pub fn compile(name: &str, source: &str) -> Result<Ptx> {
 }
 
 /// A CUDA device with our kernels loaded and the stream they run on.
+#[derive(Clone)]
 pub struct Gpu {
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,

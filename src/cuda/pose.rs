@@ -2,7 +2,7 @@
 //! stay on the GPU and only the peaks come back. Same results as
 //! [`crate::tasks::pose_decode::decode_dark_udp`] up to float rounding of the log.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::{Gpu, cuda_error};
 use crate::error::{Error, Result};
@@ -16,13 +16,23 @@ struct BlurTaps([f32; 11]);
 // SAFETY: plain old data with the kernel's C layout.
 unsafe impl DeviceRepr for BlurTaps {}
 
-/// `Peak` in pose.cu.
+/// `Peak` in pose.cu: a heatmap peak as the kernels write it.
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct DevicePeak {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevicePeak {
     x: f32,
     y: f32,
     score: f32,
+}
+
+impl From<DevicePeak> for HeatmapPeak {
+    fn from(p: DevicePeak) -> Self {
+        HeatmapPeak {
+            x: p.x,
+            y: p.y,
+            score: p.score,
+        }
+    }
 }
 
 // SAFETY: plain old data with the kernel's C layout.
@@ -42,11 +52,41 @@ pub fn decode_dark_udp(
     scratch: &mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
     out: &mut Vec<HeatmapPeak>,
 ) -> Result<()> {
+    let mut peaks = gpu
+        .stream()
+        .alloc_zeros::<DevicePeak>(maps.max(1))
+        .map_err(cuda_error("allocating peaks"))?;
+    queue_decode(
+        gpu,
+        heatmaps,
+        (maps, height, width),
+        scratch,
+        peaks.slice_mut(..),
+    )?;
+    let peaks = gpu
+        .stream()
+        .clone_dtoh(&peaks)
+        .map_err(cuda_error("reading peaks"))?;
+    out.clear();
+    out.extend(peaks.into_iter().take(maps).map(HeatmapPeak::from));
+    Ok(())
+}
+
+/// Queues the decode of `maps` heatmaps into `peaks` (one per map) on the GPU's stream, without
+/// waiting: the pipeline reads all of a frame's peaks back at once.
+pub fn queue_decode(
+    gpu: &Gpu,
+    heatmaps: &CudaSlice<f32>,
+    (maps, height, width): (usize, usize, usize),
+    scratch: &mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    mut peaks: CudaViewMut<'_, DevicePeak>,
+) -> Result<()> {
     let count = maps * height * width;
-    if count == 0 || heatmaps.len() < count {
+    if count == 0 || heatmaps.len() < count || peaks.len() < maps {
         return Err(Error::Cuda(format!(
-            "heatmaps hold {} values, {maps} x {height} x {width} needed",
-            heatmaps.len()
+            "heatmaps hold {} values and peaks {}, {maps} x {height} x {width} needed",
+            heatmaps.len(),
+            peaks.len()
         )));
     }
     let stream = gpu.stream();
@@ -81,9 +121,6 @@ pub fn decode_dark_udp(
         };
     blur_pass("blur_rows", heatmaps, rows)?;
     blur_pass("blur_columns", rows, blurred)?;
-    let mut peaks = stream
-        .alloc_zeros::<DevicePeak>(maps)
-        .map_err(cuda_error("allocating peaks"))?;
     let function = gpu.function("pose", "refine_peaks")?;
     let config = LaunchConfig {
         grid_dim: (maps as u32, 1, 1),
@@ -99,14 +136,5 @@ pub fn decode_dark_udp(
         .arg(&mut peaks);
     // SAFETY: arguments match the kernel; one block per map, shared memory for 3 arrays of the block size.
     unsafe { launch.launch(config) }.map_err(cuda_error("launching refine_peaks"))?;
-    let peaks = stream
-        .clone_dtoh(&peaks)
-        .map_err(cuda_error("reading peaks"))?;
-    out.clear();
-    out.extend(peaks.iter().map(|p| HeatmapPeak {
-        x: p.x,
-        y: p.y,
-        score: p.score,
-    }));
     Ok(())
 }

@@ -7,10 +7,10 @@ use super::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
 use crate::tasks::seg::{linear_taps, nearest_sources};
 
-/// `LinearTap` in seg.cu.
+/// `LinearTap` in seg.cu and dense.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DeviceLinearTap {
+pub(crate) struct DeviceLinearTap {
     lo: i32,
     hi: i32,
     w_lo: f32,
@@ -19,6 +19,26 @@ struct DeviceLinearTap {
 
 // SAFETY: plain old data with the kernel's C layout.
 unsafe impl DeviceRepr for DeviceLinearTap {}
+
+/// The CPU path's bilinear taps from `in_len` to `out_len` samples, on the device.
+pub(crate) fn upload_linear_taps(
+    gpu: &Gpu,
+    in_len: usize,
+    out_len: usize,
+) -> Result<CudaSlice<DeviceLinearTap>> {
+    let taps: Vec<DeviceLinearTap> = linear_taps(in_len, out_len)
+        .iter()
+        .map(|t| DeviceLinearTap {
+            lo: t.lo as i32,
+            hi: t.hi as i32,
+            w_lo: t.w_lo,
+            w_hi: t.w_hi,
+        })
+        .collect();
+    gpu.stream()
+        .clone_htod(&taps)
+        .map_err(cuda_error("uploading taps"))
+}
 
 /// The logits' shape (classes x height x width) and the class map's size.
 #[derive(Clone, Copy, Debug)]
@@ -53,22 +73,8 @@ pub fn upsample_argmax(
     out: &mut CudaSlice<u8>,
 ) -> Result<()> {
     shape.check(logits, out)?;
-    let device_taps = |in_len, out_len| -> Result<CudaSlice<DeviceLinearTap>> {
-        let taps: Vec<DeviceLinearTap> = linear_taps(in_len, out_len)
-            .iter()
-            .map(|t| DeviceLinearTap {
-                lo: t.lo as i32,
-                hi: t.hi as i32,
-                w_lo: t.w_lo,
-                w_hi: t.w_hi,
-            })
-            .collect();
-        gpu.stream()
-            .clone_htod(&taps)
-            .map_err(cuda_error("uploading taps"))
-    };
-    let columns = device_taps(shape.in_w, shape.out_w)?;
-    let rows = device_taps(shape.in_h, shape.out_h)?;
+    let columns = upload_linear_taps(gpu, shape.in_w, shape.out_w)?;
+    let rows = upload_linear_taps(gpu, shape.in_h, shape.out_h)?;
     let function = gpu.function("seg", "upsample_argmax")?;
     let [classes, in_h, in_w, out_w, out_h] = [
         shape.classes,

@@ -3,6 +3,7 @@
 //! way. [`ExecutionChoice`] is what the user asked for (`--engine`, `--device`); [`select`] turns it
 //! into an [`Execution`] by what [`probe::Capabilities`] found on this machine.
 
+pub mod device;
 pub mod onnx;
 pub mod probe;
 pub mod runtime;
@@ -51,6 +52,11 @@ pub trait Engine: Send {
     /// Runs `batch` items laid out contiguously in `input` and appends the first output, batch
     /// first and contiguous, to `output`.
     fn run(&mut self, input: &[f32], batch: usize, output: &mut Vec<f32>) -> Result<()>;
+
+    /// The engine's device side, when it runs on the GPU stream the kernels use.
+    fn device(&mut self) -> Option<&mut dyn device::DeviceEngine> {
+        None
+    }
 }
 
 /// `--engine`: which ONNX Runtime execution provider runs the models.

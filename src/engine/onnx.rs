@@ -10,6 +10,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorRef, ValueType};
 
+use super::device::{ComputeStream, DeviceBatch, DeviceEngine, DeviceSession};
 use super::tensorrt::{self, CacheKey, ShapeProfile, TensorRtOptions};
 use super::{DeclaredShape, Engine, Execution, ModelInfo, probe};
 use crate::error::{Error, Result};
@@ -19,6 +20,8 @@ pub struct OnnxEngine {
     info: ModelInfo,
     /// Item shape without the batch dimension, for building input tensors.
     input_item: Vec<usize>,
+    /// Device runs, with the stream the session runs on (dropped after the session).
+    device: Option<(DeviceSession, ComputeStream)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -30,6 +33,8 @@ pub struct OnnxOptions {
     /// The largest batch the model will be given (TensorRT builds its engine for 1 to this).
     pub max_batch: usize,
     pub tensorrt: TensorRtOptions,
+    /// On a GPU: run on this stream, the kernels' own, with inputs and outputs in device memory.
+    pub compute_stream: Option<ComputeStream>,
 }
 
 impl OnnxEngine {
@@ -73,23 +78,29 @@ impl OnnxEngine {
                 cache.folder.display()
             );
         }
-        let mut info = describe(path, &session).map_err(model_error)?;
+        let mut info = describe(path, &session).map_err(&model_error)?;
         info.provider = provider_name(options.execution);
-        let input_item = info.input_shape[1..]
-            .iter()
-            .map(|d| {
-                d.ok_or_else(|| {
-                    model_error(format!(
-                        "input '{}' has a dynamic non-batch dimension",
-                        info.input_name
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>>>()?;
+        let input_item = static_item(&info.input_shape, &info.input_name).map_err(&model_error)?;
+        let device = match (options.execution.device(), &options.compute_stream) {
+            (Some(device), Some(stream)) => {
+                let output_item =
+                    static_item(&info.output_shape, &info.output_name).map_err(&model_error)?;
+                let session = DeviceSession::new(
+                    &session,
+                    device,
+                    (&info.input_name, &input_item),
+                    (&info.output_name, &output_item),
+                    &info.id,
+                )?;
+                Some((session, stream.clone()))
+            }
+            _ => None,
+        };
         Ok(OnnxEngine {
             session,
             info,
             input_item,
+            device,
         })
     }
 
@@ -124,6 +135,39 @@ impl Engine for OnnxEngine {
         output.extend_from_slice(data);
         Ok(())
     }
+
+    fn device(&mut self) -> Option<&mut dyn DeviceEngine> {
+        match self.device {
+            Some(_) => Some(self),
+            None => None,
+        }
+    }
+}
+
+impl DeviceEngine for OnnxEngine {
+    fn device_batch(&self, items: usize) -> Result<DeviceBatch> {
+        let (device, _) = self
+            .device
+            .as_ref()
+            .expect("device() hands out device engines only");
+        device.batch(&self.session, items)
+    }
+
+    fn run_device(&mut self, batch: &DeviceBatch) -> Result<()> {
+        let (device, _) = self
+            .device
+            .as_ref()
+            .expect("device() hands out device engines only");
+        device.run(&mut self.session, batch)
+    }
+}
+
+/// A declared shape without its batch dimension, every dimension fixed.
+fn static_item(shape: &DeclaredShape, name: &str) -> std::result::Result<Vec<usize>, String> {
+    shape[1..]
+        .iter()
+        .map(|d| d.ok_or_else(|| format!("'{name}' has a dynamic non-batch dimension")))
+        .collect()
 }
 
 /// The execution providers to register, and the TensorRT engine cache they use.
@@ -144,10 +188,13 @@ fn execution_providers(
     options: &OnnxOptions,
 ) -> Result<Providers> {
     let cuda = |device: usize| {
-        ep::CUDA::default()
-            .with_device_id(device as i32)
-            .build()
-            .error_on_failure()
+        let provider = ep::CUDA::default().with_device_id(device as i32);
+        let provider = match &options.compute_stream {
+            // SAFETY: the engine keeps the stream alive as long as its session (`OnnxEngine::device`).
+            Some(stream) => unsafe { provider.with_compute_stream(stream.raw()) },
+            None => provider,
+        };
+        provider.build().error_on_failure()
     };
     match options.execution {
         Execution::Cpu => Ok(Providers {
@@ -211,7 +258,12 @@ fn tensorrt_provider(
         tracing::info!(model = %path.display(), cache = %folder.display(), "building a TensorRT engine for batches {min} to {max}: this can take minutes, later starts load it");
     }
     let folder_text = folder.display().to_string();
-    let provider = ep::TensorRT::default()
+    let mut provider = ep::TensorRT::default();
+    if let Some(stream) = &options.compute_stream {
+        // SAFETY: the engine keeps the stream alive as long as its session (`OnnxEngine::device`).
+        provider = unsafe { provider.with_compute_stream(stream.raw()) };
+    }
+    let provider = provider
         .with_device_id(device as i32)
         .with_fp16(options.tensorrt.fp16)
         .with_engine_cache(true)
@@ -248,18 +300,8 @@ fn declared_input(
                 first_line(&e.to_string())
             ))
         })?;
-    let info = describe(path, &session).map_err(model_error)?;
-    let item = info.input_shape[1..]
-        .iter()
-        .map(|d| {
-            d.ok_or_else(|| {
-                model_error(format!(
-                    "input '{}' has a dynamic non-batch dimension",
-                    info.input_name
-                ))
-            })
-        })
-        .collect::<Result<Vec<usize>>>()?;
+    let info = describe(path, &session).map_err(&model_error)?;
+    let item = static_item(&info.input_shape, &info.input_name).map_err(model_error)?;
     Ok((info.input_name, item))
 }
 

@@ -250,7 +250,7 @@ pub fn draw_depth(
 }
 
 /// Inferno as 256 levels (0 = black, 255 = pale yellow).
-fn inferno() -> &'static [[u8; 3]; 256] {
+pub(crate) fn inferno() -> &'static [[u8; 3]; 256] {
     static LEVELS: OnceLock<[[u8; 3]; 256]> = OnceLock::new();
     LEVELS.get_or_init(|| {
         std::array::from_fn(|level| {

@@ -77,15 +77,32 @@ pub fn decode_persons(
         .zip(heatmaps.chunks_exact(layout.item_len()))
         .map(|(person, maps)| {
             decode_dark_udp(maps, layout.channels, layout.height, layout.width, peaks);
-            let crop = person.crop();
-            Person {
-                bbox: [person.x1, person.y1, person.x2, person.y2],
-                score: person.score,
-                track_id: None,
-                keypoints: peaks.iter().map(|p| to_frame(p, layout, &crop)).collect(),
-            }
+            person_from_peaks(person, peaks, layout)
         })
         .collect()
+}
+
+/// Persons from peaks decoded elsewhere (on the GPU): `layout.channels` peaks per box, in order.
+pub fn persons_from_peaks(
+    peaks: &[HeatmapPeak],
+    layout: OutputLayout,
+    boxes: &[PersonBox],
+) -> Vec<Person> {
+    boxes
+        .iter()
+        .zip(peaks.chunks_exact(layout.channels))
+        .map(|(person, peaks)| person_from_peaks(person, peaks, layout))
+        .collect()
+}
+
+fn person_from_peaks(person: &PersonBox, peaks: &[HeatmapPeak], layout: OutputLayout) -> Person {
+    let crop = person.crop();
+    Person {
+        bbox: [person.x1, person.y1, person.x2, person.y2],
+        score: person.score,
+        track_id: None,
+        keypoints: peaks.iter().map(|p| to_frame(p, layout, &crop)).collect(),
+    }
 }
 
 /// Heatmap pixels -> crop pixels (UDP: the last heatmap pixel is the last input pixel) -> frame pixels.

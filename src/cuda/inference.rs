@@ -1,0 +1,506 @@
+//! One frame's work on the GPU, as one chain of asynchronous steps on one stream: the frame goes
+//! up once (through a pinned buffer), the model inputs are made on the device (one UDP crop per
+//! person, written into its batch slot; the stretch for the dense tasks), ONNX Runtime runs on
+//! the same stream with its inputs and outputs in device memory, heatmaps are flip-merged and
+//! decoded on the device, logits become a class map there, and only the peaks, the class map
+//! and the small dense maps come back, into pinned buffers, with one synchronisation per frame.
+
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
+
+use super::pose::{DevicePeak, queue_decode};
+use super::preprocess::{DeviceStretch, FrameGeometry, SourceLayout, warp_crops};
+use super::seg::{SegShape, argmax_nearest, upsample_argmax};
+use super::{Gpu, cuda_error, flip};
+use crate::engine::device::{DeviceBatch, DeviceEngine};
+use crate::error::{Error, Result};
+use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan};
+use crate::tasks::pose_decode::HeatmapPeak;
+use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH, OutputLayout};
+
+/// The pose model of a frame, with one crop per person.
+pub struct PoseRequest<'a> {
+    pub engine: &'a mut dyn DeviceEngine,
+    pub layout: OutputLayout,
+    /// Items per model call.
+    pub max_batch: usize,
+    /// The keypoint set's flip indices, for the flip test.
+    pub flip_indices: Option<&'a [usize]>,
+    pub crops: &'a [PoseCrop],
+}
+
+/// A dense model of a frame (it sees the whole frame, stretched).
+pub struct DenseRequest<'a> {
+    pub engine: &'a mut dyn DeviceEngine,
+    pub layout: OutputLayout,
+}
+
+/// What to run on one frame.
+pub struct FrameRequest<'a> {
+    pub pose: Option<PoseRequest<'a>>,
+    /// The segmentation model, and whether its class map is upsampled nearest (else bilinear).
+    pub seg: Option<(DenseRequest<'a>, bool)>,
+    pub depth: Option<DenseRequest<'a>>,
+    pub normal: Option<DenseRequest<'a>>,
+}
+
+/// What comes back from the device for one frame.
+#[derive(Default)]
+pub struct FrameResults {
+    /// One peak per keypoint per person, persons in crop order.
+    pub peaks: Vec<HeatmapPeak>,
+    /// The frame-size class map.
+    pub class_map: Option<Vec<u8>>,
+    /// The depth model's output (1 x H x W at its resolution).
+    pub depth: Option<Vec<f32>>,
+    /// The normal model's output (3 x H x W at its resolution).
+    pub normals: Option<Vec<f32>>,
+}
+
+/// The GPU side of the pipeline: kernels, stream, and the buffers reused frame after frame.
+pub struct DeviceInference {
+    gpu: Gpu,
+    frame: Option<FrameUpload>,
+    stretch: Option<DeviceStretch>,
+    pose: BatchCache,
+    pose_mirrored: BatchCache,
+    seg: BatchCache,
+    depth: BatchCache,
+    normal: BatchCache,
+    flip_indices: Option<CudaSlice<i32>>,
+    blur_scratch: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    peaks: Option<Readback<DevicePeak>>,
+    class_map: Option<Readback<u8>>,
+    depth_out: Option<PinnedHostSlice<f32>>,
+    normal_out: Option<PinnedHostSlice<f32>>,
+}
+
+impl DeviceInference {
+    pub fn new(gpu: Gpu) -> Self {
+        DeviceInference {
+            gpu,
+            frame: None,
+            stretch: None,
+            pose: BatchCache::default(),
+            pose_mirrored: BatchCache::default(),
+            seg: BatchCache::default(),
+            depth: BatchCache::default(),
+            normal: BatchCache::default(),
+            flip_indices: None,
+            blur_scratch: None,
+            peaks: None,
+            class_map: None,
+            depth_out: None,
+            normal_out: None,
+        }
+    }
+
+    /// Runs every requested model on `view` and reads the results back.
+    pub fn run(&mut self, view: &ImageView, request: FrameRequest) -> Result<FrameResults> {
+        let geometry = self.upload(view)?;
+        let mut results = FrameResults::default();
+        let persons = match request.pose {
+            Some(pose) => self.queue_pose(&geometry, pose)?,
+            None => 0,
+        };
+        let dense = [
+            request.seg.as_ref().map(|(r, _)| r.layout),
+            request.depth.as_ref().map(|r| r.layout),
+            request.normal.as_ref().map(|r| r.layout),
+        ];
+        if dense.iter().any(Option::is_some) && self.stretch.is_none() {
+            let plan = StretchPlan::new(view.width, view.height, INPUT_WIDTH, INPUT_HEIGHT);
+            self.stretch = Some(DeviceStretch::upload(
+                &self.gpu,
+                &plan,
+                view.width,
+                view.height,
+            )?);
+        }
+        if let Some((seg, nearest)) = request.seg {
+            self.queue_seg(&geometry, seg, nearest)?;
+        }
+        if let Some(depth) = request.depth {
+            let out = self.queue_dense_readback(&geometry, depth, DenseTask::Depth)?;
+            self.depth_out = Some(out);
+        }
+        if let Some(normal) = request.normal {
+            let out = self.queue_dense_readback(&geometry, normal, DenseTask::Normal)?;
+            self.normal_out = Some(out);
+        }
+        // The one synchronisation of the frame: everything above was queued on this stream.
+        self.gpu
+            .stream()
+            .synchronize()
+            .map_err(cuda_error("waiting for the frame"))?;
+        if persons > 0 {
+            let peaks = self.peaks.as_ref().expect("queued with the pose");
+            results
+                .peaks
+                .extend(peaks.host(persons)?.iter().map(|&p| HeatmapPeak::from(p)));
+        }
+        if dense[0].is_some() {
+            let class_map = self.class_map.as_ref().expect("queued with the seg model");
+            results.class_map = Some(class_map.host(view.width * view.height)?.to_vec());
+        }
+        results.depth = read_pinned(self.depth_out.take())?;
+        results.normals = read_pinned(self.normal_out.take())?;
+        Ok(results)
+    }
+
+    /// Copies the frame into the pinned staging buffer and queues its upload.
+    fn upload(&mut self, view: &ImageView) -> Result<FrameGeometry> {
+        let layout = match view.format {
+            PixelFormat::Rgb => SourceLayout::Rgb,
+            PixelFormat::Bgr => SourceLayout::Bgr,
+            PixelFormat::Rgba => SourceLayout::Rgbx,
+            PixelFormat::Bgra => SourceLayout::Bgrx,
+        };
+        let geometry = FrameGeometry {
+            stride: view.stride,
+            ..FrameGeometry::packed(view.width, view.height, layout)
+        };
+        let len = geometry.len();
+        if view.data.len() < len {
+            return Err(Error::Cuda(format!(
+                "frame holds {} bytes, {len} needed",
+                view.data.len()
+            )));
+        }
+        if self.frame.as_ref().is_none_or(|f| f.device.len() != len) {
+            self.frame = Some(FrameUpload::new(&self.gpu, len)?);
+            // A new frame size needs a new stretch plan.
+            self.stretch = None;
+        }
+        let frame = self.frame.as_mut().expect("allocated above");
+        frame
+            .staging
+            .as_mut_slice()
+            .map_err(cuda_error("waiting for the staging buffer"))?
+            .copy_from_slice(&view.data[..len]);
+        self.gpu
+            .stream()
+            .memcpy_htod(&frame.staging, &mut frame.device)
+            .map_err(cuda_error("uploading the frame"))?;
+        Ok(geometry)
+    }
+
+    /// Crops, runs (with the flip test if asked) and decodes every person; returns how many.
+    fn queue_pose(&mut self, geometry: &FrameGeometry, pose: PoseRequest) -> Result<usize> {
+        let persons = pose.crops.len();
+        if persons == 0 {
+            return Ok(0);
+        }
+        let PoseRequest {
+            engine,
+            layout,
+            max_batch,
+            flip_indices,
+            crops,
+        } = pose;
+        let keypoints = layout.channels;
+        let peaks = Readback::ensure(&mut self.peaks, &self.gpu, persons * keypoints)?;
+        if let Some(indices) = flip_indices
+            && self
+                .flip_indices
+                .as_ref()
+                .is_none_or(|d| d.len() != indices.len())
+        {
+            self.flip_indices = Some(flip::upload_flip_indices(&self.gpu, indices)?);
+        }
+        let frame = &self.frame.as_ref().expect("uploaded first").device;
+        let norm = Normalization::SAPIENS;
+        for (chunk_index, chunk) in crops.chunks(max_batch.max(1)).enumerate() {
+            let items = chunk.len();
+            let batch = self.pose.get(&self.gpu, &*engine, items)?;
+            warp_crops(
+                &self.gpu,
+                frame,
+                geometry,
+                chunk,
+                (INPUT_WIDTH, INPUT_HEIGHT),
+                &norm,
+                &mut batch.input,
+            )?;
+            engine.run_device(&batch.batch)?;
+            if let Some(indices) = &self.flip_indices
+                && flip_indices.is_some()
+            {
+                let mirrored = self.pose_mirrored.get(&self.gpu, &*engine, items)?;
+                let input_shape = (items, 3, INPUT_HEIGHT, INPUT_WIDTH);
+                flip::mirror_batch(&self.gpu, &batch.input, input_shape, &mut mirrored.input)?;
+                engine.run_device(&mirrored.batch)?;
+                flip::merge_flipped_heatmaps(
+                    &self.gpu,
+                    &mut batch.output,
+                    &mirrored.output,
+                    items,
+                    indices,
+                    (layout.height, layout.width),
+                )?;
+            }
+            let first = chunk_index * max_batch.max(1) * keypoints;
+            queue_decode(
+                &self.gpu,
+                &batch.output,
+                (items * keypoints, layout.height, layout.width),
+                &mut self.blur_scratch,
+                peaks.device.slice_mut(first..first + items * keypoints),
+            )?;
+        }
+        peaks.queue_download(&self.gpu, persons * keypoints)?;
+        Ok(persons)
+    }
+
+    fn queue_seg(
+        &mut self,
+        geometry: &FrameGeometry,
+        mut request: DenseRequest,
+        nearest: bool,
+    ) -> Result<()> {
+        let frame_pixels = geometry.width * geometry.height;
+        Readback::ensure(&mut self.class_map, &self.gpu, frame_pixels)?;
+        let layout = request.layout;
+        let shape = SegShape {
+            classes: layout.channels,
+            in_h: layout.height,
+            in_w: layout.width,
+            out_w: geometry.width,
+            out_h: geometry.height,
+        };
+        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
+        let logits = &queue_dense(inputs, &mut self.seg, geometry, &mut request)?.output;
+        let class_map = self.class_map.as_mut().expect("allocated above");
+        if nearest {
+            argmax_nearest(&self.gpu, logits, shape, &mut class_map.device)?;
+        } else {
+            upsample_argmax(&self.gpu, logits, shape, &mut class_map.device)?;
+        }
+        class_map.queue_download(&self.gpu, frame_pixels)
+    }
+
+    /// Runs a depth or normal model and queues its (model-resolution) output's download.
+    fn queue_dense_readback(
+        &mut self,
+        geometry: &FrameGeometry,
+        mut request: DenseRequest,
+        task: DenseTask,
+    ) -> Result<PinnedHostSlice<f32>> {
+        let len = request.layout.item_len();
+        let mut host = pinned::<f32>(&self.gpu, len)?;
+        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
+        let cache = match task {
+            DenseTask::Depth => &mut self.depth,
+            DenseTask::Normal => &mut self.normal,
+        };
+        let output = &queue_dense(inputs, cache, geometry, &mut request)?.output;
+        self.gpu
+            .stream()
+            .memcpy_dtoh(&output.slice(..len), &mut host)
+            .map_err(cuda_error("reading a dense map"))?;
+        Ok(host)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum DenseTask {
+    Depth,
+    Normal,
+}
+
+/// What every dense model's input is made from: the GPU, the uploaded frame, the stretch.
+fn dense_inputs<'a>(
+    gpu: &'a Gpu,
+    frame: &'a Option<FrameUpload>,
+    stretch: &'a Option<DeviceStretch>,
+) -> Result<(&'a Gpu, &'a CudaSlice<u8>, &'a DeviceStretch)> {
+    match (frame, stretch) {
+        (Some(frame), Some(stretch)) => Ok((gpu, &frame.device, stretch)),
+        _ => Err(Error::Cuda(
+            "dense models need an uploaded frame and a stretch plan".into(),
+        )),
+    }
+}
+
+/// Stretches the frame into a dense model's input and queues the model; returns its batch.
+fn queue_dense<'c>(
+    (gpu, frame, stretch): (&Gpu, &CudaSlice<u8>, &DeviceStretch),
+    cache: &'c mut BatchCache,
+    geometry: &FrameGeometry,
+    request: &mut DenseRequest,
+) -> Result<&'c mut BoundBatch> {
+    let batch = cache.get(gpu, &*request.engine, 1)?;
+    stretch.run(
+        gpu,
+        frame,
+        geometry,
+        &Normalization::SAPIENS,
+        &mut batch.input,
+    )?;
+    request.engine.run_device(&batch.batch)?;
+    Ok(batch)
+}
+
+/// The staging and device buffers of a frame of one size.
+struct FrameUpload {
+    staging: PinnedHostSlice<u8>,
+    device: CudaSlice<u8>,
+}
+
+impl FrameUpload {
+    fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+        // SAFETY: the staging buffer is written whole before every upload.
+        let staging = unsafe {
+            gpu.context()
+                .alloc_pinned::<u8>(len)
+                .map_err(cuda_error("allocating pinned memory"))?
+        };
+        let device = gpu
+            .stream()
+            .alloc_zeros::<u8>(len)
+            .map_err(cuda_error("allocating the frame"))?;
+        Ok(FrameUpload { staging, device })
+    }
+}
+
+/// Pinned host memory the CPU reads (not write-combined, which is slow to read).
+fn pinned<T: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, len: usize) -> Result<PinnedHostSlice<T>> {
+    // SAFETY: only read after a download into it has completed.
+    unsafe {
+        gpu.context()
+            .alloc_pinned_with_flags::<T>(len.max(1), 0)
+            .map_err(cuda_error("allocating pinned memory"))
+    }
+}
+
+fn read_pinned(buffer: Option<PinnedHostSlice<f32>>) -> Result<Option<Vec<f32>>> {
+    buffer
+        .map(|b| {
+            b.as_slice()
+                .map(<[f32]>::to_vec)
+                .map_err(cuda_error("reading back"))
+        })
+        .transpose()
+}
+
+/// A device buffer and the pinned host buffer it is read back into.
+struct Readback<T> {
+    device: CudaSlice<T>,
+    host: PinnedHostSlice<T>,
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> Readback<T> {
+    /// Makes sure `slot` holds at least `len` values.
+    fn ensure<'a>(slot: &'a mut Option<Self>, gpu: &Gpu, len: usize) -> Result<&'a mut Self> {
+        if slot.as_ref().is_none_or(|r| r.device.len() < len) {
+            let device = gpu
+                .stream()
+                .alloc_zeros::<T>(len.max(1))
+                .map_err(cuda_error("allocating results"))?;
+            *slot = Some(Readback {
+                device,
+                host: pinned(gpu, len)?,
+            });
+        }
+        Ok(slot.as_mut().expect("allocated above"))
+    }
+
+    fn queue_download(&mut self, gpu: &Gpu, len: usize) -> Result<()> {
+        gpu.stream()
+            .memcpy_dtoh(&self.device.slice(..len), &mut self.host)
+            .map_err(cuda_error("reading results back"))
+    }
+
+    /// The first `len` values read back (waits for the download).
+    fn host(&self, len: usize) -> Result<&[T]> {
+        let values = self.host.as_slice().map_err(cuda_error("reading back"))?;
+        Ok(&values[..len])
+    }
+}
+
+/// A batch's tensors, seen by the kernels as cudarc slices over ONNX Runtime's memory.
+struct BoundBatch {
+    input: BorrowedSlice<f32>,
+    output: BorrowedSlice<f32>,
+    batch: DeviceBatch,
+}
+
+/// The bound batches of one model, by item count: the full batch and the last partial one.
+#[derive(Default)]
+struct BatchCache {
+    batches: Vec<BoundBatch>,
+}
+
+impl BatchCache {
+    fn get(
+        &mut self,
+        gpu: &Gpu,
+        engine: &dyn DeviceEngine,
+        items: usize,
+    ) -> Result<&mut BoundBatch> {
+        let index = match self.batches.iter().position(|b| b.batch.items() == items) {
+            Some(index) => index,
+            None => {
+                if self.batches.len() >= 2 {
+                    self.batches.remove(0);
+                }
+                let mut batch = engine.device_batch(items)?;
+                let (input, input_len) = batch.input_ptr();
+                let (output, output_len) = batch.output_ptr();
+                // SAFETY: both pointers are ONNX Runtime allocations of these lengths on the
+                // stream's device, owned by `batch`, which is dropped after the views.
+                let bound = unsafe {
+                    BoundBatch {
+                        input: BorrowedSlice::new(gpu.stream(), input, input_len),
+                        output: BorrowedSlice::new(gpu.stream(), output, output_len),
+                        batch,
+                    }
+                };
+                self.batches.push(bound);
+                self.batches.len() - 1
+            }
+        };
+        Ok(&mut self.batches[index])
+    }
+}
+
+/// Device memory owned by someone else (ONNX Runtime), seen as a cudarc slice so the kernels
+/// can take it; never freed by cudarc.
+struct BorrowedSlice<T> {
+    slice: ManuallyDrop<CudaSlice<T>>,
+}
+
+impl<T> BorrowedSlice<T> {
+    /// # Safety
+    /// `ptr` must address `len` values of `T` on the stream's device, valid while this lives.
+    unsafe fn new(stream: &Arc<CudaStream>, ptr: u64, len: usize) -> Self {
+        // SAFETY: as the caller promises; the slice is leaked, not freed, on drop.
+        let slice = unsafe { stream.upgrade_device_ptr::<T>(ptr, len) };
+        BorrowedSlice {
+            slice: ManuallyDrop::new(slice),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for BorrowedSlice<T> {
+    type Target = CudaSlice<T>;
+
+    fn deref(&self) -> &CudaSlice<T> {
+        &self.slice
+    }
+}
+
+impl<T> std::ops::DerefMut for BorrowedSlice<T> {
+    fn deref_mut(&mut self) -> &mut CudaSlice<T> {
+        &mut self.slice
+    }
+}
+
+impl<T> Drop for BorrowedSlice<T> {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the memory stays with its owner.
+        unsafe { ManuallyDrop::take(&mut self.slice) }.leak();
+    }
+}
