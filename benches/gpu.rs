@@ -2,15 +2,29 @@
 //! 1x3x1024x768 f16 model input, and the DARK-UDP decode of 308 heatmaps of 256x192.
 //! Targets on an H100: <= 50 us and <= 100 us.
 //!
+//! Then a pose model per frame, one person in a 1920x1080 RGBA frame, side by side: the device
+//! path (frame up once, crop, model, decode on the GPU, peaks back) and the host path on the same
+//! CUDA session (CPU crop, input and heatmaps across the bus, CPU decode). The model is
+//! `SAPIENS_BENCH_POSE_MODEL`, else `engines/models/sapiens_0.3b_pose308.onnx` if generated, else
+//! the tiny one; ONNX Runtime with the CUDA provider comes from `ORT_DYLIB_PATH`.
+//!
 //! Needs no GStreamer: `cargo bench --no-default-features --bench gpu`. Without a CUDA device it
 //! prints why and exits 0.
+
+use std::path::PathBuf;
 
 use criterion::Criterion;
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::Gpu;
+use sapiens_stream::cuda::inference::{DeviceInference, FrameRequest, PoseRequest};
 use sapiens_stream::cuda::preprocess::{DeviceStretch, FrameGeometry, SourceLayout};
-use sapiens_stream::preprocess::{Normalization, StretchPlan};
+use sapiens_stream::engine::device::ComputeStream;
+use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
+use sapiens_stream::engine::{Engine, Execution, runtime};
+use sapiens_stream::preprocess::{ImageView, Normalization, PixelFormat, StretchPlan};
+use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::pose_decode::HeatmapPeak;
+use sapiens_stream::tasks::{INPUT_LEN, Task, validate_model};
 
 const FRAME: (usize, usize) = (1920, 1080);
 const INPUT: (usize, usize) = (768, 1024);
@@ -27,6 +41,7 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     preprocess(&gpu, &mut criterion);
     decode(&gpu, &mut criterion);
+    pose_frames(&gpu, &mut criterion);
     criterion.final_summary();
 }
 
@@ -78,6 +93,75 @@ fn decode(gpu: &Gpu, criterion: &mut Criterion) {
                 &mut peaks,
             )
             .expect("decode")
+        })
+    });
+}
+
+fn pose_model() -> PathBuf {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engines/models");
+    std::env::var_os("SAPIENS_BENCH_POSE_MODEL")
+        .map(PathBuf::from)
+        .or_else(|| Some(models.join("sapiens_0.3b_pose308.onnx")).filter(|p| p.is_file()))
+        .unwrap_or_else(|| models.join("sapiens_tiny_pose308.onnx"))
+}
+
+fn pose_frames(gpu: &Gpu, criterion: &mut Criterion) {
+    let path = pose_model();
+    let options = OnnxOptions {
+        execution: Execution::Cuda { device: 0 },
+        max_batch: 1,
+        compute_stream: Some(ComputeStream(gpu.stream().clone())),
+        ..OnnxOptions::default()
+    };
+    let loaded = runtime::environment(None)
+        .and_then(|environment| OnnxEngine::load(&path, environment, &options));
+    let mut engine = match loaded {
+        Ok(engine) => engine,
+        Err(e) => {
+            println!("pose frame bench skipped: {e}");
+            return;
+        }
+    };
+    let layout = validate_model(Task::Pose, engine.info()).expect("a pose model");
+    let model = engine.info().id.clone();
+    let (width, height) = FRAME;
+    let frame: Vec<u8> = (0..width * height * 4)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let view = ImageView::packed(&frame, width, height, PixelFormat::Rgba);
+    let person = PersonBox {
+        x1: 700.0,
+        y1: 100.0,
+        x2: 1200.0,
+        y2: 1000.0,
+        score: 1.0,
+    };
+    let crops = [person.crop()];
+    let mut device = DeviceInference::new(gpu.clone());
+    criterion.bench_function(&format!("device path, one person, {model}"), |b| {
+        b.iter(|| {
+            let request = FrameRequest {
+                pose: Some(PoseRequest {
+                    engine: engine.device().expect("loaded with a compute stream"),
+                    layout,
+                    max_batch: 1,
+                    flip_indices: None,
+                    crops: &crops,
+                }),
+                seg: None,
+                depth: None,
+                normal: None,
+            };
+            device.run(&view, request).expect("device frame")
+        })
+    });
+    let (mut input, mut heatmaps, mut peaks) = (vec![0.0; INPUT_LEN], Vec::new(), Vec::new());
+    criterion.bench_function(&format!("host path, one person, {model}"), |b| {
+        b.iter(|| {
+            pose::prepare_crops(&view, &[person], &mut input, &Normalization::SAPIENS);
+            heatmaps.clear();
+            engine.run(&input, 1, &mut heatmaps).expect("host run");
+            pose::decode_persons(&heatmaps, layout, &[person], &mut peaks)
         })
     });
 }

@@ -9,16 +9,22 @@
 mod common;
 
 use cudarc::driver::CudaSlice;
+use sapiens_stream::cuda::inference::{DenseRequest, DeviceInference, FrameRequest, PoseRequest};
 use sapiens_stream::cuda::preprocess::{
     DeviceStretch, FrameGeometry, SourceLayout, warp_crops, yuv420_to_rgb,
 };
 use sapiens_stream::cuda::{self, Gpu};
-use sapiens_stream::engine::probe;
+use sapiens_stream::engine::device::ComputeStream;
+use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
+use sapiens_stream::engine::{Engine, Execution, probe, runtime};
 use sapiens_stream::preprocess::{
     ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop,
 };
+use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
-use sapiens_stream::tasks::seg;
+use sapiens_stream::tasks::{
+    INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, Task, dense, flip, keypoint_sets, seg, validate_model,
+};
 
 /// The task's tolerance before normalisation, on the 0..255 scale.
 const PREPROCESS_TOLERANCE: f32 = 0.5;
@@ -73,13 +79,30 @@ fn every_kernel_compiles_with_nvrtc() {
     }
     let expected = [
         ("preprocess", &["preprocess_f32", "preprocess_f16"][..]),
+        ("flip", &["mirror_rows", "merge_flipped"][..]),
         (
             "seg",
             &["upsample_argmax", "argmax_classes", "nearest_upsample"][..],
         ),
         ("pose", &["blur_rows", "blur_columns", "refine_peaks"][..]),
         ("render", &["blend_class_map"][..]),
+        (
+            "dense",
+            &[
+                "resize_planar",
+                "value_range",
+                "normalise_depth",
+                "draw_depth",
+                "normalise_normals",
+                "draw_normals",
+            ][..],
+        ),
     ];
+    assert_eq!(
+        cuda::SOURCES.len(),
+        expected.len(),
+        "a kernel source without checks"
+    );
     for ((name, source), (expected_name, entries)) in cuda::SOURCES.iter().zip(expected) {
         assert_eq!(*name, expected_name);
         let ptx = cuda::compile(name, source).unwrap_or_else(|e| panic!("{e}"));
@@ -404,4 +427,384 @@ fn class_overlay_equals_the_cpu_path() {
         &mut frame, width, height, stride, &classes, &palette, 0.5,
     );
     assert_eq!(gpu.stream().clone_dtoh(&device_frame).unwrap(), frame);
+}
+
+#[test]
+fn flip_test_kernels_equal_the_cpu_path() {
+    let Some(gpu) = gpu("flip_test_kernels_equal_the_cpu_path") else {
+        return;
+    };
+    let (items, channels, h, w) = (2, 17, 24, 19);
+    let len = items * channels * h * w;
+    let mut noise = Noise(51);
+    let plain: Vec<f32> = (0..len).map(|_| noise.unit() * 2.0 - 0.5).collect();
+    let mirrored: Vec<f32> = (0..len).map(|_| noise.unit()).collect();
+    let mut expected = vec![0.0; len];
+    flip::mirror_batch(&plain, items, channels, h, w, &mut expected);
+    let device_plain = gpu.stream().clone_htod(&plain).unwrap();
+    let mut out = gpu.stream().alloc_zeros::<f32>(len).unwrap();
+    cuda::flip::mirror_batch(&gpu, &device_plain, (items, channels, h, w), &mut out).unwrap();
+    assert_eq!(gpu.stream().clone_dtoh(&out).unwrap(), expected, "mirror");
+
+    let set = sapiens_stream::tasks::keypoint_sets::keypoint_set(channels).unwrap();
+    let mut merged = plain.clone();
+    flip::merge_flipped_heatmaps(&mut merged, &mirrored, items, &set.flip_indices, h, w);
+    let indices = cuda::flip::upload_flip_indices(&gpu, &set.flip_indices).unwrap();
+    let mut device_merged = gpu.stream().clone_htod(&plain).unwrap();
+    let device_mirrored = gpu.stream().clone_htod(&mirrored).unwrap();
+    cuda::flip::merge_flipped_heatmaps(
+        &gpu,
+        &mut device_merged,
+        &device_mirrored,
+        items,
+        &indices,
+        (h, w),
+    )
+    .unwrap();
+    assert_eq!(
+        gpu.stream().clone_dtoh(&device_merged).unwrap(),
+        merged,
+        "merge"
+    );
+}
+
+/// A depth map with a NaN and a class map with background, person and an empty corner.
+fn depth_and_classes(h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    let mut noise = Noise(61);
+    let mut depth: Vec<f32> = (0..h * w).map(|_| 1.0 + noise.unit() * 3.0).collect();
+    depth[w + 1] = f32::NAN;
+    let classes = (0..h * w)
+        .map(|i| {
+            if (i % w) < w / 3 {
+                0
+            } else {
+                (i % 27) as u8 + 1
+            }
+        })
+        .collect();
+    (depth, classes)
+}
+
+#[test]
+fn depth_kernels_equal_the_cpu_path() {
+    let Some(gpu) = gpu("depth_kernels_equal_the_cpu_path") else {
+        return;
+    };
+    let (in_h, in_w, out_w, out_h) = (32, 24, 101, 77);
+    let (raw, _) = depth_and_classes(in_h, in_w);
+    let (_, classes) = depth_and_classes(out_h, out_w);
+    let pixels = out_w * out_h;
+    let mut resized = vec![0.0; pixels];
+    dense::resize_planar(&raw, 1, in_h, in_w, out_w, out_h, &mut resized);
+    let device_raw = gpu.stream().clone_htod(&raw).unwrap();
+    let mut device_resized = gpu.stream().alloc_zeros::<f32>(pixels).unwrap();
+    cuda::dense::resize_planar(
+        &gpu,
+        &device_raw,
+        (1, in_h, in_w),
+        (out_w, out_h),
+        &mut device_resized,
+    )
+    .unwrap();
+    let got = gpu.stream().clone_dtoh(&device_resized).unwrap();
+    for (i, (g, e)) in got.iter().zip(&resized).enumerate() {
+        assert!(
+            g == e || (g.is_nan() && e.is_nan()),
+            "resize at {i}: {g} vs {e}"
+        );
+    }
+    let device_classes = gpu.stream().clone_htod(&classes).unwrap();
+    let (stride, mut frame) = (out_w * 4 + 8, test_bytes(out_h * (out_w * 4 + 8), 71));
+    let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
+    let mut buffers = cuda::dense::RangeBuffers::new(&gpu).unwrap();
+    for foreground in [Some(&classes[..]), None] {
+        let device_foreground = foreground.map(|_| &device_classes);
+        let mut normalised = vec![0.0; pixels];
+        let range = dense::normalise_depth(&resized, foreground, &mut normalised);
+        cuda::dense::value_range(
+            &gpu,
+            &device_resized,
+            device_foreground,
+            pixels,
+            &mut buffers,
+        )
+        .unwrap();
+        assert_eq!(
+            buffers.read(&gpu).unwrap(),
+            range,
+            "range, foreground {}",
+            foreground.is_some()
+        );
+        let mut device_normalised = gpu.stream().alloc_zeros::<f32>(pixels).unwrap();
+        cuda::dense::normalise_depth(
+            &gpu,
+            &device_resized,
+            device_foreground,
+            buffers.range(),
+            &mut device_normalised,
+        )
+        .unwrap();
+        let got = gpu.stream().clone_dtoh(&device_normalised).unwrap();
+        for (i, (g, e)) in got.iter().zip(&normalised).enumerate() {
+            assert!(
+                g == e || (g.is_nan() && e.is_nan()),
+                "normalised at {i}: {g} vs {e}"
+            );
+        }
+        dense::draw_depth(&mut frame, out_w, out_h, stride, &normalised, foreground);
+        cuda::dense::draw_depth(
+            &gpu,
+            &mut device_frame,
+            (out_w, out_h, stride),
+            &device_normalised,
+            device_foreground,
+        )
+        .unwrap();
+        assert_eq!(
+            gpu.stream().clone_dtoh(&device_frame).unwrap(),
+            frame,
+            "depth colours"
+        );
+    }
+    // No foreground pixel: no range, and all zero.
+    let background = gpu.stream().alloc_zeros::<u8>(pixels).unwrap();
+    cuda::dense::value_range(
+        &gpu,
+        &device_resized,
+        Some(&background),
+        pixels,
+        &mut buffers,
+    )
+    .unwrap();
+    assert_eq!(buffers.read(&gpu).unwrap(), None);
+}
+
+#[test]
+fn normal_kernels_equal_the_cpu_path() {
+    let Some(gpu) = gpu("normal_kernels_equal_the_cpu_path") else {
+        return;
+    };
+    let (in_h, in_w, out_w, out_h) = (16, 12, 67, 45);
+    let mut noise = Noise(81);
+    let raw: Vec<f32> = (0..3 * in_h * in_w)
+        .map(|_| noise.unit() * 2.0 - 1.0)
+        .collect();
+    let pixels = out_w * out_h;
+    let mut normals = vec![0.0; 3 * pixels];
+    dense::resize_planar(&raw, 3, in_h, in_w, out_w, out_h, &mut normals);
+    dense::normalise_normals(&mut normals);
+    let device_raw = gpu.stream().clone_htod(&raw).unwrap();
+    let mut device_normals = gpu.stream().alloc_zeros::<f32>(3 * pixels).unwrap();
+    cuda::dense::resize_planar(
+        &gpu,
+        &device_raw,
+        (3, in_h, in_w),
+        (out_w, out_h),
+        &mut device_normals,
+    )
+    .unwrap();
+    cuda::dense::normalise_normals(&gpu, &mut device_normals).unwrap();
+    assert_eq!(
+        gpu.stream().clone_dtoh(&device_normals).unwrap(),
+        normals,
+        "unit normals"
+    );
+    let (_, classes) = depth_and_classes(out_h, out_w);
+    let device_classes = gpu.stream().clone_htod(&classes).unwrap();
+    let stride = out_w * 4;
+    let mut frame = test_bytes(out_h * stride, 83);
+    let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
+    for foreground in [Some(&classes[..]), None] {
+        dense::draw_normals(&mut frame, out_w, out_h, stride, &normals, foreground);
+        cuda::dense::draw_normals(
+            &gpu,
+            &mut device_frame,
+            (out_w, out_h, stride),
+            &device_normals,
+            foreground.map(|_| &device_classes),
+        )
+        .unwrap();
+        assert_eq!(
+            gpu.stream().clone_dtoh(&device_frame).unwrap(),
+            frame,
+            "normal colours"
+        );
+    }
+}
+
+/// The project's tiny model for `task`, loaded on CUDA with the GPU's stream, or `None` after
+/// printing why the test skips (no model generated, no CUDA execution provider).
+fn device_engine(gpu: &Gpu, task: &str, test: &str) -> Option<OnnxEngine> {
+    let path = common::repo_root().join(format!("engines/models/sapiens_tiny_{task}.onnx"));
+    let environment = match runtime::environment(None) {
+        Ok(environment) => environment,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            return None;
+        }
+    };
+    let options = OnnxOptions {
+        execution: Execution::Cuda { device: 0 },
+        max_batch: 2,
+        compute_stream: Some(ComputeStream(gpu.stream().clone())),
+        ..OnnxOptions::default()
+    };
+    match OnnxEngine::load(&path, environment, &options) {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
+
+/// Persons of different sizes, one past the frame's edge.
+fn person_boxes() -> Vec<PersonBox> {
+    [
+        [10.0, 20.0, 110.0, 230.0],
+        [150.0, 5.0, 300.0, 200.0],
+        [250.0, 100.0, 360.0, 260.0],
+    ]
+    .iter()
+    .map(|&[x1, y1, x2, y2]| PersonBox {
+        x1,
+        y1,
+        x2,
+        y2,
+        score: 0.9,
+    })
+    .collect()
+}
+
+/// The host path on the same CUDA session: CPU crops, the model through host buffers, the CPU
+/// decode (and flip merge).
+fn host_peaks(
+    engine: &mut OnnxEngine,
+    view: &ImageView,
+    boxes: &[PersonBox],
+    flip_indices: Option<&[usize]>,
+) -> Vec<HeatmapPeak> {
+    let layout = validate_model(Task::Pose, engine.info()).unwrap();
+    let mut input = vec![0.0; boxes.len() * INPUT_LEN];
+    pose::prepare_crops(view, boxes, &mut input, &Normalization::SAPIENS);
+    let mut heatmaps = Vec::new();
+    for chunk in input.chunks(2 * INPUT_LEN) {
+        engine
+            .run(chunk, chunk.len() / INPUT_LEN, &mut heatmaps)
+            .unwrap();
+    }
+    if let Some(indices) = flip_indices {
+        let mut mirrored_input = vec![0.0; input.len()];
+        flip::mirror_batch(
+            &input,
+            boxes.len(),
+            3,
+            INPUT_HEIGHT,
+            INPUT_WIDTH,
+            &mut mirrored_input,
+        );
+        let mut mirrored = Vec::new();
+        for chunk in mirrored_input.chunks(2 * INPUT_LEN) {
+            engine
+                .run(chunk, chunk.len() / INPUT_LEN, &mut mirrored)
+                .unwrap();
+        }
+        flip::merge_flipped_heatmaps(
+            &mut heatmaps,
+            &mirrored,
+            boxes.len(),
+            indices,
+            layout.height,
+            layout.width,
+        );
+    }
+    let mut all = Vec::new();
+    let mut peaks = Vec::new();
+    for maps in heatmaps.chunks(layout.item_len()) {
+        decode_dark_udp(
+            maps,
+            layout.channels,
+            layout.height,
+            layout.width,
+            &mut peaks,
+        );
+        all.extend_from_slice(&peaks);
+    }
+    all
+}
+
+#[test]
+fn frames_on_the_device_equal_the_host_path() {
+    let test = "frames_on_the_device_equal_the_host_path";
+    let Some(gpu) = gpu(test) else { return };
+    let Some(mut pose_engine) = device_engine(&gpu, "pose17", test) else {
+        return;
+    };
+    let Some(mut seg_engine) = device_engine(&gpu, "seg", test) else {
+        return;
+    };
+    let (width, height) = (352, 240);
+    let frame = test_bytes(width * height * 4, 91);
+    let view = ImageView::packed(&frame, width, height, PixelFormat::Rgba);
+    let boxes = person_boxes();
+    let crops: Vec<_> = boxes.iter().map(PersonBox::crop).collect();
+    let pose_layout = validate_model(Task::Pose, pose_engine.info()).unwrap();
+    let seg_layout = validate_model(Task::Seg, seg_engine.info()).unwrap();
+    let flip_indices = &keypoint_sets::keypoint_set(17).unwrap().flip_indices[..];
+    let mut device = DeviceInference::new(gpu.clone());
+    for flip_test in [false, true] {
+        let flip = flip_test.then_some(flip_indices);
+        let expected = host_peaks(&mut pose_engine, &view, &boxes, flip);
+        let request = FrameRequest {
+            pose: Some(PoseRequest {
+                engine: pose_engine.device().expect("loaded with a compute stream"),
+                layout: pose_layout,
+                max_batch: 2,
+                flip_indices: flip,
+                crops: &crops,
+            }),
+            seg: Some((
+                DenseRequest {
+                    engine: seg_engine.device().expect("loaded with a compute stream"),
+                    layout: seg_layout,
+                },
+                false,
+            )),
+            depth: None,
+            normal: None,
+        };
+        let results = device.run(&view, request).unwrap();
+        assert_eq!(results.peaks.len(), expected.len());
+        for (k, (g, e)) in results.peaks.iter().zip(&expected).enumerate() {
+            // Same session, inputs equal to 0.5/255: the heatmaps differ by float noise only.
+            let close = (g.score - e.score).abs() <= 1e-4 * e.score.abs().max(1.0)
+                && (g.x - e.x).abs() < 0.05
+                && (g.y - e.y).abs() < 0.05;
+            assert!(close, "flip {flip_test}, keypoint {k}: {g:?} vs {e:?}");
+        }
+        // The class map from the same seg session through host buffers.
+        let mut input = vec![0.0; INPUT_LEN];
+        StretchPlan::new(width, height, INPUT_WIDTH, INPUT_HEIGHT).run(
+            &view,
+            &mut input,
+            &Normalization::SAPIENS,
+        );
+        let mut logits = Vec::new();
+        seg_engine.run(&input, 1, &mut logits).unwrap();
+        let mut expected_map = vec![0u8; width * height];
+        let (c, h, w) = (seg_layout.channels, seg_layout.height, seg_layout.width);
+        seg::upsample_argmax(&logits, c, h, w, width, height, &mut expected_map);
+        let class_map = results.class_map.expect("seg was asked for");
+        let differing = class_map
+            .iter()
+            .zip(&expected_map)
+            .filter(|(a, b)| a != b)
+            .count();
+        // Near-ties between random logits may flip with float noise, nothing more.
+        assert!(
+            differing * 1000 <= class_map.len(),
+            "{differing} of {} class pixels differ",
+            class_map.len()
+        );
+    }
 }

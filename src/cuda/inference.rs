@@ -169,8 +169,8 @@ impl DeviceInference {
                 view.data.len()
             )));
         }
-        if self.frame.as_ref().is_none_or(|f| f.device.len() != len) {
-            self.frame = Some(FrameUpload::new(&self.gpu, len)?);
+        if self.frame.as_ref().is_none_or(|f| f.geometry != geometry) {
+            self.frame = Some(FrameUpload::new(&self.gpu, geometry)?);
             // A new frame size needs a new stretch plan.
             self.stretch = None;
         }
@@ -343,14 +343,16 @@ fn queue_dense<'c>(
     Ok(batch)
 }
 
-/// The staging and device buffers of a frame of one size.
+/// The staging and device buffers of frames of one geometry.
 struct FrameUpload {
+    geometry: FrameGeometry,
     staging: PinnedHostSlice<u8>,
     device: CudaSlice<u8>,
 }
 
 impl FrameUpload {
-    fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+    fn new(gpu: &Gpu, geometry: FrameGeometry) -> Result<Self> {
+        let len = geometry.len();
         // SAFETY: the staging buffer is written whole before every upload.
         let staging = unsafe {
             gpu.context()
@@ -361,7 +363,11 @@ impl FrameUpload {
             .stream()
             .alloc_zeros::<u8>(len)
             .map_err(cuda_error("allocating the frame"))?;
-        Ok(FrameUpload { staging, device })
+        Ok(FrameUpload {
+            geometry,
+            staging,
+            device,
+        })
     }
 }
 
