@@ -458,6 +458,7 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         persons,
         needs_dense: models.needs_dense_input(),
         inputs_on_device: models.device.is_some(),
+        dumped_frames: config.dump.as_ref().map_or(0, |(_, frames)| *frames),
     };
     let draw = !videos.is_empty();
     let flip_test = config.flip_test;
@@ -766,6 +767,9 @@ struct Preparation {
     needs_dense: bool,
     /// The GPU makes the model inputs from the frame itself.
     inputs_on_device: bool,
+    /// Leading frames whose tensors `--dump` writes: on a GPU they take the host path (over the
+    /// same sessions), so the tensors the model saw are at hand.
+    dumped_frames: u64,
 }
 
 fn preprocess_stage(
@@ -782,7 +786,7 @@ fn preprocess_stage(
             None => Vec::new(),
         };
         let work = stats.time(|| {
-            let on_host = !prep.inputs_on_device;
+            let on_host = !prep.inputs_on_device || frame.index < prep.dumped_frames;
             let pose_input = (on_host && prep.persons.is_some()).then(|| {
                 let mut input = prep.pool.get(boxes.len() * INPUT_LEN);
                 frame.with_view(|view| pose::prepare_crops(view, &boxes, &mut input, &norm));
@@ -857,7 +861,8 @@ fn inference_stage(
         if let Some(dumper) = dump {
             dumper.frame_png(&work.frame)?;
         }
-        if models.device.is_some() {
+        let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
+        if models.device.is_some() && !inputs_on_host {
             stats[4].time(|| infer_on_device(&mut work, &mut models, inference))?;
             if out.send(work).is_err() {
                 break;

@@ -1,8 +1,9 @@
 //! The CUDA kernels against the CPU path. Needs no GStreamer, so it runs on a GPU machine
 //! without it: `cargo test --no-default-features --test gpu`.
 //!
-//! - NVRTC compiles every kernel (no GPU needed): runs wherever libnvrtc is found
-//!   (`SAPIENS_NVRTC_LIB=/path/libnvrtc.so.12`, or on the loader's path), else skips saying why.
+//! - NVRTC compiles every kernel (no GPU needed): runs wherever libnvrtc (CUDA 13 or 12) is found
+//!   (the `nvidia-cuda-nvrtc` wheel that `scripts/setup.sh` installs into `.venv`,
+//!   `SAPIENS_NVRTC_LIB=/path/libnvrtc.so.13`, or the loader's path), else skips saying why.
 //! - Kernel results equal the CPU stages: run where a CUDA device is, else skip saying why.
 //! - The colour conversion's CPU twin equals OpenCV's `cvtColor`: runs everywhere.
 

@@ -122,14 +122,14 @@ impl DeviceInference {
         if let Some((seg, nearest)) = request.seg {
             self.queue_seg(&geometry, seg, nearest)?;
         }
-        if let Some(depth) = request.depth {
-            let out = self.queue_dense_readback(&geometry, depth, DenseTask::Depth)?;
-            self.depth_out = Some(out);
-        }
-        if let Some(normal) = request.normal {
-            let out = self.queue_dense_readback(&geometry, normal, DenseTask::Normal)?;
-            self.normal_out = Some(out);
-        }
+        let depth = request
+            .depth
+            .map(|depth| self.queue_dense_readback(&geometry, depth, DenseTask::Depth))
+            .transpose()?;
+        let normals = request
+            .normal
+            .map(|normal| self.queue_dense_readback(&geometry, normal, DenseTask::Normal))
+            .transpose()?;
         // The one synchronisation of the frame: everything above was queued on this stream.
         self.gpu
             .stream()
@@ -145,8 +145,12 @@ impl DeviceInference {
             let class_map = self.class_map.as_ref().expect("queued with the seg model");
             results.class_map = Some(class_map.host(view.width * view.height)?.to_vec());
         }
-        results.depth = read_pinned(self.depth_out.take())?;
-        results.normals = read_pinned(self.normal_out.take())?;
+        results.depth = depth
+            .map(|len| read_pinned(&self.depth_out, len))
+            .transpose()?;
+        results.normals = normals
+            .map(|len| read_pinned(&self.normal_out, len))
+            .transpose()?;
         Ok(results)
     }
 
@@ -281,26 +285,30 @@ impl DeviceInference {
         class_map.queue_download(&self.gpu, frame_pixels)
     }
 
-    /// Runs a depth or normal model and queues its (model-resolution) output's download.
+    /// Runs a depth or normal model and queues the download of its (model-resolution)
+    /// output; returns the output's length.
     fn queue_dense_readback(
         &mut self,
         geometry: &FrameGeometry,
         mut request: DenseRequest,
         task: DenseTask,
-    ) -> Result<PinnedHostSlice<f32>> {
+    ) -> Result<usize> {
         let len = request.layout.item_len();
-        let mut host = pinned::<f32>(&self.gpu, len)?;
-        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
-        let cache = match task {
-            DenseTask::Depth => &mut self.depth,
-            DenseTask::Normal => &mut self.normal,
+        let (cache, host) = match task {
+            DenseTask::Depth => (&mut self.depth, &mut self.depth_out),
+            DenseTask::Normal => (&mut self.normal, &mut self.normal_out),
         };
+        if host.as_ref().is_none_or(|h| h.len() != len) {
+            *host = Some(pinned::<f32>(&self.gpu, len)?);
+        }
+        let host = host.as_mut().expect("allocated above");
+        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
         let output = &queue_dense(inputs, cache, geometry, &mut request)?.output;
         self.gpu
             .stream()
-            .memcpy_dtoh(&output.slice(..len), &mut host)
+            .memcpy_dtoh(&output.slice(..len), host)
             .map_err(cuda_error("reading a dense map"))?;
-        Ok(host)
+        Ok(len)
     }
 }
 
@@ -381,14 +389,11 @@ fn pinned<T: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, len: usize) -> Result<Pinn
     }
 }
 
-fn read_pinned(buffer: Option<PinnedHostSlice<f32>>) -> Result<Option<Vec<f32>>> {
-    buffer
-        .map(|b| {
-            b.as_slice()
-                .map(<[f32]>::to_vec)
-                .map_err(cuda_error("reading back"))
-        })
-        .transpose()
+/// The first `len` values of a pinned buffer a download filled.
+fn read_pinned(buffer: &Option<PinnedHostSlice<f32>>, len: usize) -> Result<Vec<f32>> {
+    let buffer = buffer.as_ref().expect("filled by a queued download");
+    let values = buffer.as_slice().map_err(cuda_error("reading back"))?;
+    Ok(values[..len].to_vec())
 }
 
 /// A device buffer and the pinned host buffer it is read back into.

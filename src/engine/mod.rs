@@ -326,7 +326,7 @@ mod tests {
             }),
             cuda_provider_libraries: probe::CUDA_PROVIDER_LIBRARIES
                 .iter()
-                .map(|&n| (n, found()))
+                .map(|&n| (n.to_owned(), found()))
                 .collect(),
             tensorrt: found(),
             nvrtc: found(),
@@ -344,7 +344,7 @@ mod tests {
             cuda: Err("libcuda.so.1 (the NVIDIA driver) not found".into()),
             cuda_provider_libraries: probe::CUDA_PROVIDER_LIBRARIES
                 .iter()
-                .map(|&n| (n, Err("absent".into())))
+                .map(|&n| (n.to_owned(), Err("absent".into())))
                 .collect(),
             tensorrt: Err("TensorRT (libnvinfer.so.10) not found".into()),
             nvrtc: Err("absent".into()),

@@ -10,18 +10,23 @@ use std::sync::{Mutex, OnceLock};
 
 use super::runtime;
 
-/// The libraries ONNX Runtime's CUDA execution provider (built for CUDA 12 and cuDNN 9) loads.
+/// The libraries ONNX Runtime's CUDA execution provider loads when its own library cannot be
+/// read: those of the `onnxruntime-gpu` 1.31 wheel (CUDA 13, cuDNN 9).
 pub const CUDA_PROVIDER_LIBRARIES: [&str; 5] = [
-    "libcudart.so.12",
-    "libcublas.so.12",
-    "libcublasLt.so.12",
-    "libcufft.so.11",
+    "libcudart.so.13",
+    "libcublas.so.13",
+    "libcublasLt.so.13",
+    "libcurand.so.10",
     "libcudnn.so.9",
 ];
+/// ONNX Runtime's CUDA execution provider, beside `libonnxruntime.so`.
+const CUDA_PROVIDER_FILE: &str = "libonnxruntime_providers_cuda.so";
+/// cuDNN, which the CUDA provider opens when it starts rather than linking to it.
+const CUDNN_LIBRARY: &str = "libcudnn.so.9";
 /// TensorRT 10's runtime, which ONNX Runtime's TensorRT execution provider loads.
 pub const TENSORRT_LIBRARY: &str = "libnvinfer.so.10";
-/// NVRTC, which compiles our kernels at run time.
-pub const NVRTC_LIBRARY: &str = "libnvrtc.so.12";
+/// NVRTC, which compiles our kernels at run time: CUDA 13's or 12's (cudarc knows both names).
+pub const NVRTC_LIBRARIES: [&str; 2] = ["libnvrtc.so.13", "libnvrtc.so.12"];
 /// Environment variable naming the NVRTC library by path (when it is not on the loader's path).
 pub const NVRTC_LIBRARY_ENV: &str = "SAPIENS_NVRTC_LIB";
 const CUDA_DRIVER_LIBRARY: &str = "libcuda.so.1";
@@ -66,7 +71,7 @@ pub struct Capabilities {
     pub onnx_runtime: Result<OnnxRuntimeInfo, String>,
     pub cuda: Result<CudaDriver, String>,
     /// (library, probe) for each of [`CUDA_PROVIDER_LIBRARIES`].
-    pub cuda_provider_libraries: Vec<(&'static str, LibraryProbe)>,
+    pub cuda_provider_libraries: Vec<(String, LibraryProbe)>,
     pub tensorrt: LibraryProbe,
     pub nvrtc: LibraryProbe,
 }
@@ -77,12 +82,20 @@ const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
 impl Capabilities {
     /// Probes this machine; `ort_lib` as `--ort-lib`.
     pub fn probe(ort_lib: Option<&Path>) -> Self {
+        let onnx_runtime = probe_onnx_runtime(ort_lib);
+        let libraries = match &onnx_runtime {
+            Ok(info) => cuda_provider_libraries(&info.library),
+            Err(_) => CUDA_PROVIDER_LIBRARIES.map(str::to_owned).to_vec(),
+        };
         Capabilities {
-            onnx_runtime: probe_onnx_runtime(ort_lib),
+            onnx_runtime,
             cuda: probe_cuda_driver(),
-            cuda_provider_libraries: CUDA_PROVIDER_LIBRARIES
-                .iter()
-                .map(|&name| (name, load_library(name).cloned()))
+            cuda_provider_libraries: libraries
+                .into_iter()
+                .map(|name| {
+                    let probe = load_library(&name).cloned();
+                    (name, probe)
+                })
                 .collect(),
             tensorrt: probe_tensorrt(),
             nvrtc: nvrtc(),
@@ -107,10 +120,14 @@ impl Capabilities {
             .cuda_provider_libraries
             .iter()
             .filter(|(_, probe)| probe.is_err())
-            .map(|(name, _)| *name)
+            .map(|(name, _)| name.as_str())
             .collect();
         if !missing.is_empty() {
-            blockers.push(format!("CUDA libraries not found: {} (pip install nvidia-cudnn-cu12 nvidia-cublas-cu12 nvidia-cuda-runtime-cu12 nvidia-cufft-cu12, or add their folders to LD_LIBRARY_PATH)", missing.join(", ")));
+            blockers.push(format!(
+                "CUDA libraries not found: {} ({})",
+                missing.join(", "),
+                cuda_install_hint(&missing)
+            ));
         }
         blockers
     }
@@ -195,7 +212,7 @@ fn probe_cuda_driver() -> Result<CudaDriver, String> {
 fn probe_tensorrt() -> LibraryProbe {
     let library = load_library(TENSORRT_LIBRARY).map_err(|looked| {
         format!(
-            "TensorRT ({TENSORRT_LIBRARY}) not found; {looked} (pip install tensorrt-cu12-libs)"
+            "TensorRT ({TENSORRT_LIBRARY}) not found; {looked} (pip install 'tensorrt-cu13-libs<11' for the CUDA 13 onnxruntime-gpu, tensorrt-cu12-libs for a CUDA 12 one)"
         )
     })?;
     let version =
@@ -226,7 +243,7 @@ pub fn tensorrt_version() -> Option<(u32, u32, u32)> {
 pub fn nvrtc() -> LibraryProbe {
     let library = match std::env::var_os(NVRTC_LIBRARY_ENV) {
         Some(path) => load_path(Path::new(&path)).map_err(|e| format!("{NVRTC_LIBRARY_ENV}={}: {e}", Path::new(&path).display()))?,
-        None => load_library(NVRTC_LIBRARY).map_err(|looked| format!("NVRTC ({NVRTC_LIBRARY}) not found; {looked} (pip install nvidia-cuda-nvrtc-cu12, or set {NVRTC_LIBRARY_ENV})"))?.clone(),
+        None => first_library(&NVRTC_LIBRARIES).map_err(|looked| format!("NVRTC ({}) not found; {looked} (pip install nvidia-cuda-nvrtc, or set {NVRTC_LIBRARY_ENV})", NVRTC_LIBRARIES.join(" or ")))?,
     };
     let (mut major, mut minor): (c_int, c_int) = (0, 0);
     // SAFETY: libnvrtc is loaded (by name or path, so cudarc's loader finds the same one) and
@@ -238,11 +255,60 @@ pub fn nvrtc() -> LibraryProbe {
     Ok(LoadedLibrary { version, ..library })
 }
 
+/// The first of `names` that loads.
+fn first_library(names: &[&str]) -> Result<LoadedLibrary, String> {
+    let mut looked = String::new();
+    for name in names {
+        match load_library(name) {
+            Ok(library) => return Ok(library.clone()),
+            Err(e) => looked = e,
+        }
+    }
+    Err(looked)
+}
+
+/// The CUDA libraries the CUDA provider beside `onnx_runtime` needs: those its library links
+/// to (so a CUDA 12 build and a CUDA 13 build are each probed for their own), and cuDNN.
+pub fn cuda_provider_libraries(onnx_runtime: &Path) -> Vec<String> {
+    let provider = onnx_runtime.with_file_name(CUDA_PROVIDER_FILE);
+    let linked = std::fs::read(&provider).ok().and_then(|bytes| {
+        let elf = goblin::elf::Elf::parse(&bytes).ok()?;
+        let cuda: Vec<String> = elf
+            .libraries
+            .iter()
+            .filter(|name| name.starts_with("libcu") && !name.starts_with("libcuda.so"))
+            .map(|name| name.to_string())
+            .collect();
+        (!cuda.is_empty()).then_some(cuda)
+    });
+    let mut libraries = linked.unwrap_or_else(|| {
+        CUDA_PROVIDER_LIBRARIES
+            .iter()
+            .map(|name| name.to_string())
+            .collect()
+    });
+    if !libraries.iter().any(|name| name == CUDNN_LIBRARY) {
+        libraries.push(CUDNN_LIBRARY.to_owned());
+    }
+    libraries
+}
+
+/// How to get `missing` CUDA libraries, by the CUDA major version their names carry.
+pub fn cuda_install_hint(missing: &[&str]) -> String {
+    let cuda_12 = missing.iter().any(|name| name.ends_with(".so.12"));
+    let packages = if cuda_12 {
+        "nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 nvidia-curand-cu12 nvidia-cufft-cu12 nvidia-cudnn-cu12"
+    } else {
+        "nvidia-cuda-runtime nvidia-cublas nvidia-curand nvidia-cudnn-cu13"
+    };
+    format!("pip install {packages}, or add their folders to LD_LIBRARY_PATH")
+}
+
 /// Loads a library by name, from the system loader's path or from the pip `nvidia-*` and
 /// `tensorrt` wheels in the project's Python environment. The library stays loaded for the
 /// process, so ONNX Runtime and cudarc, which load by name, find this one.
-pub fn load_library(name: &'static str) -> Result<&'static LoadedLibrary, String> {
-    static LOADED: OnceLock<Mutex<Vec<(&'static str, &'static LoadedLibrary)>>> = OnceLock::new();
+pub fn load_library(name: &str) -> Result<&'static LoadedLibrary, String> {
+    static LOADED: OnceLock<Mutex<Vec<(String, &'static LoadedLibrary)>>> = OnceLock::new();
     let loaded = LOADED.get_or_init(Default::default);
     let mut loaded = loaded
         .lock()
@@ -252,7 +318,7 @@ pub fn load_library(name: &'static str) -> Result<&'static LoadedLibrary, String
     }
     let library = find_library(name)?;
     let library: &'static LoadedLibrary = Box::leak(Box::new(library));
-    loaded.push((name, library));
+    loaded.push((name.to_owned(), library));
     Ok(library)
 }
 
@@ -327,4 +393,51 @@ pub fn cuda_device_name(device: usize) -> Result<String, String> {
             driver.devices.len()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Builds a shared library `name` in `dir` (with that soname) linked to `needed` there.
+    fn shared_library(dir: &Path, name: &str, needed: &[&str]) {
+        let source = dir.join("empty.c");
+        std::fs::write(&source, "int sapiens_stub;\n").unwrap();
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-Wl,--no-as-needed", "-o"])
+            .arg(dir.join(name))
+            .arg(format!("-Wl,-soname,{name}"))
+            .arg(&source)
+            .args(needed.iter().map(|n| dir.join(n)))
+            .status()
+            .expect("a C compiler (cc) links the stub libraries");
+        assert!(status.success(), "cc failed for {name}");
+    }
+
+    #[test]
+    fn provider_libraries_are_read_from_the_cuda_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["libcudart.so.12", "libcublas.so.12", "libcuda.so.1"] {
+            shared_library(dir.path(), name, &[]);
+        }
+        let provider_needs = ["libcudart.so.12", "libcublas.so.12", "libcuda.so.1"];
+        shared_library(dir.path(), CUDA_PROVIDER_FILE, &provider_needs);
+        let runtime = dir.path().join("libonnxruntime.so.1.31.1");
+        // The driver is not a provider library; cuDNN is added (opened at start, not linked).
+        assert_eq!(
+            cuda_provider_libraries(&runtime),
+            ["libcudart.so.12", "libcublas.so.12", "libcudnn.so.9"]
+        );
+        assert!(cuda_install_hint(&["libcudart.so.12"]).contains("-cu12"));
+    }
+
+    #[test]
+    fn provider_libraries_default_to_the_cuda_13_wheel() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("libonnxruntime.so");
+        assert_eq!(cuda_provider_libraries(&runtime), CUDA_PROVIDER_LIBRARIES);
+        assert!(cuda_install_hint(&CUDA_PROVIDER_LIBRARIES).contains("nvidia-cudnn-cu13"));
+    }
 }
