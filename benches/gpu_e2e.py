@@ -3,7 +3,7 @@
 provider (one person, Sapiens 0.3b pose308) beside PyTorch bf16 on the same GPU and weights.
 
 Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/):
-  1. environment: nvidia-smi, torch, the libraries found                    -> env.json
+  1. environment: nvidia-smi, torch, the libraries found           -> summary.json "environment"
   2. the model: engines/generate_models.py --arch ARCH --tasks TASK (kept when up to date)
   3. PyTorch: benches/torch_reference.py --bench on the same ONNX file      -> torch.jsonl
   4. the program: `sapiens-stream doctor --engine cuda`, then `sapiens-stream run` over a folder
@@ -11,6 +11,10 @@ Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/)
      GStreamer core libraries the binary links), one fixed person box per frame (--boxes),
      --engine cuda, --mode offline, --output none                            -> e2e.jsonl, e2e.log
   5. summary: fps of each, and the ratio program / PyTorch                   -> summary.json
+The results folder holds at most 7 files (generate.log, torch.log, torch.jsonl, doctor.log,
+e2e.log, e2e.jsonl, summary.json; the device tool returns 8 at most); summary.json is rewritten
+after every step, so a run cut short still leaves what it measured. Frames, boxes and ldd's
+output go to --work-dir.
 
 Frames per second of the program: steady state, from the capture times in its results (frames
 after --warmup-frames, minus the last few still queued), and also the program's own whole-run
@@ -252,7 +256,9 @@ def step_e2e(args, model: Path, results: Path) -> dict:
                     "LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"]}
 
     # A binary that cannot even load (no GStreamer core libraries, say) is named here, plainly.
-    ldd_rc, ldd = run(["ldd", str(args.bin)], results / "ldd.txt", timeout=60, env=env)
+    work = Path(args.work_dir or results)
+    work.mkdir(parents=True, exist_ok=True)
+    ldd_rc, ldd = run(["ldd", str(args.bin)], work / "ldd.txt", timeout=60, env=env)
     missing = [line.split()[0] for line in ldd.splitlines() if "not found" in line]
     if missing:
         return {**record, "error": f"the binary's libraries are missing: {', '.join(missing)} (bundle them and pass --ld-path)"}
@@ -267,13 +273,13 @@ def step_e2e(args, model: Path, results: Path) -> dict:
     record.update(doctor_rc=doctor_rc, doctor=requested[0] if requested else None)
 
     width, height = args.frame_size
-    frames = Path(args.work_dir or results) / "frames"
+    frames = work / "frames"
     make_frames(frames, args.frames, width, height)
-    box = write_boxes(results / "boxes.jsonl", args.frames, width, height)
+    box = write_boxes(work / "boxes.jsonl", args.frames, width, height)
     results_file = results / "e2e.jsonl"
     results_file.unlink(missing_ok=True)
     cmd = [str(args.bin), "run", "--input", str(frames), "--pose-model", str(model),
-           "--boxes", str(results / "boxes.jsonl"), "--engine", args.engine, "--device", device,
+           "--boxes", str(work / "boxes.jsonl"), "--engine", args.engine, "--device", device,
            "--mode", "offline", "--output", "none", "--results", str(results_file), "--no-progress",
            "--max-batch", "1", *ort_args]
     start = time.perf_counter()
@@ -358,7 +364,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--compile-mode", default="default")
-    parser.add_argument("--compile-timeout", type=float, default=300)
+    parser.add_argument("--compile-timeout", type=float, default=240, help="keeps the whole run inside a 10-minute call")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args(argv)
@@ -383,19 +389,22 @@ def main(argv: list[str]) -> int:
     results = args.results
     results.mkdir(parents=True, exist_ok=True)
     summary: dict = {"arch": args.arch, "task": args.task, "engine": args.engine, "environment": environment(args)}
-    (results / "env.json").write_text(json.dumps(summary["environment"], indent=2))
+    save = lambda: (results / "summary.json").write_text(json.dumps(summary, indent=2))  # noqa: E731
+    save()
     log(f"results in {results}")
     if not summary["environment"].get("cuda_available"):
         log("warning: torch sees no CUDA device")
 
     model, summary["model"] = step_model(args, results)
     if model is not None:
+        save()
         if not args.skip_torch:
             summary["torch"] = step_torch(args, model, results)
+            save()
         if not args.skip_e2e:
             summary["e2e"] = step_e2e(args, model, results)
     summary["ratios"] = ratios(summary)
-    (results / "summary.json").write_text(json.dumps(summary, indent=2))
+    save()
     print("\n".join(summarize(summary)) if model else f"model: {summary['model']['error']}")
     log(f"summary: {results / 'summary.json'}")
 

@@ -9,7 +9,8 @@
 #                      3.12, split; it is a CUDA 13 build and uses the CUDA libraries torch has
 #       MANIFEST       names and sha256 sums; then prints which pieces to carry in which call
 #   benches/gpu_kit.sh run [gpu_e2e.py options]   there: checks and unpacks the pieces into
-#       /tmp/gpukit, runs benches/gpu_e2e.py with them, and copies the results to $OUT when set
+#       /tmp/gpukit and runs benches/gpu_e2e.py with them; results in $OUT/gpu-e2e when $OUT is
+#       set (the device tool), else bench-results/gpu-e2e-<UTC time>
 #
 # The pieces are ignored by git (.gitignore) and reach the other machine only through `carry`.
 set -euo pipefail
@@ -103,15 +104,14 @@ unpack() {
 
 run_kit() {
     unpack
-    local results="${GPUKIT_RESULTS:-$ROOT/bench-results/gpu-e2e-$(date -u +%Y%m%dT%H%M%SZ)}" rc=0
+    # Under the device tool's $OUT the results come back even when the call is cut off.
+    local default="$ROOT/bench-results/gpu-e2e-$(date -u +%Y%m%dT%H%M%SZ)"
+    [ -n "${OUT:-}" ] && default="$OUT/gpu-e2e"
+    local results="${GPUKIT_RESULTS:-$default}" rc=0
     # onnxruntime-gpu shadows the machine's CPU onnxruntime for torch_reference.py's ort-cuda mode.
     PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 python3 "$ROOT/benches/gpu_e2e.py" \
         --bin "$WORK/app/bin/sapiens-stream" --ort-lib "$WORK/site/onnxruntime/capi" \
         --ld-path "$WORK/app/lib" --work-dir "$WORK/work" --results "$results" "$@" || rc=$?
-    if [ -n "${OUT:-}" ] && [ -d "$results" ]; then
-        cp "$results/summary.json" "$OUT/" 2>/dev/null || true
-        tar -C "$results" -czf "$OUT/gpu-e2e-results.tgz" --exclude=frames .
-    fi
     return $rc
 }
 
