@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Carries what benches/gpu_e2e.py needs to a GPU machine that has PyTorch but no network, no
+# Rust, no GStreamer and only the CPU onnxruntime, in pieces small enough for a 64 MiB upload.
+#
+#   benches/gpu_kit.sh stage [--part-mib N]   here (network, a release build): writes .gpukit/
+#       app.tar.xz     the stripped sapiens-stream binary and the shared libraries it links
+#                      (GStreamer core, GLib, ...): the image-folder input needs no plugins
+#       ort.part-NN    onnxruntime-gpu (the version scripts/requirements.txt pins) for CPython
+#                      3.12, split; it is a CUDA 13 build and uses the CUDA libraries torch has
+#       MANIFEST       names and sha256 sums; then prints which pieces to carry in which call
+#   benches/gpu_kit.sh run [gpu_e2e.py options]   there: checks and unpacks the pieces into
+#       /tmp/gpukit and runs benches/gpu_e2e.py with them; results in $OUT/gpu-e2e when $OUT is
+#       set (the device tool), else bench-results/gpu-e2e-<UTC time>
+#
+# The pieces are ignored by git (.gitignore) and reach the other machine only through `carry`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KIT="$ROOT/.gpukit"
+WORK="${GPUKIT_WORK:-/tmp/gpukit}"
+die() { echo "error: $*" >&2; exit 2; }
+
+stage() {
+    local part_mib=56 bin="${BIN:-$ROOT/target/release/sapiens-stream}"
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --part-mib) part_mib="$2"; shift 2 ;;
+            *) die "stage: unknown option $1" ;;
+        esac
+    done
+    [ -x "$bin" ] || die "no binary at $bin: run 'cargo build --release' (or set BIN=PATH)"
+    git -C "$ROOT" check-ignore -q .gpukit/MANIFEST || die ".gpukit is not ignored by git: it must never be committed"
+    local version
+    version="$(sed -n 's/^onnxruntime==//p' "$ROOT/scripts/requirements.txt")"
+    [ -n "$version" ] || die "no onnxruntime==VERSION in scripts/requirements.txt"
+
+    rm -rf "$KIT" && mkdir -p "$KIT"
+    local tmp; tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' RETURN
+    mkdir -p "$tmp/app/bin" "$tmp/app/lib"
+    cp "$bin" "$tmp/app/bin/sapiens-stream"
+    strip --strip-debug "$tmp/app/bin/sapiens-stream"
+    # Every library the binary links except glibc's own and the C++ runtime, which any Linux has.
+    ldd "$bin" | awk '/=> \// {print $3}' | while read -r lib; do
+        case "$(basename "$lib")" in
+            libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) ;;
+            *) cp -L "$lib" "$tmp/app/lib/" ;;
+        esac
+    done
+    tar -C "$tmp" -cJf "$KIT/app.tar.xz" app
+
+    local cache="${GPUKIT_CACHE:-/tmp/gpukit-cache}"
+    mkdir -p "$cache"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+        -d "$cache" "onnxruntime-gpu==$version"
+    local wheel; wheel="$(ls "$cache"/onnxruntime_gpu-"$version"-cp312-*.whl | head -1)"
+    [ -f "$wheel" ] || die "pip download gave no onnxruntime-gpu $version wheel for cp312"
+    split -b "${part_mib}M" -d -a 2 "$wheel" "$KIT/ort.part-"
+
+    {
+        echo "wheel $(basename "$wheel") $(sha256sum < "$wheel" | cut -d' ' -f1)"
+        echo "app app.tar.xz $(sha256sum < "$KIT/app.tar.xz" | cut -d' ' -f1)"
+        for part in "$KIT"/ort.part-*; do echo "part $(basename "$part")"; done
+    } > "$KIT/MANIFEST"
+
+    # The plan: every part but the last alone; the last with the app and the manifest, and the run.
+    local parts=("$KIT"/ort.part-*) n i
+    n=${#parts[@]}
+    echo "staged in $KIT:"; ls -l "$KIT" | tail -n +2
+    echo
+    echo "On the GPU machine: $n device calls back to back (a machine idle 30 s is given back and"
+    echo "forgets the pieces already sent). Each carries:"
+    for ((i = 0; i < n - 1; i++)); do
+        echo "  call $((i + 1)): carry [\".gpukit/$(basename "${parts[$i]}")\"]  command: ls -l .gpukit"
+    done
+    echo "  call $n: carry [\".gpukit/$(basename "${parts[$((n - 1))]}")\", \".gpukit/app.tar.xz\", \".gpukit/MANIFEST\"]"
+    echo "          command: bash benches/gpu_kit.sh run"
+}
+
+unpack() {
+    [ -f "$KIT/MANIFEST" ] || die "$KIT/MANIFEST missing: carry the pieces that 'benches/gpu_kit.sh stage' wrote"
+    local missing=() wheel sum
+    while read -r kind name rest; do
+        case "$kind" in
+            part|app) [ -f "$KIT/$name" ] || missing+=("$name") ;;
+        esac
+    done < "$KIT/MANIFEST"
+    [ ${#missing[@]} -eq 0 ] || die "pieces missing on this machine: ${missing[*]} (was it given back between calls? carry them again)"
+    read -r _ wheel sum < <(grep '^wheel ' "$KIT/MANIFEST")
+    mkdir -p "$WORK"
+    if [ ! -d "$WORK/site/onnxruntime" ]; then
+        cat "$KIT"/ort.part-* > "$WORK/$wheel"
+        [ "$(sha256sum < "$WORK/$wheel" | cut -d' ' -f1)" = "$sum" ] || die "$wheel: sha256 differs from MANIFEST (a piece is stale)"
+        python3 -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WORK/$wheel"
+        rm -f "$WORK/$wheel"
+    fi
+    if [ ! -x "$WORK/app/bin/sapiens-stream" ]; then
+        read -r _ _ sum < <(grep '^app ' "$KIT/MANIFEST")
+        [ "$(sha256sum < "$KIT/app.tar.xz" | cut -d' ' -f1)" = "$sum" ] || die "app.tar.xz: sha256 differs from MANIFEST"
+        tar -C "$WORK" -xJf "$KIT/app.tar.xz"
+    fi
+    echo "unpacked in $WORK: $(ls "$WORK/site/onnxruntime/capi" | grep -c '\.so') ONNX Runtime libraries, the app, $(ls "$WORK/app/lib" | wc -l) bundled libraries"
+}
+
+run_kit() {
+    unpack
+    # Under the device tool's $OUT the results come back even when the call is cut off.
+    local default="$ROOT/bench-results/gpu-e2e-$(date -u +%Y%m%dT%H%M%SZ)"
+    [ -n "${OUT:-}" ] && default="$OUT/gpu-e2e"
+    local results="${GPUKIT_RESULTS:-$default}" rc=0
+    # onnxruntime-gpu shadows the machine's CPU onnxruntime for torch_reference.py's ort-cuda mode.
+    PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 python3 "$ROOT/benches/gpu_e2e.py" \
+        --bin "$WORK/app/bin/sapiens-stream" --ort-lib "$WORK/site/onnxruntime/capi" \
+        --ld-path "$WORK/app/lib" --work-dir "$WORK/work" --results "$results" "$@" || rc=$?
+    return $rc
+}
+
+case "${1:-}" in
+    stage) shift; stage "$@" ;;
+    run) shift; run_kit "$@" ;;
+    unpack) unpack ;;
+    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | unpack" >&2; exit 2 ;;
+esac
