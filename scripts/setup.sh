@@ -36,7 +36,13 @@ if [ ! -x .venv/bin/pip ]; then
   echo "setup: creating the Python environment in .venv"
   python3 -m venv .venv
 fi
-# Pinned versions: a no-op (no download) once they are installed.
-.venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+# Pinned versions: a no-op (no download) once they are installed. On a GPU machine whose .venv
+# has onnxruntime-gpu (same package folder), the CPU onnxruntime must not be put back over it.
+requirements=scripts/requirements.txt
+if .venv/bin/pip show -q onnxruntime-gpu >/dev/null 2>&1; then
+  requirements=$(mktemp)
+  grep -v '^onnxruntime==' scripts/requirements.txt >"$requirements"
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
 
 .venv/bin/python engines/generate_models.py --out engines/models --arch tiny
