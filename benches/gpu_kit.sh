@@ -11,6 +11,10 @@
 #   benches/gpu_kit.sh run [gpu_e2e.py options]   there: checks and unpacks the pieces into
 #       /tmp/gpukit and runs benches/gpu_e2e.py with them; results in $OUT/gpu-e2e when $OUT is
 #       set (the device tool), else bench-results/gpu-e2e-<UTC time>
+#   benches/gpu_kit.sh checks   there, after the pieces are unpacked: the GPU tests (kernels
+#       against the CPU path, device frames against the host path: tests/gpu.rs) and the GPU
+#       bench (kernel microseconds, device path beside host path: benches/gpu.rs), both carried
+#       in app.tar.xz; output in $OUT/gpu-checks (or bench-results/gpu-checks-<UTC time>)
 #
 # The pieces are ignored by git (.gitignore) and reach the other machine only through `carry`.
 set -euo pipefail
@@ -45,6 +49,17 @@ stage() {
             libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|ld-linux*|libgcc_s.so.*|libstdc++.so.*) ;;
             *) cp -L "$lib" "$tmp/app/lib/" ;;
         esac
+    done
+    # The GPU test and bench binaries: no GStreamer, ONNX Runtime and CUDA loaded at run time.
+    local built
+    for built in "test --test gpu" "bench --bench gpu"; do
+        local exe
+        # shellcheck disable=SC2086
+        exe="$(cd "$ROOT" && cargo $built --release --no-default-features --no-run --message-format=json 2>/dev/null \
+            | python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')"
+        [ -x "$exe" ] || die "cargo $built --no-run gave no executable"
+        cp "$exe" "$tmp/app/bin/gpu-${built%% *}"
+        strip --strip-debug "$tmp/app/bin/gpu-${built%% *}"
     done
     tar -C "$tmp" -cJf "$KIT/app.tar.xz" app
 
@@ -115,9 +130,36 @@ run_kit() {
     return $rc
 }
 
+# The CUDA 13 / cuDNN folders pip put beside torch, for the loader.
+nvidia_lib_path() {
+    python3 -c 'import glob, os, sys
+dirs = []
+for entry in sys.path:
+    dirs += glob.glob(os.path.join(entry, "nvidia", "*", "lib"))
+print(":".join(sorted(set(dirs))))'
+}
+
+checks() {
+    unpack
+    local results="${GPUKIT_RESULTS:-${OUT:+$OUT/gpu-checks}}"
+    results="${results:-$ROOT/bench-results/gpu-checks-$(date -u +%Y%m%dT%H%M%SZ)}"
+    mkdir -p "$results"
+    python3 "$ROOT/engines/generate_models.py" --out "$ROOT/engines/models" --arch tiny --tasks pose17,seg
+    local env_vars=(SAPIENS_REPO_ROOT="$ROOT" ORT_DYLIB_PATH="$WORK/site/onnxruntime/capi/libonnxruntime.so.$(sed -n 's/^onnxruntime==//p' "$ROOT/scripts/requirements.txt")"
+                    LD_LIBRARY_PATH="$(nvidia_lib_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" SAPIENS_PYTHON=python3)
+    local rc=0
+    # The YUV test compares with OpenCV, which this machine's Python may lack; it needs no GPU.
+    env "${env_vars[@]}" "$WORK/app/bin/gpu-test" --nocapture --test-threads 1 --skip yuv_conversion_equals_opencv \
+        2>&1 | tee "$results/gpu-tests.txt" || rc=$?
+    env "${env_vars[@]}" "$WORK/app/bin/gpu-bench" --bench --warm-up-time 1 --measurement-time 3 \
+        2>&1 | tee "$results/gpu-bench.txt" || rc=$?
+    return $rc
+}
+
 case "${1:-}" in
     stage) shift; stage "$@" ;;
     run) shift; run_kit "$@" ;;
+    checks) checks ;;
     unpack) unpack ;;
-    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | unpack" >&2; exit 2 ;;
+    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | checks | unpack" >&2; exit 2 ;;
 esac

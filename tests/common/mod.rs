@@ -7,8 +7,12 @@ use std::process::Command;
 
 use npyz::WriterBuilder;
 
+/// The checkout: `SAPIENS_REPO_ROOT` (a test binary carried to another machine), else the one
+/// the tests were built in.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("SAPIENS_REPO_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// The Python that has numpy, opencv and onnxruntime: `SAPIENS_PYTHON`, else the project's `.venv`.
