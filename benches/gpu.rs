@@ -151,6 +151,8 @@ fn pose_frames(gpu: &Gpu, criterion: &mut Criterion) {
                 seg: None,
                 depth: None,
                 normal: None,
+                dense_maps: false,
+                paint: None,
             };
             device.run(&view, request).expect("device frame")
         })

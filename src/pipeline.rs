@@ -15,7 +15,9 @@ use std::time::{Instant, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::cuda::Gpu;
-use crate::cuda::inference::{DenseRequest, DeviceInference, FrameRequest, PoseRequest};
+use crate::cuda::inference::{
+    DenseRequest, DenseResult, DeviceInference, FrameRequest, Paint, PoseRequest,
+};
 use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::probe::Capabilities;
@@ -267,6 +269,11 @@ struct Work {
     logits: Option<Vec<f32>>,
     /// The frame-size class map made on the GPU instead of `logits`.
     class_map: Option<Vec<u8>>,
+    /// Depth and normals post-processed on the GPU instead of `depth` and `normals`.
+    device_depth: Option<DenseResult>,
+    device_normals: Option<DenseResult>,
+    /// The frame with its view drawn in on the GPU, for the overlay.
+    painted: Option<Vec<u8>>,
     depth: Option<Vec<f32>>,
     normals: Option<Vec<f32>>,
 }
@@ -482,6 +489,8 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
                 Inference {
                     flip_test,
                     seg_upsample,
+                    dense_maps: config.dense_dir.is_some(),
+                    paint: draw.then(|| paint_for(config.view.resolve(&config.models))),
                 },
                 (&in_pool, &out_pool),
                 dumper,
@@ -806,6 +815,9 @@ fn preprocess_stage(
                 peaks: None,
                 logits: None,
                 class_map: None,
+                device_depth: None,
+                device_normals: None,
+                painted: None,
                 depth: None,
                 normals: None,
             }
@@ -828,6 +840,19 @@ fn preprocess_stage(
 struct Inference {
     flip_test: bool,
     seg_upsample: SegUpsample,
+    /// `--dense-dir`: frame-size depth and normals are needed on the host.
+    dense_maps: bool,
+    /// What the GPU draws for the overlay video, when there is one.
+    paint: Option<Paint>,
+}
+
+/// The view as the GPU draws it.
+fn paint_for(view: View) -> Paint {
+    match view {
+        View::Depth => Paint::Depth,
+        View::Normal => Paint::Normals,
+        View::Auto | View::Frame => Paint::Classes,
+    }
 }
 
 fn inference_stage(
@@ -947,13 +972,16 @@ fn infer_on_device(work: &mut Work, models: &mut Models, inference: Inference) -
             .map(|seg| (seg, inference.seg_upsample == SegUpsample::Nearest)),
         depth: dense_request(&mut models.depth),
         normal: dense_request(&mut models.normal),
+        dense_maps: inference.dense_maps,
+        paint: inference.paint,
     };
     let device = models.device.as_mut().expect("called on the GPU path");
     let results = work.frame.with_view(|view| device.run(view, request))?;
     work.peaks = models.pose.is_some().then_some(results.peaks);
     work.class_map = results.class_map;
-    work.depth = results.depth;
-    work.normals = results.normals;
+    work.device_depth = results.depth;
+    work.device_normals = results.normals;
+    work.painted = results.painted;
     Ok(())
 }
 
@@ -1138,16 +1166,23 @@ fn post_stage(
                 class_map
             })
             .or(device_classes);
+        let foreground = segmentation.is_some();
         let depth = work
             .depth
             .take()
             .zip(summary.depth_layout)
             .map(|(raw, layout)| {
-                let foreground = segmentation.is_some();
                 let range =
                     stats[2].time(|| depth_map(&raw, layout, width, height, foreground, &mut maps));
                 pool.put(raw);
                 DepthSummary::new(range, foreground)
+            })
+            .or_else(|| {
+                let result = work.device_depth.take()?;
+                if let Some(map) = result.map {
+                    maps.depth = map;
+                }
+                Some(DepthSummary::new(result.range, foreground))
             });
         let normals = work
             .normals
@@ -1157,6 +1192,13 @@ fn post_stage(
                 stats[2].time(|| normal_map(&raw, layout, width, height, &mut maps));
                 pool.put(raw);
                 NormalsSummary::default()
+            })
+            .or_else(|| {
+                let result = work.device_normals.take()?;
+                if let Some(map) = result.map {
+                    maps.normals = map;
+                }
+                Some(NormalsSummary::default())
             });
         let mut outputs = FrameOutputs {
             persons,
@@ -1174,7 +1216,17 @@ fn post_stage(
             work.frame.with_view(|view| hub.publish_frame(view));
         }
         if options.draw {
-            stats[4].time(|| draw(&mut work.frame, &outputs, &maps, summary, options))?;
+            let painted = work.painted.take();
+            stats[4].time(|| {
+                draw(
+                    &mut work.frame,
+                    painted.as_deref(),
+                    &outputs,
+                    &maps,
+                    summary,
+                    options,
+                )
+            })?;
         }
         let result = frame_result(&work.frame, summary, outputs);
         if out
@@ -1315,9 +1367,11 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
     counts
 }
 
-/// Draws the chosen view (frame with class colours, depth or normals), then the skeletons.
+/// Draws the overlay: the chosen view (frame with class colours, depth or normals) unless the GPU
+/// drew it already (`painted`), then the skeletons.
 fn draw(
     frame: &mut Frame,
+    painted: Option<&[u8]>,
     outputs: &FrameOutputs,
     maps: &DenseMaps,
     summary: &ModelSummary,
@@ -1329,16 +1383,26 @@ fn draw(
         .is_some()
         .then_some(&maps.class_map[..]);
     frame.with_pixels_mut(|pixels| {
-        match options.view {
-            View::Depth if outputs.depth.is_some() => dense::draw_depth(
-                pixels,
-                width,
-                height,
-                stride,
-                &maps.depth_normalised,
-                foreground,
-            ),
-            View::Normal if outputs.normals.is_some() => {
+        let pixels_of_frame = width * height;
+        match (painted, options.view) {
+            (Some(drawn), _) if drawn.len() <= pixels.len() => {
+                pixels[..drawn.len()].copy_from_slice(drawn);
+            }
+            (_, View::Depth)
+                if outputs.depth.is_some() && maps.depth_normalised.len() == pixels_of_frame =>
+            {
+                dense::draw_depth(
+                    pixels,
+                    width,
+                    height,
+                    stride,
+                    &maps.depth_normalised,
+                    foreground,
+                )
+            }
+            (_, View::Normal)
+                if outputs.normals.is_some() && maps.normals.len() == 3 * pixels_of_frame =>
+            {
                 dense::draw_normals(pixels, width, height, stride, &maps.normals, foreground)
             }
             _ => {

@@ -773,6 +773,8 @@ fn frames_on_the_device_equal_the_host_path() {
             )),
             depth: None,
             normal: None,
+            dense_maps: false,
+            paint: None,
         };
         let results = device.run(&view, request).unwrap();
         assert_eq!(results.peaks.len(), expected.len());

@@ -10,13 +10,17 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
+use super::dense::{self, RangeBuffers};
 use super::pose::{DevicePeak, queue_decode};
 use super::preprocess::{DeviceStretch, FrameGeometry, SourceLayout, warp_crops};
+use super::render::blend_class_map;
 use super::seg::{SegShape, argmax_nearest, upsample_argmax};
 use super::{Gpu, cuda_error, flip};
 use crate::engine::device::{DeviceBatch, DeviceEngine};
 use crate::error::{Error, Result};
 use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan};
+use crate::tasks::dense::DepthRange;
+use crate::tasks::keypoint_sets::body_parts;
 use crate::tasks::pose_decode::HeatmapPeak;
 use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH, OutputLayout};
 
@@ -44,6 +48,31 @@ pub struct FrameRequest<'a> {
     pub seg: Option<(DenseRequest<'a>, bool)>,
     pub depth: Option<DenseRequest<'a>>,
     pub normal: Option<DenseRequest<'a>>,
+    /// Read the frame-size depth and normal maps back (`--dense-dir` writes them).
+    pub dense_maps: bool,
+    /// Draw this view into the frame on the device and read the drawn frame back.
+    pub paint: Option<Paint>,
+}
+
+/// What the device draws into the frame for the overlay video (the skeletons are drawn on the
+/// CPU, over it). With a class map, depth and normals colour the persons only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paint {
+    /// Inferno depth, nearest brightest (the class overlay when no depth model ran).
+    Depth,
+    /// Normals as RGB (the class overlay when no normal model ran).
+    Normals,
+    /// The body-part colours blended in at half strength, when a seg model ran.
+    Classes,
+}
+
+/// Depth or normals of one frame, post-processed on the device.
+#[derive(Debug, Default)]
+pub struct DenseResult {
+    /// Depth's foreground (or whole-frame) range; `None` for normals and when no pixel counts.
+    pub range: Option<DepthRange>,
+    /// The frame-size map (depth; or unit normals, 3 planes), when asked for.
+    pub map: Option<Vec<f32>>,
 }
 
 /// What comes back from the device for one frame.
@@ -53,10 +82,10 @@ pub struct FrameResults {
     pub peaks: Vec<HeatmapPeak>,
     /// The frame-size class map.
     pub class_map: Option<Vec<u8>>,
-    /// The depth model's output (1 x H x W at its resolution).
-    pub depth: Option<Vec<f32>>,
-    /// The normal model's output (3 x H x W at its resolution).
-    pub normals: Option<Vec<f32>>,
+    pub depth: Option<DenseResult>,
+    pub normals: Option<DenseResult>,
+    /// The frame with the requested view drawn in (same layout and stride as the input).
+    pub painted: Option<Vec<u8>>,
 }
 
 /// The GPU side of the pipeline: kernels, stream, and the buffers reused frame after frame.
@@ -73,8 +102,7 @@ pub struct DeviceInference {
     blur_scratch: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
     peaks: Option<Readback<DevicePeak>>,
     class_map: Option<Readback<u8>>,
-    depth_out: Option<PinnedHostSlice<f32>>,
-    normal_out: Option<PinnedHostSlice<f32>>,
+    dense: Option<DenseBuffers>,
 }
 
 impl DeviceInference {
@@ -92,8 +120,7 @@ impl DeviceInference {
             blur_scratch: None,
             peaks: None,
             class_map: None,
-            depth_out: None,
-            normal_out: None,
+            dense: None,
         }
     }
 
@@ -122,14 +149,21 @@ impl DeviceInference {
         if let Some((seg, nearest)) = request.seg {
             self.queue_seg(&geometry, seg, nearest)?;
         }
-        let depth = request
-            .depth
-            .map(|depth| self.queue_dense_readback(&geometry, depth, DenseTask::Depth))
-            .transpose()?;
-        let normals = request
-            .normal
-            .map(|normal| self.queue_dense_readback(&geometry, normal, DenseTask::Normal))
-            .transpose()?;
+        let has_seg = dense[0].is_some();
+        if request.depth.is_some() || request.normal.is_some() {
+            DenseBuffers::ensure(&mut self.dense, &self.gpu, &geometry)?;
+        }
+        if let Some(depth) = request.depth {
+            self.queue_depth(&geometry, depth, has_seg, request.dense_maps)?;
+        }
+        if let Some(normal) = request.normal {
+            self.queue_normals(&geometry, normal, has_seg, request.dense_maps)?;
+        }
+        let painted = request
+            .paint
+            .map(|paint| self.queue_paint(&geometry, paint, has_seg, dense))
+            .transpose()?
+            .flatten();
         // The one synchronisation of the frame: everything above was queued on this stream.
         self.gpu
             .stream()
@@ -141,16 +175,40 @@ impl DeviceInference {
                 .peaks
                 .extend(peaks.host(persons)?.iter().map(|&p| HeatmapPeak::from(p)));
         }
-        if dense[0].is_some() {
+        let pixels = view.width * view.height;
+        if has_seg {
             let class_map = self.class_map.as_ref().expect("queued with the seg model");
-            results.class_map = Some(class_map.host(view.width * view.height)?.to_vec());
+            results.class_map = Some(class_map.host(pixels)?.to_vec());
         }
-        results.depth = depth
-            .map(|len| read_pinned(&self.depth_out, len))
-            .transpose()?;
-        results.normals = normals
-            .map(|len| read_pinned(&self.normal_out, len))
-            .transpose()?;
+        if let Some(buffers) = &self.dense {
+            let maps = request.dense_maps;
+            if dense[1].is_some() {
+                results.depth = Some(DenseResult {
+                    range: buffers.range()?,
+                    map: maps
+                        .then(|| read_pinned(&buffers.depth_host, pixels))
+                        .transpose()?,
+                });
+            }
+            if dense[2].is_some() {
+                results.normals = Some(DenseResult {
+                    range: None,
+                    map: maps
+                        .then(|| read_pinned(&buffers.normals_host, 3 * pixels))
+                        .transpose()?,
+                });
+            }
+        }
+        if painted.is_some() {
+            let frame = self.frame.as_ref().expect("uploaded first");
+            let drawn = frame.painted.as_ref().expect("queued with the paint");
+            results.painted = Some(
+                drawn
+                    .as_slice()
+                    .map_err(cuda_error("reading the drawn frame"))?
+                    .to_vec(),
+            );
+        }
         Ok(results)
     }
 
@@ -285,37 +343,135 @@ impl DeviceInference {
         class_map.queue_download(&self.gpu, frame_pixels)
     }
 
-    /// Runs a depth or normal model and queues the download of its (model-resolution)
-    /// output; returns the output's length.
-    fn queue_dense_readback(
+    /// Runs the depth model, resizes its output to the frame, normalises it over the persons
+    /// (the class map, when a seg model ran) and queues the range's (and the map's) download.
+    fn queue_depth(
         &mut self,
         geometry: &FrameGeometry,
         mut request: DenseRequest,
-        task: DenseTask,
-    ) -> Result<usize> {
-        let len = request.layout.item_len();
-        let (cache, host) = match task {
-            DenseTask::Depth => (&mut self.depth, &mut self.depth_out),
-            DenseTask::Normal => (&mut self.normal, &mut self.normal_out),
-        };
-        if host.as_ref().is_none_or(|h| h.len() != len) {
-            *host = Some(pinned::<f32>(&self.gpu, len)?);
-        }
-        let host = host.as_mut().expect("allocated above");
+        foreground: bool,
+        map_to_host: bool,
+    ) -> Result<()> {
+        let layout = request.layout;
         let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
-        let output = &queue_dense(inputs, cache, geometry, &mut request)?.output;
+        let raw = &queue_dense(inputs, &mut self.depth, geometry, &mut request)?.output;
+        let buffers = self.dense.as_mut().expect("allocated for the dense models");
+        let size = (geometry.width, geometry.height);
+        let shape = (1, layout.height, layout.width);
+        dense::resize_planar(&self.gpu, raw, shape, size, &mut buffers.depth)?;
+        let classes = foreground
+            .then(|| self.class_map.as_ref().map(|c| &c.device))
+            .flatten();
+        let pixels = geometry.width * geometry.height;
+        dense::value_range(
+            &self.gpu,
+            &buffers.depth,
+            classes,
+            pixels,
+            &mut buffers.range,
+        )?;
+        dense::normalise_depth(
+            &self.gpu,
+            &buffers.depth,
+            classes,
+            buffers.range.range(),
+            &mut buffers.normalised,
+        )?;
+        let stream = self.gpu.stream();
+        stream
+            .memcpy_dtoh(buffers.range.range(), &mut buffers.range_host)
+            .map_err(cuda_error("reading the depth range"))?;
+        if map_to_host {
+            let host = pinned_slot(&mut buffers.depth_host, &self.gpu, pixels)?;
+            stream
+                .memcpy_dtoh(&buffers.depth, host)
+                .map_err(cuda_error("reading depth"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the normal model, resizes its output to the frame and makes the normals unit
+    /// length; queues the map's download when asked.
+    fn queue_normals(
+        &mut self,
+        geometry: &FrameGeometry,
+        mut request: DenseRequest,
+        _foreground: bool,
+        map_to_host: bool,
+    ) -> Result<()> {
+        let layout = request.layout;
+        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
+        let raw = &queue_dense(inputs, &mut self.normal, geometry, &mut request)?.output;
+        let buffers = self.dense.as_mut().expect("allocated for the dense models");
+        let size = (geometry.width, geometry.height);
+        let shape = (3, layout.height, layout.width);
+        dense::resize_planar(&self.gpu, raw, shape, size, &mut buffers.normals)?;
+        dense::normalise_normals(&self.gpu, &mut buffers.normals)?;
+        if map_to_host {
+            let len = 3 * geometry.width * geometry.height;
+            let host = pinned_slot(&mut buffers.normals_host, &self.gpu, len)?;
+            self.gpu
+                .stream()
+                .memcpy_dtoh(&buffers.normals, host)
+                .map_err(cuda_error("reading normals"))?;
+        }
+        Ok(())
+    }
+
+    /// Draws the view into the uploaded frame (after every kernel that reads it) and queues the
+    /// drawn frame's download; `None` when there is nothing to draw.
+    fn queue_paint(
+        &mut self,
+        geometry: &FrameGeometry,
+        paint: Paint,
+        has_seg: bool,
+        dense: [Option<OutputLayout>; 3],
+    ) -> Result<Option<()>> {
+        if geometry.layout != SourceLayout::Rgbx {
+            return Err(Error::Cuda(format!(
+                "drawing on the GPU needs RGBA frames, not {:?}",
+                geometry.layout
+            )));
+        }
+        let size = (geometry.width, geometry.height, geometry.stride);
+        let classes = has_seg
+            .then(|| self.class_map.as_ref().map(|c| &c.device))
+            .flatten();
+        let frame = self.frame.as_mut().expect("uploaded first");
+        match (paint, &self.dense) {
+            (Paint::Depth, Some(buffers)) if dense[1].is_some() => dense::draw_depth(
+                &self.gpu,
+                &mut frame.device,
+                size,
+                &buffers.normalised,
+                classes,
+            )?,
+            (Paint::Normals, Some(buffers)) if dense[2].is_some() => dense::draw_normals(
+                &self.gpu,
+                &mut frame.device,
+                size,
+                &buffers.normals,
+                classes,
+            )?,
+            _ => match classes {
+                Some(classes) => blend_class_map(
+                    &self.gpu,
+                    &mut frame.device,
+                    size,
+                    classes,
+                    &body_parts().palette,
+                    0.5,
+                )?,
+                None => return Ok(None),
+            },
+        }
+        let host = pinned_slot(&mut frame.painted, &self.gpu, geometry.len())?;
         self.gpu
             .stream()
-            .memcpy_dtoh(&output.slice(..len), host)
-            .map_err(cuda_error("reading a dense map"))?;
-        Ok(len)
+            .memcpy_dtoh(&frame.device, host)
+            .map_err(cuda_error("reading the drawn frame"))?;
+        Ok(Some(()))
     }
-}
-
-#[derive(Clone, Copy)]
-enum DenseTask {
-    Depth,
-    Normal,
 }
 
 /// What every dense model's input is made from: the GPU, the uploaded frame, the stretch.
@@ -356,6 +512,8 @@ struct FrameUpload {
     geometry: FrameGeometry,
     staging: PinnedHostSlice<u8>,
     device: CudaSlice<u8>,
+    /// The frame with the view drawn in, read back.
+    painted: Option<PinnedHostSlice<u8>>,
 }
 
 impl FrameUpload {
@@ -375,6 +533,7 @@ impl FrameUpload {
             geometry,
             staging,
             device,
+            painted: None,
         })
     }
 }
@@ -394,6 +553,67 @@ fn read_pinned(buffer: &Option<PinnedHostSlice<f32>>, len: usize) -> Result<Vec<
     let buffer = buffer.as_ref().expect("filled by a queued download");
     let values = buffer.as_slice().map_err(cuda_error("reading back"))?;
     Ok(values[..len].to_vec())
+}
+
+/// The pinned buffer in `slot`, (re)allocated to hold exactly `len` values.
+fn pinned_slot<'a, T: DeviceRepr + ValidAsZeroBits>(
+    slot: &'a mut Option<PinnedHostSlice<T>>,
+    gpu: &Gpu,
+    len: usize,
+) -> Result<&'a mut PinnedHostSlice<T>> {
+    if slot.as_ref().is_none_or(|s| s.len() != len.max(1)) {
+        *slot = Some(pinned(gpu, len)?);
+    }
+    Ok(slot.as_mut().expect("allocated above"))
+}
+
+/// Frame-size depth and normal maps on the device, and what is read back of them.
+struct DenseBuffers {
+    pixels: usize,
+    depth: CudaSlice<f32>,
+    normalised: CudaSlice<f32>,
+    normals: CudaSlice<f32>,
+    range: RangeBuffers,
+    range_host: PinnedHostSlice<f32>,
+    depth_host: Option<PinnedHostSlice<f32>>,
+    normals_host: Option<PinnedHostSlice<f32>>,
+}
+
+impl DenseBuffers {
+    fn ensure(slot: &mut Option<Self>, gpu: &Gpu, geometry: &FrameGeometry) -> Result<()> {
+        let pixels = geometry.width * geometry.height;
+        if slot.as_ref().is_some_and(|b| b.pixels == pixels) {
+            return Ok(());
+        }
+        let alloc = |len| {
+            gpu.stream()
+                .alloc_zeros::<f32>(len)
+                .map_err(cuda_error("allocating dense maps"))
+        };
+        *slot = Some(DenseBuffers {
+            pixels,
+            depth: alloc(pixels)?,
+            normalised: alloc(pixels)?,
+            normals: alloc(3 * pixels)?,
+            range: RangeBuffers::new(gpu)?,
+            range_host: pinned(gpu, 2)?,
+            depth_host: None,
+            normals_host: None,
+        });
+        Ok(())
+    }
+
+    /// The depth range read back (after the frame's synchronisation).
+    fn range(&self) -> Result<Option<DepthRange>> {
+        let range = self
+            .range_host
+            .as_slice()
+            .map_err(cuda_error("reading the depth range"))?;
+        Ok((range[0] <= range[1]).then_some(DepthRange {
+            min: range[0],
+            max: range[1],
+        }))
+    }
 }
 
 /// A device buffer and the pinned host buffer it is read back into.
