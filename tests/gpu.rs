@@ -7,6 +7,8 @@
 //! - The colour conversion's CPU twin equals OpenCV's `cvtColor`: runs everywhere.
 
 mod common;
+#[path = "common/kernel_inputs.rs"]
+mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::preprocess::{
@@ -20,36 +22,10 @@ use sapiens_stream::preprocess::{
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::seg;
 
+use kernel_inputs::{heatmaps, random_logits, test_bytes};
+
 /// The task's tolerance before normalisation, on the 0..255 scale.
 const PREPROCESS_TOLERANCE: f32 = 0.5;
-
-/// xorshift64: deterministic test data without a dependency.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-/// A frame with gradients, stripes and noise, so every tap and rounding matters.
-fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut noise = Noise(seed);
-    (0..len)
-        .map(|i| ((i * 7 % 251) as u8).wrapping_add(noise.byte() / 8))
-        .collect()
-}
 
 /// The GPU, or `None` after printing why these tests skip.
 fn gpu(test: &str) -> Option<Gpu> {
@@ -284,13 +260,6 @@ fn batched_crops_equal_the_cpu_path() {
     }
 }
 
-fn random_logits(classes: usize, h: usize, w: usize) -> Vec<f32> {
-    let mut noise = Noise(21);
-    (0..classes * h * w)
-        .map(|_| noise.unit() * 8.0 - 4.0)
-        .collect()
-}
-
 #[test]
 fn segmentation_class_maps_equal_the_cpu_path() {
     let Some(gpu) = gpu("segmentation_class_maps_equal_the_cpu_path") else {
@@ -337,22 +306,6 @@ fn segmentation_class_maps_equal_the_cpu_path() {
         expected,
         "argmax + nearest"
     );
-}
-
-/// Gaussian blobs on noise, one per map, some near edges, one map flat zero (invalid).
-fn heatmaps(maps: usize, h: usize, w: usize) -> Vec<f32> {
-    let mut noise = Noise(33);
-    let mut data = vec![0.0f32; maps * h * w];
-    for (k, map) in data.chunks_mut(h * w).enumerate().skip(1) {
-        let (cx, cy) = (noise.unit() * w as f32, noise.unit() * h as f32);
-        let sigma = 2.0 + 3.0 * noise.unit();
-        for (i, v) in map.iter_mut().enumerate() {
-            let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let d2 = (x - cx).powi(2) + (y - cy).powi(2);
-            *v = (-d2 / (2.0 * sigma * sigma)).exp() * (0.5 + k as f32 % 3.0) + 0.01 * noise.unit();
-        }
-    }
-    data
 }
 
 #[test]
