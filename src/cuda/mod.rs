@@ -7,6 +7,8 @@
 //! The driver and NVRTC libraries are probed before cudarc touches them (cudarc panics when a
 //! library is missing), so a machine without a GPU gets an error, never a panic.
 
+#[cfg(test)]
+mod host_emulation;
 pub mod pose;
 pub mod preprocess;
 pub mod render;

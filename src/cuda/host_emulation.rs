@@ -1,0 +1,857 @@
+//! The kernels' CUDA C run on the CPU and compared with the CPU stages, so their logic is tested
+//! on machines without a GPU (tests/gpu.rs does the same on a device).
+//!
+//! The sources in [`SOURCES`] (the very strings NVRTC compiles) are built with the system C++
+//! compiler under `host_emulation.h`, which emulates CUDA's execution model (thread and block
+//! indices, `__syncthreads` on real threads, dynamic shared memory). A harness generated from
+//! the kernels' signatures exports one `extern "C"` launcher per kernel; the tests here call
+//! them with the argument structs and launch shapes the device wrappers build, so a layout
+//! mismatch between a Rust struct and its C twin shows too. No compiler (`CXX`, else `c++`):
+//! the tests print why and pass.
+
+#[path = "../../tests/common/kernel_inputs.rs"]
+mod kernel_inputs;
+
+use std::ffi::{CStr, c_char};
+use std::fmt::Write as _;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use cudarc::driver::LaunchConfig;
+use libloading::{Library, Symbol};
+
+use super::SOURCES;
+use super::pose::{BlurTaps, DecodeArgs, DevicePeak};
+use super::preprocess::{
+    Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameGeometry, FrameLayout,
+    InputElement, SourceLayout, crop_taps, device_taps, yuv420_to_rgb,
+};
+use super::render::BlendArgs;
+use super::seg::{DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources};
+use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop};
+use crate::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
+use kernel_inputs::{Noise, heatmaps, random_logits, test_bytes};
+
+const SHIM: &str = include_str!("host_emulation.h");
+
+/// A kernel as its source declares it.
+struct KernelSource<'a> {
+    name: &'a str,
+    /// The parameter list, verbatim.
+    params: &'a str,
+    /// Calls `__syncthreads`: its block's threads must run at once.
+    threaded: bool,
+    /// Uses the source's dynamic shared memory.
+    shared: bool,
+}
+
+/// The `text[open..]` up to the bracket that closes the one at `open`.
+fn enclosed(text: &str, open: usize, (left, right): (char, char)) -> &str {
+    let mut depth = 0;
+    for (i, c) in text[open..].char_indices() {
+        if c == left {
+            depth += 1;
+        } else if c == right {
+            depth -= 1;
+            if depth == 0 {
+                return &text[open + 1..open + i];
+            }
+        }
+    }
+    panic!("unbalanced {left}{right} in a kernel source")
+}
+
+/// Every `__global__` kernel of a source.
+fn kernels(source: &str) -> Vec<KernelSource<'_>> {
+    const MARK: &str = "__global__ void ";
+    source
+        .match_indices(MARK)
+        .map(|(at, _)| {
+            let start = at + MARK.len();
+            let paren = start
+                + source[start..]
+                    .find('(')
+                    .expect("kernel without parameters");
+            let params = enclosed(source, paren, ('(', ')'));
+            let brace = paren + source[paren..].find('{').expect("kernel without a body");
+            let body = enclosed(source, brace, ('{', '}'));
+            KernelSource {
+                name: source[start..paren].trim(),
+                params,
+                threaded: body.contains("__syncthreads"),
+                shared: body.contains("__shared__"),
+            }
+        })
+        .collect()
+}
+
+/// The `(type, name)` of the source's `extern __shared__` array, if any.
+fn shared_array(source: &str) -> Option<(&str, &str)> {
+    const MARK: &str = "extern __shared__ ";
+    let start = source.find(MARK)? + MARK.len();
+    let declaration = source[start..]
+        .split(';')
+        .next()?
+        .trim()
+        .strip_suffix("[]")?;
+    let (ty, name) = declaration.rsplit_once(char::is_whitespace)?;
+    Some((ty.trim(), name))
+}
+
+/// The names of the structs a source defines.
+fn struct_names(source: &str) -> Vec<&str> {
+    source
+        .lines()
+        .filter_map(|line| line.strip_prefix("struct "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect()
+}
+
+/// The C++ translation unit for one kernel source: the source itself, then a launcher per
+/// kernel (`sapiens_launch_<kernel>`) and a layout probe per struct (`sapiens_layout_<struct>`).
+fn harness(module: &str, source: &str) -> String {
+    let mut cpp = String::from("#include \"host_emulation.h\"\n");
+    let shared = shared_array(source);
+    if let Some((ty, name)) = shared {
+        // `static`: the kernel's block-scope `extern` declaration then names this buffer.
+        writeln!(
+            cpp,
+            "alignas(16) static {ty} {name}[SAPIENS_SHARED_CAPACITY / sizeof({ty})];"
+        )
+        .unwrap();
+    }
+    writeln!(cpp, "#include \"{module}.cu\"").unwrap();
+    for kernel in kernels(source) {
+        let args: Vec<&str> = kernel
+            .params
+            .split(',')
+            .map(|p| {
+                let p = p.trim_end();
+                let name_at = p.trim_end_matches(|c: char| c.is_alphanumeric() || c == '_');
+                &p[name_at.len()..]
+            })
+            .collect();
+        let buffer = match shared {
+            Some((_, name)) if kernel.shared => {
+                format!("reinterpret_cast<unsigned char*>({name}), sizeof({name})")
+            }
+            _ => "nullptr, 0".to_string(),
+        };
+        writeln!(
+            cpp,
+            "extern \"C\" const char* sapiens_launch_{name}(const SapiensLaunch* launch, {params}) {{\n    \
+             return sapiens_host::launch(launch, {threaded}, {buffer}, [&] {{ {name}({args}); }});\n}}",
+            name = kernel.name,
+            params = kernel.params,
+            threaded = kernel.threaded,
+            args = args.join(", "),
+        )
+        .unwrap();
+    }
+    for name in struct_names(source) {
+        writeln!(
+            cpp,
+            "extern \"C\" void sapiens_layout_{name}(size_t* size, size_t* align) {{ *size = sizeof({name}); *align = alignof({name}); }}"
+        )
+        .unwrap();
+    }
+    cpp
+}
+
+/// The kernels built for the host.
+struct Emulator {
+    library: Library,
+}
+
+/// Builds the kernels once per test run: `Ok(None)` without a compiler, `Err` when the build
+/// fails (a source the host compiler rejects is a failure, not a skip).
+fn build() -> Result<Option<Emulator>, String> {
+    let compiler = compiler();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).map_err(|e| format!("writing {name}: {e}"))
+    };
+    write("host_emulation.h", SHIM)?;
+    let mut units = Vec::new();
+    for (module, source) in SOURCES {
+        write(&format!("{module}.cu"), source)?;
+        let unit = format!("{module}.cpp");
+        write(&unit, &harness(module, source))?;
+        units.push(dir.path().join(unit));
+    }
+    let library = dir.path().join("libkernels.so");
+    // -ffp-contract=off: NVRTC runs with --fmad=false, so no multiply-add may fuse here either.
+    let output = Command::new(&compiler)
+        .args(["-std=c++20", "-pthread", "-O1", "-ffp-contract=off"])
+        .args(["-fPIC", "-shared", "-DSAPIENS_HOST_EMULATION", "-o"])
+        .arg(&library)
+        .args(&units)
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("running {compiler}: {e}")),
+    };
+    if !output.status.success() {
+        return Err(format!(
+            "{compiler} failed on the kernel sources:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    // SAFETY: our own library; its initialisers only set up the C++ runtime.
+    let library = unsafe { Library::new(&library) }.map_err(|e| e.to_string())?;
+    Ok(Some(Emulator { library }))
+}
+
+/// `CXX`, else `c++`.
+fn compiler() -> String {
+    std::env::var("CXX").unwrap_or_else(|_| "c++".to_string())
+}
+
+/// The emulator, or `None` after printing why `test` skips.
+fn emulator(test: &str) -> Option<&'static Emulator> {
+    static EMULATOR: OnceLock<Result<Option<Emulator>, String>> = OnceLock::new();
+    match EMULATOR.get_or_init(build) {
+        Ok(Some(emulator)) => Some(emulator),
+        Ok(None) => {
+            eprintln!("SKIPPED {test}: no C++ compiler ({} not found)", compiler());
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `SapiensLaunch` in host_emulation.h.
+#[repr(C)]
+struct HostLaunch {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+}
+
+impl From<LaunchConfig> for HostLaunch {
+    fn from(config: LaunchConfig) -> Self {
+        let (gx, gy, gz) = config.grid_dim;
+        let (bx, by, bz) = config.block_dim;
+        HostLaunch {
+            grid: [gx, gy, gz],
+            block: [bx, by, bz],
+            shared_bytes: config.shared_mem_bytes,
+        }
+    }
+}
+
+/// What a launcher returns: null, or why the launch failed.
+type Status = *const c_char;
+
+impl Emulator {
+    /// The launcher of `kernel`, typed `F` by the caller after the kernel's signature.
+    fn launcher<F>(&self, kernel: &str) -> Symbol<'_, F> {
+        // SAFETY: every launcher is a `const char* (const SapiensLaunch*, <kernel params>)`; the
+        // callers' types spell those parameters with the device wrappers' argument types.
+        unsafe {
+            self.library
+                .get(format!("sapiens_launch_{kernel}").as_bytes())
+        }
+        .unwrap_or_else(|e| panic!("no launcher for {kernel}: {e}"))
+    }
+
+    /// `sizeof` and `alignof` of a struct of the kernel sources.
+    fn layout(&self, name: &str) -> (usize, usize) {
+        type Probe = unsafe extern "C" fn(*mut usize, *mut usize);
+        // SAFETY: the probes have this signature (see `harness`).
+        let probe: Symbol<Probe> = unsafe {
+            self.library
+                .get(format!("sapiens_layout_{name}").as_bytes())
+        }
+        .unwrap_or_else(|e| panic!("no layout probe for {name}: {e}"));
+        let (mut size, mut align) = (0, 0);
+        // SAFETY: two valid out-pointers.
+        unsafe { probe(&mut size, &mut align) };
+        (size, align)
+    }
+}
+
+/// Panics with the launcher's reason when the launch failed.
+fn check(status: Status, kernel: &str) {
+    if !status.is_null() {
+        // SAFETY: a failing launcher returns a NUL-terminated message that outlives the call.
+        let reason = unsafe { CStr::from_ptr(status) }.to_string_lossy();
+        panic!("launching {kernel}: {reason}");
+    }
+}
+
+// One function per kernel, as the device wrappers launch it: same arguments, same launch shape.
+
+fn preprocess<T: InputElement>(
+    emulator: &Emulator,
+    frame: &[u8],
+    (columns, rows): (&[DeviceTap], &[DeviceTap]),
+    args: &BilinearArgs,
+    out: &mut [T],
+) {
+    type Launcher<T> = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const u8,
+        FrameLayout,
+        *const DeviceTap,
+        *const DeviceTap,
+        i32,
+        i32,
+        i32,
+        DeviceNormalisation,
+        *mut T,
+    ) -> Status;
+    let launch = emulator.launcher::<Launcher<T>>(T::KERNEL);
+    // SAFETY: `BilinearArgs::new` checked the buffers against the launch, and the taps are the
+    // CPU code's, clamped inside the frame.
+    let status = unsafe {
+        launch(
+            &HostLaunch::from(args.config),
+            frame.as_ptr(),
+            args.layout,
+            columns.as_ptr(),
+            rows.as_ptr(),
+            args.arithmetic,
+            args.width,
+            args.height,
+            args.norm,
+            out.as_mut_ptr(),
+        )
+    };
+    check(status, T::KERNEL);
+}
+
+fn upsample_argmax(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &mut [u8]) {
+    type Launcher = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const f32,
+        i32,
+        i32,
+        i32,
+        *const DeviceLinearTap,
+        *const DeviceLinearTap,
+        i32,
+        i32,
+        *mut u8,
+    ) -> Status;
+    let [classes, in_h, in_w, out_w, out_h] = shape.check(logits.len(), out.len()).unwrap();
+    let columns = device_linear_taps(shape.in_w, shape.out_w);
+    let rows = device_linear_taps(shape.in_h, shape.out_h);
+    let launch = emulator.launcher::<Launcher>("upsample_argmax");
+    // SAFETY: sizes checked; taps clamped to the logit maps.
+    let status = unsafe {
+        launch(
+            &HostLaunch::from(super::grid_2d(shape.out_w, shape.out_h, 1)),
+            logits.as_ptr(),
+            classes,
+            in_h,
+            in_w,
+            columns.as_ptr(),
+            rows.as_ptr(),
+            out_w,
+            out_h,
+            out.as_mut_ptr(),
+        )
+    };
+    check(status, "upsample_argmax");
+}
+
+fn argmax_nearest(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &mut [u8]) {
+    type Argmax =
+        unsafe extern "C" fn(*const HostLaunch, *const f32, i32, i32, i32, *mut u8) -> Status;
+    type Nearest = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const u8,
+        i32,
+        *const i32,
+        *const i32,
+        i32,
+        i32,
+        *mut u8,
+    ) -> Status;
+    let [classes, in_h, in_w, out_w, out_h] = shape.check(logits.len(), out.len()).unwrap();
+    let mut low = vec![0u8; shape.in_h * shape.in_w];
+    let src_columns = device_nearest_sources(shape.in_w, shape.out_w);
+    let src_rows = device_nearest_sources(shape.in_h, shape.out_h);
+    let argmax = emulator.launcher::<Argmax>("argmax_classes");
+    // SAFETY: sizes checked.
+    let status = unsafe {
+        argmax(
+            &HostLaunch::from(super::grid_2d(shape.in_w, shape.in_h, 1)),
+            logits.as_ptr(),
+            classes,
+            in_h,
+            in_w,
+            low.as_mut_ptr(),
+        )
+    };
+    check(status, "argmax_classes");
+    let nearest = emulator.launcher::<Nearest>("nearest_upsample");
+    // SAFETY: sizes checked; source indices clamped to the low-resolution map.
+    let status = unsafe {
+        nearest(
+            &HostLaunch::from(super::grid_2d(shape.out_w, shape.out_h, 1)),
+            low.as_ptr(),
+            in_w,
+            src_columns.as_ptr(),
+            src_rows.as_ptr(),
+            out_w,
+            out_h,
+            out.as_mut_ptr(),
+        )
+    };
+    check(status, "nearest_upsample");
+}
+
+fn pose_decode(
+    emulator: &Emulator,
+    heatmaps: &[f32],
+    (maps, height, width): (usize, usize, usize),
+) -> Vec<HeatmapPeak> {
+    type Blur = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const f32,
+        i32,
+        i32,
+        i64,
+        BlurTaps,
+        *mut f32,
+    ) -> Status;
+    type Refine = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const f32,
+        *const f32,
+        i32,
+        i32,
+        *mut DevicePeak,
+    ) -> Status;
+    let args = DecodeArgs::new(heatmaps.len(), (maps, height, width)).unwrap();
+    let (mut rows, mut blurred) = (vec![0.0f32; heatmaps.len()], vec![0.0f32; heatmaps.len()]);
+    for (kernel, input, output) in [
+        ("blur_rows", heatmaps.as_ptr(), rows.as_mut_ptr()),
+        ("blur_columns", rows.as_ptr(), blurred.as_mut_ptr()),
+    ] {
+        let blur = emulator.launcher::<Blur>(kernel);
+        // SAFETY: every index is below `count`, which both buffers hold.
+        let status = unsafe {
+            blur(
+                &HostLaunch::from(args.blur),
+                input,
+                args.width,
+                args.height,
+                args.count,
+                args.taps,
+                output,
+            )
+        };
+        check(status, kernel);
+    }
+    let mut peaks = vec![DevicePeak::default(); maps];
+    let refine = emulator.launcher::<Refine>("refine_peaks");
+    // SAFETY: one block per map, one peak per block.
+    let status = unsafe {
+        refine(
+            &HostLaunch::from(args.refine),
+            heatmaps.as_ptr(),
+            blurred.as_ptr(),
+            args.width,
+            args.height,
+            peaks.as_mut_ptr(),
+        )
+    };
+    check(status, "refine_peaks");
+    peaks.iter().map(HeatmapPeak::from).collect()
+}
+
+fn blend_class_map(
+    emulator: &Emulator,
+    frame: &mut [u8],
+    (width, height, stride): (usize, usize, usize),
+    class_map: &[u8],
+    palette: &[[u8; 3]],
+    alpha: f32,
+) {
+    type Launcher = unsafe extern "C" fn(
+        *const HostLaunch,
+        *mut u8,
+        i32,
+        i32,
+        i32,
+        *const u8,
+        *const u8,
+        i32,
+        i32,
+    ) -> Status;
+    let Some(args) = BlendArgs::new(
+        frame.len(),
+        (width, height, stride),
+        class_map.len(),
+        palette,
+        alpha,
+    )
+    .unwrap() else {
+        return;
+    };
+    let [w, h, s] = args.sizes;
+    let launch = emulator.launcher::<Launcher>("blend_class_map");
+    // SAFETY: sizes checked by `BlendArgs::new`.
+    let status = unsafe {
+        launch(
+            &HostLaunch::from(args.config),
+            frame.as_mut_ptr(),
+            w,
+            h,
+            s,
+            class_map.as_ptr(),
+            args.palette.as_ptr(),
+            args.palette_len,
+            args.weight,
+        )
+    };
+    check(status, "blend_class_map");
+}
+
+// The tests: the inputs and comparisons of tests/gpu.rs, at small sizes.
+
+#[test]
+fn every_kernel_and_struct_has_its_rust_twin() {
+    let Some(emulator) = emulator("every_kernel_and_struct_has_its_rust_twin") else {
+        return;
+    };
+    let kernels: Vec<&str> = SOURCES
+        .iter()
+        .flat_map(|(_, source)| kernels(source))
+        .map(|k| k.name)
+        .collect();
+    // The kernels the wrappers (and the functions above) launch, no more, no fewer.
+    assert_eq!(
+        kernels,
+        [
+            "preprocess_f32",
+            "preprocess_f16",
+            "upsample_argmax",
+            "argmax_classes",
+            "nearest_upsample",
+            "blur_rows",
+            "blur_columns",
+            "refine_peaks",
+            "blend_class_map"
+        ]
+    );
+    let layout = |size, align| (size, align);
+    let twins = [
+        (
+            "FrameLayout",
+            layout(size_of::<FrameLayout>(), align_of::<FrameLayout>()),
+        ),
+        (
+            "Normalisation",
+            layout(
+                size_of::<DeviceNormalisation>(),
+                align_of::<DeviceNormalisation>(),
+            ),
+        ),
+        (
+            "Tap",
+            layout(size_of::<DeviceTap>(), align_of::<DeviceTap>()),
+        ),
+        (
+            "LinearTap",
+            layout(size_of::<DeviceLinearTap>(), align_of::<DeviceLinearTap>()),
+        ),
+        (
+            "Kernel",
+            layout(size_of::<BlurTaps>(), align_of::<BlurTaps>()),
+        ),
+        (
+            "Peak",
+            layout(size_of::<DevicePeak>(), align_of::<DevicePeak>()),
+        ),
+    ];
+    let structs: Vec<&str> = SOURCES
+        .iter()
+        .flat_map(|(_, source)| struct_names(source))
+        .collect();
+    let mut named: Vec<&str> = twins.iter().map(|(name, _)| *name).collect();
+    named.sort_unstable();
+    let mut sorted = structs.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted, named,
+        "every struct of the sources needs a Rust twin"
+    );
+    for (name, rust) in twins {
+        assert_eq!(
+            emulator.layout(name),
+            rust,
+            "{name}: (size, align) in C vs Rust"
+        );
+    }
+}
+
+/// The CPU path's input for a frame of any layout: YUV converted first, then the CPU stage.
+fn cpu_rgb(frame: &[u8], geometry: &FrameGeometry) -> (Vec<u8>, PixelFormat) {
+    match geometry.layout {
+        SourceLayout::Nv12 | SourceLayout::I420 => {
+            (yuv420_to_rgb(frame, geometry), PixelFormat::Rgb)
+        }
+        SourceLayout::Rgb => (frame.to_vec(), PixelFormat::Rgb),
+        SourceLayout::Bgr => (frame.to_vec(), PixelFormat::Bgr),
+        SourceLayout::Rgbx => (frame.to_vec(), PixelFormat::Rgba),
+        SourceLayout::Bgrx => (frame.to_vec(), PixelFormat::Bgra),
+    }
+}
+
+const LAYOUTS: [SourceLayout; 6] = [
+    SourceLayout::Rgb,
+    SourceLayout::Bgr,
+    SourceLayout::Rgbx,
+    SourceLayout::Bgrx,
+    SourceLayout::Nv12,
+    SourceLayout::I420,
+];
+
+fn geometry(layout: SourceLayout, width: usize, height: usize) -> FrameGeometry {
+    match layout {
+        SourceLayout::Nv12 | SourceLayout::I420 => FrameGeometry::yuv420(width, height, layout),
+        _ => FrameGeometry::packed(width, height, layout),
+    }
+}
+
+/// The values before normalisation are the CPU's bit for bit, and both divide the same way: the
+/// outputs are equal, f16 being the f32 value rounded to nearest.
+fn assert_same<T: Copy + PartialEq + std::fmt::Debug>(
+    got: &[T],
+    cpu: &[f32],
+    to_element: fn(f32) -> T,
+    what: &str,
+) {
+    assert_eq!(got.len(), cpu.len());
+    let differing = got.iter().zip(cpu).position(|(&g, &c)| g != to_element(c));
+    if let Some(i) = differing {
+        panic!(
+            "{what}: value {i} is {:?}, the CPU path's {:?}",
+            got[i],
+            to_element(cpu[i])
+        );
+    }
+}
+
+#[test]
+fn stretch_equals_the_cpu_path_for_every_layout() {
+    let Some(emulator) = emulator("stretch_equals_the_cpu_path_for_every_layout") else {
+        return;
+    };
+    // Narrower (64 -> 40) and taller (48 -> 56): both directions of the resize.
+    let (width, height, out_w, out_h) = (64, 48, 40, 56);
+    let plan = StretchPlan::new(width, height, out_w, out_h);
+    let (columns, rows) = plan.taps();
+    let (columns, rows) = (device_taps(columns), device_taps(rows));
+    for (layout, norm) in LAYOUTS.iter().flat_map(|&layout| {
+        [Normalization::IDENTITY, Normalization::SAPIENS].map(|norm| (layout, norm))
+    }) {
+        let geometry = geometry(layout, width, height);
+        let frame = test_bytes(geometry.len(), 3);
+        let (rgb, format) = cpu_rgb(&frame, &geometry);
+        let mut expected = vec![0.0; 3 * out_w * out_h];
+        plan.run(
+            &ImageView::packed(&rgb, width, height, format),
+            &mut expected,
+            &norm,
+        );
+        let args = BilinearArgs::new(
+            &geometry,
+            frame.len(),
+            Arithmetic::Resize,
+            (columns.len(), rows.len()),
+            1,
+            &norm,
+            expected.len(),
+        )
+        .unwrap();
+        let what = format!("{layout:?}, {norm:?}");
+        let mut out = vec![0.0f32; expected.len()];
+        preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
+        assert_same(&out, &expected, |v| v, &format!("f32 {what}"));
+        let mut out = vec![half::f16::ZERO; expected.len()];
+        preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
+        assert_same(&out, &expected, half::f16::from_f32, &format!("f16 {what}"));
+    }
+}
+
+#[test]
+fn batched_crops_equal_the_cpu_path() {
+    let Some(emulator) = emulator("batched_crops_equal_the_cpu_path") else {
+        return;
+    };
+    let (width, height, out_w, out_h) = (64, 48, 24, 32);
+    // Inside, past the left and bottom edges, past the right and top edges.
+    let crops = [
+        PoseCrop::from_box(10.0, 5.0, 30.0, 45.0, out_w, out_h),
+        PoseCrop::from_box(-4.0, 30.0, 12.0, 52.0, out_w, out_h),
+        PoseCrop::from_box(50.0, -3.0, 70.0, 20.0, out_w, out_h),
+    ];
+    for layout in LAYOUTS {
+        let geometry = geometry(layout, width, height);
+        let frame = test_bytes(geometry.len(), 9);
+        let (rgb, format) = cpu_rgb(&frame, &geometry);
+        let (columns, rows) = crop_taps(&geometry, &crops, (out_w, out_h)).unwrap();
+        for norm in [Normalization::IDENTITY, Normalization::SAPIENS] {
+            let slot = 3 * out_w * out_h;
+            let mut expected = vec![0.0; crops.len() * slot];
+            for (crop, out) in crops.iter().zip(expected.chunks_mut(slot)) {
+                warp_crop(
+                    &ImageView::packed(&rgb, width, height, format),
+                    crop,
+                    out,
+                    out_w,
+                    out_h,
+                    &norm,
+                );
+            }
+            let args = BilinearArgs::new(
+                &geometry,
+                frame.len(),
+                Arithmetic::Warp,
+                (out_w, out_h),
+                crops.len(),
+                &norm,
+                expected.len(),
+            )
+            .unwrap();
+            let what = format!("{layout:?} crops, {norm:?}");
+            let mut out = vec![0.0f32; expected.len()];
+            preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
+            assert_same(&out, &expected, |v| v, &format!("f32 {what}"));
+            let mut out = vec![half::f16::ZERO; expected.len()];
+            preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
+            assert_same(&out, &expected, half::f16::from_f32, &format!("f16 {what}"));
+        }
+    }
+}
+
+#[test]
+fn segmentation_class_maps_equal_the_cpu_path() {
+    let Some(emulator) = emulator("segmentation_class_maps_equal_the_cpu_path") else {
+        return;
+    };
+    let shape = SegShape {
+        classes: 28,
+        in_h: 16,
+        in_w: 12,
+        out_w: 50,
+        out_h: 37,
+    };
+    let random = random_logits(shape.classes, shape.in_h, shape.in_w);
+    // Also logits on a coarse grid with NaNs: ties must go to the lowest class, NaN never win.
+    let mut noise = Noise(5);
+    let coarse: Vec<f32> = random
+        .iter()
+        .map(|&v| match noise.byte() {
+            0..8 => f32::NAN,
+            _ => v.round(),
+        })
+        .collect();
+    for (logits, what) in [(random, "random"), (coarse, "ties and NaNs")] {
+        let mut expected = vec![0u8; shape.out_w * shape.out_h];
+        let mut out = vec![0u8; expected.len()];
+        crate::tasks::seg::upsample_argmax(
+            &logits,
+            shape.classes,
+            shape.in_h,
+            shape.in_w,
+            shape.out_w,
+            shape.out_h,
+            &mut expected,
+        );
+        upsample_argmax(emulator, &logits, shape, &mut out);
+        assert_eq!(out, expected, "bilinear + argmax, {what}");
+        crate::tasks::seg::argmax_nearest(
+            &logits,
+            shape.classes,
+            shape.in_h,
+            shape.in_w,
+            shape.out_w,
+            shape.out_h,
+            &mut expected,
+        );
+        argmax_nearest(emulator, &logits, shape, &mut out);
+        assert_eq!(out, expected, "argmax + nearest, {what}");
+    }
+}
+
+#[test]
+fn pose_decode_equals_the_cpu_path() {
+    let Some(emulator) = emulator("pose_decode_equals_the_cpu_path") else {
+        return;
+    };
+    let (maps, h, w) = (12, 64, 48);
+    let mut data = heatmaps(maps, h, w);
+    let plane = h * w;
+    let mut noise = Noise(77);
+    let mut blob = |map: &mut [f32], (cx, cy): (f32, f32)| {
+        for (i, v) in map.iter_mut().enumerate() {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            let d2 = (x - cx).powi(2) + (y - cy).powi(2);
+            *v = (-d2 / 18.0).exp() + 0.01 * noise.unit();
+        }
+    };
+    // Peaks on a corner, on an edge and just inside one: the 3x3 neighbourhood is padded.
+    blob(&mut data[plane..2 * plane], (0.0, 0.0));
+    blob(&mut data[2 * plane..3 * plane], ((w - 1) as f32, 20.3));
+    blob(&mut data[3 * plane..4 * plane], (17.6, (h - 2) as f32));
+    // All negative: invalid, with the (negative) maximum as its score.
+    for v in &mut data[4 * plane..5 * plane] {
+        *v = -1.0 - noise.unit();
+    }
+    // A plateau: the first maximum in row-major order wins.
+    data[5 * plane..6 * plane].fill(0.25);
+    let mut expected = Vec::new();
+    decode_dark_udp(&data, maps, h, w, &mut expected);
+    let got = pose_decode(emulator, &data, (maps, h, w));
+    assert_eq!(got.len(), expected.len());
+    for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g.score, e.score, "map {k}: score");
+        // The log differs by an ulp between the C library's logf and Rust's ln.
+        assert!(
+            (g.x - e.x).abs() < 1e-3 && (g.y - e.y).abs() < 1e-3,
+            "map {k}: {g:?} vs {e:?}"
+        );
+    }
+}
+
+#[test]
+fn class_overlay_equals_the_cpu_path() {
+    let Some(emulator) = emulator("class_overlay_equals_the_cpu_path") else {
+        return;
+    };
+    let (width, height, stride) = (101, 37, 101 * 4 + 12);
+    let classes: Vec<u8> = test_bytes(width * height, 43)
+        .iter()
+        .map(|b| b % 30)
+        .collect();
+    let palette: Vec<[u8; 3]> = (0..28u8).map(|i| [i * 9, 255 - i * 7, i * 3]).collect();
+    for alpha in [0.5, 0.3, 1.0] {
+        let mut frame = test_bytes(height * stride, 41);
+        let mut expected = frame.clone();
+        blend_class_map(
+            emulator,
+            &mut frame,
+            (width, height, stride),
+            &classes,
+            &palette,
+            alpha,
+        );
+        crate::render::blend_class_map(
+            &mut expected,
+            width,
+            height,
+            stride,
+            &classes,
+            &palette,
+            alpha,
+        );
+        assert_eq!(frame, expected, "alpha {alpha}");
+    }
+}
