@@ -22,7 +22,7 @@ use sapiens_stream::preprocess::{
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::seg;
 
-use kernel_inputs::{heatmaps, random_logits, test_bytes};
+use kernel_inputs::{edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
 
 /// The task's tolerance before normalisation, on the 0..255 scale.
 const PREPROCESS_TOLERANCE: f32 = 0.5;
@@ -272,40 +272,43 @@ fn segmentation_class_maps_equal_the_cpu_path() {
         out_w: 333,
         out_h: 250,
     };
-    let logits = random_logits(shape.classes, shape.in_h, shape.in_w);
-    let device_logits = gpu.stream().clone_htod(&logits).unwrap();
-    let mut expected = vec![0u8; shape.out_w * shape.out_h];
-    let mut out = gpu.stream().alloc_zeros::<u8>(expected.len()).unwrap();
-    seg::upsample_argmax(
-        &logits,
-        shape.classes,
-        shape.in_h,
-        shape.in_w,
-        shape.out_w,
-        shape.out_h,
-        &mut expected,
-    );
-    cuda::seg::upsample_argmax(&gpu, &device_logits, shape, &mut out).unwrap();
-    assert_eq!(
-        gpu.stream().clone_dtoh(&out).unwrap(),
-        expected,
-        "bilinear + argmax"
-    );
-    seg::argmax_nearest(
-        &logits,
-        shape.classes,
-        shape.in_h,
-        shape.in_w,
-        shape.out_w,
-        shape.out_h,
-        &mut expected,
-    );
-    cuda::seg::argmax_nearest(&gpu, &device_logits, shape, &mut out).unwrap();
-    assert_eq!(
-        gpu.stream().clone_dtoh(&out).unwrap(),
-        expected,
-        "argmax + nearest"
-    );
+    let random = random_logits(shape.classes, shape.in_h, shape.in_w);
+    let tied = tied_logits_with_nans(shape.classes, shape.in_h, shape.in_w);
+    for (logits, what) in [(random, "random"), (tied, "ties and NaNs")] {
+        let device_logits = gpu.stream().clone_htod(&logits).unwrap();
+        let mut expected = vec![0u8; shape.out_w * shape.out_h];
+        let mut out = gpu.stream().alloc_zeros::<u8>(expected.len()).unwrap();
+        seg::upsample_argmax(
+            &logits,
+            shape.classes,
+            shape.in_h,
+            shape.in_w,
+            shape.out_w,
+            shape.out_h,
+            &mut expected,
+        );
+        cuda::seg::upsample_argmax(&gpu, &device_logits, shape, &mut out).unwrap();
+        assert_eq!(
+            gpu.stream().clone_dtoh(&out).unwrap(),
+            expected,
+            "bilinear + argmax, {what}"
+        );
+        seg::argmax_nearest(
+            &logits,
+            shape.classes,
+            shape.in_h,
+            shape.in_w,
+            shape.out_w,
+            shape.out_h,
+            &mut expected,
+        );
+        cuda::seg::argmax_nearest(&gpu, &device_logits, shape, &mut out).unwrap();
+        assert_eq!(
+            gpu.stream().clone_dtoh(&out).unwrap(),
+            expected,
+            "argmax + nearest, {what}"
+        );
+    }
 }
 
 #[test]
@@ -314,7 +317,7 @@ fn pose_decode_equals_the_cpu_path() {
         return;
     };
     let (maps, h, w) = (308, 256, 192);
-    let data = heatmaps(maps, h, w);
+    let data = edge_case_heatmaps(maps, h, w);
     let mut expected = Vec::new();
     decode_dark_udp(&data, maps, h, w, &mut expected);
     let device = gpu.stream().clone_htod(&data).unwrap();

@@ -30,7 +30,7 @@ use super::render::BlendArgs;
 use super::seg::{DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources};
 use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop};
 use crate::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
-use kernel_inputs::{Noise, heatmaps, random_logits, test_bytes};
+use kernel_inputs::{edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
 
 const SHIM: &str = include_str!("host_emulation.h");
 
@@ -744,16 +744,8 @@ fn segmentation_class_maps_equal_the_cpu_path() {
         out_h: 37,
     };
     let random = random_logits(shape.classes, shape.in_h, shape.in_w);
-    // Also logits on a coarse grid with NaNs: ties must go to the lowest class, NaN never win.
-    let mut noise = Noise(5);
-    let coarse: Vec<f32> = random
-        .iter()
-        .map(|&v| match noise.byte() {
-            0..8 => f32::NAN,
-            _ => v.round(),
-        })
-        .collect();
-    for (logits, what) in [(random, "random"), (coarse, "ties and NaNs")] {
+    let tied = tied_logits_with_nans(shape.classes, shape.in_h, shape.in_w);
+    for (logits, what) in [(random, "random"), (tied, "ties and NaNs")] {
         let mut expected = vec![0u8; shape.out_w * shape.out_h];
         let mut out = vec![0u8; expected.len()];
         crate::tasks::seg::upsample_argmax(
@@ -787,26 +779,7 @@ fn pose_decode_equals_the_cpu_path() {
         return;
     };
     let (maps, h, w) = (12, 64, 48);
-    let mut data = heatmaps(maps, h, w);
-    let plane = h * w;
-    let mut noise = Noise(77);
-    let mut blob = |map: &mut [f32], (cx, cy): (f32, f32)| {
-        for (i, v) in map.iter_mut().enumerate() {
-            let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let d2 = (x - cx).powi(2) + (y - cy).powi(2);
-            *v = (-d2 / 18.0).exp() + 0.01 * noise.unit();
-        }
-    };
-    // Peaks on a corner, on an edge and just inside one: the 3x3 neighbourhood is padded.
-    blob(&mut data[plane..2 * plane], (0.0, 0.0));
-    blob(&mut data[2 * plane..3 * plane], ((w - 1) as f32, 20.3));
-    blob(&mut data[3 * plane..4 * plane], (17.6, (h - 2) as f32));
-    // All negative: invalid, with the (negative) maximum as its score.
-    for v in &mut data[4 * plane..5 * plane] {
-        *v = -1.0 - noise.unit();
-    }
-    // A plateau: the first maximum in row-major order wins.
-    data[5 * plane..6 * plane].fill(0.25);
+    let data = edge_case_heatmaps(maps, h, w);
     let mut expected = Vec::new();
     decode_dark_udp(&data, maps, h, w, &mut expected);
     let got = pose_decode(emulator, &data, (maps, h, w));
