@@ -590,16 +590,45 @@ fn every_kernel_and_struct_has_its_rust_twin() {
     }
 }
 
-/// The CPU path's input for a frame of any layout: YUV converted first, then the CPU stage.
-fn cpu_rgb(frame: &[u8], geometry: &FrameGeometry) -> (Vec<u8>, PixelFormat) {
+/// The CPU path's input for a frame of any layout: YUV converted first (to packed RGB), then the
+/// CPU stage; the pixels, their format and the stride of their rows.
+fn cpu_rgb(frame: &[u8], geometry: &FrameGeometry) -> (Vec<u8>, PixelFormat, usize) {
+    let packed = |format| (frame.to_vec(), format, geometry.stride);
     match geometry.layout {
-        SourceLayout::Nv12 | SourceLayout::I420 => {
-            (yuv420_to_rgb(frame, geometry), PixelFormat::Rgb)
+        SourceLayout::Nv12 | SourceLayout::I420 => (
+            yuv420_to_rgb(frame, geometry),
+            PixelFormat::Rgb,
+            geometry.width * 3,
+        ),
+        SourceLayout::Rgb => packed(PixelFormat::Rgb),
+        SourceLayout::Bgr => packed(PixelFormat::Bgr),
+        SourceLayout::Rgbx => packed(PixelFormat::Rgba),
+        SourceLayout::Bgrx => packed(PixelFormat::Bgra),
+    }
+}
+
+/// `geometry` with padded rows and gaps between the planes, as decoders leave frames: the kernel
+/// must follow the strides and plane offsets.
+fn padded(geometry: FrameGeometry) -> FrameGeometry {
+    let stride = geometry.stride + 16;
+    let luma = stride * geometry.height + 64;
+    match geometry.layout {
+        SourceLayout::Nv12 => FrameGeometry {
+            stride,
+            chroma: [luma, 0],
+            chroma_stride: stride,
+            ..geometry
+        },
+        SourceLayout::I420 => {
+            let chroma_stride = geometry.chroma_stride + 8;
+            FrameGeometry {
+                stride,
+                chroma: [luma, luma + chroma_stride * geometry.height / 2 + 32],
+                chroma_stride,
+                ..geometry
+            }
         }
-        SourceLayout::Rgb => (frame.to_vec(), PixelFormat::Rgb),
-        SourceLayout::Bgr => (frame.to_vec(), PixelFormat::Bgr),
-        SourceLayout::Rgbx => (frame.to_vec(), PixelFormat::Rgba),
-        SourceLayout::Bgrx => (frame.to_vec(), PixelFormat::Bgra),
+        _ => FrameGeometry { stride, ..geometry },
     }
 }
 
@@ -648,18 +677,24 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
     let plan = StretchPlan::new(width, height, out_w, out_h);
     let (columns, rows) = plan.taps();
     let (columns, rows) = (device_taps(columns), device_taps(rows));
-    for (layout, norm) in LAYOUTS.iter().flat_map(|&layout| {
-        [Normalization::IDENTITY, Normalization::SAPIENS].map(|norm| (layout, norm))
-    }) {
+    let geometries = LAYOUTS.iter().flat_map(|&layout| {
         let geometry = geometry(layout, width, height);
+        [geometry, padded(geometry)]
+    });
+    for (geometry, norm) in geometries.flat_map(|geometry| {
+        [Normalization::IDENTITY, Normalization::SAPIENS].map(|norm| (geometry, norm))
+    }) {
         let frame = test_bytes(geometry.len(), 3);
-        let (rgb, format) = cpu_rgb(&frame, &geometry);
+        let (rgb, format, stride) = cpu_rgb(&frame, &geometry);
         let mut expected = vec![0.0; 3 * out_w * out_h];
-        plan.run(
-            &ImageView::packed(&rgb, width, height, format),
-            &mut expected,
-            &norm,
-        );
+        let view = ImageView {
+            data: &rgb,
+            width,
+            height,
+            stride,
+            format,
+        };
+        plan.run(&view, &mut expected, &norm);
         let args = BilinearArgs::new(
             &geometry,
             frame.len(),
@@ -670,7 +705,7 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
             expected.len(),
         )
         .unwrap();
-        let what = format!("{layout:?}, {norm:?}");
+        let what = format!("{geometry:?}, {norm:?}");
         let mut out = vec![0.0f32; expected.len()];
         preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
         assert_same(&out, &expected, |v| v, &format!("f32 {what}"));
@@ -695,7 +730,7 @@ fn batched_crops_equal_the_cpu_path() {
     for layout in LAYOUTS {
         let geometry = geometry(layout, width, height);
         let frame = test_bytes(geometry.len(), 9);
-        let (rgb, format) = cpu_rgb(&frame, &geometry);
+        let (rgb, format, _) = cpu_rgb(&frame, &geometry);
         let (columns, rows) = crop_taps(&geometry, &crops, (out_w, out_h)).unwrap();
         for norm in [Normalization::IDENTITY, Normalization::SAPIENS] {
             let slot = 3 * out_w * out_h;
