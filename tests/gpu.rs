@@ -3,7 +3,9 @@
 //!
 //! - NVRTC compiles every kernel (no GPU needed): runs wherever libnvrtc is found
 //!   (`SAPIENS_NVRTC_LIB=/path/libnvrtc.so.12`, or on the loader's path), else skips saying why.
-//! - Kernel results equal the CPU stages: run where a CUDA device is, else skip saying why.
+//! - Kernel results equal the CPU stages: run where a CUDA device is, else skip saying why (the
+//!   same comparisons run without a GPU in src/cuda/host_emulation.rs, on the kernels built for
+//!   the host).
 //! - The colour conversion's CPU twin equals OpenCV's `cvtColor`: runs everywhere.
 
 mod common;
