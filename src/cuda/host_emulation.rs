@@ -200,6 +200,7 @@ fn build() -> Result<Option<Emulator>, String> {
     }
     // SAFETY: our own library; its initialisers only set up the C++ runtime.
     let library = unsafe { Library::new(&library) }.map_err(|e| e.to_string())?;
+    // The folder goes when `dir` drops; the loaded library stays mapped.
     Ok(Some(Emulator { library }))
 }
 
