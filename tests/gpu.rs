@@ -4,10 +4,14 @@
 //! - NVRTC compiles every kernel (no GPU needed): runs wherever libnvrtc (CUDA 13 or 12) is found
 //!   (the `nvidia-cuda-nvrtc` wheel that `scripts/setup.sh` installs into `.venv`,
 //!   `SAPIENS_NVRTC_LIB=/path/libnvrtc.so.13`, or the loader's path), else skips saying why.
-//! - Kernel results equal the CPU stages: run where a CUDA device is, else skip saying why.
+//! - Kernel results equal the CPU stages: run where a CUDA device is, else skip saying why (the
+//!   same comparisons run without a GPU in src/cuda/host_emulation.rs, on the kernels built for
+//!   the host).
 //! - The colour conversion's CPU twin equals OpenCV's `cvtColor`: runs everywhere.
 
 mod common;
+#[path = "common/kernel_inputs.rs"]
+mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::inference::{DenseRequest, DeviceInference, FrameRequest, PoseRequest};
@@ -27,36 +31,10 @@ use sapiens_stream::tasks::{
     INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, Task, dense, flip, keypoint_sets, seg, validate_model,
 };
 
+use kernel_inputs::{Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
+
 /// The task's tolerance before normalisation, on the 0..255 scale.
 const PREPROCESS_TOLERANCE: f32 = 0.5;
-
-/// xorshift64: deterministic test data without a dependency.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-/// A frame with gradients, stripes and noise, so every tap and rounding matters.
-fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut noise = Noise(seed);
-    (0..len)
-        .map(|i| ((i * 7 % 251) as u8).wrapping_add(noise.byte() / 8))
-        .collect()
-}
 
 /// The GPU, or `None` after printing why these tests skip.
 fn gpu(test: &str) -> Option<Gpu> {
@@ -308,13 +286,6 @@ fn batched_crops_equal_the_cpu_path() {
     }
 }
 
-fn random_logits(classes: usize, h: usize, w: usize) -> Vec<f32> {
-    let mut noise = Noise(21);
-    (0..classes * h * w)
-        .map(|_| noise.unit() * 8.0 - 4.0)
-        .collect()
-}
-
 #[test]
 fn segmentation_class_maps_equal_the_cpu_path() {
     let Some(gpu) = gpu("segmentation_class_maps_equal_the_cpu_path") else {
@@ -327,56 +298,43 @@ fn segmentation_class_maps_equal_the_cpu_path() {
         out_w: 333,
         out_h: 250,
     };
-    let logits = random_logits(shape.classes, shape.in_h, shape.in_w);
-    let device_logits = gpu.stream().clone_htod(&logits).unwrap();
-    let mut expected = vec![0u8; shape.out_w * shape.out_h];
-    let mut out = gpu.stream().alloc_zeros::<u8>(expected.len()).unwrap();
-    seg::upsample_argmax(
-        &logits,
-        shape.classes,
-        shape.in_h,
-        shape.in_w,
-        shape.out_w,
-        shape.out_h,
-        &mut expected,
-    );
-    cuda::seg::upsample_argmax(&gpu, &device_logits, shape, &mut out).unwrap();
-    assert_eq!(
-        gpu.stream().clone_dtoh(&out).unwrap(),
-        expected,
-        "bilinear + argmax"
-    );
-    seg::argmax_nearest(
-        &logits,
-        shape.classes,
-        shape.in_h,
-        shape.in_w,
-        shape.out_w,
-        shape.out_h,
-        &mut expected,
-    );
-    cuda::seg::argmax_nearest(&gpu, &device_logits, shape, &mut out).unwrap();
-    assert_eq!(
-        gpu.stream().clone_dtoh(&out).unwrap(),
-        expected,
-        "argmax + nearest"
-    );
-}
-
-/// Gaussian blobs on noise, one per map, some near edges, one map flat zero (invalid).
-fn heatmaps(maps: usize, h: usize, w: usize) -> Vec<f32> {
-    let mut noise = Noise(33);
-    let mut data = vec![0.0f32; maps * h * w];
-    for (k, map) in data.chunks_mut(h * w).enumerate().skip(1) {
-        let (cx, cy) = (noise.unit() * w as f32, noise.unit() * h as f32);
-        let sigma = 2.0 + 3.0 * noise.unit();
-        for (i, v) in map.iter_mut().enumerate() {
-            let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let d2 = (x - cx).powi(2) + (y - cy).powi(2);
-            *v = (-d2 / (2.0 * sigma * sigma)).exp() * (0.5 + k as f32 % 3.0) + 0.01 * noise.unit();
-        }
+    let random = random_logits(shape.classes, shape.in_h, shape.in_w);
+    let tied = tied_logits_with_nans(shape.classes, shape.in_h, shape.in_w);
+    for (logits, what) in [(random, "random"), (tied, "ties and NaNs")] {
+        let device_logits = gpu.stream().clone_htod(&logits).unwrap();
+        let mut expected = vec![0u8; shape.out_w * shape.out_h];
+        let mut out = gpu.stream().alloc_zeros::<u8>(expected.len()).unwrap();
+        seg::upsample_argmax(
+            &logits,
+            shape.classes,
+            shape.in_h,
+            shape.in_w,
+            shape.out_w,
+            shape.out_h,
+            &mut expected,
+        );
+        cuda::seg::upsample_argmax(&gpu, &device_logits, shape, &mut out).unwrap();
+        assert_eq!(
+            gpu.stream().clone_dtoh(&out).unwrap(),
+            expected,
+            "bilinear + argmax, {what}"
+        );
+        seg::argmax_nearest(
+            &logits,
+            shape.classes,
+            shape.in_h,
+            shape.in_w,
+            shape.out_w,
+            shape.out_h,
+            &mut expected,
+        );
+        cuda::seg::argmax_nearest(&gpu, &device_logits, shape, &mut out).unwrap();
+        assert_eq!(
+            gpu.stream().clone_dtoh(&out).unwrap(),
+            expected,
+            "argmax + nearest, {what}"
+        );
     }
-    data
 }
 
 #[test]
@@ -385,7 +343,7 @@ fn pose_decode_equals_the_cpu_path() {
         return;
     };
     let (maps, h, w) = (308, 256, 192);
-    let data = heatmaps(maps, h, w);
+    let data = edge_case_heatmaps(maps, h, w);
     let mut expected = Vec::new();
     decode_dark_udp(&data, maps, h, w, &mut expected);
     let device = gpu.stream().clone_htod(&data).unwrap();

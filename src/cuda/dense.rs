@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::tasks::dense::{DepthRange, inferno};
 
 /// Threads per block of the range reduction, and its blocks in the first pass.
-const RANGE_THREADS: u32 = 256;
-const RANGE_BLOCKS: u32 = 128;
+pub(super) const RANGE_THREADS: u32 = 256;
+pub(super) const RANGE_BLOCKS: u32 = 128;
 
 /// A null `const unsigned char*` for the kernels: no class map.
 static NO_CLASSES: u64 = 0;

@@ -128,7 +128,7 @@ impl DeviceInference {
     pub fn run(&mut self, view: &ImageView, request: FrameRequest) -> Result<FrameResults> {
         let geometry = self.upload(view)?;
         let mut results = FrameResults::default();
-        let persons = match request.pose {
+        let peak_count = match request.pose {
             Some(pose) => self.queue_pose(&geometry, pose)?,
             None => 0,
         };
@@ -169,11 +169,11 @@ impl DeviceInference {
             .stream()
             .synchronize()
             .map_err(cuda_error("waiting for the frame"))?;
-        if persons > 0 {
+        if peak_count > 0 {
             let peaks = self.peaks.as_ref().expect("queued with the pose");
             results
                 .peaks
-                .extend(peaks.host(persons)?.iter().map(|&p| HeatmapPeak::from(p)));
+                .extend(peaks.host(peak_count)?.iter().map(HeatmapPeak::from));
         }
         let pixels = view.width * view.height;
         if has_seg {
@@ -249,7 +249,8 @@ impl DeviceInference {
         Ok(geometry)
     }
 
-    /// Crops, runs (with the flip test if asked) and decodes every person; returns how many.
+    /// Crops, runs (with the flip test if asked) and decodes every person; returns how many
+    /// peaks (persons x keypoints) are on their way back.
     fn queue_pose(&mut self, geometry: &FrameGeometry, pose: PoseRequest) -> Result<usize> {
         let persons = pose.crops.len();
         if persons == 0 {
@@ -313,7 +314,7 @@ impl DeviceInference {
             )?;
         }
         peaks.queue_download(&self.gpu, persons * keypoints)?;
-        Ok(persons)
+        Ok(persons * keypoints)
     }
 
     fn queue_seg(

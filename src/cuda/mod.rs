@@ -2,13 +2,16 @@
 //! toolkit at build time): [`preprocess`] makes model inputs from a frame on the device,
 //! [`seg`] turns logits into a class map, [`pose`] decodes heatmaps to keypoints, and
 //! [`render`] blends the class map into the frame. Each kernel reproduces its CPU stage's
-//! arithmetic (tap tables come from the CPU code) and is tested against it.
+//! arithmetic (tap tables come from the CPU code) and is tested against it: on a device in
+//! tests/gpu.rs, and on the host, built with the system C++ compiler, in `host_emulation`.
 //!
 //! The driver and NVRTC libraries are probed before cudarc touches them (cudarc panics when a
 //! library is missing), so a machine without a GPU gets an error, never a panic.
 
 pub mod dense;
 pub mod flip;
+#[cfg(test)]
+mod host_emulation;
 pub mod inference;
 pub mod pose;
 pub mod preprocess;

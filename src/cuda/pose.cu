@@ -94,7 +94,10 @@ extern "C" __global__ void refine_peaks(const float* maps, const float* blurred,
                 int sx = min(max(px + i - 1, 0), width - 1);
                 int sy = min(max(py + j - 1, 0), height - 1);
                 float v = blur[(long long)sy * width + sx] * scale;
-                lg[j][i] = logf(fminf(fmaxf(v, 1e-3f), 50.0f));
+                // Not fminf/fmaxf, which turn NaN into a bound: NaN stays NaN (as the CPU's
+                // f32::clamp and NumPy's clip), and the non-finite step below is dropped.
+                float clipped = v < 1e-3f ? 1e-3f : (v > 50.0f ? 50.0f : v);
+                lg[j][i] = logf(clipped);
             }
         }
         float centre = lg[1][1], x_plus = lg[1][2], x_minus = lg[1][0], y_plus = lg[2][1], y_minus = lg[0][1];

@@ -11,7 +11,7 @@ use crate::tasks::pose_decode::{HeatmapPeak, opencv_gaussian_kernel};
 /// `Kernel` in pose.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlurTaps([f32; 11]);
+pub(super) struct BlurTaps([f32; 11]);
 
 // SAFETY: plain old data with the kernel's C layout.
 unsafe impl DeviceRepr for BlurTaps {}
@@ -19,14 +19,19 @@ unsafe impl DeviceRepr for BlurTaps {}
 /// `Peak` in pose.cu: a heatmap peak as the kernels write it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DevicePeak {
+pub(super) struct DevicePeak {
     x: f32,
     y: f32,
     score: f32,
 }
 
-impl From<DevicePeak> for HeatmapPeak {
-    fn from(p: DevicePeak) -> Self {
+// SAFETY: plain old data with the kernel's C layout.
+unsafe impl DeviceRepr for DevicePeak {}
+// SAFETY: all-zero bits are valid floats.
+unsafe impl cudarc::driver::ValidAsZeroBits for DevicePeak {}
+
+impl From<&DevicePeak> for HeatmapPeak {
+    fn from(p: &DevicePeak) -> Self {
         HeatmapPeak {
             x: p.x,
             y: p.y,
@@ -35,13 +40,46 @@ impl From<DevicePeak> for HeatmapPeak {
     }
 }
 
-// SAFETY: plain old data with the kernel's C layout.
-unsafe impl DeviceRepr for DevicePeak {}
-// SAFETY: all-zero bits are valid floats.
-unsafe impl cudarc::driver::ValidAsZeroBits for DevicePeak {}
-
 /// Threads per map in the peak kernel.
 const REDUCE_THREADS: u32 = 256;
+
+/// The decode kernels' arguments besides the buffers, and their launch shapes, made once for
+/// the device and its host emulation.
+pub(super) struct DecodeArgs {
+    pub(super) width: i32,
+    pub(super) height: i32,
+    /// Values in all the maps.
+    pub(super) count: i64,
+    pub(super) taps: BlurTaps,
+    /// Both blur passes: one thread per value.
+    pub(super) blur: LaunchConfig,
+    /// One block per map, shared memory for 3 arrays of the block size.
+    pub(super) refine: LaunchConfig,
+}
+
+impl DecodeArgs {
+    /// Checks `maps x height x width` against heatmaps of `len` values.
+    pub(super) fn new(len: usize, (maps, height, width): (usize, usize, usize)) -> Result<Self> {
+        let count = maps * height * width;
+        if count == 0 || len < count {
+            return Err(Error::Cuda(format!(
+                "heatmaps hold {len} values, {maps} x {height} x {width} needed"
+            )));
+        }
+        Ok(DecodeArgs {
+            width: width as i32,
+            height: height as i32,
+            count: count as i64,
+            taps: BlurTaps(opencv_gaussian_kernel()),
+            blur: LaunchConfig::for_num_elems(count as u32),
+            refine: LaunchConfig {
+                grid_dim: (maps as u32, 1, 1),
+                block_dim: (REDUCE_THREADS, 1, 1),
+                shared_mem_bytes: 3 * 4 * REDUCE_THREADS,
+            },
+        })
+    }
+}
 
 /// Decodes `maps` heatmaps of `height x width` (contiguous) into `out`, one peak per map.
 /// `scratch` holds the blur's two passes (resized as needed, reused between calls).
@@ -68,27 +106,27 @@ pub fn decode_dark_udp(
         .clone_dtoh(&peaks)
         .map_err(cuda_error("reading peaks"))?;
     out.clear();
-    out.extend(peaks.into_iter().take(maps).map(HeatmapPeak::from));
+    out.extend(peaks.iter().take(maps).map(HeatmapPeak::from));
     Ok(())
 }
 
 /// Queues the decode of `maps` heatmaps into `peaks` (one per map) on the GPU's stream, without
 /// waiting: the pipeline reads all of a frame's peaks back at once.
-pub fn queue_decode(
+pub(super) fn queue_decode(
     gpu: &Gpu,
     heatmaps: &CudaSlice<f32>,
     (maps, height, width): (usize, usize, usize),
     scratch: &mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
     mut peaks: CudaViewMut<'_, DevicePeak>,
 ) -> Result<()> {
-    let count = maps * height * width;
-    if count == 0 || heatmaps.len() < count || peaks.len() < maps {
+    let args = DecodeArgs::new(heatmaps.len(), (maps, height, width))?;
+    if peaks.len() < maps {
         return Err(Error::Cuda(format!(
-            "heatmaps hold {} values and peaks {}, {maps} x {height} x {width} needed",
-            heatmaps.len(),
+            "{} peaks for {maps} heatmaps",
             peaks.len()
         )));
     }
+    let count = maps * height * width;
     let stream = gpu.stream();
     if scratch.as_ref().is_none_or(|(a, _)| a.len() < count) {
         let alloc = || {
@@ -101,40 +139,32 @@ pub fn queue_decode(
     let Some((rows, blurred)) = scratch.as_mut() else {
         unreachable!("allocated above")
     };
-    let taps = BlurTaps(opencv_gaussian_kernel());
-    let (w, h, n) = (width as i32, height as i32, count as i64);
-    let linear = LaunchConfig::for_num_elems(count as u32);
     let blur_pass =
         |name: &str, input: &CudaSlice<f32>, output: &mut CudaSlice<f32>| -> Result<()> {
             let function = gpu.function("pose", name)?;
             let mut launch = stream.launch_builder(&function);
             launch
                 .arg(input)
-                .arg(&w)
-                .arg(&h)
-                .arg(&n)
-                .arg(&taps)
+                .arg(&args.width)
+                .arg(&args.height)
+                .arg(&args.count)
+                .arg(&args.taps)
                 .arg(output);
             // SAFETY: arguments match the kernel; every index is below `count`, which both buffers hold.
-            unsafe { launch.launch(linear) }.map_err(cuda_error("launching the blur"))?;
+            unsafe { launch.launch(args.blur) }.map_err(cuda_error("launching the blur"))?;
             Ok(())
         };
     blur_pass("blur_rows", heatmaps, rows)?;
     blur_pass("blur_columns", rows, blurred)?;
     let function = gpu.function("pose", "refine_peaks")?;
-    let config = LaunchConfig {
-        grid_dim: (maps as u32, 1, 1),
-        block_dim: (REDUCE_THREADS, 1, 1),
-        shared_mem_bytes: 3 * 4 * REDUCE_THREADS,
-    };
     let mut launch = stream.launch_builder(&function);
     launch
         .arg(heatmaps)
         .arg(&*blurred)
-        .arg(&w)
-        .arg(&h)
+        .arg(&args.width)
+        .arg(&args.height)
         .arg(&mut peaks);
     // SAFETY: arguments match the kernel; one block per map, shared memory for 3 arrays of the block size.
-    unsafe { launch.launch(config) }.map_err(cuda_error("launching refine_peaks"))?;
+    unsafe { launch.launch(args.refine) }.map_err(cuda_error("launching refine_peaks"))?;
     Ok(())
 }

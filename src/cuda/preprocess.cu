@@ -80,9 +80,14 @@ __device__ __forceinline__ float vertical(int arithmetic, int h0, int h1, const 
 }
 
 __device__ __forceinline__ unsigned short to_half(float x) {
+#ifndef SAPIENS_HOST_EMULATION
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
     return h;
+#else
+    // The host build (src/cuda/host_emulation.rs) has no PTX; _Float16 rounds to nearest even too.
+    return __builtin_bit_cast(unsigned short, (_Float16)x);
+#endif
 }
 
 __device__ __forceinline__ void store(float* out, long long at, float v) { out[at] = v; }

@@ -114,7 +114,7 @@ impl FrameGeometry {
 /// `FrameLayout` in preprocess.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct FrameLayout {
+pub(super) struct FrameLayout {
     layout: i32,
     stride: i32,
     chroma0: i64,
@@ -152,7 +152,7 @@ impl From<&Tap> for DeviceTap {
 /// `Normalisation` in preprocess.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DeviceNormalisation {
+pub(super) struct DeviceNormalisation {
     mean: [f32; 3],
     std: [f32; 3],
 }
@@ -162,7 +162,7 @@ unsafe impl DeviceRepr for DeviceNormalisation {}
 
 /// Which fixed-point arithmetic the kernel applies (`ARITHMETIC_*` in preprocess.cu).
 #[derive(Clone, Copy)]
-enum Arithmetic {
+pub(super) enum Arithmetic {
     Resize = 0,
     Warp = 1,
 }
@@ -242,19 +242,7 @@ pub fn warp_crops<T: InputElement>(
     if crops.is_empty() {
         return Ok(());
     }
-    let mut columns = Vec::with_capacity(crops.len() * dst_w);
-    let mut rows = Vec::with_capacity(crops.len() * dst_h);
-    for crop in crops {
-        let positive = |v: f32| v.is_finite() && v > 0.0;
-        if !(positive(crop.w) && positive(crop.h)) {
-            return Err(Error::Cuda(format!(
-                "crop must have a positive size: {crop:?}"
-            )));
-        }
-        let (c, r) = warp_taps(geometry.width, geometry.height, crop, dst_w, dst_h);
-        columns.extend(c.iter().map(DeviceTap::from));
-        rows.extend(r.iter().map(DeviceTap::from));
-    }
+    let (columns, rows) = crop_taps(geometry, crops, (dst_w, dst_h))?;
     let columns = gpu
         .stream()
         .clone_htod(&columns)
@@ -276,11 +264,37 @@ pub fn warp_crops<T: InputElement>(
     )
 }
 
+/// The column and row taps of every crop, one after another (the kernel's `blockIdx.z` picks).
+pub(super) fn crop_taps(
+    geometry: &FrameGeometry,
+    crops: &[PoseCrop],
+    (dst_w, dst_h): (usize, usize),
+) -> Result<(Vec<DeviceTap>, Vec<DeviceTap>)> {
+    let mut columns = Vec::with_capacity(crops.len() * dst_w);
+    let mut rows = Vec::with_capacity(crops.len() * dst_h);
+    for crop in crops {
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !(positive(crop.w) && positive(crop.h)) {
+            return Err(Error::Cuda(format!(
+                "crop must have a positive size: {crop:?}"
+            )));
+        }
+        let (c, r) = warp_taps(geometry.width, geometry.height, crop, dst_w, dst_h);
+        columns.extend(c.iter().map(DeviceTap::from));
+        rows.extend(r.iter().map(DeviceTap::from));
+    }
+    Ok((columns, rows))
+}
+
 fn upload_taps(gpu: &Gpu, taps: &[Tap]) -> Result<CudaSlice<DeviceTap>> {
-    let taps: Vec<DeviceTap> = taps.iter().map(DeviceTap::from).collect();
     gpu.stream()
-        .clone_htod(&taps)
+        .clone_htod(&device_taps(taps))
         .map_err(cuda_error("uploading taps"))
+}
+
+/// A stretch plan's (or any) taps as the kernel reads them.
+pub(super) fn device_taps(taps: &[Tap]) -> Vec<DeviceTap> {
+    taps.iter().map(DeviceTap::from).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -295,43 +309,79 @@ fn launch_bilinear<T: InputElement>(
     norm: &Normalization,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
-    if geometry.is_empty() || frame.len() < geometry.len() {
-        return Err(Error::Cuda(format!(
-            "frame buffer holds {} bytes, its geometry needs {}",
-            frame.len(),
-            geometry.len()
-        )));
-    }
-    if out.len() < items * 3 * dst_w * dst_h {
-        return Err(Error::Cuda(format!(
-            "output holds {} values, {items} x 3 x {dst_h} x {dst_w} needed",
-            out.len()
-        )));
-    }
+    let args = BilinearArgs::new(
+        geometry,
+        frame.len(),
+        arithmetic,
+        (dst_w, dst_h),
+        items,
+        norm,
+        out.len(),
+    )?;
     let function = gpu.function("preprocess", T::KERNEL)?;
-    let layout = geometry.device_layout();
-    let arithmetic = arithmetic as i32;
-    let (width, height) = (dst_w as i32, dst_h as i32);
-    let norm = DeviceNormalisation {
-        mean: norm.mean,
-        std: norm.std,
-    };
-    let config: LaunchConfig = grid_2d(dst_w, dst_h, items);
     let mut launch = gpu.stream().launch_builder(&function);
     launch
         .arg(frame)
-        .arg(&layout)
+        .arg(&args.layout)
         .arg(columns)
         .arg(rows)
-        .arg(&arithmetic)
-        .arg(&width)
-        .arg(&height)
-        .arg(&norm)
+        .arg(&args.arithmetic)
+        .arg(&args.width)
+        .arg(&args.height)
+        .arg(&args.norm)
         .arg(out);
-    // SAFETY: the argument list matches the kernel's signature, and the sizes were checked above:
-    // every tap indexes inside the frame (the CPU tap code clamps them) and every write lands in `out`.
-    unsafe { launch.launch(config) }.map_err(cuda_error("launching preprocess"))?;
+    // SAFETY: the argument list matches the kernel's signature, and the sizes were checked by
+    // `BilinearArgs::new`: every tap indexes inside the frame (the CPU tap code clamps them) and
+    // every write lands in `out`.
+    unsafe { launch.launch(args.config) }.map_err(cuda_error("launching preprocess"))?;
     Ok(())
+}
+
+/// The preprocess kernels' arguments besides the buffers, and their launch shape, made once for
+/// the device and its host emulation.
+pub(super) struct BilinearArgs {
+    pub(super) layout: FrameLayout,
+    pub(super) arithmetic: i32,
+    pub(super) width: i32,
+    pub(super) height: i32,
+    pub(super) norm: DeviceNormalisation,
+    pub(super) config: LaunchConfig,
+}
+
+impl BilinearArgs {
+    /// Checks the buffers' sizes (`frame_len` bytes, `out_len` values) against the launch.
+    pub(super) fn new(
+        geometry: &FrameGeometry,
+        frame_len: usize,
+        arithmetic: Arithmetic,
+        (dst_w, dst_h): (usize, usize),
+        items: usize,
+        norm: &Normalization,
+        out_len: usize,
+    ) -> Result<Self> {
+        if geometry.is_empty() || frame_len < geometry.len() {
+            return Err(Error::Cuda(format!(
+                "frame buffer holds {frame_len} bytes, its geometry needs {}",
+                geometry.len()
+            )));
+        }
+        if out_len < items * 3 * dst_w * dst_h {
+            return Err(Error::Cuda(format!(
+                "output holds {out_len} values, {items} x 3 x {dst_h} x {dst_w} needed"
+            )));
+        }
+        Ok(BilinearArgs {
+            layout: geometry.device_layout(),
+            arithmetic: arithmetic as i32,
+            width: dst_w as i32,
+            height: dst_h as i32,
+            norm: DeviceNormalisation {
+                mean: norm.mean,
+                std: norm.std,
+            },
+            config: grid_2d(dst_w, dst_h, items),
+        })
+    }
 }
 
 /// OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 / _I420)` on the CPU (BT.601 limited range, 20-bit

@@ -1,6 +1,6 @@
 //! The class-map overlay on the device, as [`crate::render::blend_class_map`].
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
@@ -17,25 +17,21 @@ pub fn blend_class_map(
     palette: &[[u8; 3]],
     alpha: f32,
 ) -> Result<()> {
-    if stride < width * 4
-        || (height > 0 && frame.len() < (height - 1) * stride + width * 4)
-        || class_map.len() < width * height
-    {
-        return Err(Error::Cuda(format!(
-            "frame or class map too small for {width}x{height} with stride {stride}"
-        )));
-    }
-    if width == 0 || height == 0 {
+    let Some(args) = BlendArgs::new(
+        frame.len(),
+        (width, height, stride),
+        class_map.len(),
+        palette,
+        alpha,
+    )?
+    else {
         return Ok(());
-    }
-    let palette: Vec<u8> = palette.iter().take(256).flatten().copied().collect();
-    let palette_len = (palette.len() / 3) as i32;
+    };
     let palette = gpu
         .stream()
-        .clone_htod(&palette)
+        .clone_htod(&args.palette)
         .map_err(cuda_error("uploading the palette"))?;
-    let weight = (alpha.clamp(0.0, 1.0) * 256.0).round() as i32;
-    let [w, h, s] = [width, height, stride].map(|v| v as i32);
+    let [w, h, s] = args.sizes;
     let function = gpu.function("render", "blend_class_map")?;
     let mut launch = gpu.stream().launch_builder(&function);
     launch
@@ -45,10 +41,54 @@ pub fn blend_class_map(
         .arg(&s)
         .arg(class_map)
         .arg(&palette)
-        .arg(&palette_len)
-        .arg(&weight);
-    // SAFETY: arguments match the kernel; sizes checked above.
-    unsafe { launch.launch(grid_2d(width, height, 1)) }
-        .map_err(cuda_error("launching blend_class_map"))?;
+        .arg(&args.palette_len)
+        .arg(&args.weight);
+    // SAFETY: arguments match the kernel; sizes checked by `BlendArgs::new`.
+    unsafe { launch.launch(args.config) }.map_err(cuda_error("launching blend_class_map"))?;
     Ok(())
+}
+
+/// The blend kernel's arguments besides the frame and the class map, and its launch shape, made
+/// once for the device and its host emulation.
+pub(super) struct BlendArgs {
+    /// Width, height and stride.
+    pub(super) sizes: [i32; 3],
+    /// RGB triplets, at most 256.
+    pub(super) palette: Vec<u8>,
+    pub(super) palette_len: i32,
+    /// `round(alpha * 256)`.
+    pub(super) weight: i32,
+    pub(super) config: LaunchConfig,
+}
+
+impl BlendArgs {
+    /// Checks the sizes against a frame of `frame_len` bytes and a class map of `class_map_len`;
+    /// `None` for an empty frame (nothing to launch).
+    pub(super) fn new(
+        frame_len: usize,
+        (width, height, stride): (usize, usize, usize),
+        class_map_len: usize,
+        palette: &[[u8; 3]],
+        alpha: f32,
+    ) -> Result<Option<Self>> {
+        if stride < width * 4
+            || (height > 0 && frame_len < (height - 1) * stride + width * 4)
+            || class_map_len < width * height
+        {
+            return Err(Error::Cuda(format!(
+                "frame or class map too small for {width}x{height} with stride {stride}"
+            )));
+        }
+        if width == 0 || height == 0 {
+            return Ok(None);
+        }
+        let palette: Vec<u8> = palette.iter().take(256).flatten().copied().collect();
+        Ok(Some(BlendArgs {
+            sizes: [width, height, stride].map(|v| v as i32),
+            palette_len: (palette.len() / 3) as i32,
+            palette,
+            weight: (alpha.clamp(0.0, 1.0) * 256.0).round() as i32,
+            config: grid_2d(width, height, 1),
+        }))
+    }
 }

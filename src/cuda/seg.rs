@@ -10,7 +10,7 @@ use crate::tasks::seg::{linear_taps, nearest_sources};
 /// `LinearTap` in seg.cu and dense.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(crate) struct DeviceLinearTap {
+pub(super) struct DeviceLinearTap {
     lo: i32,
     hi: i32,
     w_lo: f32,
@@ -19,26 +19,6 @@ pub(crate) struct DeviceLinearTap {
 
 // SAFETY: plain old data with the kernel's C layout.
 unsafe impl DeviceRepr for DeviceLinearTap {}
-
-/// The CPU path's bilinear taps from `in_len` to `out_len` samples, on the device.
-pub(crate) fn upload_linear_taps(
-    gpu: &Gpu,
-    in_len: usize,
-    out_len: usize,
-) -> Result<CudaSlice<DeviceLinearTap>> {
-    let taps: Vec<DeviceLinearTap> = linear_taps(in_len, out_len)
-        .iter()
-        .map(|t| DeviceLinearTap {
-            lo: t.lo as i32,
-            hi: t.hi as i32,
-            w_lo: t.w_lo,
-            w_hi: t.w_hi,
-        })
-        .collect();
-    gpu.stream()
-        .clone_htod(&taps)
-        .map_err(cuda_error("uploading taps"))
-}
 
 /// The logits' shape (classes x height x width) and the class map's size.
 #[derive(Clone, Copy, Debug)]
@@ -51,18 +31,50 @@ pub struct SegShape {
 }
 
 impl SegShape {
-    fn check(&self, logits: &CudaSlice<f32>, out: &CudaSlice<u8>) -> Result<()> {
+    /// Checks the shape against buffers of `logits` and `out` values; the kernels' sizes,
+    /// `[classes, in_h, in_w, out_w, out_h]`.
+    pub(super) fn check(&self, logits: usize, out: usize) -> Result<[i32; 5]> {
         let sizes = [self.classes, self.in_h, self.in_w, self.out_w, self.out_h];
         if sizes.contains(&0) || self.classes > 256 {
             return Err(Error::Cuda(format!("bad segmentation shape {self:?}")));
         }
-        if logits.len() < self.classes * self.in_h * self.in_w
-            || out.len() < self.out_w * self.out_h
-        {
+        if logits < self.classes * self.in_h * self.in_w || out < self.out_w * self.out_h {
             return Err(Error::Cuda(format!("buffers too small for {self:?}")));
         }
-        Ok(())
+        Ok(sizes.map(|v| v as i32))
     }
+}
+
+/// The CPU path's bilinear taps of one axis, as the kernel reads them.
+pub(super) fn device_linear_taps(in_len: usize, out_len: usize) -> Vec<DeviceLinearTap> {
+    linear_taps(in_len, out_len)
+        .iter()
+        .map(|t| DeviceLinearTap {
+            lo: t.lo as i32,
+            hi: t.hi as i32,
+            w_lo: t.w_lo,
+            w_hi: t.w_hi,
+        })
+        .collect()
+}
+
+/// The CPU path's bilinear taps from `in_len` to `out_len` samples, on the device.
+pub(super) fn upload_linear_taps(
+    gpu: &Gpu,
+    in_len: usize,
+    out_len: usize,
+) -> Result<CudaSlice<DeviceLinearTap>> {
+    gpu.stream()
+        .clone_htod(&device_linear_taps(in_len, out_len))
+        .map_err(cuda_error("uploading taps"))
+}
+
+/// The CPU path's nearest source indices of one axis, as the kernel reads them.
+pub(super) fn device_nearest_sources(in_len: usize, out_len: usize) -> Vec<i32> {
+    nearest_sources(in_len, out_len)
+        .into_iter()
+        .map(|i| i as i32)
+        .collect()
 }
 
 /// Bilinear upsample of every class, then argmax (ties to the lowest class).
@@ -72,18 +84,10 @@ pub fn upsample_argmax(
     shape: SegShape,
     out: &mut CudaSlice<u8>,
 ) -> Result<()> {
-    shape.check(logits, out)?;
+    let [classes, in_h, in_w, out_w, out_h] = shape.check(logits.len(), out.len())?;
     let columns = upload_linear_taps(gpu, shape.in_w, shape.out_w)?;
     let rows = upload_linear_taps(gpu, shape.in_h, shape.out_h)?;
     let function = gpu.function("seg", "upsample_argmax")?;
-    let [classes, in_h, in_w, out_w, out_h] = [
-        shape.classes,
-        shape.in_h,
-        shape.in_w,
-        shape.out_w,
-        shape.out_h,
-    ]
-    .map(|v| v as i32);
     let mut launch = gpu.stream().launch_builder(&function);
     launch
         .arg(logits)
@@ -108,26 +112,17 @@ pub fn argmax_nearest(
     shape: SegShape,
     out: &mut CudaSlice<u8>,
 ) -> Result<()> {
-    shape.check(logits, out)?;
+    let [classes, in_h, in_w, out_w, out_h] = shape.check(logits.len(), out.len())?;
     let stream = gpu.stream();
     let mut low = stream
         .alloc_zeros::<u8>(shape.in_h * shape.in_w)
         .map_err(cuda_error("allocating"))?;
-    let to_i32 = |v: Vec<usize>| v.into_iter().map(|i| i as i32).collect::<Vec<i32>>();
     let src_columns = stream
-        .clone_htod(&to_i32(nearest_sources(shape.in_w, shape.out_w)))
+        .clone_htod(&device_nearest_sources(shape.in_w, shape.out_w))
         .map_err(cuda_error("uploading"))?;
     let src_rows = stream
-        .clone_htod(&to_i32(nearest_sources(shape.in_h, shape.out_h)))
+        .clone_htod(&device_nearest_sources(shape.in_h, shape.out_h))
         .map_err(cuda_error("uploading"))?;
-    let [classes, in_h, in_w, out_w, out_h] = [
-        shape.classes,
-        shape.in_h,
-        shape.in_w,
-        shape.out_w,
-        shape.out_h,
-    ]
-    .map(|v| v as i32);
     let argmax = gpu.function("seg", "argmax_classes")?;
     let mut launch = stream.launch_builder(&argmax);
     launch
