@@ -14,7 +14,9 @@ mod common;
 mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
-use sapiens_stream::cuda::inference::{DenseRequest, DeviceInference, FrameRequest, PoseRequest};
+use sapiens_stream::cuda::inference::{
+    DenseRequest, DeviceInference, FrameRequest, Paint, PoseRequest,
+};
 use sapiens_stream::cuda::preprocess::{
     DeviceStretch, FrameGeometry, SourceLayout, warp_crops, yuv420_to_rgb,
 };
@@ -28,7 +30,8 @@ use sapiens_stream::preprocess::{
 use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::{
-    INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, Task, dense, flip, keypoint_sets, seg, validate_model,
+    INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, dense, flip, keypoint_sets, seg,
+    validate_model,
 };
 
 use kernel_inputs::{Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
@@ -766,6 +769,162 @@ fn frames_on_the_device_equal_the_host_path() {
             differing * 1000 <= class_map.len(),
             "{differing} of {} class pixels differ",
             class_map.len()
+        );
+    }
+}
+
+fn dense_request(engine: &mut OnnxEngine, layout: OutputLayout) -> DenseRequest<'_> {
+    DenseRequest {
+        engine: engine.device().expect("loaded with a compute stream"),
+        layout,
+    }
+}
+
+/// A dense model's output for `input` through host buffers on the same session.
+fn host_output(engine: &mut OnnxEngine, input: &[f32]) -> Vec<f32> {
+    let mut output = Vec::new();
+    engine.run(input, 1, &mut output).unwrap();
+    output
+}
+
+/// Values equal within `relative` of their magnitude (at least 1e-6), NaN equal to NaN.
+fn assert_near(got: &[f32], expected: &[f32], relative: f32, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        let close = (g - e).abs() <= relative * e.abs().max(1e-6) || (g.is_nan() && e.is_nan());
+        assert!(close, "{what} at {i}: {g} vs {e}");
+    }
+}
+
+/// Fraction of RGBA pixels whose colour differs.
+fn differing_pixels(a: &[u8], b: &[u8]) -> f64 {
+    let differ = a
+        .chunks_exact(4)
+        .zip(b.chunks_exact(4))
+        .filter(|(x, y)| x[..3] != y[..3])
+        .count();
+    differ as f64 / (a.len() / 4) as f64
+}
+
+#[test]
+fn dense_frames_on_the_device_equal_the_host_path() {
+    let test = "dense_frames_on_the_device_equal_the_host_path";
+    let Some(gpu) = gpu(test) else { return };
+    let engines = ["seg", "depth", "normal"].map(|task| device_engine(&gpu, task, test));
+    let [
+        Some(mut seg_engine),
+        Some(mut depth_engine),
+        Some(mut normal_engine),
+    ] = engines
+    else {
+        return;
+    };
+    let (width, height) = (320, 200);
+    let frame = test_bytes(width * height * 4, 97);
+    let view = ImageView::packed(&frame, width, height, PixelFormat::Rgba);
+    let layout = |engine: &OnnxEngine, task| validate_model(task, engine.info()).unwrap();
+    let seg_layout = layout(&seg_engine, Task::Seg);
+    let depth_layout = layout(&depth_engine, Task::Depth);
+    let normal_layout = layout(&normal_engine, Task::Normal);
+
+    // The host path on the same sessions.
+    let mut input = vec![0.0; INPUT_LEN];
+    StretchPlan::new(width, height, INPUT_WIDTH, INPUT_HEIGHT).run(
+        &view,
+        &mut input,
+        &Normalization::SAPIENS,
+    );
+    let pixels = width * height;
+    let logits = host_output(&mut seg_engine, &input);
+    let mut class_map = vec![0u8; pixels];
+    let (c, h, w) = (seg_layout.channels, seg_layout.height, seg_layout.width);
+    seg::upsample_argmax(&logits, c, h, w, width, height, &mut class_map);
+    let raw_depth = host_output(&mut depth_engine, &input);
+    let mut depth = vec![0.0; pixels];
+    let (h, w) = (depth_layout.height, depth_layout.width);
+    dense::resize_planar(&raw_depth, 1, h, w, width, height, &mut depth);
+    let mut normalised = vec![0.0; pixels];
+    let range = dense::normalise_depth(&depth, Some(&class_map), &mut normalised).unwrap();
+    let raw_normals = host_output(&mut normal_engine, &input);
+    let mut normals = vec![0.0; 3 * pixels];
+    let (h, w) = (normal_layout.height, normal_layout.width);
+    dense::resize_planar(&raw_normals, 3, h, w, width, height, &mut normals);
+    dense::normalise_normals(&mut normals);
+
+    let mut device = DeviceInference::new(gpu.clone());
+    for paint in [Paint::Depth, Paint::Normals, Paint::Classes] {
+        let request = FrameRequest {
+            pose: None,
+            seg: Some((dense_request(&mut seg_engine, seg_layout), false)),
+            depth: Some(dense_request(&mut depth_engine, depth_layout)),
+            normal: Some(dense_request(&mut normal_engine, normal_layout)),
+            dense_maps: true,
+            paint: Some(paint),
+        };
+        let results = device.run(&view, request).unwrap();
+        let device_classes = results.class_map.expect("seg was asked for");
+        let differing = device_classes
+            .iter()
+            .zip(&class_map)
+            .filter(|(a, b)| a != b)
+            .count();
+        // Near-ties between random logits may flip with float noise, nothing more.
+        assert!(
+            differing * 1000 <= pixels,
+            "{differing} class pixels differ"
+        );
+        let device_depth = results.depth.expect("depth was asked for");
+        let device_range = device_depth.range.expect("the persons have depth");
+        // The range is over the device's class map: its few flipped pixels may move it a little.
+        assert!(
+            (device_range.min - range.min).abs() <= 1e-3 * range.min.abs().max(1.0)
+                && (device_range.max - range.max).abs() <= 1e-3 * range.max.abs().max(1.0),
+            "{device_range:?} vs {range:?}"
+        );
+        assert_near(
+            &device_depth.map.expect("maps were asked for"),
+            &depth,
+            1e-4,
+            "depth",
+        );
+        let device_normals = results.normals.expect("normals were asked for");
+        let normals_map = device_normals.map.expect("maps were asked for");
+        assert_near(&normals_map, &normals, 1e-3, "normals");
+
+        let mut expected = frame.clone();
+        match paint {
+            Paint::Depth => dense::draw_depth(
+                &mut expected,
+                width,
+                height,
+                width * 4,
+                &normalised,
+                Some(&class_map),
+            ),
+            Paint::Normals => dense::draw_normals(
+                &mut expected,
+                width,
+                height,
+                width * 4,
+                &normals,
+                Some(&class_map),
+            ),
+            Paint::Classes => sapiens_stream::render::blend_class_map(
+                &mut expected,
+                width,
+                height,
+                width * 4,
+                &class_map,
+                &keypoint_sets::body_parts().palette,
+                0.5,
+            ),
+        }
+        let painted = results.painted.expect("a view was asked for");
+        let share = differing_pixels(&painted, &expected);
+        assert!(
+            share <= 0.005,
+            "{paint:?}: {:.3}% of pixels differ",
+            share * 100.0
         );
     }
 }
