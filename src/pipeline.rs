@@ -227,7 +227,8 @@ struct Models {
     seg: Option<TaskModel>,
     depth: Option<TaskModel>,
     normal: Option<TaskModel>,
-    /// On a GPU with its kernels: model inputs made, and outputs decoded, on the device.
+    /// On a GPU with its kernels: model inputs made, and outputs decoded, on the device. Last,
+    /// so it drops after the engines: its bound batches hold their sessions' last references.
     device: Option<DeviceInference>,
 }
 

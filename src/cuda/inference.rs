@@ -90,7 +90,6 @@ pub struct FrameResults {
 
 /// The GPU side of the pipeline: kernels, stream, and the buffers reused frame after frame.
 pub struct DeviceInference {
-    gpu: Gpu,
     frame: Option<FrameUpload>,
     stretch: Option<DeviceStretch>,
     pose: BatchCache,
@@ -103,12 +102,14 @@ pub struct DeviceInference {
     peaks: Option<Readback<DevicePeak>>,
     class_map: Option<Readback<u8>>,
     dense: Option<DenseBuffers>,
+    /// Last, so it drops last: the bound batches keep ONNX Runtime sessions alive, and those
+    /// run on this GPU's stream until they go.
+    gpu: Gpu,
 }
 
 impl DeviceInference {
     pub fn new(gpu: Gpu) -> Self {
         DeviceInference {
-            gpu,
             frame: None,
             stretch: None,
             pose: BatchCache::default(),
@@ -121,6 +122,7 @@ impl DeviceInference {
             peaks: None,
             class_map: None,
             dense: None,
+            gpu,
         }
     }
 

@@ -15,13 +15,17 @@ use super::tensorrt::{self, CacheKey, ShapeProfile, TensorRtOptions};
 use super::{DeclaredShape, Engine, Execution, ModelInfo, probe};
 use crate::error::{Error, Result};
 
+// Field order is drop order: the device allocator goes before the session it came from, and
+// the stream the session runs on after it.
 pub struct OnnxEngine {
+    /// Device runs (inputs and outputs in device memory).
+    device: Option<DeviceSession>,
     session: Session,
     info: ModelInfo,
     /// Item shape without the batch dimension, for building input tensors.
     input_item: Vec<usize>,
-    /// Device runs, with the stream the session runs on (dropped after the session).
-    device: Option<(DeviceSession, ComputeStream)>,
+    /// Held, never read: the execution provider runs on this stream's raw handle.
+    _compute_stream: Option<ComputeStream>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -82,7 +86,7 @@ impl OnnxEngine {
         info.provider = provider_name(options.execution);
         let input_item = static_item(&info.input_shape, &info.input_name).map_err(&model_error)?;
         let device = match (options.execution.device(), &options.compute_stream) {
-            (Some(device), Some(stream)) => {
+            (Some(device), Some(_)) => {
                 let output_item =
                     static_item(&info.output_shape, &info.output_name).map_err(&model_error)?;
                 let session = DeviceSession::new(
@@ -92,15 +96,16 @@ impl OnnxEngine {
                     (&info.output_name, &output_item),
                     &info.id,
                 )?;
-                Some((session, stream.clone()))
+                Some(session)
             }
             _ => None,
         };
         Ok(OnnxEngine {
+            device,
             session,
             info,
             input_item,
-            device,
+            _compute_stream: options.compute_stream.clone(),
         })
     }
 
@@ -146,7 +151,7 @@ impl Engine for OnnxEngine {
 
 impl DeviceEngine for OnnxEngine {
     fn device_batch(&self, items: usize) -> Result<DeviceBatch> {
-        let (device, _) = self
+        let device = self
             .device
             .as_ref()
             .expect("device() hands out device engines only");
@@ -154,7 +159,7 @@ impl DeviceEngine for OnnxEngine {
     }
 
     fn run_device(&mut self, batch: &DeviceBatch) -> Result<()> {
-        let (device, _) = self
+        let device = self
             .device
             .as_ref()
             .expect("device() hands out device engines only");
