@@ -64,7 +64,16 @@ impl OnnxEngine {
             .map_err(|e| model_error(first_line(&e.to_string()).to_owned()))?;
         let mut builder = register(builder, &providers, options.execution)?;
         let started = Instant::now();
-        let session = builder.commit_from_file(path).map_err(|e| {
+        let building = providers
+            .engine_cache
+            .as_ref()
+            .filter(|cache| !cache.existed)
+            .map(|_| build_spinner(path));
+        let session = builder.commit_from_file(path);
+        if let Some(spinner) = building {
+            spinner.finish_and_clear();
+        }
+        let session = session.map_err(|e| {
             model_error(format!(
                 "not a model ONNX Runtime can load: {}",
                 first_line(&e.to_string())
@@ -173,6 +182,22 @@ fn static_item(shape: &DeclaredShape, name: &str) -> std::result::Result<Vec<usi
         .iter()
         .map(|d| d.ok_or_else(|| format!("'{name}' has a dynamic non-batch dimension")))
         .collect()
+}
+
+/// A spinner with the elapsed time while TensorRT builds an engine (minutes, silently), on a
+/// terminal only.
+fn build_spinner(path: &Path) -> indicatif::ProgressBar {
+    let spinner = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        spinner.set_style(style);
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    spinner.set_message(format!("building the TensorRT engine for {name}"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(250));
+    spinner
 }
 
 /// The execution providers to register, and the TensorRT engine cache they use.
