@@ -58,10 +58,15 @@ pub fn diagnose(choice: ExecutionChoice, ort_lib: Option<&Path>) -> Diagnosis {
     let requested = select(choice, || capabilities.clone());
     let ort_ok = capabilities.onnx_runtime.is_ok();
     match &requested {
-        Ok(selection) => lines.push(format!(
-            "requested (--engine {} --device {}): runs with {}",
-            choice.engine, choice.device, selection.execution
-        )),
+        Ok(selection) => {
+            lines.push(format!(
+                "requested (--engine {} --device {}): runs with {}",
+                choice.engine, choice.device, selection.execution
+            ));
+            if let Some(device) = selection.execution.device() {
+                lines.push(frames_on_device(device, &capabilities.nvrtc));
+            }
+        }
         Err(e) => lines.push(format!(
             "requested (--engine {} --device {}): CANNOT RUN: {e}",
             choice.engine, choice.device
@@ -70,6 +75,19 @@ pub fn diagnose(choice: ExecutionChoice, ort_lib: Option<&Path>) -> Diagnosis {
     Diagnosis {
         lines,
         can_run: gstreamer_ok && ort_ok && requested.is_ok(),
+    }
+}
+
+/// Whether frames are prepared and outputs decoded on the GPU (our kernels load), or on the CPU.
+fn frames_on_device(device: usize, nvrtc: &LibraryProbe) -> String {
+    match nvrtc {
+        Ok(_) => match crate::cuda::Gpu::open(device) {
+            Ok(_) => format!("  frames on cuda:{device}: yes (the CUDA kernels compile and load)"),
+            Err(e) => {
+                format!("  frames on cuda:{device}: no, prepared and decoded on the CPU: {e}")
+            }
+        },
+        Err(e) => format!("  frames on cuda:{device}: no, prepared and decoded on the CPU: {e}"),
     }
 }
 
