@@ -327,12 +327,16 @@ fn camera_that_drops_and_returns_twice_is_followed() {
         });
         let late = Subscriber::start(broker.port, &format!("late-{round}"), &[stream_topic]);
         let retained: Value = serde_json::from_slice(&late.collect(stream_topic, 1).0[0]).unwrap();
-        assert_eq!(statuses(&[retained]), [down.clone()], "retained on MQTT");
+        assert_eq!(
+            statuses(&[retained]),
+            vec![down.clone()],
+            "retained on MQTT"
+        );
         let late_ws = WsReader::connect(&http_port);
         wait_for("the current status for a new WebSocket client", || {
             !late_ws.messages().is_empty()
         });
-        assert_eq!(statuses(&late_ws.messages()[..1]), [down.clone()]);
+        assert_eq!(statuses(&late_ws.messages()[..1]), vec![down.clone()]);
         assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 0\n"));
 
         std::thread::sleep(OUTAGE.saturating_sub(killed.elapsed()));
@@ -349,7 +353,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
             viewer.count_in_log("stream 0 up") == round && complete_lines(&results) >= before + 5
         });
         wait_for("frames after up on the WebSocket", || {
-            statuses(&websocket.messages()).len() == 2 * round as usize
+            statuses(&websocket.messages()).len() == 2 * round
                 && frames_follow_each_up(&websocket.messages())
         });
         assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 1\n"));
