@@ -15,11 +15,13 @@
 //! | `capture_to_publish(elapsed)`         | a result was published, measured from the frame's capture  |
 //! | `batch_size(items)`                   | an inference call ran on `items` inputs                    |
 //! | `reconnect(stream)`                   | a source reconnected after it was lost                     |
+//! | `stream_up(stream, up)`               | a source opened (up), went down, or came back              |
 //! | `publisher_drops(publisher, count)`   | a publisher (websocket, mqtt, osc...) dropped messages     |
 //! | `track_publisher(name, counters)`     | once per publisher that keeps its own [`PublisherCounters`] |
 //!
 //! Exposed series (prefix `sapiens_`): `frames_in_total`, `frames_out_total`,
-//! `frames_dropped_total` and `reconnects_total` (label `stream`), `stage_latency_seconds`
+//! `frames_dropped_total` and `reconnects_total` (label `stream`), `stream_up` (gauge, 1 while the
+//! stream delivers frames, 0 while it is down and reconnecting; label `stream`), `stage_latency_seconds`
 //! (histogram, label `stage`), `capture_to_publish_seconds` (histogram), `inference_batch_size`
 //! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`).
 
@@ -31,6 +33,7 @@ use hdrhistogram::Histogram as HdrHistogram;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -68,6 +71,7 @@ pub struct Metrics {
     frames_out: Family<StreamLabel, Counter>,
     frames_dropped: Family<StreamLabel, Counter>,
     reconnects: Family<StreamLabel, Counter>,
+    stream_up: Family<StreamLabel, Gauge>,
     stage_latency: HistogramFamily<StageLabel>,
     capture_to_publish: Histogram,
     batch_size: Histogram,
@@ -98,6 +102,7 @@ impl Metrics {
         let frames_out = Family::default();
         let frames_dropped = Family::default();
         let reconnects = Family::default();
+        let stream_up = Family::default();
         let stage_latency =
             HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
         let capture_to_publish = latency_histogram();
@@ -123,6 +128,11 @@ impl Metrics {
             "reconnects",
             "Times a lost source came back",
             reconnects.clone(),
+        );
+        registry.register(
+            "stream_up",
+            "1 while the stream delivers frames, 0 while it is down and reconnecting",
+            stream_up.clone(),
         );
         registry.register(
             "stage_latency_seconds",
@@ -155,6 +165,7 @@ impl Metrics {
             frames_out,
             frames_dropped,
             reconnects,
+            stream_up,
             stage_latency,
             capture_to_publish,
             batch_size,
@@ -183,6 +194,12 @@ impl Metrics {
 
     pub fn reconnect(&self, stream: u32) {
         self.reconnects.get_or_create(&StreamLabel { stream }).inc();
+    }
+
+    pub fn stream_up(&self, stream: u32, up: bool) {
+        self.stream_up
+            .get_or_create(&StreamLabel { stream })
+            .set(i64::from(up));
     }
 
     pub fn stage_latency(&self, stage: &'static str, elapsed: Duration) {
@@ -358,6 +375,24 @@ mod tests {
             stats.quantile_ms(0.5)
         );
         assert!((stats.quantile_ms(0.99) - 99.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn stream_up_is_a_gauge_per_stream() {
+        let metrics = Metrics::new();
+        metrics.stream_up(0, true);
+        assert!(
+            metrics
+                .encode()
+                .contains("sapiens_stream_up{stream=\"0\"} 1\n")
+        );
+        metrics.stream_up(0, false);
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE sapiens_stream_up gauge"), "{text}");
+        assert!(
+            text.contains("sapiens_stream_up{stream=\"0\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

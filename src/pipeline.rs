@@ -415,17 +415,16 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
         )?),
         None => None,
     };
-    let reconnects = metrics.clone();
+    // Status changes wait here for the sink thread, which publishes them between frames; also
+    // those of a first connection that is retried inside `source::open`.
+    let (status_tx, status_rx) = bounded(STATUS_QUEUE);
     let source_options = SourceOptions {
         stop: Some(config.stop.clone()),
-        status: Some(StatusListener::new(move |stream, status| {
-            if *status == StreamStatus::Up {
-                reconnects.reconnect(stream);
-            }
-        })),
+        status: Some(status_listener(metrics.clone(), status_tx)),
         ..config.source.clone()
     };
     let source = source::open(&config.input, &source_options)?;
+    metrics.stream_up(source_options.stream_id, true);
     let info = source.info().clone();
     let stream = VideoSinkOptions {
         width: info.width,
@@ -518,7 +517,13 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
                 stage_metrics,
             )
         });
-        let sink_result = sink_stage(done_rx, videos, publishers, progress.as_ref(), &metrics);
+        let sink_result = sink_stage(
+            (done_rx, status_rx),
+            videos,
+            publishers,
+            progress.as_ref(),
+            &metrics,
+        );
         let outcome = [
             join(source_thread),
             join(preprocess_thread),
@@ -550,6 +555,50 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
 }
 
 type StageOutcome = Result<(u64, Vec<StageStats>)>;
+
+/// Hands a stream status change to every publisher, on the sink thread.
+fn publish_status(
+    publishers: &mut [Box<dyn Publisher>],
+    status: &crate::publish::StreamStatusMessage,
+) -> Result<()> {
+    let published = crate::publish::PublishedStatus::new(status);
+    publishers
+        .iter_mut()
+        .try_for_each(|publisher| publisher.publish_status(&published))
+}
+
+/// Status changes queued for the sink thread: a few per outage, the backoff spaces them.
+const STATUS_QUEUE: usize = 64;
+
+/// Hears the source's status changes on its own thread: counts them in the metrics and queues
+/// the message for the publishers, never waiting (a full queue drops the change and says so).
+fn status_listener(
+    metrics: Arc<Metrics>,
+    queue: Sender<crate::publish::StreamStatusMessage>,
+) -> StatusListener {
+    use crate::publish::StreamStatusMessage;
+    let reconnects = AtomicU64::new(0);
+    StatusListener::new(move |stream, status| {
+        let now = std::time::SystemTime::now();
+        let message = match status {
+            StreamStatus::Down { reason } => {
+                metrics.stream_up(stream, false);
+                let reconnects = reconnects.load(Ordering::Relaxed);
+                StreamStatusMessage::down(stream, reason, reconnects, now)
+            }
+            StreamStatus::Up => {
+                metrics.stream_up(stream, true);
+                metrics.reconnect(stream);
+                let reconnects = reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                StreamStatusMessage::up(stream, reconnects, now)
+            }
+        };
+        // Disconnected: the run is over and nothing publishes any more.
+        if let Err(TrySendError::Full(_)) = queue.try_send(message) {
+            tracing::warn!("stream {stream}: status change not published: the queue is full");
+        }
+    })
+}
 
 /// Starts the HTTP/WebSocket servers when asked for; their results stream joins the publishers.
 fn start_network(
@@ -1471,8 +1520,12 @@ fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) ->
     }
 }
 
+/// Frames, and stream status changes in between.
 fn sink_stage(
-    done: Receiver<Done>,
+    (done, statuses): (
+        Receiver<Done>,
+        Receiver<crate::publish::StreamStatusMessage>,
+    ),
     mut videos: Vec<VideoOutput>,
     mut publishers: Vec<Box<dyn Publisher>>,
     progress: Option<&indicatif::ProgressBar>,
@@ -1481,7 +1534,13 @@ fn sink_stage(
     let mut stats = StageStats::new("sink").reporting_to(metrics);
     let mut latency = StageStats::new(CAPTURE_TO_PUBLISH);
     let mut count = 0;
-    let mut deliver = |Done { frame, result }: Done| -> Result<()> {
+    let mut deliver = |publishers: &mut Vec<Box<dyn Publisher>>, done: Done| -> Result<()> {
+        let Done { frame, result } = done;
+        // A status sent before this frame left the source goes first: an `up` precedes the
+        // first frame after it.
+        for status in statuses.try_iter() {
+            publish_status(publishers, &status)?;
+        }
         let start = Instant::now();
         let captured = frame.capture_time;
         let published = Published::new(&result);
@@ -1503,7 +1562,25 @@ fn sink_stage(
         Ok(())
     };
     // On a failure, stop taking frames but still finalise every output below.
-    let delivered = done.iter().try_for_each(&mut deliver);
+    let delivered = (|| {
+        let mut waiting = statuses.clone();
+        loop {
+            crossbeam_channel::select! {
+                recv(done) -> item => match item {
+                    Ok(item) => deliver(&mut publishers, item)?,
+                    Err(_) => break,
+                },
+                recv(waiting) -> status => match status {
+                    Ok(status) => publish_status(&mut publishers, &status)?,
+                    // Senders live as long as the source; statuses left are taken below.
+                    Err(_) => waiting = crossbeam_channel::never(),
+                },
+            }
+        }
+        statuses
+            .try_iter()
+            .try_for_each(|status| publish_status(&mut publishers, &status))
+    })();
     drop(done);
     if let Some(bar) = progress {
         bar.finish_and_clear();

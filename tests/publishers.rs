@@ -1,24 +1,21 @@
 //! Publishers against real peers: OSC datagrams received on a UDP socket and decoded with rosc,
 //! MQTT through a real mosquitto broker that the tests start, stop and restart.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::collections::BTreeMap;
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use common::mqtt::{Broker, Message, Seen, Subscriber};
 use rosc::{OscPacket, OscTime, OscType};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttPublisher, MqttQos};
 use sapiens_stream::publish::osc::{MAX_DATAGRAM, OscPublisher};
 use sapiens_stream::publish::{
-    FrameResult, Published, Publisher, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION,
-    SegmentationSummary,
+    FrameResult, Published, PublishedStatus, Publisher, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION,
+    SegmentationSummary, StreamStatusMessage,
 };
 use sapiens_stream::tasks::pose::Person;
 
@@ -281,188 +278,6 @@ fn results_writer_is_a_publisher() {
 // ---------------------------------------------------------------------------------------------
 // MQTT
 
-fn mosquitto_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir| dir.join("mosquitto"))
-        .find(|candidate| candidate.is_file())
-        .expect("the MQTT tests need the mosquitto broker (Debian package `mosquitto`): run scripts/setup.sh")
-}
-
-/// A mosquitto process on a fixed local port, which the test can stop and start again.
-struct Broker {
-    port: u16,
-    config: PathBuf,
-    process: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        let mut broker = Broker {
-            port,
-            config,
-            process: None,
-            _dir: dir,
-        };
-        broker.resume();
-        broker
-    }
-
-    fn resume(&mut self) {
-        let mut process = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = process.try_wait().unwrap() {
-                let mut stderr = String::new();
-                process
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("mosquitto exited ({status}): {stderr}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto does not listen on port {}",
-                self.port
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.process = Some(process);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill().unwrap();
-            process.wait().unwrap();
-        }
-    }
-
-    fn url(&self, topic: &str) -> String {
-        format!("mqtt://127.0.0.1:{}/{topic}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A topic and a payload.
-type Message = (String, Vec<u8>);
-
-/// What a subscriber sees.
-enum Seen {
-    Subscribed,
-    Message { topic: String, payload: Vec<u8> },
-}
-
-/// A second, independent client that subscribes to `topics` on every (re)connection.
-struct Subscriber {
-    seen: Receiver<Seen>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Subscriber {
-    fn start(port: u16, name: &str, topics: &[&str]) -> Subscriber {
-        let mut options = MqttOptions::new(name, "127.0.0.1", port);
-        options.set_max_packet_size(16 << 20, 10 << 10);
-        let (client, mut connection) = Client::new(options, 10);
-        let (tx, seen) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        thread::spawn(move || {
-            for event in connection.iter() {
-                if stopped.load(Ordering::Relaxed) {
-                    return;
-                }
-                let sent = match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        // One SUBSCRIBE for all topics: one SubAck, before any message.
-                        let filters = topics
-                            .iter()
-                            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-                        client.subscribe_many(filters).unwrap();
-                        Ok(())
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => tx.send(Seen::Subscribed),
-                    Ok(Event::Incoming(Packet::Publish(p))) => tx.send(Seen::Message {
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
-                    }),
-                    Ok(_) => Ok(()),
-                    Err(_) => {
-                        thread::sleep(Duration::from_millis(50));
-                        Ok(())
-                    }
-                };
-                if sent.is_err() {
-                    return;
-                }
-            }
-        });
-        let subscriber = Subscriber { seen, stop };
-        subscriber.wait_subscribed();
-        subscriber
-    }
-
-    fn next(&self) -> Seen {
-        match self.seen.recv_timeout(Duration::from_secs(10)) {
-            Ok(seen) => seen,
-            Err(RecvTimeoutError::Timeout) => panic!("the subscriber got nothing for 10 s"),
-            Err(RecvTimeoutError::Disconnected) => panic!("the subscriber stopped"),
-        }
-    }
-
-    fn wait_subscribed(&self) {
-        while !matches!(self.next(), Seen::Subscribed) {}
-    }
-
-    /// Collects messages until `count` came on `topic`; messages on other topics are returned too.
-    fn collect(&self, topic: &str, count: usize) -> (Vec<Vec<u8>>, Vec<Message>) {
-        let (mut on_topic, mut others) = (Vec::new(), Vec::new());
-        while on_topic.len() < count {
-            if let Seen::Message { topic: t, payload } = self.next() {
-                if t == topic {
-                    on_topic.push(payload);
-                } else {
-                    others.push((t, payload));
-                }
-            }
-        }
-        (on_topic, others)
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 fn results(frames: std::ops::Range<u64>) -> Vec<FrameResult> {
     // Every tenth frame has a 308-keypoint person too: about 10 KB of JSON, over rumqttc's
     // default packet limit.
@@ -656,5 +471,97 @@ fn mqtt_shutdown_wait_is_bounded_when_the_broker_is_away() {
     assert!(
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(2),
         "waited {waited:?}"
+    );
+}
+
+#[test]
+fn mqtt_stream_status_is_retained_and_cleared_by_the_next_run() {
+    let broker = Broker::start();
+    let topic = "cam/stream-status";
+    let config = config(&broker, topic, MqttQos::AtMostOnce);
+    let (stream_topic, status_topic) = (config.stream_topic(), config.status_topic());
+    let live = Subscriber::start(broker.port, "sub-stream", &[&stream_topic]);
+    let mut publisher = MqttPublisher::start(&config).unwrap();
+    let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let down = StreamStatusMessage::down(0, "no frame for 5 s", 0, at);
+    let up = StreamStatusMessage::up(0, 1, at);
+    let json = |message: &StreamStatusMessage| serde_json::to_vec(message).unwrap();
+
+    // Whatever a run left retained is cleared (an empty retained message) before the first change.
+    publisher
+        .publish_status(&PublishedStatus::new(&down))
+        .unwrap();
+    assert_eq!(live.collect(&stream_topic, 2).0, [Vec::new(), json(&down)]);
+    // Retained: a subscriber that arrives during the outage learns of it at once.
+    let during = Subscriber::start(broker.port, "late-during", &[&stream_topic]);
+    assert_eq!(during.collect(&stream_topic, 1).0, [json(&down)]);
+    publisher
+        .publish_status(&PublishedStatus::new(&up))
+        .unwrap();
+    assert_eq!(live.collect(&stream_topic, 1).0, [json(&up)]);
+    assert_eq!(during.collect(&stream_topic, 1).0, [json(&up)]);
+    Box::new(publisher).finish().unwrap();
+    let after = Subscriber::start(broker.port, "late-after", &[&stream_topic]);
+    assert_eq!(after.collect(&stream_topic, 1).0, [json(&up)]);
+
+    // The next run starts with no retained status; `<topic>/status` is unaffected.
+    let next = MqttPublisher::start(&config).unwrap();
+    assert_eq!(live.collect(&stream_topic, 1).0, [Vec::<u8>::new()]);
+    // Retained messages come in the order of the filters: a stream status would precede `online`.
+    let fresh = Subscriber::start(broker.port, "late-next", &[&stream_topic, &status_topic]);
+    let (status, others) = fresh.collect(&status_topic, 1);
+    assert_eq!((status, others), (vec![b"online".to_vec()], vec![]));
+    Box::new(next).finish().unwrap();
+}
+
+#[test]
+fn osc_status_messages_follow_the_documented_layout() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let target = receiver.local_addr().unwrap().to_string();
+    let mut publisher = OscPublisher::connect(&target).unwrap();
+    let at = UNIX_EPOCH;
+    for message in [
+        StreamStatusMessage::down(0, "end of stream", 0, at),
+        StreamStatusMessage::up(0, 1, at),
+        StreamStatusMessage::down(3, "no frame for 5 s", 7, at),
+    ] {
+        publisher
+            .publish_status(&PublishedStatus::new(&message))
+            .unwrap();
+    }
+    let mut buffer = vec![0; MAX_DATAGRAM];
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let (len, _) = receiver.recv_from(&mut buffer).unwrap();
+        let (_, packet) = rosc::decoder::decode_udp(&buffer[..len]).unwrap();
+        let OscPacket::Bundle(bundle) = packet else {
+            panic!("expected a bundle: {packet:?}")
+        };
+        assert_eq!(bundle.content.len(), 1, "one message per status bundle");
+        let OscPacket::Message(message) = &bundle.content[0] else {
+            panic!("expected a message in the bundle")
+        };
+        received.push((message.addr.clone(), message.args.clone()));
+    }
+    let s = |text: &str| OscType::String(text.to_owned());
+    assert_eq!(
+        received,
+        [
+            (
+                "/sapiens/status".to_owned(),
+                vec![OscType::Int(0), OscType::Int(0), s("end of stream")]
+            ),
+            (
+                "/sapiens/status".to_owned(),
+                vec![OscType::Int(1), OscType::Int(1), s("")]
+            ),
+            (
+                "/sapiens/stream/3/status".to_owned(),
+                vec![OscType::Int(0), OscType::Int(7), s("no frame for 5 s")]
+            ),
+        ]
     );
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cli::{make_clip, model, probe};
+use common::mqtt::{Broker, Subscriber};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -175,8 +176,96 @@ fn read_complete_results(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The complete lines of a results file still being written (its tail may be half a line).
+fn results_so_far(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a complete JSON line"))
+        .collect()
+}
+
 fn strictly_increasing(values: &[u64]) -> bool {
     values.windows(2).all(|w| w[0] < w[1])
+}
+
+/// A WebSocket client of the viewer reading on a thread of its own: every message, in order.
+struct WsReader {
+    received: Arc<Mutex<Vec<Value>>>,
+    done: Arc<AtomicBool>,
+}
+
+impl WsReader {
+    fn connect(http_port: &str) -> Self {
+        let url = format!("ws://127.0.0.1:{http_port}/ws");
+        let (mut socket, _) = tungstenite::connect(url.as_str()).expect("WebSocket to the viewer");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let (sink, finished) = (Arc::clone(&received), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while let Ok(message) = socket.read() {
+                if let tungstenite::Message::Text(text) = message {
+                    let value = serde_json::from_str(text.as_str()).expect("JSON message");
+                    sink.lock().unwrap().push(value);
+                }
+            }
+            finished.store(true, Ordering::Relaxed);
+        });
+        WsReader { received, done }
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+const STATUS_SCHEMA: &str = "sapiens-stream/status";
+
+/// The stream status messages among `messages`, as (status, reconnects), checking each one's
+/// shape against the documented schema on the way.
+fn statuses(messages: &[Value]) -> Vec<(String, u64)> {
+    messages
+        .iter()
+        .filter(|m| m["schema"] == STATUS_SCHEMA)
+        .map(|m| {
+            assert_eq!((&m["version"], &m["stream"]), (&1.into(), &0.into()), "{m}");
+            assert!(
+                m["unix_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000,
+                "{m}"
+            );
+            let status = m["status"].as_str().unwrap().to_owned();
+            match status.as_str() {
+                "down" => assert!(!m["reason"].as_str().unwrap().is_empty(), "{m}"),
+                "up" => assert!(m.get("reason").is_none(), "{m}"),
+                other => panic!("status {other}"),
+            }
+            (status, m["reconnects"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// After every `up` status, some frame result follows (frames continue after a reconnect).
+fn frames_follow_each_up(messages: &[Value]) -> bool {
+    let ups: Vec<usize> = (0..messages.len())
+        .filter(|&i| messages[i]["schema"] == STATUS_SCHEMA && messages[i]["status"] == "up")
+        .collect();
+    !ups.is_empty()
+        && ups.iter().all(|&up| {
+            messages[up + 1..]
+                .iter()
+                .take_while(|m| m["schema"] != STATUS_SCHEMA)
+                .any(|m| m["schema"] == "sapiens-stream/result")
+        })
+}
+
+fn metrics(http_port: &str) -> String {
+    ureq::get(&format!("http://127.0.0.1:{http_port}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
 }
 
 #[test]
@@ -187,6 +276,10 @@ fn camera_that_drops_and_returns_twice_is_followed() {
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     let results = d.join("results.jsonl");
     let http_port = free_port().to_string();
+    let broker = Broker::start();
+    let mqtt_url = broker.url("cam");
+    let stream_topic = "cam/stream";
+    let mqtt_live = Subscriber::start(broker.port, "live", &[stream_topic, "cam"]);
 
     let mut camera = Sapiens::camera(d, "camera-1", port, &[]);
     let viewer = Sapiens::start(
@@ -203,12 +296,19 @@ fn camera_that_drops_and_returns_twice_is_followed() {
             results.to_str().unwrap(),
             "--http",
             &http_port,
+            "--mqtt",
+            &mqtt_url,
         ],
     );
     wait_for("first results", || {
         viewer.assert_running();
         complete_lines(&results) >= 5
     });
+    let websocket = WsReader::connect(&http_port);
+    assert!(
+        metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 1\n"),
+        "the stream is up once opened"
+    );
     let rss_before = viewer.rss_kb();
 
     for round in 1..=2 {
@@ -217,6 +317,28 @@ fn camera_that_drops_and_returns_twice_is_followed() {
         wait_for("the viewer to report the stream down", || {
             viewer.count_in_log("stream 0 down") == round
         });
+        // Published while down: on the WebSocket, in the file, retained on MQTT, in the metrics.
+        let down = ("down".to_owned(), round as u64 - 1);
+        wait_for("down on the WebSocket", || {
+            statuses(&websocket.messages()).last() == Some(&down)
+        });
+        wait_for("down in the results file", || {
+            statuses(&results_so_far(&results)).last() == Some(&down)
+        });
+        let late = Subscriber::start(broker.port, &format!("late-{round}"), &[stream_topic]);
+        let retained: Value = serde_json::from_slice(&late.collect(stream_topic, 1).0[0]).unwrap();
+        assert_eq!(
+            statuses(&[retained]),
+            vec![down.clone()],
+            "retained on MQTT"
+        );
+        let late_ws = WsReader::connect(&http_port);
+        wait_for("the current status for a new WebSocket client", || {
+            !late_ws.messages().is_empty()
+        });
+        assert_eq!(statuses(&late_ws.messages()[..1]), vec![down.clone()]);
+        assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 0\n"));
+
         std::thread::sleep(OUTAGE.saturating_sub(killed.elapsed()));
         viewer.assert_running();
         assert_eq!(
@@ -230,6 +352,11 @@ fn camera_that_drops_and_returns_twice_is_followed() {
         wait_for("the viewer to report the stream up and resume", || {
             viewer.count_in_log("stream 0 up") == round && complete_lines(&results) >= before + 5
         });
+        wait_for("frames after up on the WebSocket", || {
+            statuses(&websocket.messages()).len() == 2 * round
+                && frames_follow_each_up(&websocket.messages())
+        });
+        assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 1\n"));
     }
     let rss_after = viewer.rss_kb();
     eprintln!("viewer RSS: {rss_before} kB before the reconnects, {rss_after} kB after two");
@@ -237,12 +364,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
         rss_after < rss_before + RSS_GROWTH_LIMIT_KB,
         "RSS grew from {rss_before} kB to {rss_after} kB over two reconnects"
     );
-    let metrics = ureq::get(&format!("http://127.0.0.1:{http_port}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics(&http_port);
     assert!(
         metrics.contains("sapiens_reconnects_total{stream=\"0\"} 2"),
         "{metrics}"
@@ -261,9 +383,41 @@ fn camera_that_drops_and_returns_twice_is_followed() {
         "backoff starts at 0.5 s; log:\n{log}"
     );
 
+    // The same changes, in order, everywhere; frame results after each `up`.
+    let expected = [
+        ("down".to_owned(), 0),
+        ("up".to_owned(), 1),
+        ("down".to_owned(), 1),
+        ("up".to_owned(), 2),
+    ];
     let lines = read_complete_results(&results);
-    let frames: Vec<u64> = lines.iter().map(|l| l["frame"].as_u64().unwrap()).collect();
-    let pts: Vec<u64> = lines
+    assert_eq!(statuses(&lines), expected, "results file");
+    assert!(frames_follow_each_up(&lines), "results file");
+    wait_for("the WebSocket to close", || {
+        websocket.done.load(Ordering::Relaxed)
+    });
+    assert_eq!(statuses(&websocket.messages()), expected, "WebSocket");
+    // MQTT: the start-up clear of an earlier run's retained status (empty), then the changes.
+    let mut received = mqtt_live.drain();
+    let first_status = received.iter().position(|(topic, _)| topic == stream_topic);
+    let (_, clear) = received.remove(first_status.expect("a stream status on MQTT"));
+    assert!(clear.is_empty(), "first {stream_topic} message: {clear:?}");
+    let mqtt: Vec<Value> = received
+        .iter()
+        .map(|(_, payload)| serde_json::from_slice(payload).unwrap())
+        .collect();
+    assert_eq!(statuses(&mqtt), expected, "MQTT {stream_topic}");
+    assert!(frames_follow_each_up(&mqtt), "MQTT results after up");
+
+    let frame_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["schema"] == "sapiens-stream/result")
+        .collect();
+    let frames: Vec<u64> = frame_lines
+        .iter()
+        .map(|l| l["frame"].as_u64().unwrap())
+        .collect();
+    let pts: Vec<u64> = frame_lines
         .iter()
         .map(|l| l["pts_ns"].as_u64().unwrap())
         .collect();
@@ -279,7 +433,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
         "expected two pauses of about {OUTAGE:?} in the PTS: {pts:?}"
     );
     assert!(
-        lines
+        frame_lines
             .iter()
             .all(|l| l["width"] == 320 && l["height"] == 240)
     );

@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -23,6 +24,12 @@ use crate::tasks::pose::Person;
 pub const SCHEMA_NAME: &str = "sapiens-stream/result";
 /// Bumped on any change a consumer could notice; documented in the README.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// `schema` of the message that says a live input went down or came back ([`StreamStatusMessage`]).
+/// Results keep [`SCHEMA_NAME`]: consumers tell the two apart by `schema`.
+pub const STATUS_SCHEMA: &str = "sapiens-stream/status";
+/// Version of the [`STATUS_SCHEMA`] message, bumped on any change a consumer could notice.
+pub const STATUS_VERSION: u32 = 1;
 
 /// One processed frame, as published.
 #[derive(Clone, Debug, Serialize)]
@@ -161,6 +168,86 @@ impl ClassMask {
     }
 }
 
+/// Whether a live input delivers frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamState {
+    /// Failed, stalled, ended or unreachable; the source is reconnecting with backoff.
+    Down,
+    /// Delivers frames again after being down.
+    Up,
+}
+
+/// A live input went down or came back, as published next to the results (documented in the
+/// README, "Stream status"). Sent once per change; a stream that never went down sends none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamStatusMessage {
+    pub schema: &'static str,
+    pub version: u32,
+    pub stream: u32,
+    pub status: StreamState,
+    /// Why the stream is down; absent with `up`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Wall-clock time of the change, nanoseconds since the Unix epoch.
+    pub unix_ns: u64,
+    /// Times this stream came back so far (an `up` counts itself).
+    pub reconnects: u64,
+}
+
+impl StreamStatusMessage {
+    pub fn down(stream: u32, reason: &str, reconnects: u64, at: SystemTime) -> Self {
+        Self::new(
+            stream,
+            StreamState::Down,
+            Some(reason.to_owned()),
+            reconnects,
+            at,
+        )
+    }
+
+    pub fn up(stream: u32, reconnects: u64, at: SystemTime) -> Self {
+        Self::new(stream, StreamState::Up, None, reconnects, at)
+    }
+
+    fn new(
+        stream: u32,
+        status: StreamState,
+        reason: Option<String>,
+        reconnects: u64,
+        at: SystemTime,
+    ) -> Self {
+        StreamStatusMessage {
+            schema: STATUS_SCHEMA,
+            version: STATUS_VERSION,
+            stream,
+            status,
+            reason,
+            unix_ns: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            reconnects,
+        }
+    }
+}
+
+/// A status change as every publisher sees it: the message and its JSON, serialized once.
+pub struct PublishedStatus<'a> {
+    pub message: &'a StreamStatusMessage,
+    pub json: Arc<str>,
+}
+
+impl<'a> PublishedStatus<'a> {
+    pub fn new(message: &'a StreamStatusMessage) -> Self {
+        let json = serde_json::to_string(message)
+            .expect("a StreamStatusMessage always serializes: string keys, no fallible fields");
+        PublishedStatus {
+            message,
+            json: json.into(),
+        }
+    }
+}
+
 /// One processed frame as every publisher sees it: the structured result and its JSON, serialized
 /// once (shared, so a publisher that fans out to many clients need not copy it).
 pub struct Published<'a> {
@@ -185,6 +272,9 @@ pub trait Publisher: Send {
     /// Short name for logs and metrics, e.g. "mqtt".
     fn name(&self) -> &'static str;
     fn publish(&mut self, frame: &Published) -> Result<()>;
+    /// A live input went down or came back. Called on the same thread as `publish`, in order
+    /// with the frames, and just as rare to block: never on the network.
+    fn publish_status(&mut self, status: &PublishedStatus) -> Result<()>;
     /// Flushes what is queued (bounded wait for network publishers) and closes.
     fn finish(self: Box<Self>) -> Result<()>;
 }
@@ -277,6 +367,15 @@ impl Publisher for ResultsWriter {
         self.out.write_all(b"\n").map_err(|e| self.error(e))
     }
 
+    fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
+        self.out
+            .write_all(status.json.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"))
+            // While a stream is down no frame lines follow to push this one out of the buffer.
+            .and_then(|()| self.out.flush())
+            .map_err(|e| self.error(e))
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         ResultsWriter::finish(*self)
     }
@@ -313,6 +412,38 @@ mod tests {
             text.contains("sapiens_publisher_reconnects_total{publisher=\"mqtt\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_messages_follow_the_documented_schema() {
+        let at = UNIX_EPOCH + std::time::Duration::from_nanos(1_795_256_905_210_704_214);
+        let down = StreamStatusMessage::down(0, "end of stream", 1, at);
+        let json = PublishedStatus::new(&down).json;
+        // Field order and presence as in the README's "Stream status" example.
+        assert_eq!(
+            &*json,
+            r#"{"schema":"sapiens-stream/status","version":1,"stream":0,"status":"down","reason":"end of stream","unix_ns":1795256905210704214,"reconnects":1}"#
+        );
+        let up = StreamStatusMessage::up(2, 2, at);
+        assert_eq!(
+            &*PublishedStatus::new(&up).json,
+            r#"{"schema":"sapiens-stream/status","version":1,"stream":2,"status":"up","unix_ns":1795256905210704214,"reconnects":2}"#
+        );
+        // Told apart from results by `schema` alone.
+        assert_ne!(STATUS_SCHEMA, SCHEMA_NAME);
+    }
+
+    #[test]
+    fn results_writer_flushes_status_lines_between_frame_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        let mut writer = ResultsWriter::create(&path).unwrap();
+        let down = StreamStatusMessage::down(0, "no frame for 5 s", 0, UNIX_EPOCH);
+        writer.publish_status(&PublishedStatus::new(&down)).unwrap();
+        // Readable at once, without a frame after it or `finish`.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{}\n", serde_json::to_string(&down).unwrap()));
+        writer.finish().unwrap();
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! - `<topic>/status` holds a retained `online` while connected and a retained `offline`
 //!   otherwise: published at a clean shutdown, and by the broker (last will) when the connection
 //!   is lost.
+//! - `<topic>/stream` holds the live input's status ([`super::STATUS_SCHEMA`] JSON: `down` with
+//!   its reason, `up` when it is back), retained at QoS 1 so that a subscriber that connects
+//!   during an outage learns it at once. Cleared when the publisher starts (a retained message
+//!   from an earlier run would be stale): no retained status means the stream has not gone down
+//!   in this run. Status messages wait in a small queue of their own, so results never push them
+//!   out.
 //! - QoS 1 keeps the broker session (clean session off), so results in flight when a connection
 //!   drops are sent again on reconnect if the broker kept the session: give a stable client id
 //!   (`sapiens-stream-<pid>` by default). A broker that restarted without persistence lost the
@@ -24,11 +30,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Request};
 use tracing::{info, warn};
 
-use super::{Published, Publisher, PublisherCounters};
+use super::{Published, PublishedStatus, Publisher, PublisherCounters};
 use crate::error::{Error, Result};
 
 const DEFAULT_PORT: u16 = 1883;
@@ -41,6 +47,8 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Requests between the feeding thread and the connection; the real buffering is the queue.
 const CLIENT_CHANNEL_CAPACITY: usize = 10;
+/// Status changes waiting for the broker: a few per outage, so this holds minutes of flapping.
+const STATUS_QUEUE_CAPACITY: usize = 16;
 
 /// The quality of service results are published with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,9 +146,14 @@ impl MqttConfig {
         Ok(())
     }
 
-    /// `<topic>/status`: retained `online` / `offline`.
+    /// `<topic>/status`: retained `online` / `offline` (the connection to the broker).
     pub fn status_topic(&self) -> String {
         format!("{}/status", self.topic)
+    }
+
+    /// `<topic>/stream`: the retained status of the live input (down / up).
+    pub fn stream_topic(&self) -> String {
+        format!("{}/stream", self.topic)
     }
 
     fn describe(&self) -> String {
@@ -187,11 +200,45 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
+/// A bounded queue whose sender drops the oldest message when it is full.
+struct DropOldest {
+    queue: Sender<Vec<u8>>,
+    /// The queue's other end, to drop the oldest message.
+    oldest: Receiver<Vec<u8>>,
+}
+
+impl DropOldest {
+    /// The queue and the receiver the feeder takes messages from.
+    fn new(capacity: usize) -> (Self, Receiver<Vec<u8>>) {
+        let (queue, oldest) = crossbeam_channel::bounded(capacity.max(1));
+        let receiver = oldest.clone();
+        (DropOldest { queue, oldest }, receiver)
+    }
+
+    /// Queues `payload`; returns how many older messages were dropped for it.
+    fn push(&self, mut payload: Vec<u8>) -> u64 {
+        let mut dropped = 0;
+        loop {
+            match self.queue.try_send(payload) {
+                Ok(()) => return dropped,
+                Err(TrySendError::Full(back)) => {
+                    if self.oldest.try_recv().is_ok() {
+                        dropped += 1;
+                    }
+                    payload = back;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    unreachable!("this queue holds a receiver of its own")
+                }
+            }
+        }
+    }
+}
+
 /// Publishes results to an MQTT broker without ever blocking the caller.
 pub struct MqttPublisher {
-    queue: Sender<Vec<u8>>,
-    /// The queue's other end, to drop the oldest result when it is full.
-    oldest: Receiver<Vec<u8>>,
+    results: DropOldest,
+    statuses: DropOldest,
     counters: Arc<PublisherCounters>,
     /// Closed by the connection thread when it ends; a message first if it ended flushed.
     flushed: Receiver<()>,
@@ -208,7 +255,10 @@ impl MqttPublisher {
     pub fn start(config: &MqttConfig) -> Result<Self> {
         config.validate()?;
         let (client, connection) = Client::new(config.options(), CLIENT_CHANNEL_CAPACITY);
-        let (queue, queued) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let (results, queued) = DropOldest::new(config.queue_capacity);
+        let (statuses, statuses_queued) = DropOldest::new(STATUS_QUEUE_CAPACITY);
+        // An empty retained message deletes the one an earlier run may have left.
+        statuses.push(Vec::new());
         let (flushed_tx, flushed) = crossbeam_channel::bounded(1);
         let (abandon, abandoned) = crossbeam_channel::bounded(0);
         let counters = Arc::<PublisherCounters>::default();
@@ -216,6 +266,7 @@ impl MqttPublisher {
             client,
             topic: config.topic.clone(),
             status_topic: config.status_topic(),
+            stream_topic: config.stream_topic(),
             qos: config.qos.level(),
         };
         let driver = Driver {
@@ -232,14 +283,13 @@ impl MqttPublisher {
             .name("mqtt-connection".into())
             .spawn(move || driver.run(connection))
             .map_err(spawn_error)?;
-        let queue_rx = queued.clone();
         let feed_thread = std::thread::Builder::new()
             .name("mqtt-feed".into())
-            .spawn(move || feeder.run(queue_rx))
+            .spawn(move || feeder.run(queued, statuses_queued))
             .map_err(spawn_error)?;
         Ok(MqttPublisher {
-            queue,
-            oldest: queued,
+            results,
+            statuses,
             counters,
             flushed,
             abandon,
@@ -252,23 +302,6 @@ impl MqttPublisher {
 
     pub fn counters(&self) -> Arc<PublisherCounters> {
         Arc::clone(&self.counters)
-    }
-
-    fn enqueue(&self, mut payload: Vec<u8>) {
-        loop {
-            match self.queue.try_send(payload) {
-                Ok(()) => return,
-                Err(TrySendError::Full(back)) => {
-                    if self.oldest.try_recv().is_ok() {
-                        self.counters.count_dropped();
-                    }
-                    payload = back;
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    unreachable!("this publisher holds a receiver of its queue")
-                }
-            }
-        }
     }
 }
 
@@ -290,14 +323,21 @@ impl Publisher for MqttPublisher {
             }
             return Ok(());
         }
-        self.enqueue(frame.json.as_bytes().to_vec());
+        let dropped = self.results.push(frame.json.as_bytes().to_vec());
+        self.counters.count_dropped_many(dropped);
+        Ok(())
+    }
+
+    fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
+        let dropped = self.statuses.push(status.json.as_bytes().to_vec());
+        self.counters.count_dropped_many(dropped);
         Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let MqttPublisher {
-            queue,
-            oldest,
+            results,
+            statuses,
             flushed,
             abandon,
             threads,
@@ -305,8 +345,9 @@ impl Publisher for MqttPublisher {
             flush_timeout,
             ..
         } = *self;
-        // Closing the queue lets the feeder send what is left, then `offline` and DISCONNECT.
-        drop(queue);
+        // Closing the queues lets the feeder send what is left, then `offline` and DISCONNECT.
+        let still_queued = results.oldest.clone();
+        drop((results, statuses));
         match flushed.recv_timeout(flush_timeout) {
             Ok(()) => {
                 for thread in threads {
@@ -324,7 +365,7 @@ impl Publisher for MqttPublisher {
                     target,
                     message: format!(
                         "the broker did not take the last results (waited up to {flush_timeout:?}); {} results still queued are lost",
-                        oldest.len()
+                        still_queued.len()
                     ),
                 })
             }
@@ -332,23 +373,42 @@ impl Publisher for MqttPublisher {
     }
 }
 
-/// Moves results from the queue into the client; blocks while the connection is busy or away.
+/// Moves results and stream statuses from their queues into the client; blocks while the
+/// connection is busy or away.
 struct Feeder {
     client: Client,
     topic: String,
     status_topic: String,
+    stream_topic: String,
     qos: QoS,
 }
 
 impl Feeder {
-    fn run(self, queue: Receiver<Vec<u8>>) {
-        for payload in queue {
+    fn run(self, results: Receiver<Vec<u8>>, mut statuses: Receiver<Vec<u8>>) {
+        loop {
             // An error means the connection thread is gone (abandoned): nothing can be sent.
-            if self
-                .client
-                .publish(&self.topic, self.qos, false, payload)
-                .is_err()
-            {
+            let sent = select! {
+                recv(statuses) -> status => match status {
+                    Ok(payload) => self.publish_stream_status(payload),
+                    // Closed just before the results in `finish`; what it held was taken.
+                    Err(_) => {
+                        statuses = crossbeam_channel::never();
+                        Ok(())
+                    }
+                },
+                recv(results) -> result => match result {
+                    Ok(payload) => self
+                        .client
+                        .publish(&self.topic, self.qos, false, payload),
+                    Err(_) => break,
+                },
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+        for payload in statuses.try_iter() {
+            if self.publish_stream_status(payload).is_err() {
                 return;
             }
         }
@@ -358,6 +418,15 @@ impl Feeder {
             .client
             .publish(&self.status_topic, QoS::AtLeastOnce, true, "offline");
         let _ = self.client.disconnect();
+    }
+
+    /// Retained at QoS 1 whatever the results' QoS: a lost change would leave a wrong state.
+    fn publish_stream_status(
+        &self,
+        payload: Vec<u8>,
+    ) -> std::result::Result<(), rumqttc::ClientError> {
+        self.client
+            .publish(&self.stream_topic, QoS::AtLeastOnce, true, payload)
     }
 }
 
@@ -469,6 +538,7 @@ mod tests {
         let config = MqttConfig::from_url("mqtt://[::1]:1884/t").unwrap();
         assert_eq!((config.host.as_str(), config.port), ("[::1]", 1884));
         assert_eq!(config.status_topic(), "t/status");
+        assert_eq!(config.stream_topic(), "t/stream");
     }
 
     #[test]

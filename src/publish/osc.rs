@@ -5,8 +5,8 @@
 //!
 //! Each processed frame goes out as one or more OSC bundles, one bundle per UDP datagram of at
 //! most [`MAX_DATAGRAM`] bytes (a message is never split; the first bundle of a frame starts with
-//! `/sapiens/frame`). Bundles carry the time tag "immediately". Integers are `i` (int32), every
-//! other value is `f` (float32).
+//! `/sapiens/frame`). Bundles carry the time tag "immediately". Integers are `i` (int32), text is
+//! `s`, every other value is `f` (float32).
 //!
 //! | address | arguments | meaning |
 //! | --- | --- | --- |
@@ -16,6 +16,7 @@
 //! | `/sapiens/person/<p>/kpn/<k>` | `f x, f y, f score` | keypoint `k` normalised: `x / width`, `y / height`, 0..1 |
 //! | `/sapiens/person/<p>/<name>` | `f x, f y, f score` | the same normalised keypoint by name, e.g. `/sapiens/person/0/left_wrist` |
 //! | `/sapiens/segmentation` | one `f` per class | fraction of the frame's pixels in each body-part class, in class-set order |
+//! | `/sapiens/status` | `i up, i reconnects, s reason` | a live input went down (`up` 0, `reason` why) or came back (`up` 1, `reason` empty); `reconnects`: times it came back so far. Sent once per change, in a bundle of its own |
 //!
 //! `p` numbers the persons of a frame from 0; `k` is the keypoint's index in the model's keypoint
 //! set (COCO 17, COCO-WholeBody 133 or Goliath 308; names from `assets/keypoints_*.json`). A keypoint with
@@ -35,7 +36,10 @@ use std::sync::Arc;
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType, encoder};
 use tracing::{info, warn};
 
-use super::{FrameResult, Published, Publisher, PublisherCounters};
+use super::{
+    FrameResult, Published, PublishedStatus, Publisher, PublisherCounters, StreamState,
+    StreamStatusMessage,
+};
 use crate::error::{Error, Result};
 use crate::tasks::keypoint_sets::keypoint_set;
 
@@ -89,18 +93,13 @@ impl OscPublisher {
     pub fn counters(&self) -> Arc<PublisherCounters> {
         Arc::clone(&self.counters)
     }
-}
 
-impl Publisher for OscPublisher {
-    fn name(&self) -> &'static str {
-        "osc"
-    }
-
-    fn publish(&mut self, frame: &Published) -> Result<()> {
+    /// Sends one message's datagrams; a failure drops the message and is counted, never fatal.
+    fn send(&mut self, datagrams: Vec<Vec<u8>>) {
         self.counters.count_published();
         // Unconnected send_to: a receiver that is not running yet is not an error (no ICMP feedback).
         let mut failure = None;
-        for datagram in frame_datagrams(frame.result) {
+        for datagram in datagrams {
             if let Err(e) = self.socket.send_to(&datagram, self.target) {
                 failure = Some(e);
             }
@@ -122,6 +121,21 @@ impl Publisher for OscPublisher {
             }
             None => {}
         }
+    }
+}
+
+impl Publisher for OscPublisher {
+    fn name(&self) -> &'static str {
+        "osc"
+    }
+
+    fn publish(&mut self, frame: &Published) -> Result<()> {
+        self.send(frame_datagrams(frame.result));
+        Ok(())
+    }
+
+    fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
+        self.send(vec![status_datagram(status.message)]);
         Ok(())
     }
 
@@ -181,13 +195,32 @@ fn encode_bundle(content: Vec<OscPacket>) -> Vec<u8> {
     bytes
 }
 
+/// The root of a stream's addresses: `/sapiens`, or `/sapiens/stream/<s>` for stream s > 0.
+fn root(stream: u32) -> String {
+    match stream {
+        0 => "/sapiens".to_string(),
+        stream => format!("/sapiens/stream/{stream}"),
+    }
+}
+
+/// `<root>/status` in a bundle of its own, as documented above.
+pub fn status_datagram(message: &StreamStatusMessage) -> Vec<u8> {
+    let up = i32::from(message.status == StreamState::Up);
+    let reconnects = i32::try_from(message.reconnects).unwrap_or(i32::MAX);
+    encode_bundle(vec![OscPacket::Message(OscMessage {
+        addr: format!("{}/status", root(message.stream)),
+        args: vec![
+            OscType::Int(up),
+            OscType::Int(reconnects),
+            OscType::String(message.reason.clone().unwrap_or_default()),
+        ],
+    })])
+}
+
 /// Every message of the layout documented above, in order: frame, then per person its box and
 /// per keypoint the pixel, normalised and named forms, then the segmentation.
 fn frame_messages(result: &FrameResult) -> Vec<OscMessage> {
-    let root = match result.stream {
-        0 => "/sapiens".to_string(),
-        stream => format!("/sapiens/stream/{stream}"),
-    };
+    let root = root(result.stream);
     let persons = result.persons.as_deref().unwrap_or_default();
     let (width, height) = (result.width as f32, result.height as f32);
     let mut messages = vec![OscMessage {

@@ -5,14 +5,18 @@
 //! too slowly loses its *oldest* queued messages: the count is kept per client and the client is
 //! told with a [`DROPPED_SCHEMA`] message placed where the gap is, so it always gets the newest
 //! results and a slow client never slows the pipeline or the other clients.
+//!
+//! Stream status messages ([`super::STATUS_SCHEMA`]) go to every client like results, and the
+//! hub keeps the latest one per stream: a client that connects later gets it first, so a page
+//! opened while the camera is down knows at once (what a retained MQTT message does).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
-use super::{Published, Publisher};
+use super::{Published, PublishedStatus, Publisher};
 use crate::error::Result;
 use crate::metrics::Metrics;
 
@@ -86,9 +90,17 @@ impl ClientQueue {
     }
 }
 
+/// The subscribed clients and the latest status per stream, under one lock so that a client
+/// subscribing while a status is published gets it exactly once.
+#[derive(Default)]
+struct Clients {
+    queues: Vec<Arc<ClientQueue>>,
+    status: BTreeMap<u32, Utf8Bytes>,
+}
+
 /// Distributes published messages to every subscribed client.
 pub struct ResultsHub {
-    clients: Mutex<Vec<Arc<ClientQueue>>>,
+    clients: Mutex<Clients>,
     capacity: usize,
     metrics: Arc<Metrics>,
 }
@@ -98,7 +110,7 @@ impl ResultsHub {
     /// in `metrics` as `publisher_drops{publisher="websocket"}`.
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
         ResultsHub {
-            clients: Mutex::new(Vec::new()),
+            clients: Mutex::new(Clients::default()),
             capacity: capacity.max(1),
             metrics,
         }
@@ -109,11 +121,24 @@ impl ResultsHub {
     pub fn publish(&self, json: &str) {
         let message = Utf8Bytes::from(json);
         let clients = lock(&self.clients);
+        self.push_to_all(&clients, &message);
+    }
+
+    /// Queues a stream status message (JSON) for every client, like [`ResultsHub::publish`], and
+    /// keeps it as the stream's current status for clients that subscribe later.
+    pub fn publish_status(&self, stream: u32, json: &str) {
+        let message = Utf8Bytes::from(json);
+        let mut clients = lock(&self.clients);
+        clients.status.insert(stream, message.clone());
+        self.push_to_all(&clients, &message);
+    }
+
+    fn push_to_all(&self, clients: &Clients, message: &Utf8Bytes) {
         let dropped = clients
+            .queues
             .iter()
-            .filter(|client| client.push(&message))
+            .filter(|client| client.push(message))
             .count();
-        drop(clients);
         if dropped > 0 {
             self.metrics.publisher_drops(PUBLISHER, dropped as u64);
         }
@@ -126,18 +151,23 @@ impl ResultsHub {
 
     /// Clients subscribed now.
     pub fn client_count(&self) -> usize {
-        lock(&self.clients).len()
+        lock(&self.clients).queues.len()
     }
 
-    /// Registers a client; it receives what is published from now on until the subscription is
-    /// dropped.
+    /// Registers a client; it receives the current status of each stream that has one, then what
+    /// is published from now on until the subscription is dropped.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
         let client = Arc::new(ClientQueue {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             capacity: self.capacity,
         });
-        lock(&self.clients).push(Arc::clone(&client));
+        let mut clients = lock(&self.clients);
+        for status in clients.status.values() {
+            client.push(status);
+        }
+        clients.queues.push(Arc::clone(&client));
+        drop(clients);
         Subscription {
             hub: Arc::clone(self),
             client,
@@ -155,6 +185,11 @@ impl Publisher for WebSocketPublisher {
 
     fn publish(&mut self, frame: &Published) -> Result<()> {
         self.0.publish(&frame.json);
+        Ok(())
+    }
+
+    fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
+        self.0.publish_status(status.message.stream, &status.json);
         Ok(())
     }
 
@@ -191,7 +226,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        lock(&self.hub.clients).retain(|client| !Arc::ptr_eq(client, &self.client));
+        lock(&self.hub.clients)
+            .queues
+            .retain(|client| !Arc::ptr_eq(client, &self.client));
     }
 }
 
@@ -247,5 +284,25 @@ mod tests {
         assert_eq!(hub.client_count(), 1);
         hub.publish(&json(7));
         assert_eq!(second.try_next(), Some(message(7)));
+    }
+
+    #[test]
+    fn status_goes_to_every_client_and_the_latest_to_later_ones() {
+        let hub = Arc::new(ResultsHub::new(4, Arc::new(Metrics::new())));
+        let early = hub.subscribe();
+        let (down, up) = (r#"{"status":"down"}"#, r#"{"status":"up"}"#);
+        hub.publish_status(0, down);
+        hub.publish(&json(1));
+        let during = hub.subscribe();
+        hub.publish_status(0, up);
+        hub.publish(&json(2));
+        let after = hub.subscribe();
+        let text = |outgoing: Option<Outgoing>| outgoing.map(|o| o.text().to_string());
+        let drain = |client: &Subscription| {
+            std::iter::from_fn(|| text(client.try_next())).collect::<Vec<_>>()
+        };
+        assert_eq!(drain(&early), [down, &json(1), up, &json(2)]);
+        assert_eq!(drain(&during), [down, up, &json(2)]);
+        assert_eq!(drain(&after), [up]);
     }
 }

@@ -7,9 +7,10 @@
 //!   runs) and `/ready` (readiness: 503 until the first frame was published, then 200).
 //! - `--ws ADDR`: the results WebSocket alone, on `/` (and `/ws`).
 //!
-//! WebSocket messages are text: each published JSON result, and `{"schema":
-//! "sapiens-stream/dropped","version":1,"count":N}` where a slow client lost N messages (see
-//! [`super::results_hub`]).
+//! WebSocket messages are text: each published JSON result, each stream status change
+//! (`"schema":"sapiens-stream/status"`; a client first gets the current one, if any), and
+//! `{"schema":"sapiens-stream/dropped","version":1,"count":N}` where a slow client lost N
+//! messages (see [`super::results_hub`]).
 //!
 //! With a token, every path but `/health` and `/ready` needs `Authorization: Bearer TOKEN`, or
 //! `?token=TOKEN` in the query for browsers, which cannot set headers on a WebSocket or an
