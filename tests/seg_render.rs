@@ -3,29 +3,9 @@
 
 mod common;
 
+use common::synthetic::XorShift;
 use sapiens_stream::render::{PoseStyle, RenderError, blend_class_map, draw_pose};
 use sapiens_stream::tasks::seg::{argmax_nearest, upsample_argmax};
-
-/// Small deterministic PRNG (xorshift64*), so the tests need no `rand`.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-}
 
 /// C x H x W logits, each class a sum of a few random low-frequency 2-D sinusoids, so that the
 /// argmax forms regions with boundaries (and near-ties only along them).
@@ -36,11 +16,11 @@ fn smooth_logits(classes: usize, height: usize, width: usize, seed: u64) -> Vec<
         let waves: Vec<[f64; 5]> = (0..3)
             .map(|_| {
                 [
-                    rng.range(0.5, 2.0),
-                    rng.range(0.3, 3.0) * std::f64::consts::TAU / width as f64,
-                    rng.range(0.3, 3.0) * std::f64::consts::TAU / height as f64,
-                    rng.range(0.0, std::f64::consts::TAU),
-                    rng.range(0.0, std::f64::consts::TAU),
+                    rng.range_f64(0.5, 2.0),
+                    rng.range_f64(0.3, 3.0) * std::f64::consts::TAU / width as f64,
+                    rng.range_f64(0.3, 3.0) * std::f64::consts::TAU / height as f64,
+                    rng.range_f64(0.0, std::f64::consts::TAU),
+                    rng.range_f64(0.0, std::f64::consts::TAU),
                 ]
             })
             .collect();
