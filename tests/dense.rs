@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::synthetic::XorShift;
+use common::{max_abs_diff, path_arg};
 use sapiens_stream::Error;
 use sapiens_stream::tasks::dense::{
     DepthRange, class_mask, draw_depth, draw_normals, normalise_depth, normalise_normals,
@@ -70,18 +71,6 @@ fn person_classes(width: usize, height: usize) -> Vec<u8> {
         }
     }
     classes
-}
-
-fn path_arg(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn value_span(values: &[f32]) -> f32 {

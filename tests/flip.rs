@@ -13,6 +13,7 @@ use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH};
 
 use common::synthetic::{XorShift, gaussian_map};
+use common::{max_abs_diff, path_arg};
 
 const HEATMAP_HEIGHT: usize = 256;
 const HEATMAP_WIDTH: usize = 192;
@@ -21,24 +22,12 @@ fn coco17_flip_indices() -> &'static [usize] {
     &keypoint_set(17).unwrap().flip_indices
 }
 
-fn path_arg(path: &std::path::Path) -> &str {
-    path.to_str().unwrap()
-}
-
 fn indices_arg(indices: &[usize]) -> String {
     indices
         .iter()
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -45,6 +45,20 @@ pub fn run_reference(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A path as a command-line argument (test paths are UTF-8).
+pub fn path_arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The largest element-wise difference of two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Writes `data` as a C-order `.npy` file of this shape, in `T`'s NumPy dtype.
 fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
     let mut out = npyz::WriteOptions::new()
