@@ -62,6 +62,9 @@ fn interpolated_logit(
     top * (1.0 - fy) + bottom * fy
 }
 
+/// The signature `upsample_argmax` and `argmax_nearest` share.
+type SegResample = fn(&[f32], usize, usize, usize, usize, usize, &mut [u8]);
+
 struct SegCase {
     classes: usize,
     in_h: usize,
@@ -99,19 +102,25 @@ impl SegCase {
         classes
     }
 
-    /// Bilinear path: >= 99.9 % agreement, and every disagreement is a near-tie.
-    fn check_bilinear(&self) {
-        let logits = self.logits();
-        let mut ours = vec![0u8; self.out_w * self.out_h];
-        upsample_argmax(
-            &logits,
+    /// Our class map from `upsample_argmax` or `argmax_nearest` (they take the same arguments).
+    fn class_map(&self, logits: &[f32], resample: SegResample) -> Vec<u8> {
+        let mut out = vec![0u8; self.out_w * self.out_h];
+        resample(
+            logits,
             self.classes,
             self.in_h,
             self.in_w,
             self.out_w,
             self.out_h,
-            &mut ours,
+            &mut out,
         );
+        out
+    }
+
+    /// Bilinear path: >= 99.9 % agreement, and every disagreement is a near-tie.
+    fn check_bilinear(&self) {
+        let logits = self.logits();
+        let ours = self.class_map(&logits, upsample_argmax);
         let reference = self.reference(&logits, false);
         let mut differing = 0usize;
         for (i, (&a, &b)) in ours.iter().zip(&reference).enumerate() {
@@ -150,16 +159,7 @@ impl SegCase {
     /// Nearest path: identical to the reference.
     fn check_nearest(&self) {
         let logits = self.logits();
-        let mut ours = vec![0u8; self.out_w * self.out_h];
-        argmax_nearest(
-            &logits,
-            self.classes,
-            self.in_h,
-            self.in_w,
-            self.out_w,
-            self.out_h,
-            &mut ours,
-        );
+        let ours = self.class_map(&logits, argmax_nearest);
         let reference = self.reference(&logits, true);
         let differing = ours.iter().zip(&reference).filter(|(a, b)| a != b).count();
         assert_eq!(differing, 0, "{differing} pixels differ from OpenCV");
