@@ -12,18 +12,10 @@ use std::hint::black_box;
 const HEIGHT: usize = 256;
 const WIDTH: usize = 192;
 
-/// xorshift64*, so the maps need no random-number crate.
-struct XorShift(u64);
+#[path = "../tests/common/synthetic.rs"]
+mod synthetic;
 
-impl XorShift {
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let unit = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * unit
-    }
-}
+use synthetic::{XorShift, gaussian_map};
 
 fn heatmaps(channels: usize) -> Vec<f32> {
     let mut rng = XorShift(0x0DEC_0DE5);
@@ -32,11 +24,8 @@ fn heatmaps(channels: usize) -> Vec<f32> {
         let cx = rng.range(5.0, WIDTH as f32 - 5.0);
         let cy = rng.range(5.0, HEIGHT as f32 - 5.0);
         let amplitude = rng.range(0.3, 1.0);
-        for i in 0..HEIGHT * WIDTH {
-            let (dx, dy) = ((i % WIDTH) as f32 - cx, (i / WIDTH) as f32 - cy);
-            let peak = amplitude * (-(dx * dx + dy * dy) / 8.0).exp();
-            maps.push(peak + rng.range(-0.017, 0.017));
-        }
+        let peak = gaussian_map(WIDTH, HEIGHT, (cx, cy), 2.0, amplitude);
+        maps.extend(peak.into_iter().map(|v| v + rng.range(-0.017, 0.017)));
     }
     maps
 }

@@ -1,6 +1,6 @@
 //! The library's error type: one variant per way a run can fail, each with a message a user can act on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,6 +60,14 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Makes [`Error::Model`]s about the model at `path`, for `map_err`.
+    pub fn model(path: &Path) -> impl Fn(String) -> Error + Copy + '_ {
+        |reason| Error::Model {
+            path: path.to_owned(),
+            reason,
         }
     }
 }

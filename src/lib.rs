@@ -28,3 +28,8 @@ pub mod source;
 pub mod tasks;
 
 pub use error::{Error, Result};
+
+/// The integration tests' synthetic data, for the unit tests too.
+#[cfg(test)]
+#[path = "../tests/common/synthetic.rs"]
+mod synthetic;

@@ -443,6 +443,15 @@ impl GstSource {
         }
     }
 
+    /// The raw-video layout the decoder's caps give this sample.
+    fn video_info(&self, sample: &gst::Sample) -> Result<gst_video::VideoInfo> {
+        let caps = sample
+            .caps()
+            .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
+        gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| self.decode_error("decoder gave a frame with caps that are not raw video"))
+    }
+
     fn stopped(&self) -> bool {
         self.options
             .stop
@@ -451,12 +460,7 @@ impl GstSource {
     }
 
     fn describe_stream(&mut self, sample: &gst::Sample) -> Result<()> {
-        let caps = sample
-            .caps()
-            .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
-        let video = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
-            self.decode_error("decoder gave a frame with caps that are not raw video")
-        })?;
+        let video = self.video_info(sample)?;
         self.info.width = video.width() as usize;
         self.info.height = video.height() as usize;
         self.size = Some((self.info.width, self.info.height));
@@ -591,12 +595,7 @@ impl GstSource {
         let buffer = sample
             .buffer_owned()
             .ok_or_else(|| self.decode_error("decoder gave a sample without a buffer"))?;
-        let caps = sample
-            .caps()
-            .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
-        let video = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
-            self.decode_error("decoder gave a frame with caps that are not raw video")
-        })?;
+        let video = self.video_info(&sample)?;
         let index = self.next_index;
         self.next_index += 1;
         let duration_ns = buffer.duration().map(|t| t.nseconds());

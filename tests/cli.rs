@@ -320,26 +320,9 @@ fn bad_inputs_fail_with_one_clear_line() {
     make_clip(&clip, 2, 64, 48);
     let clip = clip.to_str().unwrap();
 
-    let missing = sapiens(
-        d,
-        &["run", "--input", "/no/such/clip.mp4", "--pose-model", pose],
-    );
-    assert_clean_failure(&missing, &["/no/such/clip.mp4", "no such file"]);
-
     let text = d.join("notes.mp4");
     std::fs::write(&text, "this is not a video, just text\n".repeat(100)).unwrap();
-    let not_video = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
-            text.to_str().unwrap(),
-            "--pose-model",
-            pose,
-        ],
-    );
-    assert_clean_failure(&not_video, &["notes.mp4"]);
-
+    let text = text.to_str().unwrap();
     let audio = d.join("audio.ogg");
     let status = Command::new("gst-launch-1.0")
         .args([
@@ -357,133 +340,77 @@ fn bad_inputs_fail_with_one_clear_line() {
         .status()
         .unwrap();
     assert!(status.success());
-    let audio_only = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
-            audio.to_str().unwrap(),
-            "--pose-model",
-            pose,
-        ],
-    );
-    assert_clean_failure(&audio_only, &["no video stream"]);
-
-    // Cameras are retried until they answer (tests/rtsp.rs); `--reconnect never` fails fast.
-    let unreachable = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
-            "rtsp://127.0.0.1:9/none",
-            "--reconnect",
-            "never",
-            "--pose-model",
-            pose,
-        ],
-    );
-    assert_clean_failure(&unreachable, &["rtsp://127.0.0.1:9/none"]);
-
+    let audio = audio.to_str().unwrap();
     let fake_model = d.join("fake.onnx");
     std::fs::write(&fake_model, "definitely not protobuf").unwrap();
-    let not_onnx = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
-            clip,
-            "--pose-model",
-            fake_model.to_str().unwrap(),
-        ],
-    );
-    assert_clean_failure(
-        &not_onnx,
-        &["fake.onnx", "not a model ONNX Runtime can load"],
-    );
+    let fake_model = fake_model.to_str().unwrap();
+    let avi = d.join("o.avi");
+    let avi = avi.to_str().unwrap();
 
-    let wrong_task = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
+    // (input, pose model, further flags, what the one error line says)
+    let cases: [(&str, &str, &[&str], &[&str]); 11] = [
+        (
+            "/no/such/clip.mp4",
+            pose,
+            &[],
+            &["/no/such/clip.mp4", "no such file"],
+        ),
+        (text, pose, &[], &["notes.mp4"]),
+        (audio, pose, &[], &["no video stream"]),
+        // Cameras are retried until they answer (tests/rtsp.rs); `--reconnect never` fails fast.
+        (
+            "rtsp://127.0.0.1:9/none",
+            pose,
+            &["--reconnect", "never"],
+            &["rtsp://127.0.0.1:9/none"],
+        ),
+        (
             clip,
-            "--pose-model",
+            fake_model,
+            &[],
+            &["fake.onnx", "not a model ONNX Runtime can load"],
+        ),
+        (
+            clip,
             seg.to_str().unwrap(),
-        ],
-    );
-    assert_clean_failure(
-        &wrong_task,
-        &[
-            "pose task",
-            "expected (N, 17|133|308, 256, 192)",
-            "found (N, 28, 512, 384)",
-        ],
-    );
-
-    let no_model = sapiens(
-        d,
-        &["run", "--input", clip, "--pose-model", "/no/model.onnx"],
-    );
-    assert_clean_failure(&no_model, &["/no/model.onnx", "no such file"]);
-
-    let no_folder = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
+            &[],
+            &[
+                "pose task",
+                "expected (N, 17|133|308, 256, 192)",
+                "found (N, 28, 512, 384)",
+            ],
+        ),
+        (
             clip,
-            "--pose-model",
-            pose,
-            "--output",
-            "/no/dir/out.mp4",
-        ],
-    );
-    assert_clean_failure(&no_folder, &["/no/dir/out.mp4", "folder does not exist"]);
-
-    let bad_container = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
+            "/no/model.onnx",
+            &[],
+            &["/no/model.onnx", "no such file"],
+        ),
+        (
             clip,
-            "--pose-model",
             pose,
-            "--output",
-            d.join("o.avi").to_str().unwrap(),
-        ],
-    );
-    assert_clean_failure(&bad_container, &[".mp4 or .mkv"]);
-
-    let bad_flag = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
+            &["--output", "/no/dir/out.mp4"],
+            &["/no/dir/out.mp4", "folder does not exist"],
+        ),
+        (clip, pose, &["--output", avi], &[".mp4 or .mkv"]),
+        (
             clip,
-            "--pose-model",
             pose,
-            "--ort-lib",
-            "/no/libonnxruntime.so",
-        ],
-    );
-    assert_clean_failure(
-        &bad_flag,
-        &["--ort-lib /no/libonnxruntime.so", "no such file"],
-    );
-
-    let not_a_library = sapiens(
-        d,
-        &[
-            "run",
-            "--input",
+            &["--ort-lib", "/no/libonnxruntime.so"],
+            &["--ort-lib /no/libonnxruntime.so", "no such file"],
+        ),
+        (
             clip,
-            "--pose-model",
             pose,
-            "--ort-lib",
-            text.to_str().unwrap(),
-        ],
-    );
-    assert_clean_failure(&not_a_library, &["cannot load ONNX Runtime"]);
+            &["--ort-lib", text],
+            &["cannot load ONNX Runtime"],
+        ),
+    ];
+    for (input, pose_model, flags, expected) in cases {
+        let mut args = vec!["run", "--input", input, "--pose-model", pose_model];
+        args.extend_from_slice(flags);
+        assert_clean_failure(&sapiens(d, &args), expected);
+    }
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"));
     command

@@ -7,6 +7,8 @@ mod common;
 
 use std::path::Path;
 
+use common::synthetic::XorShift;
+use common::{max_abs_diff, path_arg};
 use sapiens_stream::Error;
 use sapiens_stream::tasks::dense::{
     DepthRange, class_mask, draw_depth, draw_normals, normalise_depth, normalise_normals,
@@ -18,23 +20,6 @@ use sapiens_stream::tasks::dense::{
 const RESIZE_TOLERANCE: f32 = 1e-5;
 /// Rust vs NumPy normalisation and renormalisation (a few float32 ulp).
 const VALUE_TOLERANCE: f32 = 1e-6;
-
-/// xorshift64*, so the maps need no random-number crate.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * unit
-    }
-}
 
 /// C x H x W maps, each a sum of random low-frequency sinusoids plus an offset, like a model's
 /// smooth output (with a little noise, so neighbouring samples differ).
@@ -86,18 +71,6 @@ fn person_classes(width: usize, height: usize) -> Vec<u8> {
         }
     }
     classes
-}
-
-fn path_arg(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn value_span(values: &[f32]) -> f32 {

@@ -127,32 +127,26 @@ fn mask_classes_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     write_png(&dir.path().join("frame.png"), 64, 48, 0);
     let seg = model("seg");
-    let unknown = sapiens(
-        dir.path(),
-        &[
+    // (flags after the segmentation run's, what its one error line names)
+    let cases: [(&[&str], &[&str]); 2] = [
+        (
+            &["--dense-dir", "d", "--mask-classes", "Torso,Hat"],
+            &["Hat"],
+        ),
+        (
+            &["--mask-classes", "Torso"],
+            &["--mask-classes", "--dense-dir"],
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec![
             "run",
             "--input",
             "frame.png",
             "--seg-model",
             seg.to_str().unwrap(),
-            "--dense-dir",
-            "d",
-            "--mask-classes",
-            "Torso,Hat",
-        ],
-    );
-    assert_clean_failure(&unknown, &["Hat"]);
-    let no_dir = sapiens(
-        dir.path(),
-        &[
-            "run",
-            "--input",
-            "frame.png",
-            "--seg-model",
-            seg.to_str().unwrap(),
-            "--mask-classes",
-            "Torso",
-        ],
-    );
-    assert_clean_failure(&no_dir, &["--mask-classes", "--dense-dir"]);
+        ];
+        args.extend_from_slice(flags);
+        assert_clean_failure(&sapiens(dir.path(), &args), expected);
+    }
 }

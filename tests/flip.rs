@@ -12,31 +12,14 @@ use sapiens_stream::tasks::keypoint_sets::keypoint_set;
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH};
 
+use common::synthetic::{XorShift, gaussian_map};
+use common::{max_abs_diff, path_arg};
+
 const HEATMAP_HEIGHT: usize = 256;
 const HEATMAP_WIDTH: usize = 192;
 
-/// xorshift64*, so the data need no random-number crate.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.next_f32()
-    }
-}
-
 fn coco17_flip_indices() -> &'static [usize] {
     &keypoint_set(17).unwrap().flip_indices
-}
-
-fn path_arg(path: &std::path::Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn indices_arg(indices: &[usize]) -> String {
@@ -45,14 +28,6 @@ fn indices_arg(indices: &[usize]) -> String {
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -104,16 +79,10 @@ fn merge_matches_numpy_with_mmpose_semantics() {
 
 /// Heatmaps with one Gaussian peak per keypoint (sigma 2, as the UDP codec's targets).
 fn gaussian_heatmaps(centres: &[(f32, f32)]) -> Vec<f32> {
-    let mut maps = Vec::with_capacity(centres.len() * HEATMAP_HEIGHT * HEATMAP_WIDTH);
-    for &(cx, cy) in centres {
-        for y in 0..HEATMAP_HEIGHT {
-            for x in 0..HEATMAP_WIDTH {
-                let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-                maps.push(0.9 * (-d2 / 8.0).exp());
-            }
-        }
-    }
-    maps
+    centres
+        .iter()
+        .flat_map(|&centre| gaussian_map(HEATMAP_WIDTH, HEATMAP_HEIGHT, centre, 2.0, 0.9))
+        .collect()
 }
 
 /// What a perfectly mirror-equivariant model outputs for the mirrored crop: channel k shows

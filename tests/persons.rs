@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::cli::{assert_success, model, read_results, sapiens, write_png};
 use serde_json::{Value, json};
 
@@ -33,6 +35,22 @@ fn keypoints(person: &Value) -> Vec<[f64; 3]> {
             [k[0], k[1], k[2]]
         })
         .collect()
+}
+
+/// Runs the 17-keypoint pose model on `frame.png` in `dir`, persons from `boxes.jsonl` there.
+fn pose_with_boxes_file(dir: &Path, flags: &[&str]) {
+    let pose = model("pose17");
+    let mut args = vec![
+        "run",
+        "--input",
+        "frame.png",
+        "--boxes",
+        "boxes.jsonl",
+        "--pose-model",
+        pose.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    assert_success(&sapiens(dir, &args));
 }
 
 /// Constant detectors (two persons, a car, a faint person, in 640x640 input pixels) on a 1280x720
@@ -112,23 +130,7 @@ fn boxes_file_crop_matches_opencv() {
         format!("{{\"frame\": 0, \"boxes\": [[{x1}, {y1}, {x2}, {y2}, 0.8]]}}\n"),
     )
     .unwrap();
-    let run = sapiens(
-        dir.path(),
-        &[
-            "run",
-            "--input",
-            "frame.png",
-            "--boxes",
-            "boxes.jsonl",
-            "--pose-model",
-            model("pose17").to_str().unwrap(),
-            "--results",
-            "r.jsonl",
-            "--dump",
-            "dump",
-        ],
-    );
-    assert_success(&run);
+    pose_with_boxes_file(dir.path(), &["--results", "r.jsonl", "--dump", "dump"]);
 
     let frame = image::open(dir.path().join("dump/frame_000000.png"))
         .unwrap()
@@ -200,23 +202,7 @@ fn batched_persons_equal_one_by_one() {
     .unwrap();
     let run_with = |batch: &str| -> Vec<Value> {
         let results = format!("batch{batch}.jsonl");
-        let run = sapiens(
-            dir.path(),
-            &[
-                "run",
-                "--input",
-                "frame.png",
-                "--boxes",
-                "boxes.jsonl",
-                "--pose-model",
-                model("pose17").to_str().unwrap(),
-                "--max-batch",
-                batch,
-                "--results",
-                &results,
-            ],
-        );
-        assert_success(&run);
+        pose_with_boxes_file(dir.path(), &["--max-batch", batch, "--results", &results]);
         read_results(&dir.path().join(results))[0]["persons"]
             .as_array()
             .unwrap()

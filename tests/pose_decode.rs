@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::synthetic::{XorShift, gaussian_map};
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 
 const WIDTH: usize = 192;
@@ -15,22 +16,6 @@ const POSITION_TOLERANCE: f32 = 1e-3;
 /// the blur and the log moves the step: OpenCV's own blur against an exactly rounded one moves
 /// it by up to 0.17 px over 300 noise maps (Rust against OpenCV: 0.17 px too).
 const NOISE_POSITION_TOLERANCE: f32 = 0.25;
-
-/// xorshift64*, so the maps need no random-number crate.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.next_f32()
-    }
-}
 
 /// One synthetic channel, where it must decode if that is known, and how closely Rust and
 /// NumPy must agree on it.
@@ -57,13 +42,8 @@ impl Channel {
     }
 }
 
-fn gaussian((cx, cy): (f32, f32), sigma: f32, amplitude: f32) -> Vec<f32> {
-    (0..WIDTH * HEIGHT)
-        .map(|i| {
-            let (dx, dy) = ((i % WIDTH) as f32 - cx, (i / WIDTH) as f32 - cy);
-            amplitude * (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp()
-        })
-        .collect()
+fn gaussian(centre: (f32, f32), sigma: f32, amplitude: f32) -> Vec<f32> {
+    gaussian_map(WIDTH, HEIGHT, centre, sigma, amplitude)
 }
 
 fn with_noise(mut map: Vec<f32>, rng: &mut XorShift, amplitude: f32) -> Vec<f32> {

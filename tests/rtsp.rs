@@ -130,6 +130,11 @@ impl Sapiens {
                 .unwrap()
                 .success()
         );
+        self.wait_for_exit("after SIGTERM")
+    }
+
+    /// Waits for the process to finish by itself; `after` says since what, for the failure.
+    fn wait_for_exit(&mut self, after: &str) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -137,7 +142,7 @@ impl Sapiens {
             }
             assert!(
                 Instant::now() < deadline,
-                "no exit {PATIENCE:?} after SIGTERM; log:\n{}",
+                "no exit {PATIENCE:?} {after}; log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -784,22 +789,10 @@ fn push_output_to_a_closed_port_fails_with_one_clear_error() {
 }
 
 fn run_to_end(dir: &Path, args: &[&str]) -> String {
-    let sapiens = Sapiens::start(dir, "run", args);
-    let deadline = Instant::now() + PATIENCE;
-    let mut child = sapiens;
-    let status = loop {
-        if let Some(status) = child.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit within {PATIENCE:?}; log:\n{}",
-            child.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "exit {status:?}; log:\n{}", child.log());
-    child.log()
+    let mut sapiens = Sapiens::start(dir, "run", args);
+    let status = sapiens.wait_for_exit("after starting");
+    assert!(status.success(), "exit {status:?}; log:\n{}", sapiens.log());
+    sapiens.log()
 }
 
 #[test]

@@ -3,29 +3,9 @@
 
 mod common;
 
+use common::synthetic::XorShift;
 use sapiens_stream::render::{PoseStyle, RenderError, blend_class_map, draw_pose};
 use sapiens_stream::tasks::seg::{argmax_nearest, upsample_argmax};
-
-/// Small deterministic PRNG (xorshift64*), so the tests need no `rand`.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-}
 
 /// C x H x W logits, each class a sum of a few random low-frequency 2-D sinusoids, so that the
 /// argmax forms regions with boundaries (and near-ties only along them).
@@ -36,11 +16,11 @@ fn smooth_logits(classes: usize, height: usize, width: usize, seed: u64) -> Vec<
         let waves: Vec<[f64; 5]> = (0..3)
             .map(|_| {
                 [
-                    rng.range(0.5, 2.0),
-                    rng.range(0.3, 3.0) * std::f64::consts::TAU / width as f64,
-                    rng.range(0.3, 3.0) * std::f64::consts::TAU / height as f64,
-                    rng.range(0.0, std::f64::consts::TAU),
-                    rng.range(0.0, std::f64::consts::TAU),
+                    rng.range_f64(0.5, 2.0),
+                    rng.range_f64(0.3, 3.0) * std::f64::consts::TAU / width as f64,
+                    rng.range_f64(0.3, 3.0) * std::f64::consts::TAU / height as f64,
+                    rng.range_f64(0.0, std::f64::consts::TAU),
+                    rng.range_f64(0.0, std::f64::consts::TAU),
                 ]
             })
             .collect();
@@ -82,6 +62,9 @@ fn interpolated_logit(
     top * (1.0 - fy) + bottom * fy
 }
 
+/// The signature `upsample_argmax` and `argmax_nearest` share.
+type SegResample = fn(&[f32], usize, usize, usize, usize, usize, &mut [u8]);
+
 struct SegCase {
     classes: usize,
     in_h: usize,
@@ -119,19 +102,25 @@ impl SegCase {
         classes
     }
 
-    /// Bilinear path: >= 99.9 % agreement, and every disagreement is a near-tie.
-    fn check_bilinear(&self) {
-        let logits = self.logits();
-        let mut ours = vec![0u8; self.out_w * self.out_h];
-        upsample_argmax(
-            &logits,
+    /// Our class map from `upsample_argmax` or `argmax_nearest` (they take the same arguments).
+    fn class_map(&self, logits: &[f32], resample: SegResample) -> Vec<u8> {
+        let mut out = vec![0u8; self.out_w * self.out_h];
+        resample(
+            logits,
             self.classes,
             self.in_h,
             self.in_w,
             self.out_w,
             self.out_h,
-            &mut ours,
+            &mut out,
         );
+        out
+    }
+
+    /// Bilinear path: >= 99.9 % agreement, and every disagreement is a near-tie.
+    fn check_bilinear(&self) {
+        let logits = self.logits();
+        let ours = self.class_map(&logits, upsample_argmax);
         let reference = self.reference(&logits, false);
         let mut differing = 0usize;
         for (i, (&a, &b)) in ours.iter().zip(&reference).enumerate() {
@@ -170,16 +159,7 @@ impl SegCase {
     /// Nearest path: identical to the reference.
     fn check_nearest(&self) {
         let logits = self.logits();
-        let mut ours = vec![0u8; self.out_w * self.out_h];
-        argmax_nearest(
-            &logits,
-            self.classes,
-            self.in_h,
-            self.in_w,
-            self.out_w,
-            self.out_h,
-            &mut ours,
-        );
+        let ours = self.class_map(&logits, argmax_nearest);
         let reference = self.reference(&logits, true);
         let differing = ours.iter().zip(&reference).filter(|(a, b)| a != b).count();
         assert_eq!(differing, 0, "{differing} pixels differ from OpenCV");

@@ -47,38 +47,26 @@ impl OnnxEngine {
         environment: &ort::environment::Environment,
         options: &OnnxOptions,
     ) -> Result<Self> {
-        let model_error = |reason: String| Error::Model {
-            path: path.to_owned(),
-            reason,
-        };
-        if !path.is_file() {
-            return Err(model_error("no such file".into()));
-        }
+        let model_error = Error::model(path);
+        // A missing file fails in `open_session`, the TensorRT provider's `declared_input` first.
         let providers = execution_providers(path, environment, options)?;
-        let builder = Session::builder(environment)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::All)
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_intra_threads(options.threads).map_err(Into::into))
-            .map_err(|e| model_error(first_line(&e.to_string()).to_owned()))?;
-        let mut builder = register(builder, &providers, options.execution)?;
         let started = Instant::now();
         let building = providers
             .engine_cache
             .as_ref()
             .filter(|cache| !cache.existed)
             .map(|_| build_spinner(path));
-        let session = builder.commit_from_file(path);
+        let session = open_session(
+            path,
+            environment,
+            GraphOptimizationLevel::All,
+            options.threads,
+            |builder| register(builder, &providers, options.execution),
+        );
         if let Some(spinner) = building {
             spinner.finish_and_clear();
         }
-        let session = session.map_err(|e| {
-            model_error(format!(
-                "not a model ONNX Runtime can load: {}",
-                first_line(&e.to_string())
-            ))
-        })?;
+        let session = session?;
         if let Some(cache) = &providers.engine_cache {
             let verb = if cache.existed {
                 "loaded from"
@@ -254,10 +242,7 @@ fn tensorrt_provider(
     options: &OnnxOptions,
     device: usize,
 ) -> Result<(ExecutionProviderDispatch, EngineCache)> {
-    let model_error = |reason: String| Error::Model {
-        path: path.to_owned(),
-        reason,
-    };
+    let model_error = Error::model(path);
     let (input_name, item) = declared_input(path, environment)?;
     let profile = ShapeProfile::up_to(options.max_batch);
     let [min, opt, max] = profile.shapes(&input_name, &item);
@@ -314,25 +299,40 @@ fn declared_input(
     path: &Path,
     environment: &ort::environment::Environment,
 ) -> Result<(String, Vec<usize>)> {
-    let model_error = |reason: String| Error::Model {
-        path: path.to_owned(),
-        reason,
-    };
-    let session = Session::builder(environment)
-        .and_then(|b| {
-            b.with_optimization_level(GraphOptimizationLevel::Disable)
-                .map_err(Into::into)
-        })
-        .and_then(|mut b| b.commit_from_file(path))
+    let model_error = Error::model(path);
+    let session = open_session(path, environment, GraphOptimizationLevel::Disable, 0, Ok)?;
+    let info = describe(path, &session).map_err(&model_error)?;
+    let item = static_item(&info.input_shape, &info.input_name).map_err(model_error)?;
+    Ok((info.input_name, item))
+}
+
+/// Opens the model at `path` in an ONNX Runtime session with this graph optimisation and
+/// intra-op threads (0: ONNX Runtime's default, every core), `register_providers` adding execution
+/// providers before the model is read. A missing or unloadable model is an [`Error::Model`] with a
+/// one-line reason (ONNX Runtime's messages go on with lines of context a user cannot act on).
+pub(crate) fn open_session(
+    path: &Path,
+    environment: &ort::environment::Environment,
+    optimization: GraphOptimizationLevel,
+    threads: usize,
+    register_providers: impl FnOnce(SessionBuilder) -> Result<SessionBuilder>,
+) -> Result<Session> {
+    let model_error = Error::model(path);
+    if !path.is_file() {
+        return Err(model_error("no such file".into()));
+    }
+    let builder = Session::builder(environment)
+        .and_then(|b| b.with_optimization_level(optimization).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .map_err(|e| model_error(first_line(&e.to_string()).to_owned()))?;
+    register_providers(builder)?
+        .commit_from_file(path)
         .map_err(|e| {
             model_error(format!(
                 "not a model ONNX Runtime can load: {}",
                 first_line(&e.to_string())
             ))
-        })?;
-    let info = describe(path, &session).map_err(&model_error)?;
-    let item = static_item(&info.input_shape, &info.input_name).map_err(model_error)?;
-    Ok((info.input_name, item))
+        })
 }
 
 fn register(

@@ -145,14 +145,7 @@ impl VideoSink {
     }
 
     fn bus_error(&self) -> Option<Error> {
-        let message = self
-            .pipeline
-            .bus()?
-            .pop_filtered(&[gst::MessageType::Error])?;
-        match message.view() {
-            gst::MessageView::Error(err) => Some(self.error(&err.error().to_string())),
-            _ => None,
-        }
+        posted_error(&self.pipeline).map(|message| self.error(&message))
     }
 
     /// Hands the frame's buffer to the encoder with the frame's own timestamps.
@@ -197,6 +190,15 @@ impl VideoSink {
 impl Drop for VideoSink {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The error an element of `pipeline` has posted on its bus, if any (without waiting).
+fn posted_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let message = pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+    match message.view() {
+        gst::MessageView::Error(err) => Some(err.error().to_string()),
+        _ => None,
     }
 }
 

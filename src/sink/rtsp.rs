@@ -25,7 +25,7 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 
-use super::{Delivery, VideoSinkOptions, encoder_chain, frame_appsrc, make};
+use super::{Delivery, VideoSinkOptions, encoder_chain, frame_appsrc, make, posted_error};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 
@@ -416,14 +416,7 @@ impl RtspPush {
     }
 
     fn bus_error(&self) -> Option<Error> {
-        let message = self
-            .pipeline
-            .bus()?
-            .pop_filtered(&[gst::MessageType::Error])?;
-        match message.view() {
-            gst::MessageView::Error(err) => Some(self.url.error(err.error().to_string())),
-            _ => None,
-        }
+        posted_error(&self.pipeline).map(|message| self.url.error(message))
     }
 
     /// Hands the frame to the encoder; never blocks (the oldest frame is dropped when the

@@ -14,6 +14,7 @@ use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
 use serde::Deserialize;
 
 use super::pose::PersonBox;
+use crate::engine::onnx::open_session;
 use crate::error::{Error, Result};
 use crate::preprocess::{ImageView, Normalization, StretchPlan};
 
@@ -274,27 +275,15 @@ impl PersonDetector {
         environment: &ort::environment::Environment,
         options: &DetectorOptions,
     ) -> Result<Self> {
-        let model_error = |reason: String| Error::Model {
-            path: path.to_owned(),
-            reason,
-        };
-        if !path.is_file() {
-            return Err(model_error("no such file".into()));
-        }
-        let session = Session::builder(environment)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::All)
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_intra_threads(options.threads).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| {
-                let message = e.to_string();
-                model_error(format!(
-                    "not a model ONNX Runtime can load: {}",
-                    message.lines().next().unwrap_or_default()
-                ))
-            })?;
+        let model_error = Error::model(path);
+        // The detector runs on the CPU: no execution providers to register.
+        let session = open_session(
+            path,
+            environment,
+            GraphOptimizationLevel::All,
+            options.threads,
+            Ok,
+        )?;
         let outputs = recognise_outputs(session.outputs()).map_err(model_error)?;
         let (input_name, input_w, input_h) = image_input(session.inputs()).map_err(model_error)?;
         let layout = match outputs {

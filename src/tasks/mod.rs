@@ -83,10 +83,7 @@ impl OutputLayout {
 
 /// Checks a loaded model against what its task needs; the error names both shapes.
 pub fn validate_model(task: Task, info: &ModelInfo) -> Result<OutputLayout> {
-    let fail = |reason: String| Error::Model {
-        path: info.path.clone(),
-        reason,
-    };
+    let fail = Error::model(&info.path);
     let expected_input = format!("(N, 3, {INPUT_HEIGHT}, {INPUT_WIDTH})");
     let input_ok = info.input_shape.len() == 4
         && info.input_shape[1..] == [Some(3), Some(INPUT_HEIGHT), Some(INPUT_WIDTH)];

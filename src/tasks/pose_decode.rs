@@ -531,43 +531,13 @@ fn weighted_sum(rows: &[StripRow], kernel: &BlurKernel) -> StripRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synthetic::{self, XorShift, add_gaussian};
 
     const WIDTH: usize = 192;
     const HEIGHT: usize = 256;
 
-    /// xorshift64*: enough randomness for test maps without a dependency.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next_f32(&mut self) -> f32 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
-        }
-
-        fn range(&mut self, lo: f32, hi: f32) -> f32 {
-            lo + (hi - lo) * self.next_f32()
-        }
-    }
-
-    fn add_gaussian(
-        map: &mut [f32],
-        width: usize,
-        (cx, cy): (f32, f32),
-        sigma: f32,
-        amplitude: f32,
-    ) {
-        for (i, v) in map.iter_mut().enumerate() {
-            let (dx, dy) = ((i % width) as f32 - cx, (i / width) as f32 - cy);
-            *v += amplitude * (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp();
-        }
-    }
-
     fn gaussian_map(centre: (f32, f32), sigma: f32) -> Vec<f32> {
-        let mut map = vec![0.0; WIDTH * HEIGHT];
-        add_gaussian(&mut map, WIDTH, centre, sigma, 1.0);
-        map
+        synthetic::gaussian_map(WIDTH, HEIGHT, centre, sigma, 1.0)
     }
 
     fn decode(map: &[f32], channels: usize, height: usize, width: usize) -> Vec<HeatmapPeak> {

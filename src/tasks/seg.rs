@@ -35,16 +35,13 @@ pub fn upsample_argmax(
     assert_output(out, out_w, out_h);
     let cols = ColumnRuns::new(in_w, out_w);
     let rows = linear_taps(in_h, out_h);
-    let rows_per_task = out_h.div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD);
-    out.par_chunks_mut(out_w * rows_per_task)
-        .zip(rows.par_chunks(rows_per_task))
-        .for_each(|(chunk, y_taps)| {
-            let mut scratch = BilinearScratch::new(classes, out_w);
-            for (out_row, y_tap) in chunk.chunks_mut(out_w).zip(y_taps) {
-                scratch.load_rows(&maps, &cols, y_tap);
-                scratch.argmax_row(y_tap, out_row);
-            }
-        });
+    for_each_row_band(out, out_w, &rows, |band, y_taps| {
+        let mut scratch = BilinearScratch::new(classes, out_w);
+        for (out_row, y_tap) in band.chunks_mut(out_w).zip(y_taps) {
+            scratch.load_rows(&maps, &cols, y_tap);
+            scratch.argmax_row(y_tap, out_row);
+        }
+    });
 }
 
 /// The cheaper variant: argmax at the model's resolution, then nearest-neighbour upsample
@@ -66,12 +63,25 @@ pub fn argmax_nearest(
     let low_res = argmax_at_input_resolution(&maps);
     let src_cols = nearest_sources(in_w, out_w);
     let src_rows = nearest_sources(in_h, out_h);
-    let rows_per_task = out_h.div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD);
-    out.par_chunks_mut(out_w * rows_per_task)
-        .zip(src_rows.par_chunks(rows_per_task))
-        .for_each(|(chunk, src_rows)| {
-            nearest_rows(chunk, src_rows, &low_res[..], in_w, &src_cols);
-        });
+    for_each_row_band(out, out_w, &src_rows, |band, src_rows| {
+        nearest_rows(band, src_rows, &low_res[..], in_w, &src_cols);
+    });
+}
+
+/// Runs `fill` in parallel on bands of whole rows of `out` (`out_w` wide), each band with its
+/// rows' entries of `per_row` (one entry per output row).
+fn for_each_row_band<T: Sync>(
+    out: &mut [u8],
+    out_w: usize,
+    per_row: &[T],
+    fill: impl Fn(&mut [u8], &[T]) + Sync + Send,
+) {
+    let rows_per_band = per_row
+        .len()
+        .div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD);
+    out.par_chunks_mut(out_w * rows_per_band)
+        .zip(per_row.par_chunks(rows_per_band))
+        .for_each(|(band, rows)| fill(band, rows));
 }
 
 /// Fills output rows from the low-resolution class map; a row with the same source row as the
