@@ -159,13 +159,12 @@ impl DeviceInference {
             self.queue_depth(&geometry, depth, has_seg, request.dense_maps)?;
         }
         if let Some(normal) = request.normal {
-            self.queue_normals(&geometry, normal, has_seg, request.dense_maps)?;
+            self.queue_normals(&geometry, normal, request.dense_maps)?;
         }
-        let painted = request
-            .paint
-            .map(|paint| self.queue_paint(&geometry, paint, has_seg, dense))
-            .transpose()?
-            .flatten();
+        let painted = match request.paint {
+            Some(paint) => self.queue_paint(&geometry, paint, has_seg, dense)?,
+            None => false,
+        };
         // The one synchronisation of the frame: everything above was queued on this stream.
         self.gpu
             .stream()
@@ -201,15 +200,14 @@ impl DeviceInference {
                 });
             }
         }
-        if painted.is_some() {
+        if painted {
             let frame = self.frame.as_ref().expect("uploaded first");
             let drawn = frame.painted.as_ref().expect("queued with the paint");
-            results.painted = Some(
-                drawn
-                    .as_slice()
-                    .map_err(cuda_error("reading the drawn frame"))?
-                    .to_vec(),
-            );
+            let drawn = drawn
+                .as_slice()
+                .map_err(cuda_error("reading the drawn frame"))?;
+            // As long as the frame's own bytes (its last row may have no padding).
+            results.painted = Some(drawn[..view.data.len().min(drawn.len())].to_vec());
         }
         Ok(results)
     }
@@ -226,13 +224,16 @@ impl DeviceInference {
             stride: view.stride,
             ..FrameGeometry::packed(view.width, view.height, layout)
         };
+        // The last row may come without its padding.
         let len = geometry.len();
-        if view.data.len() < len {
+        let needed = len - (geometry.stride - geometry.width * view.format.bytes_per_pixel());
+        if view.data.len() < needed {
             return Err(Error::Cuda(format!(
-                "frame holds {} bytes, {len} needed",
+                "frame holds {} bytes, {needed} needed",
                 view.data.len()
             )));
         }
+        let copied = view.data.len().min(len);
         if self.frame.as_ref().is_none_or(|f| f.geometry != geometry) {
             self.frame = Some(FrameUpload::new(&self.gpu, geometry)?);
             // A new frame size needs a new stretch plan.
@@ -242,8 +243,8 @@ impl DeviceInference {
         frame
             .staging
             .as_mut_slice()
-            .map_err(cuda_error("waiting for the staging buffer"))?
-            .copy_from_slice(&view.data[..len]);
+            .map_err(cuda_error("waiting for the staging buffer"))?[..copied]
+            .copy_from_slice(&view.data[..copied]);
         self.gpu
             .stream()
             .memcpy_htod(&frame.staging, &mut frame.device)
@@ -399,7 +400,6 @@ impl DeviceInference {
         &mut self,
         geometry: &FrameGeometry,
         mut request: DenseRequest,
-        _foreground: bool,
         map_to_host: bool,
     ) -> Result<()> {
         let layout = request.layout;
@@ -422,14 +422,14 @@ impl DeviceInference {
     }
 
     /// Draws the view into the uploaded frame (after every kernel that reads it) and queues the
-    /// drawn frame's download; `None` when there is nothing to draw.
+    /// drawn frame's download; false when there is nothing to draw.
     fn queue_paint(
         &mut self,
         geometry: &FrameGeometry,
         paint: Paint,
         has_seg: bool,
         dense: [Option<OutputLayout>; 3],
-    ) -> Result<Option<()>> {
+    ) -> Result<bool> {
         if geometry.layout != SourceLayout::Rgbx {
             return Err(Error::Cuda(format!(
                 "drawing on the GPU needs RGBA frames, not {:?}",
@@ -465,7 +465,7 @@ impl DeviceInference {
                     &body_parts().palette,
                     0.5,
                 )?,
-                None => return Ok(None),
+                None => return Ok(false),
             },
         }
         let host = pinned_slot(&mut frame.painted, &self.gpu, geometry.len())?;
@@ -473,7 +473,7 @@ impl DeviceInference {
             .stream()
             .memcpy_dtoh(&frame.device, host)
             .map_err(cuda_error("reading the drawn frame"))?;
-        Ok(Some(()))
+        Ok(true)
     }
 }
 
