@@ -52,10 +52,11 @@ stage() {
     done
     # The GPU test and bench binaries: no GStreamer, ONNX Runtime and CUDA loaded at run time.
     local built
-    for built in "test --test gpu" "bench --bench gpu"; do
+    # (`cargo bench` builds with the release profile by itself and takes no --release.)
+    for built in "test --test gpu --release" "bench --bench gpu"; do
         local exe
         # shellcheck disable=SC2086
-        exe="$(cd "$ROOT" && cargo $built --release --no-default-features --no-run --message-format=json 2>/dev/null \
+        exe="$(cd "$ROOT" && cargo $built --no-default-features --no-run --message-format=json 2>/dev/null \
             | python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')"
         [ -x "$exe" ] || die "cargo $built --no-run gave no executable"
         cp "$exe" "$tmp/app/bin/gpu-${built%% *}"
