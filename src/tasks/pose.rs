@@ -120,6 +120,62 @@ fn to_frame(peak: &HeatmapPeak, layout: OutputLayout, crop: &PoseCrop) -> [f32; 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synthetic::add_gaussian;
+
+    #[test]
+    fn peaks_decoded_elsewhere_give_the_same_persons() {
+        let layout = OutputLayout {
+            channels: 17,
+            height: 64,
+            width: 48,
+        };
+        let boxes = [
+            PersonBox {
+                x1: 10.0,
+                y1: 20.0,
+                x2: 110.0,
+                y2: 250.0,
+                score: 0.9,
+            },
+            PersonBox {
+                x1: 300.0,
+                y1: 40.0,
+                x2: 420.0,
+                y2: 200.0,
+                score: 0.7,
+            },
+        ];
+        let plane = layout.height * layout.width;
+        let mut heatmaps = vec![0.0; boxes.len() * layout.item_len()];
+        for (k, map) in heatmaps.chunks_mut(plane).enumerate() {
+            let centre = ((k * 7 % 40) as f32 + 3.5, (k * 11 % 55) as f32 + 4.25);
+            add_gaussian(map, layout.width, centre, 2.0, 0.5 + (k % 3) as f32);
+        }
+        let mut scratch = Vec::new();
+        let expected = decode_persons(&heatmaps, layout, &boxes, &mut scratch);
+        let mut peaks = Vec::new();
+        for maps in heatmaps.chunks(layout.item_len()) {
+            decode_dark_udp(
+                maps,
+                layout.channels,
+                layout.height,
+                layout.width,
+                &mut scratch,
+            );
+            peaks.extend_from_slice(&scratch);
+        }
+        let persons = persons_from_peaks(&peaks, layout, &boxes);
+        assert_eq!(persons.len(), 2);
+        for (got, want) in persons.iter().zip(&expected) {
+            assert_eq!(got.bbox, want.bbox);
+            assert_eq!(got.keypoints, want.keypoints);
+        }
+        // One peak short: the last person cannot be made, rather than made wrong.
+        assert_eq!(
+            persons_from_peaks(&peaks[..peaks.len() - 1], layout, &boxes).len(),
+            1
+        );
+    }
 
     #[test]
     fn heatmap_corners_map_to_crop_corners() {
