@@ -25,7 +25,8 @@ use super::dense;
 use super::pose::{BlurTaps, DecodeArgs, DevicePeak};
 use super::preprocess::{
     Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameGeometry, FrameLayout,
-    InputElement, SourceLayout, crop_taps, device_taps, yuv420_to_rgb,
+    HostFrame, InputElement, RgbaArgs, SourceLayout, YuvToRgb, crop_taps, device_taps,
+    yuv420_to_rgb,
 };
 use super::render::BlendArgs;
 use super::seg::{DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources};
@@ -325,6 +326,33 @@ fn preprocess<T: InputElement>(
     check(status, T::KERNEL);
 }
 
+fn frame_to_rgba(emulator: &Emulator, frame: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
+    type Launcher = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const u8,
+        FrameLayout,
+        i32,
+        i32,
+        *mut u8,
+    ) -> Status;
+    let mut rgba = vec![0u8; 4 * geometry.width * geometry.height];
+    let args = RgbaArgs::new(geometry, frame.len(), rgba.len()).unwrap();
+    let launch = emulator.launcher::<Launcher>("frame_to_rgba");
+    // SAFETY: `RgbaArgs::new` checked both buffers against the geometry.
+    let status = unsafe {
+        launch(
+            &HostLaunch::from(args.config),
+            frame.as_ptr(),
+            args.layout,
+            args.width,
+            args.height,
+            rgba.as_mut_ptr(),
+        )
+    };
+    check(status, "frame_to_rgba");
+    rgba
+}
+
 fn upsample_argmax(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &mut [u8]) {
     type Launcher = unsafe extern "C" fn(
         *const HostLaunch,
@@ -533,6 +561,7 @@ fn every_kernel_and_struct_has_its_rust_twin() {
         [
             "preprocess_f32",
             "preprocess_f16",
+            "frame_to_rgba",
             "mirror_rows",
             "merge_flipped",
             "upsample_argmax",
@@ -557,6 +586,11 @@ fn every_kernel_and_struct_has_its_rust_twin() {
             "preprocess",
             "FrameLayout",
             layout(size_of::<FrameLayout>(), align_of::<FrameLayout>()),
+        ),
+        (
+            "preprocess",
+            "YuvToRgb",
+            layout(size_of::<YuvToRgb>(), align_of::<YuvToRgb>()),
         ),
         (
             "preprocess",
@@ -662,6 +696,14 @@ fn geometry(layout: SourceLayout, width: usize, height: usize) -> FrameGeometry 
     }
 }
 
+/// `geometry` with BT.709 full-range colours (only YUV layouts read them).
+fn bt709_full_range(geometry: FrameGeometry) -> FrameGeometry {
+    FrameGeometry {
+        yuv: YuvToRgb::from_weights(0.2126, 0.0722, true),
+        ..geometry
+    }
+}
+
 /// The values before normalisation are the CPU's bit for bit, and both divide the same way: the
 /// outputs are equal, f16 being the f32 value rounded to nearest.
 fn assert_same<T: Copy + PartialEq + std::fmt::Debug>(
@@ -693,7 +735,11 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
     let (columns, rows) = (device_taps(columns), device_taps(rows));
     let geometries = LAYOUTS.iter().flat_map(|&layout| {
         let geometry = geometry(layout, width, height);
-        [geometry, padded(geometry)]
+        [
+            geometry,
+            padded(geometry),
+            bt709_full_range(padded(geometry)),
+        ]
     });
     for (geometry, norm) in geometries.flat_map(|geometry| {
         [Normalization::IDENTITY, Normalization::SAPIENS].map(|norm| (geometry, norm))
@@ -726,6 +772,37 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
         let mut out = vec![half::f16::ZERO; expected.len()];
         preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
         assert_same(&out, &expected, half::f16::from_f32, &format!("f16 {what}"));
+    }
+}
+
+#[test]
+fn rgba_conversion_equals_the_cpu_path_for_every_layout() {
+    let Some(emulator) = emulator("rgba_conversion_equals_the_cpu_path_for_every_layout") else {
+        return;
+    };
+    // Odd sizes: the last chroma column and row cover one pixel.
+    for (width, height) in [(64, 48), (33, 17)] {
+        let geometries = LAYOUTS.iter().flat_map(|&layout| {
+            let geometry = geometry(layout, width, height);
+            [padded(geometry), bt709_full_range(padded(geometry))]
+        });
+        for geometry in geometries {
+            let frame = test_bytes(geometry.len(), 5);
+            let rgb = HostFrame {
+                data: &frame,
+                geometry,
+            }
+            .to_rgb();
+            let expected: Vec<u8> = rgb
+                .chunks_exact(3)
+                .flat_map(|p| [p[0], p[1], p[2], 255])
+                .collect();
+            let rgba = frame_to_rgba(emulator, &frame, &geometry);
+            assert!(
+                rgba == expected,
+                "{geometry:?}: RGBA differs from the CPU's"
+            );
+        }
     }
 }
 

@@ -14,6 +14,12 @@
 #define ARITHMETIC_RESIZE 0
 #define ARITHMETIC_WARP 1
 
+// YUV -> RGB in 20-bit fixed point (`YuvToRgb` in preprocess.rs, same field order): the
+// stream's matrix and range; for BT.601 limited range OpenCV's own coefficients.
+struct YuvToRgb {
+    int luma_offset, luma, v_to_r, u_to_g, v_to_g, u_to_b;
+};
+
 // Where the pixels of a frame are (`FrameLayout` in preprocess.rs, same field order).
 struct FrameLayout {
     int layout;
@@ -21,21 +27,21 @@ struct FrameLayout {
     long long chroma0;   // byte offset of the UV plane (NV12) or the U plane (I420)
     long long chroma1;   // byte offset of the V plane (I420)
     int chroma_stride;   // bytes per row of the chroma plane(s)
+    YuvToRgb yuv;
 };
 
 __device__ __forceinline__ int clamp_u8(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
 
-// YUV 4:2:0 -> RGB as OpenCV's cvtColor(COLOR_YUV2RGB_NV12 / _I420): BT.601, limited range,
-// 20-bit fixed point, each 2x2 block sharing its chroma sample.
-__device__ __forceinline__ void yuv_to_rgb(int y, int u, int v, int rgb[3]) {
+// YUV 4:2:0 -> RGB as OpenCV's cvtColor(COLOR_YUV2RGB_NV12 / _I420) computes it, each 2x2
+// block sharing its chroma sample.
+__device__ __forceinline__ void yuv_to_rgb(const YuvToRgb& m, int y, int u, int v, int rgb[3]) {
     const int shift = 20, half = 1 << (shift - 1);
-    const int cy = 1220542, cub = 2116026, cug = -409993, cvg = -852492, cvr = 1673527;
-    int yy = max(0, y - 16) * cy;
+    int yy = max(0, y - m.luma_offset) * m.luma;
     u -= 128;
     v -= 128;
-    rgb[0] = clamp_u8((yy + half + cvr * v) >> shift);
-    rgb[1] = clamp_u8((yy + half + cvg * v + cug * u) >> shift);
-    rgb[2] = clamp_u8((yy + half + cub * u) >> shift);
+    rgb[0] = clamp_u8((yy + half + m.v_to_r * v) >> shift);
+    rgb[1] = clamp_u8((yy + half + m.v_to_g * v + m.u_to_g * u) >> shift);
+    rgb[2] = clamp_u8((yy + half + m.u_to_b * u) >> shift);
 }
 
 __device__ __forceinline__ void load_rgb(const unsigned char* data, const FrameLayout& f, int x, int y, int rgb[3]) {
@@ -47,12 +53,12 @@ __device__ __forceinline__ void load_rgb(const unsigned char* data, const FrameL
     case LAYOUT_BGRX: rgb[0] = row[4 * x + 2]; rgb[1] = row[4 * x + 1]; rgb[2] = row[4 * x]; return;
     case LAYOUT_NV12: {
         const unsigned char* uv = data + f.chroma0 + (long long)(y / 2) * f.chroma_stride + (x / 2) * 2;
-        yuv_to_rgb(row[x], uv[0], uv[1], rgb);
+        yuv_to_rgb(f.yuv, row[x], uv[0], uv[1], rgb);
         return;
     }
     default: {
         long long at = (long long)(y / 2) * f.chroma_stride + x / 2;
-        yuv_to_rgb(row[x], data[f.chroma0 + at], data[f.chroma1 + at], rgb);
+        yuv_to_rgb(f.yuv, row[x], data[f.chroma0 + at], data[f.chroma1 + at], rgb);
         return;
     }
     }
@@ -128,4 +134,19 @@ extern "C" __global__ void preprocess_f32(const unsigned char* data, FrameLayout
 extern "C" __global__ void preprocess_f16(const unsigned char* data, FrameLayout f, const Tap* columns, const Tap* rows, int arithmetic,
                                           int out_w, int out_h, Normalisation norm, unsigned short* out) {
     bilinear_planar(data, f, columns, rows, arithmetic, out_w, out_h, norm, out);
+}
+
+// Any layout -> packed RGBA (alpha 255), one thread per pixel: the frame the overlay is drawn
+// on when the decoder's frame is not RGBA.
+extern "C" __global__ void frame_to_rgba(const unsigned char* data, FrameLayout f, int width, int height, unsigned char* rgba) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= width || y >= height) return;
+    int rgb[3];
+    load_rgb(data, f, x, y, rgb);
+    unsigned char* out = rgba + ((long long)y * width + x) * 4;
+    out[0] = (unsigned char)rgb[0];
+    out[1] = (unsigned char)rgb[1];
+    out[2] = (unsigned char)rgb[2];
+    out[3] = 255;
 }

@@ -1,14 +1,17 @@
 //! Model inputs made on the device from a frame in device memory: the stretch (dense tasks) and
 //! batched UDP crops (pose, one crop per person, each written into its batch slot), planar RGB,
 //! normalised, `f32` or `f16`. The tap tables are the CPU path's ([`crate::preprocess`]), so the
-//! values before normalisation equal the CPU's; YUV frames are converted per sample as OpenCV's
-//! `cvtColor(COLOR_YUV2RGB_NV12 / _I420)` does ([`yuv420_to_rgb`] is the CPU twin).
+//! values before normalisation equal the CPU's; YUV frames are converted per sample in the 20-bit
+//! fixed point of OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 / _I420)`, with the matrix and range
+//! the stream declares ([`YuvToRgb`]; [`yuv420_to_rgb`] is the CPU twin).
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
-use crate::preprocess::{Normalization, PoseCrop, StretchPlan, Tap, warp_taps};
+use crate::preprocess::{
+    ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, Tap, warp_taps,
+};
 
 /// How a frame's bytes are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub struct FrameGeometry {
     /// Byte offsets of the chroma planes (UV for NV12; U and V for I420).
     pub chroma: [usize; 2],
     pub chroma_stride: usize,
+    /// How YUV samples become RGB (unused for packed layouts).
+    pub yuv: YuvToRgb,
 }
 
 impl FrameGeometry {
@@ -67,15 +72,18 @@ impl FrameGeometry {
             stride: width * bytes,
             chroma: [0; 2],
             chroma_stride: 0,
+            yuv: YuvToRgb::BT601_LIMITED,
         }
     }
 
-    /// An NV12 or I420 frame without padding (even width and height).
+    /// An NV12 or I420 frame without padding, BT.601 limited range; odd sizes round the
+    /// chroma planes up.
     pub fn yuv420(width: usize, height: usize, layout: SourceLayout) -> Self {
         let luma = width * height;
+        let half_width = width.div_ceil(2);
         let (chroma, chroma_stride) = match layout {
-            SourceLayout::Nv12 => ([luma, 0], width),
-            _ => ([luma, luma + luma / 4], width / 2),
+            SourceLayout::Nv12 => ([luma, 0], 2 * half_width),
+            _ => ([luma, luma + half_width * height.div_ceil(2)], half_width),
         };
         FrameGeometry {
             width,
@@ -84,16 +92,74 @@ impl FrameGeometry {
             stride: width,
             chroma,
             chroma_stride,
+            yuv: YuvToRgb::BT601_LIMITED,
         }
     }
 
-    /// Bytes the frame's buffer must hold.
-    pub fn len(&self) -> usize {
+    pub fn is_yuv(&self) -> bool {
+        matches!(self.layout, SourceLayout::Nv12 | SourceLayout::I420)
+    }
+
+    /// Each plane's byte offset, rows, bytes per row and bytes of pixels per row.
+    fn planes(&self) -> Vec<[usize; 4]> {
+        let (rows, half_width) = (self.height.div_ceil(2), self.width.div_ceil(2));
         match self.layout {
-            SourceLayout::Nv12 => self.chroma[0] + self.height.div_ceil(2) * self.chroma_stride,
-            SourceLayout::I420 => self.chroma[1] + self.height.div_ceil(2) * self.chroma_stride,
-            _ => self.height * self.stride,
+            SourceLayout::Rgb | SourceLayout::Bgr => {
+                vec![[0, self.height, self.stride, 3 * self.width]]
+            }
+            SourceLayout::Rgbx | SourceLayout::Bgrx => {
+                vec![[0, self.height, self.stride, 4 * self.width]]
+            }
+            SourceLayout::Nv12 => vec![
+                [0, self.height, self.stride, self.width],
+                [self.chroma[0], rows, self.chroma_stride, 2 * half_width],
+            ],
+            SourceLayout::I420 => vec![
+                [0, self.height, self.stride, self.width],
+                [self.chroma[0], rows, self.chroma_stride, half_width],
+                [self.chroma[1], rows, self.chroma_stride, half_width],
+            ],
         }
+    }
+
+    /// Bytes the frame's buffer holds with every row padded to its stride.
+    pub fn len(&self) -> usize {
+        let end = |[offset, rows, stride, _]: [usize; 4]| offset + rows * stride;
+        self.planes().into_iter().map(end).max().unwrap_or(0)
+    }
+
+    /// Bytes a buffer must hold at least: [`Self::len`] without the padding of the last row,
+    /// which decoders may leave out.
+    pub fn min_len(&self) -> usize {
+        let end = |[offset, rows, stride, row]: [usize; 4]| match rows {
+            0 => offset,
+            rows => offset + (rows - 1) * stride + row,
+        };
+        self.planes().into_iter().map(end).max().unwrap_or(0)
+    }
+
+    /// Checks that a buffer of `data_len` bytes holds such a frame: a size, rows no longer
+    /// than their strides, every plane inside.
+    pub fn validate(&self, data_len: usize) -> std::result::Result<(), String> {
+        if self.is_empty() {
+            return Err(format!("empty frame ({}x{})", self.width, self.height));
+        }
+        if let Some([_, _, stride, row]) = self.planes().into_iter().find(|p| p[2] < p[3]) {
+            return Err(format!(
+                "{:?} rows of {row} bytes do not fit a stride of {stride}",
+                self.layout
+            ));
+        }
+        if data_len < self.min_len() {
+            return Err(format!(
+                "{}x{} {:?} needs {} bytes, the buffer holds {data_len}",
+                self.width,
+                self.height,
+                self.layout,
+                self.min_len()
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -107,7 +173,135 @@ impl FrameGeometry {
             chroma0: self.chroma[0] as i64,
             chroma1: self.chroma[1] as i64,
             chroma_stride: self.chroma_stride as i32,
+            yuv: self.yuv,
         }
+    }
+}
+
+/// A frame's bytes in host memory, and where its pixels are in them.
+#[derive(Clone, Copy, Debug)]
+pub struct HostFrame<'a> {
+    pub data: &'a [u8],
+    pub geometry: FrameGeometry,
+}
+
+impl<'a> From<&ImageView<'a>> for HostFrame<'a> {
+    fn from(view: &ImageView<'a>) -> Self {
+        let layout = match view.format {
+            PixelFormat::Rgb => SourceLayout::Rgb,
+            PixelFormat::Bgr => SourceLayout::Bgr,
+            PixelFormat::Rgba => SourceLayout::Rgbx,
+            PixelFormat::Bgra => SourceLayout::Bgrx,
+        };
+        HostFrame {
+            data: view.data,
+            geometry: FrameGeometry {
+                stride: view.stride,
+                ..FrameGeometry::packed(view.width, view.height, layout)
+            },
+        }
+    }
+}
+
+impl HostFrame<'_> {
+    /// Tightly packed RGB, whatever the layout (YUV converted as the kernels do).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let mut rgb = Vec::new();
+        self.to_rgb_into(&mut rgb);
+        rgb
+    }
+
+    /// [`Self::to_rgb`] into `rgb`, reusing its allocation.
+    pub fn to_rgb_into(&self, rgb: &mut Vec<u8>) {
+        let g = &self.geometry;
+        rgb.clear();
+        rgb.reserve(g.width * g.height * 3);
+        let (bytes, [r, gr, b]) = match g.layout {
+            SourceLayout::Nv12 | SourceLayout::I420 => {
+                return yuv420_to_rgb_into(self.data, g, rgb);
+            }
+            SourceLayout::Rgb => (3, [0, 1, 2]),
+            SourceLayout::Bgr => (3, [2, 1, 0]),
+            SourceLayout::Rgbx => (4, [0, 1, 2]),
+            SourceLayout::Bgrx => (4, [2, 1, 0]),
+        };
+        for row in self.data.chunks(g.stride).take(g.height) {
+            for pixel in row[..bytes * g.width].chunks_exact(bytes) {
+                rgb.extend_from_slice(&[pixel[r], pixel[gr], pixel[b]]);
+            }
+        }
+    }
+}
+
+/// YUV -> RGB in 20-bit fixed point, as OpenCV's `cvtColor` computes it:
+/// `c = clamp((max(0, y - luma_offset) * luma + chroma terms + 2^19) >> 20)`, with `u` and
+/// `v` centred on 128. The same struct is the kernel's `YuvToRgb` (preprocess.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct YuvToRgb {
+    pub luma_offset: i32,
+    pub luma: i32,
+    pub v_to_r: i32,
+    pub u_to_g: i32,
+    pub v_to_g: i32,
+    pub u_to_b: i32,
+}
+
+// SAFETY: plain old data with the kernel's C layout.
+unsafe impl DeviceRepr for YuvToRgb {}
+
+const YUV_SHIFT: i32 = 20;
+
+impl YuvToRgb {
+    /// BT.601 limited range with OpenCV's own coefficients (`COLOR_YUV2RGB_NV12`): what the
+    /// OpenCV-based official pipeline sees, and what most SD video and unlabelled streams are.
+    pub const BT601_LIMITED: Self = YuvToRgb {
+        luma_offset: 16,
+        luma: 1_220_542,
+        v_to_r: 1_673_527,
+        u_to_g: -409_993,
+        v_to_g: -852_492,
+        u_to_b: 2_116_026,
+    };
+
+    /// The conversion for a matrix given by its luma weights `kr` and `kb` (BT.709: 0.2126,
+    /// 0.0722), for limited (16-235, 16-240) or full range. BT.601 limited range is
+    /// [`Self::BT601_LIMITED`], OpenCV's rounding of these values.
+    pub fn from_weights(kr: f64, kb: f64, full_range: bool) -> Self {
+        let (luma_offset, luma_scale, chroma_scale) = if full_range {
+            (0, 1.0, 1.0)
+        } else {
+            (16, 255.0 / 219.0, 255.0 / 224.0)
+        };
+        let kg = 1.0 - kr - kb;
+        let fixed = |value: f64| (value * f64::from(1 << YUV_SHIFT)).round() as i32;
+        YuvToRgb {
+            luma_offset,
+            luma: fixed(luma_scale),
+            v_to_r: fixed(2.0 * (1.0 - kr) * chroma_scale),
+            u_to_g: fixed(-2.0 * kb * (1.0 - kb) / kg * chroma_scale),
+            v_to_g: fixed(-2.0 * kr * (1.0 - kr) / kg * chroma_scale),
+            u_to_b: fixed(2.0 * (1.0 - kb) * chroma_scale),
+        }
+    }
+
+    /// One sample's RGB (the kernel's `yuv_to_rgb`).
+    pub fn convert(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        const HALF: i32 = 1 << (YUV_SHIFT - 1);
+        let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
+        let luma = (i32::from(y) - self.luma_offset).max(0) * self.luma;
+        let channel = |chroma: i32| ((luma + HALF + chroma) >> YUV_SHIFT).clamp(0, 255) as u8;
+        [
+            channel(self.v_to_r * v),
+            channel(self.v_to_g * v + self.u_to_g * u),
+            channel(self.u_to_b * u),
+        ]
+    }
+}
+
+impl Default for YuvToRgb {
+    fn default() -> Self {
+        Self::BT601_LIMITED
     }
 }
 
@@ -120,6 +314,7 @@ pub(super) struct FrameLayout {
     chroma0: i64,
     chroma1: i64,
     chroma_stride: i32,
+    yuv: YuvToRgb,
 }
 
 // SAFETY: plain old data with the kernel's C layout.
@@ -264,6 +459,56 @@ pub fn warp_crops<T: InputElement>(
     )
 }
 
+/// Converts a frame of any layout into packed RGBA (`width x height x 4` bytes, alpha 255),
+/// on the GPU's stream: the frame the overlay is drawn on when the decoder's is not RGBA.
+pub fn frame_to_rgba(
+    gpu: &Gpu,
+    frame: &CudaSlice<u8>,
+    geometry: &FrameGeometry,
+    rgba: &mut CudaSlice<u8>,
+) -> Result<()> {
+    let args = RgbaArgs::new(geometry, frame.len(), rgba.len())?;
+    let function = gpu.function("preprocess", "frame_to_rgba")?;
+    let mut launch = gpu.stream().launch_builder(&function);
+    launch
+        .arg(frame)
+        .arg(&args.layout)
+        .arg(&args.width)
+        .arg(&args.height)
+        .arg(rgba);
+    // SAFETY: the arguments match the kernel; `RgbaArgs::new` checked both buffers' sizes.
+    unsafe { launch.launch(args.config) }.map_err(cuda_error("launching frame_to_rgba"))?;
+    Ok(())
+}
+
+/// `frame_to_rgba`'s arguments besides the buffers, and its launch shape.
+pub(super) struct RgbaArgs {
+    pub(super) layout: FrameLayout,
+    pub(super) width: i32,
+    pub(super) height: i32,
+    pub(super) config: LaunchConfig,
+}
+
+impl RgbaArgs {
+    /// Checks a frame of `frame_len` bytes and an output of `rgba_len` against the geometry.
+    pub(super) fn new(geometry: &FrameGeometry, frame_len: usize, rgba_len: usize) -> Result<Self> {
+        let needed = 4 * geometry.width * geometry.height;
+        if geometry.is_empty() || frame_len < geometry.len() || rgba_len < needed {
+            return Err(Error::Cuda(format!(
+                "frame of {frame_len} bytes (needs {}) or RGBA of {rgba_len} (needs {needed}) \
+                 do not fit {geometry:?}",
+                geometry.len()
+            )));
+        }
+        Ok(RgbaArgs {
+            layout: geometry.device_layout(),
+            width: geometry.width as i32,
+            height: geometry.height as i32,
+            config: grid_2d(geometry.width, geometry.height, 1),
+        })
+    }
+}
+
 /// The column and row taps of every crop, one after another (the kernel's `blockIdx.z` picks).
 pub(super) fn crop_taps(
     geometry: &FrameGeometry,
@@ -384,34 +629,31 @@ impl BilinearArgs {
     }
 }
 
-/// OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 / _I420)` on the CPU (BT.601 limited range, 20-bit
-/// fixed point, chroma shared by each 2x2 block): the kernels' colour conversion, as packed RGB.
+/// YUV 4:2:0 to packed RGB on the CPU, each 2x2 block sharing its chroma sample, with the
+/// frame's [`YuvToRgb`] (for BT.601 limited range: OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 /
+/// _I420)`): the kernels' colour conversion.
 pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
-    const SHIFT: i32 = 20;
-    const HALF: i32 = 1 << (SHIFT - 1);
     let mut rgb = Vec::with_capacity(geometry.width * geometry.height * 3);
+    yuv420_to_rgb_into(data, geometry, &mut rgb);
+    rgb
+}
+
+fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
     for y in 0..geometry.height {
-        for x in 0..geometry.width {
-            let luma = i32::from(data[y * geometry.stride + x]);
+        let luma = &data[y * geometry.stride..][..geometry.width];
+        let chroma_row = y / 2 * geometry.chroma_stride;
+        for (x, &luma) in luma.iter().enumerate() {
             let (u, v) = match geometry.layout {
                 SourceLayout::Nv12 => {
-                    let at = geometry.chroma[0] + y / 2 * geometry.chroma_stride + x / 2 * 2;
+                    let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
                     (data[at], data[at + 1])
                 }
                 _ => {
-                    let at = y / 2 * geometry.chroma_stride + x / 2;
+                    let at = chroma_row + x / 2;
                     (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
                 }
             };
-            let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-            let luma = (luma - 16).max(0) * 1_220_542;
-            let channel = |chroma: i32| ((luma + HALF + chroma) >> SHIFT).clamp(0, 255) as u8;
-            rgb.extend([
-                channel(1_673_527 * v),
-                channel(-852_492 * v - 409_993 * u),
-                channel(2_116_026 * u),
-            ]);
+            rgb.extend(geometry.yuv.convert(luma, u, v));
         }
     }
-    rgb
 }
