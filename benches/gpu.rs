@@ -2,9 +2,10 @@
 //! 1x3x1024x768 f16 model input, and the DARK-UDP decode of 308 heatmaps of 256x192.
 //! Targets on an H100: <= 50 us and <= 100 us.
 //!
-//! Then a pose model per frame, one person in a 1920x1080 RGBA frame, side by side: the device
-//! path (frame up once, crop, model, decode on the GPU, peaks back) and the host path on the same
-//! CUDA session (CPU crop, input and heatmaps across the bus, CPU decode). The model is
+//! Then a pose model per frame, one person in a 1920x1080 frame, side by side: the device path
+//! (frame up once, crop, model, decode on the GPU, peaks back) from an RGBA and from an NV12
+//! frame, and the host path on the same CUDA session (CPU crop, input and heatmaps across the
+//! bus, CPU decode). The model is
 //! `SAPIENS_BENCH_POSE_MODEL`, else `engines/models/sapiens_0.3b_pose308.onnx` if generated, else
 //! the tiny one; ONNX Runtime with the CUDA provider comes from `ORT_DYLIB_PATH`.
 //!
@@ -17,7 +18,7 @@ use criterion::Criterion;
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::Gpu;
 use sapiens_stream::cuda::inference::{DeviceInference, FrameRequest, PoseRequest};
-use sapiens_stream::cuda::preprocess::{DeviceStretch, FrameGeometry, SourceLayout};
+use sapiens_stream::cuda::preprocess::{DeviceStretch, FrameGeometry, HostFrame, SourceLayout};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, runtime};
@@ -138,25 +139,44 @@ fn pose_frames(gpu: &Gpu, criterion: &mut Criterion) {
     };
     let crops = [person.crop()];
     let mut device = DeviceInference::new(gpu.clone());
-    criterion.bench_function(&format!("device path, one person, {model}"), |b| {
-        b.iter(|| {
-            let request = FrameRequest {
-                pose: Some(PoseRequest {
-                    engine: engine.device().expect("loaded with a compute stream"),
-                    layout,
-                    max_batch: 1,
-                    flip_indices: None,
-                    crops: &crops,
-                }),
-                seg: None,
-                depth: None,
-                normal: None,
-                dense_maps: false,
-                paint: None,
-            };
-            device.run(&view, request).expect("device frame")
-        })
-    });
+    // The decoder's own NV12 (what the pipeline uploads when nothing needs RGBA on the CPU)
+    // beside RGBA: 1.5 bytes a pixel up the bus instead of 4.
+    let nv12_geometry = FrameGeometry::yuv420(width, height, SourceLayout::Nv12);
+    let nv12: Vec<u8> = (0..nv12_geometry.len())
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let frames = [
+        ("rgba", HostFrame::from(&view)),
+        (
+            "nv12",
+            HostFrame {
+                data: &nv12,
+                geometry: nv12_geometry,
+            },
+        ),
+    ];
+    for (name, host_frame) in frames {
+        let label = format!("device path, one person, {name} frame, {model}");
+        criterion.bench_function(&label, |b| {
+            b.iter(|| {
+                let request = FrameRequest {
+                    pose: Some(PoseRequest {
+                        engine: engine.device().expect("loaded with a compute stream"),
+                        layout,
+                        max_batch: 1,
+                        flip_indices: None,
+                        crops: &crops,
+                    }),
+                    seg: None,
+                    depth: None,
+                    normal: None,
+                    dense_maps: false,
+                    paint: None,
+                };
+                device.run(&host_frame, request).expect("device frame")
+            })
+        });
+    }
     let (mut input, mut heatmaps, mut peaks) = (vec![0.0; INPUT_LEN], Vec::new(), Vec::new());
     criterion.bench_function(&format!("host path, one person, {model}"), |b| {
         b.iter(|| {

@@ -15,10 +15,11 @@ mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::inference::{
-    DenseRequest, DeviceInference, FrameRequest, Paint, PoseRequest,
+    DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, PoseRequest,
 };
 use sapiens_stream::cuda::preprocess::{
-    DeviceStretch, FrameGeometry, SourceLayout, warp_crops, yuv420_to_rgb,
+    DeviceStretch, FrameGeometry, HostFrame, SourceLayout, YuvToRgb, frame_to_rgba, warp_crops,
+    yuv420_to_rgb,
 };
 use sapiens_stream::cuda::{self, Gpu};
 use sapiens_stream::engine::device::ComputeStream;
@@ -60,7 +61,10 @@ fn every_kernel_compiles_with_nvrtc() {
         return;
     }
     let expected = [
-        ("preprocess", &["preprocess_f32", "preprocess_f16"][..]),
+        (
+            "preprocess",
+            &["preprocess_f32", "preprocess_f16", "frame_to_rgba"][..],
+        ),
         ("flip", &["mirror_rows", "merge_flipped"][..]),
         (
             "seg",
@@ -206,6 +210,43 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
             &expected,
             &format!("{layout:?}"),
         );
+    }
+}
+
+/// The CPU's RGB of a frame with an opaque alpha byte: what `frame_to_rgba` must write.
+fn cpu_rgba(frame: &[u8], geometry: FrameGeometry) -> Vec<u8> {
+    let rgb = HostFrame {
+        data: frame,
+        geometry,
+    }
+    .to_rgb();
+    rgb.chunks_exact(3)
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect()
+}
+
+#[test]
+fn rgba_conversion_equals_the_cpu_path() {
+    let Some(gpu) = gpu("rgba_conversion_equals_the_cpu_path") else {
+        return;
+    };
+    let (width, height) = (321, 181);
+    let bt709_full = YuvToRgb::from_weights(0.2126, 0.0722, true);
+    for layout in LAYOUTS {
+        for yuv in [YuvToRgb::BT601_LIMITED, bt709_full] {
+            let geometry = FrameGeometry {
+                yuv,
+                ..geometry(layout, width, height)
+            };
+            let frame = test_bytes(geometry.len(), 7);
+            let device_frame = gpu.stream().clone_htod(&frame).unwrap();
+            let mut rgba = gpu.stream().alloc_zeros::<u8>(4 * width * height).unwrap();
+            frame_to_rgba(&gpu, &device_frame, &geometry, &mut rgba).unwrap();
+            assert!(
+                gpu.stream().clone_dtoh(&rgba).unwrap() == cpu_rgba(&frame, geometry),
+                "{layout:?} {yuv:?}"
+            );
+        }
     }
 }
 
@@ -737,7 +778,7 @@ fn frames_on_the_device_equal_the_host_path() {
             dense_maps: false,
             paint: None,
         };
-        let results = device.run(&view, request).unwrap();
+        let results = device.run(&HostFrame::from(&view), request).unwrap();
         assert_eq!(results.peaks.len(), expected.len());
         for (k, (g, e)) in results.peaks.iter().zip(&expected).enumerate() {
             // Same session, inputs equal to 0.5/255: the heatmaps differ by float noise only.
@@ -769,6 +810,89 @@ fn frames_on_the_device_equal_the_host_path() {
             differing * 1000 <= class_map.len(),
             "{differing} of {} class pixels differ",
             class_map.len()
+        );
+    }
+}
+
+/// Pose and seg of one frame on the device, with the class overlay drawn.
+fn device_frame_results(
+    device: &mut DeviceInference,
+    pose_engine: &mut OnnxEngine,
+    seg_engine: &mut OnnxEngine,
+    frame: &HostFrame,
+    crops: &[PoseCrop],
+) -> FrameResults {
+    let pose_layout = validate_model(Task::Pose, pose_engine.info()).unwrap();
+    let seg_layout = validate_model(Task::Seg, seg_engine.info()).unwrap();
+    let request = FrameRequest {
+        pose: Some(PoseRequest {
+            engine: pose_engine.device().expect("loaded with a compute stream"),
+            layout: pose_layout,
+            max_batch: 2,
+            flip_indices: None,
+            crops,
+        }),
+        seg: Some((dense_request(seg_engine, seg_layout), false)),
+        depth: None,
+        normal: None,
+        dense_maps: false,
+        paint: Some(Paint::Classes),
+    };
+    device.run(frame, request).unwrap()
+}
+
+#[test]
+fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
+    let test = "yuv_frames_on_the_device_equal_their_rgba_conversion";
+    let Some(gpu) = gpu(test) else { return };
+    let Some(mut pose_engine) = device_engine(&gpu, "pose17", test) else {
+        return;
+    };
+    let Some(mut seg_engine) = device_engine(&gpu, "seg", test) else {
+        return;
+    };
+    let (width, height) = (352, 240);
+    let crops: Vec<_> = person_boxes().iter().map(PersonBox::crop).collect();
+    let mut device = DeviceInference::new(gpu.clone());
+    let bt709_limited = YuvToRgb::from_weights(0.2126, 0.0722, false);
+    for layout in [SourceLayout::Nv12, SourceLayout::I420] {
+        let geometry = FrameGeometry {
+            yuv: bt709_limited,
+            ..geometry(layout, width, height)
+        };
+        let yuv = test_bytes(geometry.len(), 93);
+        let rgba = cpu_rgba(&yuv, geometry);
+        let rgba_view = ImageView::packed(&rgba, width, height, PixelFormat::Rgba);
+        let frames = [
+            HostFrame {
+                data: &yuv,
+                geometry,
+            },
+            HostFrame::from(&rgba_view),
+        ];
+        let [from_yuv, from_rgba] = frames.map(|frame| {
+            device_frame_results(
+                &mut device,
+                &mut pose_engine,
+                &mut seg_engine,
+                &frame,
+                &crops,
+            )
+        });
+        // The same model inputs, bit for bit: the same outputs.
+        assert_eq!(from_yuv.peaks.len(), from_rgba.peaks.len());
+        for (k, (a, b)) in from_yuv.peaks.iter().zip(&from_rgba.peaks).enumerate() {
+            assert!(
+                (a.x - b.x).abs() < 1e-3 && (a.y - b.y).abs() < 1e-3,
+                "{layout:?} keypoint {k}: {a:?} vs {b:?}"
+            );
+        }
+        assert!(from_yuv.class_map == from_rgba.class_map, "{layout:?}");
+        let (drawn_yuv, drawn_rgba) = (from_yuv.painted.unwrap(), from_rgba.painted.unwrap());
+        assert_eq!(drawn_yuv.stride, 4 * width);
+        assert!(
+            drawn_yuv.rgba == drawn_rgba.rgba,
+            "{layout:?}: drawn frames"
         );
     }
 }
@@ -861,7 +985,7 @@ fn dense_frames_on_the_device_equal_the_host_path() {
             dense_maps: true,
             paint: Some(paint),
         };
-        let results = device.run(&view, request).unwrap();
+        let results = device.run(&HostFrame::from(&view), request).unwrap();
         let device_classes = results.class_map.expect("seg was asked for");
         let differing = device_classes
             .iter()
@@ -920,7 +1044,7 @@ fn dense_frames_on_the_device_equal_the_host_path() {
             ),
         }
         let painted = results.painted.expect("a view was asked for");
-        let share = differing_pixels(&painted, &expected);
+        let share = differing_pixels(&painted.rgba, &expected);
         assert!(
             share <= 0.005,
             "{paint:?}: {:.3}% of pixels differ",

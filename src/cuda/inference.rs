@@ -12,13 +12,15 @@ use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAs
 
 use super::dense::{self, RangeBuffers};
 use super::pose::{DevicePeak, queue_decode};
-use super::preprocess::{DeviceStretch, FrameGeometry, SourceLayout, warp_crops};
+use super::preprocess::{
+    DeviceStretch, FrameGeometry, HostFrame, SourceLayout, frame_to_rgba, warp_crops,
+};
 use super::render::blend_class_map;
 use super::seg::{SegShape, argmax_nearest, upsample_argmax};
 use super::{Gpu, cuda_error, flip};
 use crate::engine::device::{DeviceBatch, DeviceEngine};
 use crate::error::{Error, Result};
-use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan};
+use crate::preprocess::{Normalization, PoseCrop, StretchPlan};
 use crate::tasks::dense::DepthRange;
 use crate::tasks::keypoint_sets::body_parts;
 use crate::tasks::pose_decode::HeatmapPeak;
@@ -50,7 +52,8 @@ pub struct FrameRequest<'a> {
     pub normal: Option<DenseRequest<'a>>,
     /// Read the frame-size depth and normal maps back (`--dense-dir` writes them).
     pub dense_maps: bool,
-    /// Draw this view into the frame on the device and read the drawn frame back.
+    /// Draw this view into the frame on the device and read the drawn frame back, as RGBA
+    /// (converted on the device when the frame is in another layout).
     pub paint: Option<Paint>,
 }
 
@@ -84,8 +87,18 @@ pub struct FrameResults {
     pub class_map: Option<Vec<u8>>,
     pub depth: Option<DenseResult>,
     pub normals: Option<DenseResult>,
-    /// The frame with the requested view drawn in (same layout and stride as the input).
-    pub painted: Option<Vec<u8>>,
+    /// The frame as RGBA with the requested view drawn in; for an RGBA frame only when there
+    /// was something to draw.
+    pub painted: Option<PaintedFrame>,
+}
+
+/// A frame drawn on the device, read back.
+#[derive(Debug)]
+pub struct PaintedFrame {
+    /// RGBA rows; the last may come without its padding, as the frame's own did.
+    pub rgba: Vec<u8>,
+    /// Bytes per row: the input's for RGBA frames, `4 x width` for frames converted to RGBA.
+    pub stride: usize,
 }
 
 /// The GPU side of the pipeline: kernels, stream, and the buffers reused frame after frame.
@@ -126,9 +139,10 @@ impl DeviceInference {
         }
     }
 
-    /// Runs every requested model on `view` and reads the results back.
-    pub fn run(&mut self, view: &ImageView, request: FrameRequest) -> Result<FrameResults> {
-        let geometry = self.upload(view)?;
+    /// Runs every requested model on `frame` and reads the results back.
+    pub fn run(&mut self, frame: &HostFrame, request: FrameRequest) -> Result<FrameResults> {
+        let geometry = self.upload(frame)?;
+        let (width, height) = (geometry.width, geometry.height);
         let mut results = FrameResults::default();
         let peak_count = match request.pose {
             Some(pose) => self.queue_pose(&geometry, pose)?,
@@ -140,13 +154,8 @@ impl DeviceInference {
             request.normal.as_ref().map(|r| r.layout),
         ];
         if dense.iter().any(Option::is_some) && self.stretch.is_none() {
-            let plan = StretchPlan::new(view.width, view.height, INPUT_WIDTH, INPUT_HEIGHT);
-            self.stretch = Some(DeviceStretch::upload(
-                &self.gpu,
-                &plan,
-                view.width,
-                view.height,
-            )?);
+            let plan = StretchPlan::new(width, height, INPUT_WIDTH, INPUT_HEIGHT);
+            self.stretch = Some(DeviceStretch::upload(&self.gpu, &plan, width, height)?);
         }
         if let Some((seg, nearest)) = request.seg {
             self.queue_seg(&geometry, seg, nearest)?;
@@ -176,7 +185,7 @@ impl DeviceInference {
                 .peaks
                 .extend(peaks.host(peak_count)?.iter().map(HeatmapPeak::from));
         }
-        let pixels = view.width * view.height;
+        let pixels = width * height;
         if has_seg {
             let class_map = self.class_map.as_ref().expect("queued with the seg model");
             results.class_map = Some(class_map.host(pixels)?.to_vec());
@@ -201,55 +210,54 @@ impl DeviceInference {
             }
         }
         if painted {
-            let frame = self.frame.as_ref().expect("uploaded first");
-            let drawn = frame.painted.as_ref().expect("queued with the paint");
-            let drawn = drawn
-                .as_slice()
-                .map_err(cuda_error("reading the drawn frame"))?;
-            // As long as the frame's own bytes (its last row may have no padding).
-            results.painted = Some(drawn[..view.data.len().min(drawn.len())].to_vec());
+            results.painted = Some(self.painted_frame(frame.data.len())?);
         }
         Ok(results)
     }
 
     /// Copies the frame into the pinned staging buffer and queues its upload.
-    fn upload(&mut self, view: &ImageView) -> Result<FrameGeometry> {
-        let layout = match view.format {
-            PixelFormat::Rgb => SourceLayout::Rgb,
-            PixelFormat::Bgr => SourceLayout::Bgr,
-            PixelFormat::Rgba => SourceLayout::Rgbx,
-            PixelFormat::Bgra => SourceLayout::Bgrx,
-        };
-        let geometry = FrameGeometry {
-            stride: view.stride,
-            ..FrameGeometry::packed(view.width, view.height, layout)
-        };
-        // The last row may come without its padding.
-        let len = geometry.len();
-        let needed = len - (geometry.stride - geometry.width * view.format.bytes_per_pixel());
-        if view.data.len() < needed {
-            return Err(Error::Cuda(format!(
-                "frame holds {} bytes, {needed} needed",
-                view.data.len()
-            )));
-        }
-        let copied = view.data.len().min(len);
+    fn upload(&mut self, frame: &HostFrame) -> Result<FrameGeometry> {
+        let geometry = frame.geometry;
+        geometry.validate(frame.data.len()).map_err(Error::Cuda)?;
+        let copied = frame.data.len().min(geometry.len());
         if self.frame.as_ref().is_none_or(|f| f.geometry != geometry) {
             self.frame = Some(FrameUpload::new(&self.gpu, geometry)?);
             // A new frame size needs a new stretch plan.
             self.stretch = None;
         }
-        let frame = self.frame.as_mut().expect("allocated above");
-        frame
+        let upload = self.frame.as_mut().expect("allocated above");
+        upload
             .staging
             .as_mut_slice()
             .map_err(cuda_error("waiting for the staging buffer"))?[..copied]
-            .copy_from_slice(&view.data[..copied]);
+            .copy_from_slice(&frame.data[..copied]);
         self.gpu
             .stream()
-            .memcpy_htod(&frame.staging, &mut frame.device)
+            .memcpy_htod(&upload.staging, &mut upload.device)
             .map_err(cuda_error("uploading the frame"))?;
         Ok(geometry)
+    }
+
+    /// The drawn frame read back (after the frame's synchronisation); an RGBA frame as long as
+    /// its own bytes were (`frame_len`).
+    fn painted_frame(&self, frame_len: usize) -> Result<PaintedFrame> {
+        let upload = self.frame.as_ref().expect("uploaded first");
+        let drawn = upload.painted.as_ref().expect("queued with the paint");
+        let drawn = drawn
+            .as_slice()
+            .map_err(cuda_error("reading the drawn frame"))?;
+        let geometry = &upload.geometry;
+        Ok(if geometry.layout == SourceLayout::Rgbx {
+            PaintedFrame {
+                rgba: drawn[..frame_len.min(drawn.len())].to_vec(),
+                stride: geometry.stride,
+            }
+        } else {
+            PaintedFrame {
+                rgba: drawn.to_vec(),
+                stride: 4 * geometry.width,
+            }
+        })
     }
 
     /// Crops, runs (with the flip test if asked) and decodes every person; returns how many
@@ -421,8 +429,9 @@ impl DeviceInference {
         Ok(())
     }
 
-    /// Draws the view into the uploaded frame (after every kernel that reads it) and queues the
-    /// drawn frame's download; false when there is nothing to draw.
+    /// Draws the view into the uploaded frame (after every kernel that reads it; a frame in
+    /// another layout is converted to RGBA first) and queues the drawn frame's download; false
+    /// when an RGBA frame has nothing to draw.
     fn queue_paint(
         &mut self,
         geometry: &FrameGeometry,
@@ -430,48 +439,55 @@ impl DeviceInference {
         has_seg: bool,
         dense: [Option<OutputLayout>; 3],
     ) -> Result<bool> {
-        if geometry.layout != SourceLayout::Rgbx {
-            return Err(Error::Cuda(format!(
-                "drawing on the GPU needs RGBA frames, not {:?}",
-                geometry.layout
-            )));
-        }
-        let size = (geometry.width, geometry.height, geometry.stride);
         let classes = has_seg
             .then(|| self.class_map.as_ref().map(|c| &c.device))
             .flatten();
-        let frame = self.frame.as_mut().expect("uploaded first");
-        match (paint, &self.dense) {
-            (Paint::Depth, Some(buffers)) if dense[1].is_some() => dense::draw_depth(
-                &self.gpu,
-                &mut frame.device,
-                size,
-                &buffers.normalised,
-                classes,
-            )?,
-            (Paint::Normals, Some(buffers)) if dense[2].is_some() => dense::draw_normals(
-                &self.gpu,
-                &mut frame.device,
-                size,
-                &buffers.normals,
-                classes,
-            )?,
-            _ => match classes {
-                Some(classes) => blend_class_map(
-                    &self.gpu,
-                    &mut frame.device,
-                    size,
-                    classes,
-                    &body_parts().palette,
-                    0.5,
-                )?,
-                None => return Ok(false),
-            },
+        let view_drawn = match (paint, &self.dense) {
+            (Paint::Depth, Some(_)) => dense[1].is_some(),
+            (Paint::Normals, Some(_)) => dense[2].is_some(),
+            _ => false,
+        };
+        let in_place = geometry.layout == SourceLayout::Rgbx;
+        if in_place && !view_drawn && classes.is_none() {
+            return Ok(false);
         }
-        let host = pinned_slot(&mut frame.painted, &self.gpu, geometry.len())?;
+        let upload = self.frame.as_mut().expect("uploaded first");
+        let (canvas, size) = if in_place {
+            let size = (geometry.width, geometry.height, geometry.stride);
+            (&mut upload.device, size)
+        } else {
+            let len = 4 * geometry.width * geometry.height;
+            if upload.rgba.as_ref().is_none_or(|r| r.len() != len) {
+                let rgba = self
+                    .gpu
+                    .stream()
+                    .alloc_zeros::<u8>(len)
+                    .map_err(cuda_error("allocating the RGBA frame"))?;
+                upload.rgba = Some(rgba);
+            }
+            let rgba = upload.rgba.as_mut().expect("allocated above");
+            frame_to_rgba(&self.gpu, &upload.device, geometry, rgba)?;
+            (rgba, (geometry.width, geometry.height, 4 * geometry.width))
+        };
+        match (paint, &self.dense) {
+            (Paint::Depth, Some(buffers)) if view_drawn => {
+                dense::draw_depth(&self.gpu, canvas, size, &buffers.normalised, classes)?
+            }
+            (Paint::Normals, Some(buffers)) if view_drawn => {
+                dense::draw_normals(&self.gpu, canvas, size, &buffers.normals, classes)?
+            }
+            _ => {
+                if let Some(classes) = classes {
+                    let palette = &body_parts().palette;
+                    blend_class_map(&self.gpu, canvas, size, classes, palette, 0.5)?;
+                }
+            }
+        }
+        let len = canvas.len();
+        let host = pinned_slot(&mut upload.painted, &self.gpu, len)?;
         self.gpu
             .stream()
-            .memcpy_dtoh(&frame.device, host)
+            .memcpy_dtoh(canvas, host)
             .map_err(cuda_error("reading the drawn frame"))?;
         Ok(true)
     }
@@ -515,6 +531,8 @@ struct FrameUpload {
     geometry: FrameGeometry,
     staging: PinnedHostSlice<u8>,
     device: CudaSlice<u8>,
+    /// The frame converted to RGBA, when it comes in another layout and is drawn on.
+    rgba: Option<CudaSlice<u8>>,
     /// The frame with the view drawn in, read back.
     painted: Option<PinnedHostSlice<u8>>,
 }
@@ -536,6 +554,7 @@ impl FrameUpload {
             geometry,
             staging,
             device,
+            rgba: None,
             painted: None,
         })
     }
