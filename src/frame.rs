@@ -2,10 +2,13 @@
 
 use std::time::SystemTime;
 
+use crate::cuda::inference::PaintedFrame;
+use crate::cuda::preprocess::{FrameGeometry, HostFrame, SourceLayout};
 use crate::preprocess::{ImageView, PixelFormat};
 
-/// One decoded video frame, packed RGBA in host memory, owned by its GStreamer buffer so the
-/// decoder's memory reaches the encoder without a copy unless the overlay needs one.
+/// One decoded video frame in host memory, owned by its GStreamer buffer so the decoder's
+/// memory reaches the encoder without a copy unless the overlay needs one. Packed RGBA, or, on
+/// the GPU path, NV12/I420 as the decoder gave it (the GPU converts it while it resizes).
 pub struct Frame {
     pub stream_id: u32,
     /// 0-based index among the frames the source delivered.
@@ -14,34 +17,67 @@ pub struct Frame {
     pub duration_ns: Option<u64>,
     /// Wall-clock time the frame left the decoder.
     pub capture_time: SystemTime,
-    pub width: usize,
-    pub height: usize,
-    /// Bytes per row.
-    pub stride: usize,
+    /// Size, layout, strides and plane offsets of the pixels in `buffer`.
+    pub geometry: FrameGeometry,
     pub buffer: gstreamer::Buffer,
 }
 
-/// Pixel format of every frame the sources deliver.
-pub const FRAME_FORMAT: PixelFormat = PixelFormat::Rgba;
-
 impl Frame {
-    /// Runs `f` over the frame's pixels.
+    /// A packed RGBA frame with rows of `stride` bytes.
+    pub fn rgba_geometry(width: usize, height: usize, stride: usize) -> FrameGeometry {
+        FrameGeometry {
+            stride,
+            ..FrameGeometry::packed(width, height, SourceLayout::Rgbx)
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.geometry.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.geometry.height
+    }
+
+    pub fn is_rgba(&self) -> bool {
+        self.geometry.layout == SourceLayout::Rgbx
+    }
+
+    /// Runs `f` over the frame's RGBA pixels (the CPU stages take RGBA only).
     pub fn with_view<R>(&self, f: impl FnOnce(&ImageView) -> R) -> R {
-        let map = self
-            .buffer
-            .map_readable()
-            .expect("frame buffers from our sources are always readable");
+        assert!(
+            self.is_rgba(),
+            "a {:?} frame reached a CPU stage: the source must deliver RGBA there",
+            self.geometry.layout
+        );
+        let map = self.map();
         f(&ImageView {
             data: map.as_slice(),
-            width: self.width,
-            height: self.height,
-            stride: self.stride,
-            format: FRAME_FORMAT,
+            width: self.geometry.width,
+            height: self.geometry.height,
+            stride: self.geometry.stride,
+            format: PixelFormat::Rgba,
         })
     }
 
-    /// Runs `f` over the frame's pixels, writable; copies the buffer only if it is shared.
+    /// Runs `f` over the frame's bytes in whatever layout they are.
+    pub fn with_host_frame<R>(&self, f: impl FnOnce(&HostFrame) -> R) -> R {
+        let map = self.map();
+        f(&HostFrame {
+            data: map.as_slice(),
+            geometry: self.geometry,
+        })
+    }
+
+    fn map(&self) -> gstreamer::BufferMap<'_, gstreamer::buffer::Readable> {
+        self.buffer
+            .map_readable()
+            .expect("frame buffers from our sources are always readable")
+    }
+
+    /// Runs `f` over the frame's RGBA pixels, writable; copies the buffer only if it is shared.
     pub fn with_pixels_mut<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        assert!(self.is_rgba(), "only RGBA frames are drawn on");
         let buffer = self.buffer.make_mut();
         let mut map = buffer
             .map_writable()
@@ -49,16 +85,14 @@ impl Frame {
         f(map.as_mut_slice())
     }
 
+    /// Takes the pixels the GPU drew (RGBA) in place of the frame's own.
+    pub fn replace_with_painted(&mut self, painted: PaintedFrame) {
+        self.geometry = Self::rgba_geometry(self.width(), self.height(), painted.stride);
+        self.buffer = gstreamer::Buffer::from_mut_slice(painted.rgba);
+    }
+
     /// Tightly packed RGB copy (for dumps).
     pub fn to_rgb(&self) -> Vec<u8> {
-        self.with_view(|view| {
-            let mut rgb = Vec::with_capacity(view.width * view.height * 3);
-            for row in view.data.chunks(view.stride).take(view.height) {
-                for px in row[..view.width * 4].chunks_exact(4) {
-                    rgb.extend_from_slice(&px[..3]);
-                }
-            }
-            rgb
-        })
+        self.with_host_frame(|frame| frame.to_rgb())
     }
 }

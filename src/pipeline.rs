@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::cuda::Gpu;
 use crate::cuda::inference::{
-    DenseRequest, DenseResult, DeviceInference, FrameRequest, Paint, PoseRequest,
+    DenseRequest, DenseResult, DeviceInference, FrameRequest, Paint, PaintedFrame, PoseRequest,
 };
 use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
@@ -161,7 +161,9 @@ impl PersonFinder {
     /// Boxes by decreasing score; boxes too small to crop are left out.
     fn boxes(&mut self, frame: &Frame) -> Result<Vec<PersonBox>> {
         let mut boxes = match self {
-            PersonFinder::WholeFrame => vec![PersonBox::whole_frame(frame.width, frame.height)],
+            PersonFinder::WholeFrame => {
+                vec![PersonBox::whole_frame(frame.width(), frame.height())]
+            }
             PersonFinder::Detector(detector) => frame.with_view(|view| detector.detect(view))?,
             PersonFinder::File(file) => file.boxes_for(frame.index),
         };
@@ -273,8 +275,8 @@ struct Work {
     /// Depth and normals post-processed on the GPU instead of `depth` and `normals`.
     device_depth: Option<DenseResult>,
     device_normals: Option<DenseResult>,
-    /// The frame with its view drawn in on the GPU, for the overlay.
-    painted: Option<Vec<u8>>,
+    /// The frame with its view drawn in on the GPU (as RGBA), for the overlay.
+    painted: Option<PaintedFrame>,
     depth: Option<Vec<f32>>,
     normals: Option<Vec<f32>>,
 }
@@ -418,9 +420,21 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
     // Status changes wait here for the sink thread, which publishes them between frames; also
     // those of a first connection that is retried inside `source::open`.
     let (status_tx, status_rx) = bounded(STATUS_QUEUE);
+    let yuv_frames = match (&models.device, rgba_needed_by(config)) {
+        (Some(_), None) => {
+            tracing::info!("frames go to the GPU as decoded (NV12/I420), converted there");
+            true
+        }
+        (Some(_), Some(reason)) => {
+            tracing::info!("frames are converted to RGBA on the CPU: {reason} reads them");
+            false
+        }
+        (None, _) => false,
+    };
     let source_options = SourceOptions {
         stop: Some(config.stop.clone()),
         status: Some(status_listener(metrics.clone(), status_tx)),
+        yuv_frames,
         ..config.source.clone()
     };
     let source = source::open(&config.input, &source_options)?;
@@ -555,6 +569,19 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
 }
 
 type StageOutcome = Result<(u64, Vec<StageStats>)>;
+
+/// What reads a frame's pixels on the CPU before the GPU has drawn it, and so needs them as
+/// RGBA; `None` when the GPU may take frames as decoded (it prepares every frame, converts the
+/// colours as it resizes, and draws the overlay on an RGBA copy it makes itself).
+fn rgba_needed_by(config: &PipelineConfig) -> Option<&'static str> {
+    if config.models.pose.is_some() && matches!(config.persons, PersonSource::Detector { .. }) {
+        Some("the person detector")
+    } else if config.dump.is_some() {
+        Some("--dump")
+    } else {
+        None
+    }
+}
 
 /// Hands a stream status change to every publisher, on the sink thread.
 fn publish_status(
@@ -1026,7 +1053,9 @@ fn infer_on_device(work: &mut Work, models: &mut Models, inference: Inference) -
         paint: inference.paint,
     };
     let device = models.device.as_mut().expect("called on the GPU path");
-    let results = work.frame.with_view(|view| device.run(view, request))?;
+    let results = work
+        .frame
+        .with_host_frame(|frame| device.run(frame, request))?;
     work.peaks = models.pose.is_some().then_some(results.peaks);
     work.class_map = results.class_map;
     work.device_depth = results.depth;
@@ -1180,7 +1209,7 @@ fn post_stage(
     let mut peaks = Vec::new();
     let mut maps = DenseMaps::default();
     for mut work in inferred {
-        let (width, height) = (work.frame.width, work.frame.height);
+        let (width, height) = (work.frame.width(), work.frame.height());
         let persons = match (work.heatmaps.take(), work.peaks.take(), summary.pose_layout) {
             (Some(heatmaps), _, Some(layout)) => {
                 let persons = stats[0]
@@ -1263,14 +1292,19 @@ fn post_stage(
         }
         // Browsers draw the overlay themselves: they get the frame as decoded.
         if let Some(hub) = &frame_hub {
-            work.frame.with_view(|view| hub.publish_frame(view));
+            work.frame
+                .with_host_frame(|frame| hub.publish_frame(*frame));
         }
         if options.draw {
             let painted = work.painted.take();
+            let view_drawn = painted.is_some();
+            if let Some(painted) = painted {
+                work.frame.replace_with_painted(painted);
+            }
             stats[4].time(|| {
                 draw(
                     &mut work.frame,
-                    painted.as_deref(),
+                    view_drawn,
                     &outputs,
                     &maps,
                     summary,
@@ -1378,7 +1412,7 @@ fn write_dense_files(
     mask_classes: &[u8],
     outputs: &mut FrameOutputs,
 ) -> Result<()> {
-    let (width, height) = (frame.width, frame.height);
+    let (width, height) = (frame.width(), frame.height());
     let name = |kind: &str| dir.join(format!("frame_{:06}_{kind}.png", frame.index));
     let label = |path: &std::path::Path| path.display().to_string();
     if let Some(segmentation) = outputs.segmentation.as_mut() {
@@ -1418,27 +1452,31 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
 }
 
 /// Draws the overlay: the chosen view (frame with class colours, depth or normals) unless the GPU
-/// drew it already (`painted`), then the skeletons.
+/// drew it already (`view_drawn`), then the skeletons.
 fn draw(
     frame: &mut Frame,
-    painted: Option<&[u8]>,
+    view_drawn: bool,
     outputs: &FrameOutputs,
     maps: &DenseMaps,
     summary: &ModelSummary,
     options: &PostOptions,
 ) -> Result<()> {
-    let (width, height, stride) = (frame.width, frame.height, frame.stride);
+    if !frame.is_rgba() {
+        return Err(Error::Render(format!(
+            "frame {} came back from the GPU undrawn, as {:?}",
+            frame.index, frame.geometry.layout
+        )));
+    }
+    let (width, height, stride) = (frame.width(), frame.height(), frame.geometry.stride);
     let foreground = outputs
         .segmentation
         .is_some()
         .then_some(&maps.class_map[..]);
     frame.with_pixels_mut(|pixels| {
         let pixels_of_frame = width * height;
-        match (painted, options.view) {
-            (Some(drawn), _) if drawn.len() <= pixels.len() => {
-                pixels[..drawn.len()].copy_from_slice(drawn);
-            }
-            (_, View::Depth)
+        match options.view {
+            _ if view_drawn => {}
+            View::Depth
                 if outputs.depth.is_some() && maps.depth_normalised.len() == pixels_of_frame =>
             {
                 dense::draw_depth(
@@ -1450,7 +1488,7 @@ fn draw(
                     foreground,
                 )
             }
-            (_, View::Normal)
+            View::Normal
                 if outputs.normals.is_some() && maps.normals.len() == 3 * pixels_of_frame =>
             {
                 dense::draw_normals(pixels, width, height, stride, &maps.normals, foreground)
@@ -1505,8 +1543,8 @@ fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) ->
             .capture_time
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
-        width: frame.width,
-        height: frame.height,
+        width: frame.width(),
+        height: frame.height(),
         models: summary.ids.clone(),
         random_weights: summary.random_weights,
         keypoint_set: persons

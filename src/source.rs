@@ -1,4 +1,6 @@
-//! Sources: everything a user can name with `--input` becomes a stream of RGBA [`Frame`]s.
+//! Sources: everything a user can name with `--input` becomes a stream of [`Frame`]s: RGBA, or
+//! for the GPU path (`yuv_frames`) NV12/I420 as the decoder gives them, with the colour matrix
+//! and range their caps declare, so no CPU converts their colours.
 //! Video goes through a GStreamer pipeline built element by element (never from a parsed
 //! description, so no user string is ever interpreted as pipeline syntax) and leaves through an
 //! appsink; still images and folders of images are decoded with the `image` crate.
@@ -21,6 +23,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
+use crate::cuda::preprocess::{FrameGeometry, SourceLayout, YuvToRgb};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 
@@ -231,6 +234,9 @@ pub struct SourceOptions {
     pub loop_input: bool,
     /// Once set, waits for frames or reconnects end and `next_frame` returns `Ok(None)`.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Video frames may come as NV12 or I420, as decoded (other layouts are converted to one
+    /// of those rather than to RGBA); still images stay RGBA.
+    pub yuv_frames: bool,
     /// Told when a stream goes down and when it is back.
     pub status: Option<StatusListener>,
 }
@@ -263,6 +269,7 @@ impl Default for SourceOptions {
             reconnect: ReconnectOptions::default(),
             loop_input: false,
             stop: None,
+            yuv_frames: false,
             status: None,
         }
     }
@@ -325,8 +332,8 @@ impl ImageSource {
             input: describe(spec),
             reason: "no images".into(),
         })?;
-        source.info.width = first.width;
-        source.info.height = first.height;
+        source.info.width = first.width();
+        source.info.height = first.height();
         source.first = Some(first);
         Ok(source)
     }
@@ -350,9 +357,7 @@ impl ImageSource {
             pts_ns: Some(index * self.frame_ns),
             duration_ns: Some(self.frame_ns),
             capture_time: SystemTime::now(),
-            width,
-            height,
-            stride: width * 4,
+            geometry: Frame::rgba_geometry(width, height, width * 4),
             buffer: gst::Buffer::from_mut_slice(image.into_raw()),
         }))
     }
@@ -596,6 +601,9 @@ impl GstSource {
             .buffer_owned()
             .ok_or_else(|| self.decode_error("decoder gave a sample without a buffer"))?;
         let video = self.video_info(&sample)?;
+        let geometry = frame_geometry(&video, buffer.meta::<gst_video::VideoMeta>().as_deref())
+            .and_then(|g| g.validate(buffer.size()).map(|()| g))
+            .map_err(|e| self.decode_error(&e))?;
         let index = self.next_index;
         self.next_index += 1;
         let duration_ns = buffer.duration().map(|t| t.nseconds());
@@ -610,9 +618,7 @@ impl GstSource {
             pts_ns,
             duration_ns,
             capture_time: SystemTime::now(),
-            width: video.width() as usize,
-            height: video.height() as usize,
-            stride: video.stride()[0] as usize,
+            geometry,
             buffer,
         })
     }
@@ -729,7 +735,78 @@ fn make(factory: &str) -> Result<gst::Element, String> {
         .map_err(|_| format!("GStreamer element '{factory}' is missing: install the GStreamer plugins (scripts/setup.sh)"))
 }
 
-/// source -> (decoder) -> videoconvert -> videoscale -> RGBA (at `size`, when given) -> appsink
+/// Where a decoded frame's pixels are: the planes' strides and offsets from the buffer's video
+/// meta when it has one, else from its caps; the colour conversion its caps declare.
+fn frame_geometry(
+    video: &gst_video::VideoInfo,
+    meta: Option<&gst_video::VideoMeta>,
+) -> std::result::Result<FrameGeometry, String> {
+    let layout = match video.format() {
+        gst_video::VideoFormat::Rgba => SourceLayout::Rgbx,
+        gst_video::VideoFormat::Nv12 => SourceLayout::Nv12,
+        gst_video::VideoFormat::I420 => SourceLayout::I420,
+        other => {
+            return Err(format!(
+                "decoder gave {other:?} frames, not RGBA, NV12 or I420"
+            ));
+        }
+    };
+    let (offsets, strides) = match meta {
+        Some(meta) => (meta.offset(), meta.stride()),
+        None => (video.offset(), video.stride()),
+    };
+    let stride = |plane: usize| {
+        let value = strides.get(plane).copied().unwrap_or(0);
+        usize::try_from(value).map_err(|_| format!("plane {plane} has a negative stride"))
+    };
+    let offset = |plane: usize| offsets.get(plane).copied().unwrap_or(0);
+    if offset(0) != 0 {
+        return Err(format!("the first plane starts at byte {}", offset(0)));
+    }
+    let yuv = layout != SourceLayout::Rgbx;
+    Ok(FrameGeometry {
+        width: video.width() as usize,
+        height: video.height() as usize,
+        layout,
+        stride: stride(0)?,
+        chroma: if yuv { [offset(1), offset(2)] } else { [0; 2] },
+        chroma_stride: if yuv { stride(1)? } else { 0 },
+        yuv: yuv_to_rgb(&video.colorimetry()),
+    })
+}
+
+/// The conversion a stream's colorimetry asks for; unknown matrix or range: BT.601 limited,
+/// as OpenCV (and so the official pipeline) assumes.
+fn yuv_to_rgb(colorimetry: &gst_video::VideoColorimetry) -> YuvToRgb {
+    use gst_video::{VideoColorMatrix as Matrix, VideoColorRange as Range};
+    let full_range = colorimetry.range() == Range::Range0_255;
+    match colorimetry.matrix() {
+        Matrix::Bt601 | Matrix::Unknown | Matrix::Rgb if !full_range => YuvToRgb::BT601_LIMITED,
+        Matrix::Unknown | Matrix::Rgb => YuvToRgb::from_weights(0.299, 0.114, full_range),
+        matrix => match matrix.kr_kb() {
+            Ok((kr, kb)) => YuvToRgb::from_weights(kr, kb, full_range),
+            Err(_) => YuvToRgb::from_weights(0.299, 0.114, full_range),
+        },
+    }
+}
+
+/// The appsink's caps: RGBA, or (`yuv_frames`) the 4:2:0 layouts the GPU path reads, so that
+/// videoconvert passes a decoder's NV12/I420 through untouched; at `size` when given.
+fn frame_caps(options: &SourceOptions, size: Option<(usize, usize)>) -> gst::Caps {
+    use gst_video::VideoFormat;
+    let mut caps = if options.yuv_frames {
+        gst_video::VideoCapsBuilder::new().format_list([VideoFormat::Nv12, VideoFormat::I420])
+    } else {
+        gst_video::VideoCapsBuilder::new().format(VideoFormat::Rgba)
+    };
+    if let Some((width, height)) = size {
+        caps = caps.width(width as i32).height(height as i32);
+    }
+    caps.build()
+}
+
+/// source -> (decoder) -> videoconvert -> videoscale -> RGBA or NV12/I420 (at `size`, when
+/// given) -> appsink
 fn build_decode_pipeline(
     spec: &InputSpec,
     options: &SourceOptions,
@@ -739,12 +816,8 @@ fn build_decode_pipeline(
     let convert = make("videoconvert")?;
     convert.set_property("n-threads", 0u32);
     let scale = make("videoscale")?;
-    let mut caps = gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgba);
-    if let Some((width, height)) = size {
-        caps = caps.width(width as i32).height(height as i32);
-    }
     let appsink = gst_app::AppSink::builder()
-        .caps(&caps.build())
+        .caps(&frame_caps(options, size))
         .max_buffers(4)
         .sync(options.real_time)
         .build();
@@ -879,6 +952,49 @@ fn discard_stream(pipeline: &gst::Pipeline, pad: &gst::Pad) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_geometry_follows_the_caps_planes_and_colours() {
+        gst::init().unwrap();
+        let colorimetry: gst_video::VideoColorimetry = "bt709".parse().unwrap();
+        for format in [gst_video::VideoFormat::Nv12, gst_video::VideoFormat::I420] {
+            let video = gst_video::VideoInfo::builder(format, 321, 241)
+                .colorimetry(&colorimetry)
+                .build()
+                .unwrap();
+            let geometry = frame_geometry(&video, None).unwrap();
+            assert_eq!((geometry.width, geometry.height), (321, 241));
+            assert_eq!(geometry.stride, video.stride()[0] as usize);
+            assert_eq!(geometry.chroma_stride, video.stride()[1] as usize);
+            assert_eq!(geometry.chroma[0], video.offset()[1]);
+            if format == gst_video::VideoFormat::I420 {
+                assert_eq!(geometry.chroma[1], video.offset()[2]);
+            }
+            assert_eq!(geometry.len(), video.size(), "{format:?}");
+            assert_eq!(geometry.yuv, YuvToRgb::from_weights(0.2126, 0.0722, false));
+            geometry.validate(video.size()).unwrap();
+        }
+        let rgb = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, 8, 8)
+            .build()
+            .unwrap();
+        assert!(frame_geometry(&rgb, None).is_err());
+    }
+
+    #[test]
+    fn unknown_colours_are_bt601_limited_range_as_opencv_assumes() {
+        let colorimetry = |text: &str| text.parse::<gst_video::VideoColorimetry>().unwrap();
+        gst::init().unwrap();
+        assert_eq!(yuv_to_rgb(&colorimetry("bt601")), YuvToRgb::BT601_LIMITED);
+        assert_eq!(yuv_to_rgb(&colorimetry("0:0:0:0")), YuvToRgb::BT601_LIMITED);
+        assert_eq!(
+            yuv_to_rgb(&colorimetry("1:4:0:0")),
+            YuvToRgb::from_weights(0.299, 0.114, true)
+        );
+        assert_eq!(
+            yuv_to_rgb(&colorimetry("bt2020")),
+            YuvToRgb::from_weights(0.2627, 0.0593, false)
+        );
+    }
 
     #[test]
     fn parses_test_uri() {

@@ -722,9 +722,7 @@ fn ball_frames(count: usize, width: usize, height: usize) -> Vec<Frame> {
                 pts_ns: Some(i as u64 * 66_666_666),
                 duration_ns: Some(66_666_666),
                 capture_time: std::time::SystemTime::now(),
-                width,
-                height,
-                stride: width * 4,
+                geometry: Frame::rgba_geometry(width, height, width * 4),
                 buffer: gst::Buffer::from_mut_slice(pixels),
             }
         })

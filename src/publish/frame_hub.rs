@@ -1,10 +1,11 @@
 //! The latest video frame for browser viewers, served as MJPEG.
 //!
 //! The pipeline hands every frame to [`FrameHub::publish_frame`]. With nobody watching that is
-//! one atomic load; with viewers it copies at most `max_fps` frames a second into a one-frame
-//! slot (the newest frame replaces one not yet encoded), and an encoder task on the network
-//! runtime turns the slot into a JPEG (the `image` crate's encoder, on a blocking thread) that
-//! every viewer shares. The pipeline never waits for an encoder or a viewer.
+//! one atomic load; with viewers it copies the bytes of at most `max_fps` frames a second into a
+//! one-frame slot (the newest frame replaces one not yet encoded), and an encoder task on the
+//! network runtime turns the slot into RGB (from whatever layout the frame has) and a JPEG (the
+//! `image` crate's encoder), on a blocking thread, that every viewer shares. The pipeline never
+//! waits for an encoder or a viewer, nor converts a frame for one.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,7 +16,7 @@ use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
 use tokio::sync::{Notify, watch};
 
-use crate::preprocess::ImageView;
+use crate::cuda::preprocess::{FrameGeometry, HostFrame};
 
 /// Frames per second encoded for viewers at most.
 pub const DEFAULT_VIDEO_FPS: f64 = 15.0;
@@ -25,44 +26,48 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A tightly packed RGB frame.
+/// A frame's bytes as the pipeline had them, and its RGB once converted for the encoder.
 #[derive(Default)]
-struct RgbFrame {
-    pixels: Vec<u8>,
-    width: usize,
-    height: usize,
+struct HubFrame {
+    bytes: Vec<u8>,
+    geometry: Option<FrameGeometry>,
+    rgb: Vec<u8>,
 }
 
-impl RgbFrame {
-    /// Copies `view` in, reusing the allocation. False when the view's buffer is too short.
-    fn copy_from(&mut self, view: &ImageView) -> bool {
-        let bytes_per_pixel = view.format.bytes_per_pixel();
-        let row_len = view.width * bytes_per_pixel;
-        let needed = view.height.saturating_sub(1) * view.stride + row_len;
-        if view.width == 0 || view.height == 0 || view.stride < row_len || view.data.len() < needed
-        {
+impl HubFrame {
+    /// Copies `frame`'s bytes in, reusing the allocation. False when its buffer does not hold
+    /// its geometry.
+    fn copy_from(&mut self, frame: &HostFrame) -> bool {
+        let geometry = frame.geometry;
+        if geometry.validate(frame.data.len()).is_err() {
             return false;
         }
-        let [r, g, b] = view.format.rgb_offsets();
-        self.pixels.clear();
-        self.pixels.reserve(view.width * view.height * 3);
-        for row in view.data.chunks(view.stride).take(view.height) {
-            for pixel in row[..row_len].chunks_exact(bytes_per_pixel) {
-                self.pixels
-                    .extend_from_slice(&[pixel[r], pixel[g], pixel[b]]);
-            }
-        }
-        self.width = view.width;
-        self.height = view.height;
+        self.bytes.clear();
+        self.bytes
+            .extend_from_slice(&frame.data[..frame.data.len().min(geometry.len())]);
+        self.geometry = Some(geometry);
         true
     }
 
-    fn encode_jpeg(&self) -> image::ImageResult<Bytes> {
+    /// Tightly packed RGB of the frame copied in last.
+    fn converted_rgb(&mut self) -> &[u8] {
+        if let Some(geometry) = self.geometry {
+            let frame = HostFrame {
+                data: &self.bytes,
+                geometry,
+            };
+            frame.to_rgb_into(&mut self.rgb);
+        }
+        &self.rgb
+    }
+
+    fn encode_jpeg(&mut self) -> image::ImageResult<Bytes> {
+        let (width, height) = self.geometry.map_or((0, 0), |g| (g.width, g.height));
         let mut jpeg = Vec::new();
         JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY).encode(
-            &self.pixels,
-            self.width as u32,
-            self.height as u32,
+            self.converted_rgb(),
+            width as u32,
+            height as u32,
             ExtendedColorType::Rgb8,
         )?;
         Ok(jpeg.into())
@@ -72,7 +77,7 @@ impl RgbFrame {
 /// The newest frame waiting for the encoder.
 #[derive(Default)]
 struct Slot {
-    frame: RgbFrame,
+    frame: HubFrame,
     fresh: bool,
 }
 
@@ -103,7 +108,7 @@ impl FrameHub {
 
     /// Offers a frame to the viewers: returns at once when nobody watches or the last frame
     /// taken is younger than the frame interval; otherwise copies it for the encoder.
-    pub fn publish_frame(&self, view: &ImageView) {
+    pub fn publish_frame<'a>(&self, frame: impl Into<HostFrame<'a>>) {
         if self.watchers.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -115,14 +120,13 @@ impl FrameHub {
             }
             *last = Some(now);
         }
+        let frame = frame.into();
         let mut slot = lock(&self.slot);
-        if !slot.frame.copy_from(view) {
+        if !slot.frame.copy_from(&frame) {
             tracing::warn!(
-                width = view.width,
-                height = view.height,
-                stride = view.stride,
-                len = view.data.len(),
-                "frame buffer too short for its size; not shown to viewers"
+                geometry = ?frame.geometry,
+                len = frame.data.len(),
+                "frame buffer does not hold its geometry; not shown to viewers"
             );
             return;
         }
@@ -153,7 +157,7 @@ impl FrameHub {
     /// Encodes each frame left in the slot; runs until aborted. `scratch` and the slot's frame
     /// swap places, so steady state allocates nothing.
     pub(crate) async fn run_encoder(self: Arc<Self>) {
-        let mut scratch = RgbFrame::default();
+        let mut scratch = HubFrame::default();
         loop {
             self.slot_filled.notified().await;
             {
@@ -210,7 +214,8 @@ impl Drop for VideoWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preprocess::PixelFormat;
+    use crate::cuda::preprocess::SourceLayout;
+    use crate::preprocess::{ImageView, PixelFormat};
 
     #[test]
     fn copies_rows_without_padding_in_rgb_order() {
@@ -226,14 +231,43 @@ mod tests {
             stride: 12,
             format: PixelFormat::Bgra,
         };
-        let mut frame = RgbFrame::default();
-        assert!(frame.copy_from(&view));
-        assert_eq!(frame.pixels, [3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10]);
+        let mut frame = HubFrame::default();
+        assert!(frame.copy_from(&HostFrame::from(&view)));
+        assert_eq!(
+            frame.converted_rgb(),
+            [3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10]
+        );
         let short = ImageView {
             data: &data[..19],
             ..view
         };
-        assert!(!frame.copy_from(&short));
+        assert!(!frame.copy_from(&HostFrame::from(&short)));
+    }
+
+    #[test]
+    fn yuv_frames_are_converted_for_the_encoder_not_on_the_way_in() {
+        // 4x2 I420: Y 16 (black) on the left half, 235 (white) on the right; neutral chroma.
+        let data = [
+            16, 16, 235, 235, 16, 16, 235, 235, // Y
+            128, 128, // U
+            128, 128, // V
+        ];
+        let geometry = FrameGeometry::yuv420(4, 2, SourceLayout::I420);
+        let mut frame = HubFrame::default();
+        assert!(frame.copy_from(&HostFrame {
+            data: &data,
+            geometry
+        }));
+        assert_eq!(frame.bytes, data, "the hub copies the frame as it is");
+        let black_white = [[0u8; 3], [0; 3], [255; 3], [255; 3]].concat();
+        assert_eq!(
+            frame.converted_rgb(),
+            [&black_white[..], &black_white[..]].concat()
+        );
+        assert!(!frame.copy_from(&HostFrame {
+            data: &data[..11],
+            geometry
+        }));
     }
 
     #[test]
@@ -246,7 +280,7 @@ mod tests {
         let watcher = hub.watch();
         hub.publish_frame(&view);
         assert!(lock(&hub.slot).fresh);
-        assert_eq!(lock(&hub.slot).frame.pixels.len(), 8 * 4 * 3);
+        assert_eq!(lock(&hub.slot).frame.bytes.len(), 8 * 4 * 4);
         drop(watcher);
         assert_eq!(hub.watcher_count(), 0);
     }

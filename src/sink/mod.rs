@@ -352,8 +352,8 @@ impl Dumper {
         image::save_buffer(
             &path,
             &frame.to_rgb(),
-            frame.width as u32,
-            frame.height as u32,
+            frame.width() as u32,
+            frame.height() as u32,
             image::ExtendedColorType::Rgb8,
         )
         .map_err(|e| Error::Output {
