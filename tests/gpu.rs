@@ -661,6 +661,15 @@ fn device_engine(gpu: &Gpu, task: &str, test: &str) -> Option<OnnxEngine> {
     }
 }
 
+/// The GPU with the tiny pose17 and seg models on its stream, or `None` after printing why
+/// `test` skips.
+fn pose_and_seg_on_the_device(test: &str) -> Option<(Gpu, OnnxEngine, OnnxEngine)> {
+    let gpu = gpu(test)?;
+    let pose = device_engine(&gpu, "pose17", test)?;
+    let seg = device_engine(&gpu, "seg", test)?;
+    Some((gpu, pose, seg))
+}
+
 /// Persons of different sizes, one past the frame's edge.
 fn person_boxes() -> Vec<PersonBox> {
     [
@@ -738,12 +747,9 @@ fn host_peaks(
 
 #[test]
 fn frames_on_the_device_equal_the_host_path() {
-    let test = "frames_on_the_device_equal_the_host_path";
-    let Some(gpu) = gpu(test) else { return };
-    let Some(mut pose_engine) = device_engine(&gpu, "pose17", test) else {
-        return;
-    };
-    let Some(mut seg_engine) = device_engine(&gpu, "seg", test) else {
+    let Some((gpu, mut pose_engine, mut seg_engine)) =
+        pose_and_seg_on_the_device("frames_on_the_device_equal_the_host_path")
+    else {
         return;
     };
     let (width, height) = (352, 240);
@@ -843,12 +849,9 @@ fn device_frame_results(
 
 #[test]
 fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
-    let test = "yuv_frames_on_the_device_equal_their_rgba_conversion";
-    let Some(gpu) = gpu(test) else { return };
-    let Some(mut pose_engine) = device_engine(&gpu, "pose17", test) else {
-        return;
-    };
-    let Some(mut seg_engine) = device_engine(&gpu, "seg", test) else {
+    let Some((gpu, mut pose_engine, mut seg_engine)) =
+        pose_and_seg_on_the_device("yuv_frames_on_the_device_equal_their_rgba_conversion")
+    else {
         return;
     };
     let (width, height) = (352, 240);
