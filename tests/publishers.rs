@@ -413,7 +413,6 @@ fn mqtt_survives_a_broker_restart_without_blocking_the_caller() {
         thread::sleep(Duration::from_millis(20));
     }
     subscriber.wait_subscribed();
-    let dropped = counters.dropped();
     let after = results(145..185);
     for result in &after {
         publisher.publish(&Published::new(result)).unwrap();
@@ -439,7 +438,16 @@ fn mqtt_survives_a_broker_restart_without_blocking_the_caller() {
         "out of order or repeated: {indexes:?}"
     );
     Box::new(publisher).finish().unwrap();
-    assert_eq!((counters.reconnects(), counters.dropped()), (1, dropped));
+    // While the outage's backlog drains, a result sent after the restart may still find the
+    // queue full and push out the oldest waiting one: drops are of outage results only, as
+    // every result before the outage and after the restart arrived.
+    assert_eq!(counters.reconnects(), 1);
+    assert!(
+        counters.dropped() <= outage.len() as u64,
+        "{} dropped, more than the {} results of the outage",
+        counters.dropped(),
+        outage.len()
+    );
     println!(
         "broker restart: {} published, {} dropped, {} received, slowest publish {slowest:?}",
         counters.published(),
