@@ -29,6 +29,17 @@ pub enum SourceLayout {
 }
 
 impl SourceLayout {
+    /// The packed pixel format of a packed layout; `None` for the 4:2:0 layouts.
+    fn packed_format(self) -> Option<PixelFormat> {
+        match self {
+            Self::Rgb => Some(PixelFormat::Rgb),
+            Self::Bgr => Some(PixelFormat::Bgr),
+            Self::Rgbx => Some(PixelFormat::Rgba),
+            Self::Bgrx => Some(PixelFormat::Bgra),
+            Self::Nv12 | Self::I420 => None,
+        }
+    }
+
     /// The kernel's `LAYOUT_*` code.
     fn code(self) -> i32 {
         match self {
@@ -60,11 +71,9 @@ pub struct FrameGeometry {
 impl FrameGeometry {
     /// A packed RGB/BGR(x) frame without padding.
     pub fn packed(width: usize, height: usize, layout: SourceLayout) -> Self {
-        let bytes = if matches!(layout, SourceLayout::Rgb | SourceLayout::Bgr) {
-            3
-        } else {
-            4
-        };
+        let bytes = layout
+            .packed_format()
+            .map_or(1, PixelFormat::bytes_per_pixel);
         FrameGeometry {
             width,
             height,
@@ -96,25 +105,19 @@ impl FrameGeometry {
         }
     }
 
-    pub fn is_yuv(&self) -> bool {
-        matches!(self.layout, SourceLayout::Nv12 | SourceLayout::I420)
-    }
-
     /// Each plane's byte offset, rows, bytes per row and bytes of pixels per row.
     fn planes(&self) -> Vec<[usize; 4]> {
+        if let Some(format) = self.layout.packed_format() {
+            let row = format.bytes_per_pixel() * self.width;
+            return vec![[0, self.height, self.stride, row]];
+        }
         let (rows, half_width) = (self.height.div_ceil(2), self.width.div_ceil(2));
         match self.layout {
-            SourceLayout::Rgb | SourceLayout::Bgr => {
-                vec![[0, self.height, self.stride, 3 * self.width]]
-            }
-            SourceLayout::Rgbx | SourceLayout::Bgrx => {
-                vec![[0, self.height, self.stride, 4 * self.width]]
-            }
             SourceLayout::Nv12 => vec![
                 [0, self.height, self.stride, self.width],
                 [self.chroma[0], rows, self.chroma_stride, 2 * half_width],
             ],
-            SourceLayout::I420 => vec![
+            _ => vec![
                 [0, self.height, self.stride, self.width],
                 [self.chroma[0], rows, self.chroma_stride, half_width],
                 [self.chroma[1], rows, self.chroma_stride, half_width],
@@ -216,15 +219,10 @@ impl HostFrame<'_> {
         let g = &self.geometry;
         rgb.clear();
         rgb.reserve(g.width * g.height * 3);
-        let (bytes, [r, gr, b]) = match g.layout {
-            SourceLayout::Nv12 | SourceLayout::I420 => {
-                return yuv420_to_rgb_into(self.data, g, rgb);
-            }
-            SourceLayout::Rgb => (3, [0, 1, 2]),
-            SourceLayout::Bgr => (3, [2, 1, 0]),
-            SourceLayout::Rgbx => (4, [0, 1, 2]),
-            SourceLayout::Bgrx => (4, [2, 1, 0]),
+        let Some(format) = g.layout.packed_format() else {
+            return yuv420_to_rgb_into(self.data, g, rgb);
         };
+        let (bytes, [r, gr, b]) = (format.bytes_per_pixel(), format.rgb_offsets());
         for row in self.data.chunks(g.stride).take(g.height) {
             for pixel in row[..bytes * g.width].chunks_exact(bytes) {
                 rgb.extend_from_slice(&[pixel[r], pixel[gr], pixel[b]]);
