@@ -1,6 +1,7 @@
 //! CUDA kernels, microseconds per frame: preprocess of a 1920x1080 NV12 frame to the
 //! 1x3x1024x768 f16 model input, and the DARK-UDP decode of 308 heatmaps of 256x192.
-//! Targets on an H100: <= 50 us and <= 100 us.
+//! Targets on an H100: <= 50 us and <= 100 us. Beside them the person detector's letterbox of
+//! the same frame into a 640x640 YOLO input.
 //!
 //! Then a pose model per frame, one person in a 1920x1080 frame, side by side: the device path
 //! (frame up once, crop, model, decode on the GPU, peaks back) from an RGBA and from an NV12
@@ -17,12 +18,15 @@ use std::path::PathBuf;
 use criterion::Criterion;
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::Gpu;
-use sapiens_stream::cuda::inference::{DeviceInference, FrameRequest, PoseRequest};
-use sapiens_stream::cuda::preprocess::{DeviceStretch, FrameGeometry, HostFrame, SourceLayout};
+use sapiens_stream::cuda::inference::{DeviceInference, FrameRequest, Persons, PoseRequest};
+use sapiens_stream::cuda::preprocess::{
+    DeviceLetterbox, DeviceStretch, FrameGeometry, HostFrame, SourceLayout,
+};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, runtime};
 use sapiens_stream::preprocess::{ImageView, Normalization, PixelFormat, StretchPlan};
+use sapiens_stream::tasks::detect::{DetectorLayout, LetterboxPlan};
 use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::pose_decode::HeatmapPeak;
 use sapiens_stream::tasks::{INPUT_LEN, Task, validate_model};
@@ -41,6 +45,7 @@ fn main() {
     };
     let mut criterion = Criterion::default().configure_from_args();
     preprocess(&gpu, &mut criterion);
+    letterbox(&gpu, &mut criterion);
     decode(&gpu, &mut criterion);
     pose_frames(&gpu, &mut criterion);
     criterion.final_summary();
@@ -68,6 +73,24 @@ fn preprocess(gpu: &Gpu, criterion: &mut Criterion) {
                     &mut out,
                 )
                 .expect("stretch");
+            gpu.stream().synchronize().expect("sync");
+        })
+    });
+}
+
+fn letterbox(gpu: &Gpu, criterion: &mut Criterion) {
+    let (width, height) = FRAME;
+    let geometry = FrameGeometry::yuv420(width, height, SourceLayout::Nv12);
+    let frame: Vec<u8> = (0..geometry.len()).map(|i| (i * 7 % 251) as u8).collect();
+    let device_frame = gpu.stream().clone_htod(&frame).expect("upload");
+    let plan = LetterboxPlan::new(DetectorLayout::Yolo, FRAME, (640, 640));
+    let letterbox = DeviceLetterbox::upload(gpu, &plan).expect("taps");
+    let mut out: CudaSlice<f32> = gpu.stream().alloc_zeros(3 * 640 * 640).expect("alloc");
+    criterion.bench_function("cuda letterbox 1920x1080 nv12 -> 1x3x640x640 f32", |b| {
+        b.iter(|| {
+            letterbox
+                .run(gpu, &device_frame, &geometry, &mut out)
+                .expect("letterbox");
             gpu.stream().synchronize().expect("sync");
         })
     });
@@ -165,7 +188,7 @@ fn pose_frames(gpu: &Gpu, criterion: &mut Criterion) {
                         layout,
                         max_batch: 1,
                         flip_indices: None,
-                        crops: &crops,
+                        persons: Persons::Crops(&crops),
                     }),
                     seg: None,
                     depth: None,

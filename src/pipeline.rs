@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::cuda::Gpu;
 use crate::cuda::inference::{
-    DenseRequest, DenseResult, DeviceInference, FrameRequest, Paint, PaintedFrame, PoseRequest,
+    DenseRequest, DenseResult, DeviceInference, FrameRequest, Paint, PaintedFrame, Persons,
+    PoseRequest,
 };
 use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
@@ -142,6 +143,8 @@ enum PersonFinder {
     WholeFrame,
     Detector(Box<PersonDetector>),
     File(BoxesFile),
+    /// The detector runs on the GPU, in the inference stage, on the frame it has uploaded.
+    OnGpu,
 }
 
 impl PersonFinder {
@@ -166,8 +169,9 @@ impl PersonFinder {
             }
             PersonFinder::Detector(detector) => frame.with_view(|view| detector.detect(view))?,
             PersonFinder::File(file) => file.boxes_for(frame.index),
+            PersonFinder::OnGpu => Vec::new(),
         };
-        boxes.retain(|b| b.x2 - b.x1 >= 1.0 && b.y2 - b.y1 >= 1.0);
+        boxes.retain(PersonBox::is_croppable);
         Ok(boxes)
     }
 }
@@ -229,6 +233,8 @@ struct Models {
     seg: Option<TaskModel>,
     depth: Option<TaskModel>,
     normal: Option<TaskModel>,
+    /// The person detector, when it runs on the GPU (it then reads the uploaded frame).
+    detector: Option<PersonDetector>,
     /// On a GPU with its kernels: model inputs made, and outputs decoded, on the device. Last,
     /// so it drops after the engines: its bound batches hold their sessions' last references.
     device: Option<DeviceInference>,
@@ -410,12 +416,13 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
             "a model has random weights (generated for tests): its outputs are not real results"
         );
     }
-    let persons = match models.pose {
-        Some(_) => Some(PersonFinder::open(
+    let persons = match (&models.pose, &models.detector) {
+        (Some(_), Some(_)) => Some(PersonFinder::OnGpu),
+        (Some(_), None) => Some(PersonFinder::open(
             &config.persons,
             config.ort_lib.as_deref(),
         )?),
-        None => None,
+        (None, _) => None,
     };
     // Status changes wait here for the sink thread, which publishes them between frames; also
     // those of a first connection that is retried inside `source::open`.
@@ -571,16 +578,11 @@ pub fn run(config: &PipelineConfig) -> Result<RunReport> {
 type StageOutcome = Result<(u64, Vec<StageStats>)>;
 
 /// What reads a frame's pixels on the CPU before the GPU has drawn it, and so needs them as
-/// RGBA; `None` when the GPU may take frames as decoded (it prepares every frame, converts the
-/// colours as it resizes, and draws the overlay on an RGBA copy it makes itself).
+/// RGBA; `None` when the GPU may take frames as decoded (it prepares every frame, detects the
+/// persons, converts the colours as it resizes, and draws the overlay on an RGBA copy it makes
+/// itself).
 fn rgba_needed_by(config: &PipelineConfig) -> Option<&'static str> {
-    if config.models.pose.is_some() && matches!(config.persons, PersonSource::Detector { .. }) {
-        Some("the person detector")
-    } else if config.dump.is_some() {
-        Some("--dump")
-    } else {
-        None
-    }
+    config.dump.as_ref().map(|_| "--dump")
 }
 
 /// Hands a stream status change to every publisher, on the sink thread.
@@ -749,11 +751,25 @@ fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models
             metrics: metrics.clone(),
         }))
     };
+    let pose = load(Task::Pose, &config.models.pose)?;
+    let detector = match (&pose, &config.persons, &compute_stream) {
+        (Some(_), PersonSource::Detector { model, options }, Some(stream))
+            if config.dump.is_none() =>
+        {
+            let device = stream.0.context().ordinal();
+            let detector =
+                PersonDetector::load_on_gpu(model, environment, options, device, stream)?;
+            tracing::info!(model = %model.display(), layout = ?detector.layout(), "person detector loaded on cuda:{device}: frames are letterboxed on the GPU");
+            Some(detector)
+        }
+        _ => None,
+    };
     Ok(Models {
-        pose: load(Task::Pose, &config.models.pose)?,
+        pose,
         seg: load(Task::Seg, &config.models.seg)?,
         depth: load(Task::Depth, &config.models.depth)?,
         normal: load(Task::Normal, &config.models.normal)?,
+        detector,
         device: gpu.map(DeviceInference::new),
     })
 }
@@ -953,6 +969,7 @@ fn inference_stage(
         "depth infer",
         "normal infer",
         "gpu frame",
+        "detect",
     ]
     .into_iter()
     .map(|name| StageStats::new(name).reporting_to(&metrics))
@@ -965,7 +982,10 @@ fn inference_stage(
         }
         let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
         if models.device.is_some() && !inputs_on_host {
-            stats[4].time(|| infer_on_device(&mut work, &mut models, inference))?;
+            let detection = stats[4].time(|| infer_on_device(&mut work, &mut models, inference))?;
+            if let Some(detection) = detection {
+                stats[5].record(detection);
+            }
             if out.send(work).is_err() {
                 break;
             }
@@ -1025,8 +1045,13 @@ fn dense_request(model: &mut Option<TaskModel>) -> Option<DenseRequest<'_>> {
     })
 }
 
-/// Every model of a frame on the GPU, from the uploaded frame to peaks and a class map.
-fn infer_on_device(work: &mut Work, models: &mut Models, inference: Inference) -> Result<()> {
+/// Every model of a frame on the GPU, from the uploaded frame to peaks and a class map; the
+/// time the GPU detector took, when it ran.
+fn infer_on_device(
+    work: &mut Work,
+    models: &mut Models,
+    inference: Inference,
+) -> Result<Option<Duration>> {
     let crops: Vec<_> = work.boxes.iter().map(PersonBox::crop).collect();
     let pose = models.pose.as_mut().and_then(|m| {
         let (layout, max_batch) = (m.layout, m.max_batch);
@@ -1040,7 +1065,10 @@ fn infer_on_device(work: &mut Work, models: &mut Models, inference: Inference) -
             layout,
             max_batch,
             flip_indices,
-            crops: &crops,
+            persons: match models.detector.as_mut() {
+                Some(detector) => Persons::Detect(detector),
+                None => Persons::Crops(&crops),
+            },
         })
     });
     let request = FrameRequest {
@@ -1061,7 +1089,10 @@ fn infer_on_device(work: &mut Work, models: &mut Models, inference: Inference) -
     work.device_depth = results.depth;
     work.device_normals = results.normals;
     work.painted = results.painted;
-    Ok(())
+    Ok(results.boxes.map(|(boxes, took)| {
+        work.boxes = boxes;
+        took
+    }))
 }
 
 /// Pose for every person; with the flip test, also on the mirrored crops, merged back (SAPIENS.md).

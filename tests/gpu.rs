@@ -15,11 +15,11 @@ mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::inference::{
-    DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, PoseRequest,
+    DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons, PoseRequest,
 };
 use sapiens_stream::cuda::preprocess::{
-    DeviceStretch, FrameGeometry, HostFrame, SourceLayout, YuvToRgb, frame_to_rgba, warp_crops,
-    yuv420_to_rgb,
+    DeviceLetterbox, DeviceStretch, FrameGeometry, HostFrame, SourceLayout, YuvToRgb,
+    frame_to_rgba, warp_crops, yuv420_to_rgb,
 };
 use sapiens_stream::cuda::{self, Gpu};
 use sapiens_stream::engine::device::ComputeStream;
@@ -27,6 +27,9 @@ use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, probe, runtime};
 use sapiens_stream::preprocess::{
     ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop,
+};
+use sapiens_stream::tasks::detect::{
+    DetectorLayout, DetectorOptions, LetterboxInput, LetterboxPlan, PersonDetector,
 };
 use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
@@ -63,7 +66,12 @@ fn every_kernel_compiles_with_nvrtc() {
     let expected = [
         (
             "preprocess",
-            &["preprocess_f32", "preprocess_f16", "frame_to_rgba"][..],
+            &[
+                "preprocess_f32",
+                "preprocess_f16",
+                "frame_to_rgba",
+                "letterbox_f32",
+            ][..],
         ),
         ("flip", &["mirror_rows", "merge_flipped"][..]),
         (
@@ -209,6 +217,43 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
             &gpu.stream().clone_dtoh(&out).unwrap(),
             &expected,
             &format!("{layout:?}"),
+        );
+    }
+}
+
+#[test]
+fn detector_letterbox_equals_the_cpu_path_for_every_layout() {
+    let Some(gpu) = gpu("detector_letterbox_equals_the_cpu_path_for_every_layout") else {
+        return;
+    };
+    // 16:9 into a square RTMDet input (padding below), portrait into a YOLO one (left and
+    // right).
+    let cases = [
+        (DetectorLayout::RtmDet, (640, 360), (320, 320)),
+        (DetectorLayout::Yolo, (270, 480), (320, 256)),
+    ];
+    for ((detector, (width, height), input), layout) in cases
+        .into_iter()
+        .flat_map(|case| LAYOUTS.map(|layout| (case, layout)))
+    {
+        let geometry = geometry(layout, width, height);
+        let frame = test_bytes(geometry.len(), 5);
+        let (rgb, format) = cpu_rgb(&frame, &geometry);
+        let mut cpu = LetterboxInput::new(detector, input.0, input.1);
+        cpu.prepare(&ImageView::packed(&rgb, width, height, format));
+        let plan = LetterboxPlan::new(detector, (width, height), input);
+        let letterbox = DeviceLetterbox::upload(&gpu, &plan).unwrap();
+        let device_frame = gpu.stream().clone_htod(&frame).unwrap();
+        let mut out: CudaSlice<f32> = gpu.stream().alloc_zeros(cpu.tensor().len()).unwrap();
+        letterbox
+            .run(&gpu, &device_frame, &geometry, &mut out)
+            .unwrap();
+        let out = gpu.stream().clone_dtoh(&out).unwrap();
+        // Same taps, same arithmetic, same division: equal values.
+        let differing = out.iter().zip(cpu.tensor()).position(|(a, b)| a != b);
+        assert!(
+            differing.is_none(),
+            "{detector:?} {layout:?}: value {differing:?} differs from the CPU's"
         );
     }
 }
@@ -770,7 +815,7 @@ fn frames_on_the_device_equal_the_host_path() {
                 layout: pose_layout,
                 max_batch: 2,
                 flip_indices: flip,
-                crops: &crops,
+                persons: Persons::Crops(&crops),
             }),
             seg: Some((
                 DenseRequest {
@@ -836,7 +881,7 @@ fn device_frame_results(
             layout: pose_layout,
             max_batch: 2,
             flip_indices: None,
-            crops,
+            persons: Persons::Crops(crops),
         }),
         seg: Some((dense_request(seg_engine, seg_layout), false)),
         depth: None,
@@ -897,6 +942,103 @@ fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
             drawn_yuv.rgba == drawn_rgba.rgba,
             "{layout:?}: drawn frames"
         );
+    }
+}
+
+/// Detectors of both layouts (320x320 inputs) whose two persons move with the mean of their
+/// input, so that a run on another input finds other boxes; (name, path) each.
+fn input_sensitive_detectors(dir: &std::path::Path) -> Vec<(&'static str, std::path::PathBuf)> {
+    let layouts = ["rtmdet", "yolo"];
+    let spec: Vec<_> = layouts
+        .iter()
+        .map(|layout| {
+            serde_json::json!({
+                "name": layout,
+                "layout": layout,
+                "input": [320, 320],
+                "boxes": [[40, 30, 140, 250, 0.9, 0], [180, 60, 290, 300, 0.8, 0]],
+                "input_gain": 0.05,
+            })
+        })
+        .collect();
+    let spec = serde_json::to_string(&spec).unwrap();
+    common::run_reference("make_detectors.py", &[common::path_arg(dir), &spec]);
+    layouts
+        .iter()
+        .map(|layout| (*layout, dir.join(format!("{layout}.onnx"))))
+        .collect()
+}
+
+#[test]
+fn a_detector_on_the_device_finds_what_it_finds_on_the_cpu() {
+    let test = "a_detector_on_the_device_finds_what_it_finds_on_the_cpu";
+    let Some(gpu) = gpu(test) else { return };
+    let Some(mut pose_engine) = device_engine(&gpu, "pose17", test) else {
+        return;
+    };
+    let pose_layout = validate_model(Task::Pose, pose_engine.info()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let environment = runtime::environment(None).unwrap();
+    let options = DetectorOptions::default();
+    let stream = ComputeStream(gpu.stream().clone());
+    let (width, height) = (480, 270);
+    let mut device = DeviceInference::new(gpu.clone());
+    for (name, model) in input_sensitive_detectors(dir.path()) {
+        let mut on_cpu = PersonDetector::load(&model, environment, &options).unwrap();
+        let mut on_gpu =
+            PersonDetector::load_on_gpu(&model, environment, &options, 0, &stream).unwrap();
+        for layout in [SourceLayout::Rgbx, SourceLayout::Nv12] {
+            let geometry = geometry(layout, width, height);
+            let bytes = test_bytes(geometry.len(), 97);
+            let frame = HostFrame {
+                data: &bytes,
+                geometry,
+            };
+            let rgb = frame.to_rgb();
+            let view = ImageView::packed(&rgb, width, height, PixelFormat::Rgb);
+            let expected = on_cpu.detect(&view).unwrap();
+            assert_eq!(expected.len(), 2, "{name} {layout:?}: {expected:?}");
+            let mut run = |persons| {
+                let request = FrameRequest {
+                    pose: Some(PoseRequest {
+                        engine: pose_engine.device().expect("loaded with a compute stream"),
+                        layout: pose_layout,
+                        max_batch: 2,
+                        flip_indices: None,
+                        persons,
+                    }),
+                    seg: None,
+                    depth: None,
+                    normal: None,
+                    dense_maps: false,
+                    paint: None,
+                };
+                device.run(&frame, request).unwrap()
+            };
+            let detected = run(Persons::Detect(&mut on_gpu));
+            let (boxes, _) = detected.boxes.expect("a detector ran");
+            // The letterbox is the CPU's bit for bit; the detector's mean may sum in another
+            // order on the GPU.
+            assert_eq!(boxes.len(), expected.len(), "{name} {layout:?}");
+            for (found, cpu) in boxes.iter().zip(&expected) {
+                let corners = |b: &PersonBox| [b.x1, b.y1, b.x2, b.y2, b.score];
+                let close = corners(found)
+                    .iter()
+                    .zip(corners(cpu))
+                    .all(|(a, b)| (a - b).abs() < 1e-3);
+                assert!(close, "{name} {layout:?}: {found:?} vs {cpu:?}");
+            }
+            let crops: Vec<_> = boxes.iter().map(PersonBox::crop).collect();
+            let given = run(Persons::Crops(&crops));
+            assert!(given.boxes.is_none());
+            assert_eq!(detected.peaks.len(), 2 * pose_layout.channels);
+            for (k, (a, b)) in detected.peaks.iter().zip(&given.peaks).enumerate() {
+                assert!(
+                    a.x == b.x && a.y == b.y && a.score == b.score,
+                    "{name} {layout:?} keypoint {k}: {a:?} vs {b:?}"
+                );
+            }
+        }
     }
 }
 

@@ -25,12 +25,13 @@ use super::dense;
 use super::pose::{BlurTaps, DecodeArgs, DevicePeak};
 use super::preprocess::{
     Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameGeometry, FrameLayout,
-    HostFrame, InputElement, RgbaArgs, SourceLayout, YuvToRgb, crop_taps, device_taps,
-    yuv420_to_rgb,
+    HostFrame, InputElement, LetterboxArgs, Placement, RgbaArgs, SourceLayout, YuvToRgb, crop_taps,
+    device_taps, yuv420_to_rgb,
 };
 use super::render::BlendArgs;
 use super::seg::{DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources};
 use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop};
+use crate::tasks::detect::{DetectorLayout, LetterboxInput, LetterboxPlan};
 use crate::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use kernel_inputs::{Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
 
@@ -353,6 +354,59 @@ fn frame_to_rgba(emulator: &Emulator, frame: &[u8], geometry: &FrameGeometry) ->
     rgba
 }
 
+fn letterbox(
+    emulator: &Emulator,
+    frame: &[u8],
+    geometry: &FrameGeometry,
+    plan: &LetterboxPlan,
+) -> Vec<f32> {
+    type Launcher = unsafe extern "C" fn(
+        *const HostLaunch,
+        *const u8,
+        FrameLayout,
+        *const DeviceTap,
+        *const DeviceTap,
+        Placement,
+        i32,
+        i32,
+        DeviceNormalisation,
+        *mut f32,
+    ) -> Status;
+    let mut out = vec![f32::NAN; 3 * plan.input_w * plan.input_h];
+    let (columns, rows) = plan.stretch.taps();
+    let (columns, rows) = (device_taps(columns), device_taps(rows));
+    let input = (plan.input_w, plan.input_h);
+    let placement = Placement::of(plan);
+    let args = LetterboxArgs::new(
+        geometry,
+        frame.len(),
+        placement,
+        input,
+        &plan.norm,
+        out.len(),
+    )
+    .unwrap();
+    let launch = emulator.launcher::<Launcher>("letterbox_f32");
+    // SAFETY: `LetterboxArgs::new` checked the buffers; the taps are the plan's, clamped inside
+    // the frame, one per column and row of the placement.
+    let status = unsafe {
+        launch(
+            &HostLaunch::from(args.config),
+            frame.as_ptr(),
+            args.layout,
+            columns.as_ptr(),
+            rows.as_ptr(),
+            args.placement,
+            args.width,
+            args.height,
+            args.norm,
+            out.as_mut_ptr(),
+        )
+    };
+    check(status, "letterbox_f32");
+    out
+}
+
 fn upsample_argmax(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &mut [u8]) {
     type Launcher = unsafe extern "C" fn(
         *const HostLaunch,
@@ -562,6 +616,7 @@ fn every_kernel_and_struct_has_its_rust_twin() {
             "preprocess_f32",
             "preprocess_f16",
             "frame_to_rgba",
+            "letterbox_f32",
             "mirror_rows",
             "merge_flipped",
             "upsample_argmax",
@@ -604,6 +659,11 @@ fn every_kernel_and_struct_has_its_rust_twin() {
             "preprocess",
             "Tap",
             layout(size_of::<DeviceTap>(), align_of::<DeviceTap>()),
+        ),
+        (
+            "preprocess",
+            "Placement",
+            layout(size_of::<Placement>(), align_of::<Placement>()),
         ),
         ("seg", "LinearTap", linear_tap),
         (
@@ -802,6 +862,42 @@ fn rgba_conversion_equals_the_cpu_path_for_every_layout() {
                 rgba == expected,
                 "{geometry:?}: RGBA differs from the CPU's"
             );
+        }
+    }
+}
+
+#[test]
+fn detector_letterbox_equals_the_cpu_path_for_every_layout() {
+    let Some(emulator) = emulator("detector_letterbox_equals_the_cpu_path_for_every_layout") else {
+        return;
+    };
+    // Wide (padding above and below), tall (left and right), and odd sizes that round.
+    let frames = [(64, 36), (30, 50), (33, 17)];
+    let (input_w, input_h) = (40, 32);
+    for (detector, (width, height)) in [DetectorLayout::RtmDet, DetectorLayout::Yolo]
+        .into_iter()
+        .flat_map(|d| frames.map(|f| (d, f)))
+    {
+        let geometries = LAYOUTS.iter().flat_map(|&layout| {
+            let geometry = geometry(layout, width, height);
+            [padded(geometry), bt709_full_range(padded(geometry))]
+        });
+        for geometry in geometries {
+            let frame = test_bytes(geometry.len(), 7);
+            let (rgb, format, stride) = cpu_rgb(&frame, &geometry);
+            let view = ImageView {
+                data: &rgb,
+                width,
+                height,
+                stride,
+                format,
+            };
+            let mut cpu = LetterboxInput::new(detector, input_w, input_h);
+            cpu.prepare(&view);
+            let plan = LetterboxPlan::new(detector, (width, height), (input_w, input_h));
+            let out = letterbox(emulator, &frame, &geometry, &plan);
+            let what = format!("{detector:?} letterbox of {geometry:?}");
+            assert_same(&out, cpu.tensor(), |v| v, &what);
         }
     }
 }

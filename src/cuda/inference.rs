@@ -7,13 +7,15 @@
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
 use super::dense::{self, RangeBuffers};
 use super::pose::{DevicePeak, queue_decode};
 use super::preprocess::{
-    DeviceStretch, FrameGeometry, HostFrame, SourceLayout, frame_to_rgba, warp_crops,
+    DeviceLetterbox, DeviceStretch, FrameGeometry, HostFrame, SourceLayout, frame_to_rgba,
+    warp_crops,
 };
 use super::render::blend_class_map;
 use super::seg::{SegShape, argmax_nearest, upsample_argmax};
@@ -22,7 +24,9 @@ use crate::engine::device::{DeviceBatch, DeviceEngine};
 use crate::error::{Error, Result};
 use crate::preprocess::{Normalization, PoseCrop, StretchPlan};
 use crate::tasks::dense::DepthRange;
+use crate::tasks::detect::PersonDetector;
 use crate::tasks::keypoint_sets::body_parts;
+use crate::tasks::pose::PersonBox;
 use crate::tasks::pose_decode::HeatmapPeak;
 use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH, OutputLayout};
 
@@ -34,7 +38,16 @@ pub struct PoseRequest<'a> {
     pub max_batch: usize,
     /// The keypoint set's flip indices, for the flip test.
     pub flip_indices: Option<&'a [usize]>,
-    pub crops: &'a [PoseCrop],
+    pub persons: Persons<'a>,
+}
+
+/// Where the persons of a frame come from.
+pub enum Persons<'a> {
+    /// Known boxes, as their crops.
+    Crops(&'a [PoseCrop]),
+    /// A detector on the GPU ([`PersonDetector::load_on_gpu`]), run on the uploaded frame first;
+    /// its boxes come back in [`FrameResults::boxes`].
+    Detect(&'a mut PersonDetector),
 }
 
 /// A dense model of a frame (it sees the whole frame, stretched).
@@ -81,6 +94,9 @@ pub struct DenseResult {
 /// What comes back from the device for one frame.
 #[derive(Default)]
 pub struct FrameResults {
+    /// The persons a detector found ([`Persons::Detect`]), by decreasing score, and how long
+    /// finding them took (the detector's run ends in a synchronisation).
+    pub boxes: Option<(Vec<PersonBox>, Duration)>,
     /// One peak per keypoint per person, persons in crop order.
     pub peaks: Vec<HeatmapPeak>,
     /// The frame-size class map.
@@ -105,6 +121,7 @@ pub struct PaintedFrame {
 pub struct DeviceInference {
     frame: Option<FrameUpload>,
     stretch: Option<DeviceStretch>,
+    letterbox: Option<DeviceLetterbox>,
     pose: BatchCache,
     pose_mirrored: BatchCache,
     seg: BatchCache,
@@ -125,6 +142,7 @@ impl DeviceInference {
         DeviceInference {
             frame: None,
             stretch: None,
+            letterbox: None,
             pose: BatchCache::default(),
             pose_mirrored: BatchCache::default(),
             seg: BatchCache::default(),
@@ -145,7 +163,7 @@ impl DeviceInference {
         let (width, height) = (geometry.width, geometry.height);
         let mut results = FrameResults::default();
         let peak_count = match request.pose {
-            Some(pose) => self.queue_pose(&geometry, pose)?,
+            Some(pose) => self.queue_pose(&geometry, pose, &mut results)?,
             None => 0,
         };
         let dense = [
@@ -260,20 +278,36 @@ impl DeviceInference {
         })
     }
 
-    /// Crops, runs (with the flip test if asked) and decodes every person; returns how many
-    /// peaks (persons x keypoints) are on their way back.
-    fn queue_pose(&mut self, geometry: &FrameGeometry, pose: PoseRequest) -> Result<usize> {
-        let persons = pose.crops.len();
-        if persons == 0 {
-            return Ok(0);
-        }
+    /// Finds the persons (when asked to), then crops, runs (with the flip test if asked) and
+    /// decodes every person; returns how many peaks (persons x keypoints) are on their way back.
+    fn queue_pose(
+        &mut self,
+        geometry: &FrameGeometry,
+        pose: PoseRequest,
+        results: &mut FrameResults,
+    ) -> Result<usize> {
         let PoseRequest {
             engine,
             layout,
             max_batch,
             flip_indices,
-            crops,
+            persons,
         } = pose;
+        let detected: Vec<PoseCrop>;
+        let crops = match persons {
+            Persons::Crops(crops) => crops,
+            Persons::Detect(detector) => {
+                let started = Instant::now();
+                let boxes = self.detect(geometry, detector)?;
+                detected = boxes.iter().map(PersonBox::crop).collect();
+                results.boxes = Some((boxes, started.elapsed()));
+                &detected
+            }
+        };
+        let persons = crops.len();
+        if persons == 0 {
+            return Ok(0);
+        }
         let keypoints = layout.channels;
         let peaks = Readback::ensure(&mut self.peaks, &self.gpu, persons * keypoints)?;
         if let Some(indices) = flip_indices
@@ -326,6 +360,31 @@ impl DeviceInference {
         }
         peaks.queue_download(&self.gpu, persons * keypoints)?;
         Ok(persons * keypoints)
+    }
+
+    /// Letterboxes the uploaded frame into the detector's bound input and runs it; its boxes
+    /// by decreasing score, those too small to crop left out.
+    fn detect(
+        &mut self,
+        geometry: &FrameGeometry,
+        detector: &mut PersonDetector,
+    ) -> Result<Vec<PersonBox>> {
+        let plan = detector.letterbox_plan(geometry.width, geometry.height);
+        if self.letterbox.as_ref().is_none_or(|l| !l.is_for(plan)) {
+            self.letterbox = Some(DeviceLetterbox::upload(&self.gpu, plan)?);
+        }
+        let (input, len) = detector
+            .bound_input()
+            .ok_or_else(|| Error::Cuda("the person detector was not loaded on the GPU".into()))?;
+        // SAFETY: the bound input is an ONNX Runtime allocation of `len` values on this GPU,
+        // owned by the detector, which outlives this call.
+        let mut input = unsafe { BorrowedSlice::new(self.gpu.stream(), input, len) };
+        let frame = &self.frame.as_ref().expect("uploaded first").device;
+        let letterbox = self.letterbox.as_ref().expect("uploaded above");
+        letterbox.run(&self.gpu, frame, geometry, &mut input)?;
+        let mut boxes = detector.detect_bound(geometry.width, geometry.height)?;
+        boxes.retain(PersonBox::is_croppable);
+        Ok(boxes)
     }
 
     fn queue_seg(

@@ -99,6 +99,22 @@ __device__ __forceinline__ unsigned short to_half(float x) {
 __device__ __forceinline__ void store(float* out, long long at, float v) { out[at] = v; }
 __device__ __forceinline__ void store(unsigned short* out, long long at, float v) { out[at] = to_half(v); }
 
+// The bilinear sample of one output position in R, G, B, normalised.
+__device__ __forceinline__ void bilinear_rgb(const unsigned char* data, const FrameLayout& f, const Tap& c, const Tap& r, int arithmetic,
+                                             const Normalisation& norm, float value[3]) {
+    int p00[3], p01[3], p10[3], p11[3];
+    load_rgb(data, f, c.i0, r.i0, p00);
+    load_rgb(data, f, c.i1, r.i0, p01);
+    load_rgb(data, f, c.i0, r.i1, p10);
+    load_rgb(data, f, c.i1, r.i1, p11);
+    for (int ch = 0; ch < 3; ++ch) {
+        int h0 = horizontal(arithmetic, p00[ch], p01[ch], c);
+        int h1 = horizontal(arithmetic, p10[ch], p11[ch], c);
+        // A true division, as the CPU path (IEEE-rounded: NVRTC's default --prec-div=true).
+        value[ch] = (vertical(arithmetic, h0, h1, r) - norm.mean[ch]) / norm.std_dev[ch];
+    }
+}
+
 // Grid: x over output columns, y over output rows, z over batch items. Item z uses taps
 // columns[z * out_w ..] and rows[z * out_h ..] and writes slot z of `out` (3 x out_h x out_w).
 template <typename Out>
@@ -108,22 +124,11 @@ __device__ void bilinear_planar(const unsigned char* data, FrameLayout f, const 
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     int item = blockIdx.z;
     if (x >= out_w || y >= out_h) return;
-    Tap c = columns[(long long)item * out_w + x];
-    Tap r = rows[(long long)item * out_h + y];
-    int p00[3], p01[3], p10[3], p11[3];
-    load_rgb(data, f, c.i0, r.i0, p00);
-    load_rgb(data, f, c.i1, r.i0, p01);
-    load_rgb(data, f, c.i0, r.i1, p10);
-    load_rgb(data, f, c.i1, r.i1, p11);
+    float value[3];
+    bilinear_rgb(data, f, columns[(long long)item * out_w + x], rows[(long long)item * out_h + y], arithmetic, norm, value);
     long long plane = (long long)out_w * out_h;
     long long base = (long long)item * 3 * plane + (long long)y * out_w + x;
-    for (int ch = 0; ch < 3; ++ch) {
-        int h0 = horizontal(arithmetic, p00[ch], p01[ch], c);
-        int h1 = horizontal(arithmetic, p10[ch], p11[ch], c);
-        // A true division, as the CPU path (IEEE-rounded: NVRTC's default --prec-div=true).
-        float value = (vertical(arithmetic, h0, h1, r) - norm.mean[ch]) / norm.std_dev[ch];
-        store(out, base + ch * plane, value);
-    }
+    for (int ch = 0; ch < 3; ++ch) store(out, base + ch * plane, value[ch]);
 }
 
 extern "C" __global__ void preprocess_f32(const unsigned char* data, FrameLayout f, const Tap* columns, const Tap* rows, int arithmetic,
@@ -149,4 +154,30 @@ extern "C" __global__ void frame_to_rgba(const unsigned char* data, FrameLayout 
     out[1] = (unsigned char)rgb[1];
     out[2] = (unsigned char)rgb[2];
     out[3] = 255;
+}
+
+// Where a detector's input holds the resized frame (`Placement` in preprocess.rs, same field
+// order): its rectangle, the normalised padding around it per R, G, B channel, and whether the
+// planes go blue first (mmdet's BGR).
+struct Placement {
+    int left, top, resized_w, resized_h;
+    int blue_first;
+    float pad[3];
+};
+
+// Any layout -> a person detector's letterboxed input (f32, 3 x out_h x out_w), one thread per
+// input pixel: inside the placement the frame resized with the taps of a stretch plan (cv::resize
+// INTER_LINEAR, `columns` over resized_w, `rows` over resized_h), outside it the padding.
+extern "C" __global__ void letterbox_f32(const unsigned char* data, FrameLayout f, const Tap* columns, const Tap* rows, Placement place,
+                                         int out_w, int out_h, Normalisation norm, float* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+    int rx = x - place.left, ry = y - place.top;
+    float value[3] = {place.pad[0], place.pad[1], place.pad[2]};
+    if (rx >= 0 && ry >= 0 && rx < place.resized_w && ry < place.resized_h)
+        bilinear_rgb(data, f, columns[rx], rows[ry], ARITHMETIC_RESIZE, norm, value);
+    long long plane = (long long)out_w * out_h;
+    long long at = (long long)y * out_w + x;
+    for (int ch = 0; ch < 3; ++ch) out[(place.blue_first ? 2 - ch : ch) * plane + at] = value[ch];
 }

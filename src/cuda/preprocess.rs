@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::preprocess::{
     ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, Tap, warp_taps,
 };
+use crate::tasks::detect::LetterboxPlan;
 
 /// How a frame's bytes are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,6 +419,156 @@ impl DeviceStretch {
             norm,
             out,
         )
+    }
+}
+
+/// A person detector's letterbox on the device, for frames of one size: the stretch taps into
+/// the resized rectangle, uploaded once, and where that rectangle sits in the input.
+pub struct DeviceLetterbox {
+    columns: CudaSlice<DeviceTap>,
+    rows: CudaSlice<DeviceTap>,
+    frame: (usize, usize),
+    input: (usize, usize),
+    placement: Placement,
+    norm: Normalization,
+}
+
+impl DeviceLetterbox {
+    pub fn upload(gpu: &Gpu, plan: &LetterboxPlan) -> Result<Self> {
+        let (columns, rows) = plan.stretch.taps();
+        Ok(DeviceLetterbox {
+            columns: upload_taps(gpu, columns)?,
+            rows: upload_taps(gpu, rows)?,
+            frame: (plan.frame_w, plan.frame_h),
+            input: (plan.input_w, plan.input_h),
+            placement: Placement::of(plan),
+            norm: plan.norm,
+        })
+    }
+
+    /// Whether this was uploaded for `plan` (same frame, input and placement).
+    pub fn is_for(&self, plan: &LetterboxPlan) -> bool {
+        self.frame == (plan.frame_w, plan.frame_h)
+            && self.input == (plan.input_w, plan.input_h)
+            && self.placement == Placement::of(plan)
+    }
+
+    /// Letterboxes `frame` into `out` (the detector's 1 x 3 x H x W input), on the GPU's stream.
+    pub fn run(
+        &self,
+        gpu: &Gpu,
+        frame: &CudaSlice<u8>,
+        geometry: &FrameGeometry,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if (geometry.width, geometry.height) != self.frame {
+            return Err(Error::Cuda(format!(
+                "letterbox planned for {}x{} frames, got {}x{}",
+                self.frame.0, self.frame.1, geometry.width, geometry.height
+            )));
+        }
+        let args = LetterboxArgs::new(
+            geometry,
+            frame.len(),
+            self.placement,
+            self.input,
+            &self.norm,
+            out.len(),
+        )?;
+        let function = gpu.function("preprocess", "letterbox_f32")?;
+        let mut launch = gpu.stream().launch_builder(&function);
+        launch
+            .arg(frame)
+            .arg(&args.layout)
+            .arg(&self.columns)
+            .arg(&self.rows)
+            .arg(&args.placement)
+            .arg(&args.width)
+            .arg(&args.height)
+            .arg(&args.norm)
+            .arg(out);
+        // SAFETY: the arguments match the kernel; `LetterboxArgs::new` checked the buffers, the
+        // taps (the CPU plan's, clamped inside the frame) cover the placement's rectangle.
+        unsafe { launch.launch(args.config) }.map_err(cuda_error("launching letterbox_f32"))?;
+        Ok(())
+    }
+}
+
+/// `Placement` in preprocess.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Placement {
+    left: i32,
+    top: i32,
+    resized_w: i32,
+    resized_h: i32,
+    blue_first: i32,
+    pad: [f32; 3],
+}
+
+// SAFETY: plain old data with the kernel's C layout.
+unsafe impl DeviceRepr for Placement {}
+
+impl Placement {
+    pub(super) fn of(plan: &LetterboxPlan) -> Self {
+        let letterbox = &plan.letterbox;
+        Placement {
+            left: letterbox.left as i32,
+            top: letterbox.top as i32,
+            resized_w: letterbox.resized_w as i32,
+            resized_h: letterbox.resized_h as i32,
+            blue_first: i32::from(plan.blue_first),
+            pad: plan.pad,
+        }
+    }
+}
+
+/// `letterbox_f32`'s arguments besides the buffers, and its launch shape.
+pub(super) struct LetterboxArgs {
+    pub(super) layout: FrameLayout,
+    pub(super) placement: Placement,
+    pub(super) width: i32,
+    pub(super) height: i32,
+    pub(super) norm: DeviceNormalisation,
+    pub(super) config: LaunchConfig,
+}
+
+impl LetterboxArgs {
+    /// Checks a frame of `frame_len` bytes and an output of `out_len` values against the launch.
+    pub(super) fn new(
+        geometry: &FrameGeometry,
+        frame_len: usize,
+        placement: Placement,
+        (input_w, input_h): (usize, usize),
+        norm: &Normalization,
+        out_len: usize,
+    ) -> Result<Self> {
+        let inside = |start: i32, len: i32, side: usize| {
+            start >= 0 && len > 0 && (start + len) as usize <= side
+        };
+        if geometry.is_empty()
+            || frame_len < geometry.len()
+            || out_len < 3 * input_w * input_h
+            || !inside(placement.left, placement.resized_w, input_w)
+            || !inside(placement.top, placement.resized_h, input_h)
+        {
+            return Err(Error::Cuda(format!(
+                "frame of {frame_len} bytes (needs {}), input of {out_len} values (needs 3 x \
+                 {input_h} x {input_w}) or {placement:?} do not fit {geometry:?}",
+                geometry.len()
+            )));
+        }
+        Ok(LetterboxArgs {
+            layout: geometry.device_layout(),
+            placement,
+            width: input_w as i32,
+            height: input_h as i32,
+            norm: DeviceNormalisation {
+                mean: norm.mean,
+                std: norm.std,
+            },
+            config: grid_2d(input_w, input_h, 1),
+        })
     }
 }
 

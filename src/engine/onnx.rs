@@ -205,15 +205,7 @@ fn execution_providers(
     environment: &ort::environment::Environment,
     options: &OnnxOptions,
 ) -> Result<Providers> {
-    let cuda = |device: usize| {
-        let provider = ep::CUDA::default().with_device_id(device as i32);
-        let provider = match &options.compute_stream {
-            // SAFETY: the engine keeps the stream alive as long as its session (`OnnxEngine::device`).
-            Some(stream) => unsafe { provider.with_compute_stream(stream.raw()) },
-            None => provider,
-        };
-        provider.build().error_on_failure()
-    };
+    let cuda = |device| cuda_provider(device, options.compute_stream.as_ref());
     match options.execution {
         Execution::Cpu => Ok(Providers {
             list: Vec::new(),
@@ -232,6 +224,32 @@ fn execution_providers(
             })
         }
     }
+}
+
+/// The CUDA provider on `device`, on `stream` when given: the session that uses it must keep
+/// the stream alive as long as itself.
+fn cuda_provider(device: usize, stream: Option<&ComputeStream>) -> ExecutionProviderDispatch {
+    let provider = ep::CUDA::default().with_device_id(device as i32);
+    let provider = match stream {
+        // SAFETY: the caller keeps the stream alive as long as the session (`OnnxEngine` and
+        // `PersonDetector` hold it).
+        Some(stream) => unsafe { provider.with_compute_stream(stream.raw()) },
+        None => provider,
+    };
+    provider.build().error_on_failure()
+}
+
+/// Registers the CUDA provider on `device` (see [`cuda_provider`]).
+pub(crate) fn register_cuda(
+    builder: SessionBuilder,
+    device: usize,
+    stream: Option<&ComputeStream>,
+) -> Result<SessionBuilder> {
+    let providers = Providers {
+        list: vec![cuda_provider(device, stream)],
+        engine_cache: None,
+    };
+    register(builder, &providers, Execution::Cuda { device })
 }
 
 /// The TensorRT provider: fp16 by default, the batch profile, and the engine and timing caches

@@ -8,13 +8,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{IoBinding, Session, SessionOutputs};
+use ort::value::{DynValue, Outlet, Tensor, TensorElementType, TensorRef, ValueType};
 use serde::Deserialize;
 
 use super::pose::PersonBox;
-use crate::engine::onnx::open_session;
+use crate::engine::device::ComputeStream;
+use crate::engine::onnx::{open_session, register_cuda};
 use crate::error::{Error, Result};
 use crate::preprocess::{ImageView, Normalization, StretchPlan};
 
@@ -156,13 +158,54 @@ impl Letterbox {
     }
 }
 
-/// The resize tables and fit of one frame size; the frames of a stream share one.
+/// How frames of one size become a detector's input: the fit, the resize taps, the channel
+/// order and the normalisation (with the padding's value). The frames of a stream share one;
+/// the CPU letterbox and the device's (`crate::cuda::preprocess::DeviceLetterbox`) run it.
 #[derive(Debug)]
-struct FittedFrame {
-    frame_w: usize,
-    frame_h: usize,
-    letterbox: Letterbox,
-    stretch: StretchPlan,
+pub struct LetterboxPlan {
+    pub frame_w: usize,
+    pub frame_h: usize,
+    pub input_w: usize,
+    pub input_h: usize,
+    pub letterbox: Letterbox,
+    /// Frame -> the resized rectangle.
+    pub stretch: StretchPlan,
+    pub norm: Normalization,
+    /// The normalised padding per R, G, B channel.
+    pub pad: [f32; 3],
+    /// The input's planes go B, G, R (mmdet).
+    pub blue_first: bool,
+}
+
+impl LetterboxPlan {
+    pub fn new(
+        layout: DetectorLayout,
+        (frame_w, frame_h): (usize, usize),
+        (input_w, input_h): (usize, usize),
+    ) -> Self {
+        let letterbox = Letterbox::new(layout, frame_w, frame_h, input_w, input_h);
+        let norm = layout.normalization();
+        LetterboxPlan {
+            frame_w,
+            frame_h,
+            input_w,
+            input_h,
+            letterbox,
+            stretch: StretchPlan::new(frame_w, frame_h, letterbox.resized_w, letterbox.resized_h),
+            norm,
+            pad: std::array::from_fn(|c| (PAD_VALUE - norm.mean[c]) / norm.std[c]),
+            blue_first: layout.blue_first(),
+        }
+    }
+
+    /// The input plane that holds R, G or B (`rgb_channel` 0, 1, 2).
+    pub fn plane_of(&self, rgb_channel: usize) -> usize {
+        if self.blue_first {
+            2 - rgb_channel
+        } else {
+            rgb_channel
+        }
+    }
 }
 
 /// Builds a detector's 1 x 3 x H x W input from frames, reusing its buffers frame after frame.
@@ -171,7 +214,7 @@ pub struct LetterboxInput {
     layout: DetectorLayout,
     input_w: usize,
     input_h: usize,
-    fitted: Option<FittedFrame>,
+    plan: Option<LetterboxPlan>,
     /// The resized frame alone, planar R, G, B, normalised.
     resized: Vec<f32>,
     tensor: Vec<f32>,
@@ -183,41 +226,41 @@ impl LetterboxInput {
             layout,
             input_w,
             input_h,
-            fitted: None,
+            plan: None,
             resized: Vec::new(),
             tensor: vec![0.0; 3 * input_w * input_h],
         }
     }
 
+    /// The plan for `frame_w x frame_h` frames, made when the size changes.
+    pub fn plan(&mut self, frame_w: usize, frame_h: usize) -> &LetterboxPlan {
+        let (layout, input) = (self.layout, (self.input_w, self.input_h));
+        let plan = match self.plan.take() {
+            Some(plan) if (plan.frame_w, plan.frame_h) == (frame_w, frame_h) => plan,
+            _ => LetterboxPlan::new(layout, (frame_w, frame_h), input),
+        };
+        self.plan.insert(plan)
+    }
+
     /// Letterboxes `view` into [`Self::tensor`] (bilinear resize with `cv2.resize` INTER_LINEAR
     /// values, padding 114, the layout's channel order and normalisation) and returns the fit.
     pub fn prepare(&mut self, view: &ImageView) -> Letterbox {
-        let (layout, input_w, input_h) = (self.layout, self.input_w, self.input_h);
-        let fitted = match self.fitted.take() {
-            Some(fitted) if (fitted.frame_w, fitted.frame_h) == (view.width, view.height) => fitted,
-            _ => FittedFrame::new(layout, view.width, view.height, input_w, input_h),
-        };
-        let letterbox = fitted.letterbox;
-        let norm = layout.normalization();
+        let (input_w, input_h) = (self.input_w, self.input_h);
+        self.plan(view.width, view.height);
+        let plan = self.plan.as_ref().expect("made above");
+        let letterbox = plan.letterbox;
         self.resized
             .resize(3 * letterbox.resized_w * letterbox.resized_h, 0.0);
-        fitted.stretch.run(view, &mut self.resized, &norm);
-        self.fitted = Some(fitted);
-
+        plan.stretch.run(view, &mut self.resized, &plan.norm);
         let plane_len = input_w * input_h;
         let resized_planes = self
             .resized
             .chunks_exact(letterbox.resized_w * letterbox.resized_h);
-        for (rgb_channel, resized) in resized_planes.enumerate() {
-            let plane = if layout.blue_first() {
-                2 - rgb_channel
-            } else {
-                rgb_channel
-            };
-            let out = &mut self.tensor[plane * plane_len..][..plane_len];
-            out.fill((PAD_VALUE - norm.mean[rgb_channel]) / norm.std[rgb_channel]);
+        for (rgb_channel, plane) in resized_planes.enumerate() {
+            let out = &mut self.tensor[plan.plane_of(rgb_channel) * plane_len..][..plane_len];
+            out.fill(plan.pad[rgb_channel]);
             let out_rows = out.chunks_exact_mut(input_w).skip(letterbox.top);
-            for (out_row, row) in out_rows.zip(resized.chunks_exact(letterbox.resized_w)) {
+            for (out_row, row) in out_rows.zip(plane.chunks_exact(letterbox.resized_w)) {
                 out_row[letterbox.left..][..letterbox.resized_w].copy_from_slice(row);
             }
         }
@@ -227,24 +270,6 @@ impl LetterboxInput {
     /// The input of the last [`Self::prepare`]: planar, in the layout's channel order.
     pub fn tensor(&self) -> &[f32] {
         &self.tensor
-    }
-}
-
-impl FittedFrame {
-    fn new(
-        layout: DetectorLayout,
-        frame_w: usize,
-        frame_h: usize,
-        input_w: usize,
-        input_h: usize,
-    ) -> Self {
-        let letterbox = Letterbox::new(layout, frame_w, frame_h, input_w, input_h);
-        FittedFrame {
-            frame_w,
-            frame_h,
-            letterbox,
-            stretch: StretchPlan::new(frame_w, frame_h, letterbox.resized_w, letterbox.resized_h),
-        }
     }
 }
 
@@ -259,30 +284,75 @@ enum OutputPlan {
     Yolo,
 }
 
-/// An ONNX person detector.
+/// An ONNX person detector. On the CPU it takes a frame and letterboxes it itself; on a GPU
+/// ([`Self::load_on_gpu`]) its input is a tensor in device memory that the letterbox kernel
+/// writes (`crate::cuda::inference`), and only its outputs come back to the host.
+// Field order is drop order: the binding and its input before the session, the stream the
+// session runs on after it.
 pub struct PersonDetector {
+    bound: Option<BoundIo>,
     session: Session,
     model_id: String,
     input_name: String,
     outputs: OutputPlan,
     input: LetterboxInput,
     options: DetectorOptions,
+    /// Held, never read: the CUDA provider runs on this stream's raw handle.
+    _compute_stream: Option<ComputeStream>,
+}
+
+/// The input bound in memory the caller writes, the outputs bound to host memory.
+struct BoundIo {
+    binding: IoBinding,
+    input: Tensor<f32>,
 }
 
 impl PersonDetector {
+    /// A detector on the CPU.
     pub fn load(
         path: &Path,
         environment: &ort::environment::Environment,
         options: &DetectorOptions,
     ) -> Result<Self> {
+        Self::open(path, environment, options, Ok, None)
+    }
+
+    /// A detector on CUDA device `device`, on the kernels' `stream`, its input bound in device
+    /// memory ([`Self::bound_input`]).
+    pub fn load_on_gpu(
+        path: &Path,
+        environment: &ort::environment::Environment,
+        options: &DetectorOptions,
+        device: usize,
+        stream: &ComputeStream,
+    ) -> Result<Self> {
+        let register = |builder| register_cuda(builder, device, Some(stream));
+        let mut detector = Self::open(path, environment, options, register, Some(stream.clone()))?;
+        let memory = MemoryInfo::new(
+            AllocationDevice::CUDA,
+            device as i32,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(|e| Error::Execution(format!("CUDA memory for the detector: {e}")))?;
+        detector.bind(memory)?;
+        Ok(detector)
+    }
+
+    fn open(
+        path: &Path,
+        environment: &ort::environment::Environment,
+        options: &DetectorOptions,
+        register_providers: impl FnOnce(SessionBuilder) -> Result<SessionBuilder>,
+        compute_stream: Option<ComputeStream>,
+    ) -> Result<Self> {
         let model_error = Error::model(path);
-        // The detector runs on the CPU: no execution providers to register.
         let session = open_session(
             path,
             environment,
             GraphOptimizationLevel::All,
             options.threads,
-            Ok,
+            register_providers,
         )?;
         let outputs = recognise_outputs(session.outputs()).map_err(model_error)?;
         let (input_name, input_w, input_h) = image_input(session.inputs()).map_err(model_error)?;
@@ -291,6 +361,7 @@ impl PersonDetector {
             OutputPlan::Yolo => DetectorLayout::Yolo,
         };
         Ok(PersonDetector {
+            bound: None,
             session,
             model_id: path
                 .file_stem()
@@ -300,43 +371,122 @@ impl PersonDetector {
             outputs,
             input: LetterboxInput::new(layout, input_w, input_h),
             options: *options,
+            _compute_stream: compute_stream,
         })
+    }
+
+    /// Binds the input to a tensor allocated in `memory` and every output to host memory, in
+    /// the session's output order (which [`OutputPlan`] indexes).
+    fn bind(&mut self, memory: MemoryInfo) -> Result<()> {
+        let error = |e: ort::Error| Error::Execution(format!("binding {}: {e}", self.model_id));
+        let allocator = Allocator::new(&self.session, memory).map_err(error)?;
+        let shape = [1, 3, self.input.input_h, self.input.input_w];
+        let input = Tensor::<f32>::new(&allocator, shape).map_err(error)?;
+        let host = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(error)?;
+        let mut binding = self.session.create_binding().map_err(error)?;
+        binding
+            .bind_input(self.input_name.as_str(), &input)
+            .map_err(error)?;
+        for output in self.session.outputs() {
+            binding
+                .bind_output_to_device(output.name(), &host)
+                .map_err(error)?;
+        }
+        self.bound = Some(BoundIo { binding, input });
+        Ok(())
     }
 
     pub fn layout(&self) -> DetectorLayout {
         self.input.layout
     }
 
+    /// How `frame_w x frame_h` frames become this detector's input.
+    pub fn letterbox_plan(&mut self, frame_w: usize, frame_h: usize) -> &LetterboxPlan {
+        self.input.plan(frame_w, frame_h)
+    }
+
+    /// The bound input's address and length in values (1 x 3 x H x W), for the letterbox
+    /// kernel; `None` on the CPU.
+    pub fn bound_input(&mut self) -> Option<(u64, usize)> {
+        let bound = self.bound.as_mut()?;
+        let len = 3 * self.input.input_w * self.input.input_h;
+        Some((bound.input.data_ptr_mut() as u64, len))
+    }
+
+    /// Person boxes in frame pixels from a frame the caller letterboxed into the bound input
+    /// (with [`Self::letterbox_plan`]`(frame_w, frame_h)`; on a GPU, on the detector's stream):
+    /// sorted by score (highest first), clipped to the frame.
+    pub fn detect_bound(&mut self, frame_w: usize, frame_h: usize) -> Result<Vec<PersonBox>> {
+        let letterbox = self.input.plan(frame_w, frame_h).letterbox;
+        let bound = self.bound.as_ref().ok_or_else(|| Error::Inference {
+            model: self.model_id.clone(),
+            message: "the detector's input is not bound".into(),
+        })?;
+        let outputs = self
+            .session
+            .run_binding(&bound.binding)
+            .map_err(|e| inference_error(&self.model_id, e.to_string()))?;
+        persons_in_frame(
+            self.outputs,
+            &outputs,
+            &self.options,
+            &letterbox,
+            (frame_w, frame_h),
+        )
+        .map_err(|message| inference_error(&self.model_id, message))
+    }
+
     /// Person boxes in frame pixels, sorted by score (highest first), clipped to the frame.
     pub fn detect(&mut self, view: &ImageView) -> Result<Vec<PersonBox>> {
-        let inference_error = |message: String| Error::Inference {
-            model: self.model_id.clone(),
-            message,
-        };
         let letterbox = self.input.prepare(view);
         let shape = [1, 3, self.input.input_h, self.input.input_w];
         let tensor = TensorRef::from_array_view((shape, self.input.tensor()))
-            .map_err(|e| inference_error(e.to_string()))?;
+            .map_err(|e| inference_error(&self.model_id, e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| inference_error(e.to_string()))?;
-        let threshold = self.options.score_threshold;
-        let candidates = match self.outputs {
-            OutputPlan::RtmDet {
-                dets,
-                labels,
-                labels_type,
-            } => rtmdet_persons(&outputs[dets], &outputs[labels], labels_type, threshold),
-            OutputPlan::Yolo => yolo_persons(&outputs[0], threshold),
-        }
-        .map_err(inference_error)?;
-        let in_frame = candidates
-            .into_iter()
-            .filter_map(|person| box_in_frame(person, &letterbox, view.width, view.height))
-            .collect();
-        Ok(non_maximum_suppression(in_frame, self.options.nms_iou))
+            .map_err(|e| inference_error(&self.model_id, e.to_string()))?;
+        let frame = (view.width, view.height);
+        persons_in_frame(self.outputs, &outputs, &self.options, &letterbox, frame)
+            .map_err(|message| inference_error(&self.model_id, message))
     }
+}
+
+fn inference_error(model: &str, message: String) -> Error {
+    Error::Inference {
+        model: model.to_owned(),
+        message,
+    }
+}
+
+/// The persons of a run's outputs in frame pixels, after the threshold and NMS.
+fn persons_in_frame(
+    plan: OutputPlan,
+    outputs: &SessionOutputs,
+    options: &DetectorOptions,
+    letterbox: &Letterbox,
+    (frame_w, frame_h): (usize, usize),
+) -> std::result::Result<Vec<PersonBox>, String> {
+    let threshold = options.score_threshold;
+    let candidates = match plan {
+        OutputPlan::RtmDet {
+            dets,
+            labels,
+            labels_type,
+        } => rtmdet_persons(&outputs[dets], &outputs[labels], labels_type, threshold),
+        OutputPlan::Yolo => yolo_persons(&outputs[0], threshold),
+    }?;
+    let in_frame = candidates
+        .into_iter()
+        .filter_map(|person| box_in_frame(person, letterbox, frame_w, frame_h))
+        .collect();
+    Ok(non_maximum_suppression(in_frame, options.nms_iou))
 }
 
 /// What a refused model is expected to look like.
@@ -641,6 +791,69 @@ fn parse_box(values: &[f32]) -> std::result::Result<PersonBox, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::PixelFormat;
+
+    /// A CPU detector of `layout` whose boxes (two persons) move with the mean of its input.
+    fn input_sensitive_detector(dir: &Path, layout: &str) -> PersonDetector {
+        let spec = serde_json::json!([{
+            "name": layout,
+            "layout": layout,
+            "input": [320, 320],
+            "boxes": [[40, 30, 140, 250, 0.9, 0], [180, 60, 290, 300, 0.8, 0]],
+            "input_gain": 0.05,
+        }]);
+        // The project's Python, as tests/common finds it.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("SAPIENS_PYTHON")
+            .map_or_else(|| root.join(".venv/bin/python"), PathBuf::from);
+        let made = std::process::Command::new(python)
+            .arg(root.join("tests/reference/make_detectors.py"))
+            .args([dir.as_os_str(), spec.to_string().as_ref()])
+            .status()
+            .unwrap();
+        assert!(made.success(), "make_detectors.py failed");
+        let environment = crate::engine::runtime::environment(None).unwrap();
+        let path = dir.join(format!("{layout}.onnx"));
+        PersonDetector::load(&path, environment, &DetectorOptions::default()).unwrap()
+    }
+
+    /// What a GPU detector does with device memory, on the CPU: the input bound to a tensor the
+    /// caller fills, every output bound to host memory and read back in the session's order.
+    #[test]
+    fn a_bound_run_finds_what_a_frame_run_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (width, height) = (480, 270);
+        let frame: Vec<u8> = (0..width * height * 3)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let view = ImageView::packed(&frame, width, height, PixelFormat::Rgb);
+        for layout in ["rtmdet", "yolo"] {
+            let mut detector = input_sensitive_detector(dir.path(), layout);
+            let expected = detector.detect(&view).unwrap();
+            assert_eq!(expected.len(), 2, "{layout}: {expected:?}");
+
+            let host = MemoryInfo::new(
+                AllocationDevice::CPU,
+                0,
+                AllocatorType::Device,
+                MemoryType::Default,
+            )
+            .unwrap();
+            detector.bind(host).unwrap();
+            let bound = &mut detector.bound.as_mut().unwrap().input;
+            let (_, values) = bound.extract_tensor_mut();
+            values.fill(0.0);
+            let unfilled = detector.detect_bound(width, height).unwrap();
+            assert_ne!(unfilled, expected, "{layout}: the input changes the boxes");
+
+            detector.input.prepare(&view);
+            let letterboxed = detector.input.tensor().to_vec();
+            let bound = &mut detector.bound.as_mut().unwrap().input;
+            bound.extract_tensor_mut().1.copy_from_slice(&letterboxed);
+            let found = detector.detect_bound(width, height).unwrap();
+            assert_eq!(found, expected, "{layout}");
+        }
+    }
 
     fn person(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> PersonBox {
         PersonBox {

@@ -29,6 +29,11 @@ impl PersonBox {
         }
     }
 
+    /// At least a pixel wide and high: smaller boxes are left out, their crop would be empty.
+    pub fn is_croppable(&self) -> bool {
+        self.x2 - self.x1 >= 1.0 && self.y2 - self.y1 >= 1.0
+    }
+
     pub fn crop(&self) -> PoseCrop {
         PoseCrop::from_box(
             self.x1,

@@ -6,9 +6,11 @@
 SPEC_JSON is a list of models:
   {"name": "rtmdet", "layout": "rtmdet" | "yolo" | "yolo_nms",
    "input": [H, W] or null (dynamic height and width),
-   "boxes": [[x1, y1, x2, y2, score, class], ...]}    # in the model's input pixels
-and each becomes OUT_DIR/<name>.onnx. Whatever the image, the model returns those boxes, in the
-layout's output format:
+   "boxes": [[x1, y1, x2, y2, score, class], ...],    # in the model's input pixels
+   "input_gain": g}                                   # optional, default 0
+and each becomes OUT_DIR/<name>.onnx. The model returns those boxes, in the layout's output
+format, every float output value plus g x the mean of the image input (so with g = 0 whatever
+the image, and with a small g a test can tell which input a run saw):
   rtmdet:   mmdeploy's export, 'dets' float32 (1, N, 5) and 'labels' int64 (1, N), plus one
             all-zero row (mmdeploy pads its fixed-size output that way);
   yolo:     ultralytics v8/v11, 'output0' float32 (1, 4 + 80, anchors), with ultralytics' anchor
@@ -18,7 +20,7 @@ layout's output format:
             spare anchors are all zero;
   yolo_nms: ultralytics' export with nms=True, 'output0' (1, 300, 6): a layout the program refuses.
 The image input ('input' for mmdeploy, 'images' for ultralytics) is consumed through
-ReduceMean(x) * 0 so that ONNX Runtime keeps it as a real input.
+ReduceMean(x) * g, so that ONNX Runtime keeps it as a real input even when g = 0.
 """
 
 import json
@@ -35,12 +37,12 @@ OPSET = 17
 IR_VERSION = 8
 
 
-def zero_from_input(name):
-    """Nodes that turn the image into a scalar 0 named 'zero'."""
+def offset_from_input(name, gain):
+    """Nodes that turn the image into the scalar gain x mean(image), named 'offset'."""
     return [
         helper.make_node("ReduceMean", [name], ["mean"], keepdims=0),
-        helper.make_node("Mul", ["mean", "zero_constant"], ["zero"]),
-    ], [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero_constant")]
+        helper.make_node("Mul", ["mean", "gain"], ["offset"]),
+    ], [numpy_helper.from_array(np.array(gain, dtype=np.float32), "gain")]
 
 
 def rtmdet(boxes, _size):
@@ -49,11 +51,17 @@ def rtmdet(boxes, _size):
     dets = np.array([rows], dtype=np.float32)
     labels = np.array([labels], dtype=np.int64)
     nodes = [
-        helper.make_node("Add", ["zero", "dets_constant"], ["dets"]),
+        helper.make_node("Add", ["offset", "dets_constant"], ["dets"]),
+        # Labels stay whole: the float offset, times 0, cast.
+        helper.make_node("Mul", ["offset", "zero_constant"], ["zero"]),
         helper.make_node("Cast", ["zero"], ["zero_int"], to=TensorProto.INT64),
         helper.make_node("Add", ["zero_int", "labels_constant"], ["labels"]),
     ]
-    initializers = [numpy_helper.from_array(dets, "dets_constant"), numpy_helper.from_array(labels, "labels_constant")]
+    initializers = [
+        numpy_helper.from_array(dets, "dets_constant"),
+        numpy_helper.from_array(labels, "labels_constant"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero_constant"),
+    ]
     outputs = [
         helper.make_tensor_value_info("dets", TensorProto.FLOAT, list(dets.shape)),
         helper.make_tensor_value_info("labels", TensorProto.INT64, list(labels.shape)),
@@ -81,7 +89,7 @@ def yolo_nms(boxes, _size):
 
 
 def yolo_graph(output):
-    nodes = [helper.make_node("Add", ["zero", "output_constant"], ["output0"])]
+    nodes = [helper.make_node("Add", ["offset", "output_constant"], ["output0"])]
     initializers = [numpy_helper.from_array(output, "output_constant")]
     outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(output.shape))]
     return "images", nodes, initializers, outputs
@@ -95,8 +103,8 @@ def make_model(spec):
     input_name, nodes, initializers, outputs = LAYOUTS[spec["layout"]](spec["boxes"], size)
     declared = spec["input"] or ["height", "width"]
     image = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, *declared])
-    zero_nodes, zero_initializers = zero_from_input(input_name)
-    graph = helper.make_graph(zero_nodes + nodes, spec["name"], [image], outputs, zero_initializers + initializers)
+    offset_nodes, offset_initializers = offset_from_input(input_name, spec.get("input_gain", 0.0))
+    graph = helper.make_graph(offset_nodes + nodes, spec["name"], [image], outputs, offset_initializers + initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
