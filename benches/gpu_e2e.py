@@ -10,6 +10,10 @@ Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/)
      of --frames identical frames (the image-folder input needs no GStreamer plugins, only the
      GStreamer core libraries the binary links), one fixed person box per frame (--boxes),
      --engine cuda, --mode offline, --output none                            -> e2e.jsonl, e2e.log
+     With --persons detector the box comes from a person detector on the GPU instead: an
+     RTMDet-layout model from tests/reference/make_detectors.py that returns that box whatever
+     the frame (its cost is the letterbox, the run and the readback, not a real detector's), and
+     the summary says whether every frame's box came back where it should.
   5. summary: fps of each, and the ratio program / PyTorch                   -> summary.json
 The results folder holds at most 7 files (generate.log, torch.log, torch.jsonl, doctor.log,
 e2e.log, e2e.jsonl, summary.json; the device tool returns 8 at most); summary.json is rewritten
@@ -151,6 +155,42 @@ def write_boxes(path: Path, count: int, width: int, height: int) -> list[float]:
     return box
 
 
+DETECTOR_INPUT = 640
+
+
+def constant_detector(work: Path, box: list[float], width: int, height: int) -> Path | str:
+    """An RTMDet-layout detector (640x640 input) that finds `box` in every frame: the box in
+    its input pixels, as mmdet's keep-ratio resize puts the frame there. An error text if the
+    generator fails."""
+    scale = min(DETECTOR_INPUT / width, DETECTOR_INPUT / height)
+    scale_x = int(width * scale + 0.5) / width
+    scale_y = int(height * scale + 0.5) / height
+    x1, y1, x2, y2, score = box
+    spec = [{"name": "detector", "layout": "rtmdet", "input": [DETECTOR_INPUT, DETECTOR_INPUT],
+             "boxes": [[x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y, 0.9 * score, 0]]}]
+    rc, text = run([sys.executable, str(REPO / "tests" / "reference" / "make_detectors.py"), str(work),
+                    json.dumps(spec)], work / "make_detectors.log", timeout=120)
+    model = work / "detector.onnx"
+    if rc != 0 or not model.is_file():
+        return f"make_detectors.py failed (rc {rc}): {text.strip().splitlines()[-1:]}"
+    return model
+
+
+def detected_boxes(results_file: Path, box: list[float]) -> dict:
+    """Whether every frame found one person at `box` (within half a pixel)."""
+    worst, frames, wrong = 0.0, 0, 0
+    with open(results_file) as f:
+        for line in f:
+            persons = json.loads(line).get("persons") or []
+            frames += 1
+            if len(persons) != 1:
+                wrong += 1
+                continue
+            worst = max(worst, max(abs(a - b) for a, b in zip(persons[0]["bbox"], box[:4])))
+    return {"detector_frames_without_one_person": wrong, "detector_box_max_error_px": round(worst, 4),
+            "detector_boxes_match": frames > 0 and wrong == 0 and worst <= 0.5}
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading the program's output
 
@@ -275,10 +315,17 @@ def step_e2e(args, model: Path, results: Path) -> dict:
     frames = work / "frames"
     make_frames(frames, args.frames, width, height)
     box = write_boxes(work / "boxes.jsonl", args.frames, width, height)
+    if args.persons == "detector":
+        detector = constant_detector(work, box, width, height)
+        if isinstance(detector, str):
+            return {**record, "error": detector}
+        persons_args = ["--detector", str(detector)]
+    else:
+        persons_args = ["--boxes", str(work / "boxes.jsonl")]
     results_file = results / "e2e.jsonl"
     results_file.unlink(missing_ok=True)
     cmd = [str(args.bin), "run", "--input", str(frames), "--pose-model", str(model),
-           "--boxes", str(work / "boxes.jsonl"), "--engine", args.engine, "--device", device,
+           *persons_args, "--engine", args.engine, "--device", device,
            "--mode", "offline", "--output", "none", "--results", str(results_file), "--no-progress",
            "--max-batch", "1", *ort_args]
     start = time.perf_counter()
@@ -291,6 +338,8 @@ def step_e2e(args, model: Path, results: Path) -> dict:
     record.update(parse_program_log(text))
     if results_file.exists():
         record.update(steady_fps(results_file, args.warmup_frames))
+        if args.persons == "detector":
+            record.update(detected_boxes(results_file, box))
     if "steady_fps" not in record:
         record.setdefault("error", "no results to measure (e2e.jsonl empty?)")
     return record
@@ -316,9 +365,17 @@ def summarize(summary: dict) -> list[str]:
         lines.append(f"  torch: not measured: {summary['torch']['error']}")
     e2e = summary.get("e2e") or {}
     if "steady_fps" in e2e:
+        # The device path times a frame's GPU work as one stage; the host path times the model.
+        stages = e2e.get("stages", {})
+        timed = [f"{name} p50 {stages[name]['p50_ms']} ms" for name in ("gpu frame", "pose infer", "detect")
+                 if name in stages]
         lines.append(f"  {'program e2e':<14} {e2e['steady_fps']:>8.2f} fps  {e2e['steady_ms_per_frame']:>8.3f} ms/frame  "
                      f"(sapiens-stream --engine {summary['engine']}, steady state; whole run {e2e.get('whole_run_fps')} fps; "
-                     f"pose infer p50 {e2e.get('stages', {}).get('pose infer', {}).get('p50_ms')} ms)")
+                     f"{'; '.join(timed)})")
+        if "detector_boxes_match" in e2e:
+            lines.append(f"  detector boxes where expected: {e2e['detector_boxes_match']} (largest error "
+                         f"{e2e['detector_box_max_error_px']} px, frames without one person "
+                         f"{e2e['detector_frames_without_one_person']})")
     elif e2e:
         lines.append(f"  program e2e    not measured: {e2e.get('error')}")
     for name, value in summary.get("ratios", {}).items():
@@ -364,6 +421,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--compile-timeout", type=float, default=240, help="keeps the whole run inside a 10-minute call")
+    parser.add_argument("--persons", default="boxes", choices=("boxes", "detector"),
+                        help="where the program's person box comes from: a boxes file, or a detector on the GPU")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args(argv)
