@@ -4,7 +4,10 @@ provider (one person, Sapiens 0.3b pose308) beside PyTorch bf16 on the same GPU 
 
 Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/):
   1. environment: nvidia-smi, torch, the libraries found           -> summary.json "environment"
-  2. the model: engines/generate_models.py --arch ARCH --tasks TASK (kept when up to date)
+  2. the model: engines/generate_models.py --arch ARCH --tasks TASK (kept when up to date); with
+     --fp16 in float16 behind float32 input and output, as real models exported with
+     engines/export_onnx.py --fp16: the CUDA provider then computes in half precision, the
+     closer match to PyTorch bf16 (fp32 is the default, what the program runs unless told)
   3. PyTorch: benches/torch_reference.py --bench on the same ONNX file      -> torch.jsonl
   4. the program: `sapiens-stream doctor --engine cuda`, then `sapiens-stream run` over a folder
      of --frames identical frames (the image-folder input needs no GStreamer plugins, only the
@@ -239,9 +242,10 @@ def steady_fps(results_file: Path, warmup: int) -> dict:
 
 
 def step_model(args, results: Path) -> tuple[Path | None, dict]:
-    model = args.models_dir / f"sapiens_{args.arch}_{args.task}.onnx"
+    suffix = "_fp16" if args.fp16 else ""
+    model = args.models_dir / f"sapiens_{args.arch}_{args.task}{suffix}.onnx"
     cmd = [sys.executable, "engines/generate_models.py", "--out", str(args.models_dir), "--arch", args.arch,
-           "--tasks", args.task]
+           "--tasks", args.task, *(["--fp16"] if args.fp16 else [])]
     start = time.perf_counter()
     rc, text = run(cmd, results / "generate.log", timeout=1800)
     if rc != 0 or not model.is_file():
@@ -353,7 +357,7 @@ def summarize(summary: dict) -> list[str]:
     lines = []
     env = summary["environment"]
     lines.append(f"GPU: {env.get('gpu') or env.get('nvidia_smi')}; torch {env.get('torch')}; "
-                 f"model {summary['arch']} {summary['task']}")
+                 f"model {summary['arch']} {summary['task']} {summary['model_dtype']}")
     torch_modes = (summary.get("torch") or {}).get("modes", {})
     for mode, r in torch_modes.items():
         if "fps" in r:
@@ -421,6 +425,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--compile-timeout", type=float, default=240, help="keeps the whole run inside a 10-minute call")
+    parser.add_argument("--fp16", action="store_true",
+                        help="the model in float16 (float32 input and output, as export_onnx.py --fp16 writes)")
     parser.add_argument("--persons", default="boxes", choices=("boxes", "detector"),
                         help="where the program's person box comes from: a boxes file, or a detector on the GPU")
     parser.add_argument("--skip-torch", action="store_true")
@@ -446,7 +452,8 @@ def main(argv: list[str]) -> int:
         return 2
     results = args.results
     results.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"arch": args.arch, "task": args.task, "engine": args.engine, "environment": environment(args)}
+    summary: dict = {"arch": args.arch, "task": args.task, "model_dtype": "float16" if args.fp16 else "float32",
+                     "engine": args.engine, "environment": environment(args)}
     save = lambda: (results / "summary.json").write_text(json.dumps(summary, indent=2))  # noqa: E731
     save()
     log(f"results in {results}")

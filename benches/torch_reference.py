@@ -255,7 +255,9 @@ def resolve_spec(args) -> tuple["gm.ModelSpec", dict[str, np.ndarray], str]:
         if args.task and args.task != task_name:
             raise UsageError(f"--task {args.task} but {args.onnx} is {task_name}")
         fp16 = meta.get(gm.META_PREFIX + "dtype") == "float16"  # torch still computes in what --bench asks
-        spec = gm.ModelSpec(gm.ARCHS[arch_name], gm.TASKS[task_name], int(meta.get(gm.META_PREFIX + "seed", 0)), fp16)
+        fp16_io = fp16 and meta.get(gm.META_PREFIX + "io_dtype") == "float16"
+        spec = gm.ModelSpec(gm.ARCHS[arch_name], gm.TASKS[task_name], int(meta.get(gm.META_PREFIX + "seed", 0)), fp16,
+                            fp16_io)
         return spec, arrays, str(args.onnx)
     spec = gm.ModelSpec(gm.ARCHS[args.arch or "tiny"], gm.TASKS[args.task or "pose17"], args.seed)
     return spec, generator_weights(spec), f"generate_models.py seed {args.seed}"
@@ -430,7 +432,7 @@ def bench_torch(mode: str, module, spec, args, base: dict) -> dict:
 
 
 def bench_ort_cuda(spec, args, base: dict) -> dict:
-    record = {**base, "mode": "ort-cuda", "dtype": "float32",
+    record = {**base, "mode": "ort-cuda", "dtype": "float16" if spec.fp16 else "float32",
               "label": "onnxruntime Python API, CUDAExecutionProvider, same ONNX file, I/O bound on the GPU"}
     try:
         import onnxruntime as ort

@@ -22,7 +22,11 @@ Only `onnx` and NumPy are needed to build; `onnxruntime` only for `--check`.
 
 Usage:
   python engines/generate_models.py --out engines/models [--arch tiny] [--seed 0]
-      [--tasks pose17,pose133,pose308,seg,depth,normal] [--check] [--force] [--fp16]
+      [--tasks pose17,pose133,pose308,seg,depth,normal] [--check] [--force] [--fp16 [--fp16-io]]
+
+--fp16 writes float16 weights and compute with float32 input and output (casts at both ends), as
+engines/export_onnx.py --fp16 exports the real models: what the program runs on a GPU in half
+precision. --fp16-io makes the input and output float16 too (a model the program refuses).
 """
 
 from __future__ import annotations
@@ -129,6 +133,8 @@ class ModelSpec:
     task: Task
     seed: int
     fp16: bool = False
+    # With fp16: float16 input and output too (else float32, cast at both ends).
+    fp16_io: bool = False
     opset: int = DEFAULT_OPSET
 
     @property
@@ -136,12 +142,21 @@ class ModelSpec:
         return np.float16 if self.fp16 else np.float32
 
     @property
-    def onnx_dtype(self) -> int:
-        return TensorProto.FLOAT16 if self.fp16 else TensorProto.FLOAT
+    def io_np_dtype(self) -> type:
+        return np.float16 if self.fp16 and self.fp16_io else np.float32
+
+    @property
+    def io_onnx_dtype(self) -> int:
+        return TensorProto.FLOAT16 if self.fp16 and self.fp16_io else TensorProto.FLOAT
+
+    @property
+    def casts_io(self) -> bool:
+        """float16 compute behind float32 input and output."""
+        return self.fp16 and not self.fp16_io
 
     @property
     def file_name(self) -> str:
-        suffix = "_fp16" if self.fp16 else ""
+        suffix = ("_fp16io" if self.fp16_io else "_fp16") if self.fp16 else ""
         return f"sapiens_{self.arch.name}_{self.task.name}{suffix}.onnx"
 
     def metadata(self) -> dict[str, str]:
@@ -152,6 +167,8 @@ class ModelSpec:
             "seed": str(self.seed),
             "dtype": "float16" if self.fp16 else "float32",
         }
+        if self.fp16:
+            meta["io_dtype"] = "float16" if self.fp16_io else "float32"
         if self.task.keypoints is not None:
             meta["keypoints"] = str(self.task.keypoints)
         return {META_PREFIX + k: v for k, v in meta.items()}
@@ -364,7 +381,7 @@ def conv1x1(g: GraphBuilder, x: str, prefix: str, in_ch: int, out_ch: int, outpu
     return g.op("Conv", [x, weight, bias], output_name or f"{prefix}.conv", kernel_shape=[1, 1])
 
 
-def head(g: GraphBuilder, features: str, task: Task, arch: Arch) -> str:
+def head(g: GraphBuilder, features: str, task: Task, arch: Arch, output: str) -> str:
     channels = task.head_channels(arch)
     x, in_ch = features, arch.embed_dim
     for i in range(task.num_deconvs):
@@ -372,16 +389,20 @@ def head(g: GraphBuilder, features: str, task: Task, arch: Arch) -> str:
     for i in range(task.num_convs):
         prefix = f"head.conv_layers.{i}"
         x = instance_norm_silu(g, conv1x1(g, x, prefix, channels, channels), prefix, channels)
-    return conv1x1(g, x, "head.final_layer", channels, task.out_channels, output_name="output")
+    return conv1x1(g, x, "head.final_layer", channels, task.out_channels, output_name=output)
 
 
 def build_model(spec: ModelSpec, weights) -> onnx.ModelProto:
     g = GraphBuilder(spec, weights)
-    features = backbone(g, "input", spec.arch, spec.task.patch_padding)
-    head(g, features, spec.task, spec.arch)
+    image = g.op("Cast", ["input"], "input.float16", to=TensorProto.FLOAT16) if spec.casts_io else "input"
+    features = backbone(g, image, spec.arch, spec.task.patch_padding)
+    if spec.casts_io:
+        g.op("Cast", [head(g, features, spec.task, spec.arch, "output.float16")], "output", to=TensorProto.FLOAT)
+    else:
+        head(g, features, spec.task, spec.arch, "output")
 
-    image = helper.make_tensor_value_info("input", spec.onnx_dtype, ["batch", 3, INPUT_HEIGHT, INPUT_WIDTH])
-    output = helper.make_tensor_value_info("output", spec.onnx_dtype, ["batch", *spec.task.output_shape(1)[1:]])
+    image = helper.make_tensor_value_info("input", spec.io_onnx_dtype, ["batch", 3, INPUT_HEIGHT, INPUT_WIDTH])
+    output = helper.make_tensor_value_info("output", spec.io_onnx_dtype, ["batch", *spec.task.output_shape(1)[1:]])
     graph = helper.make_graph(
         g.nodes,
         f"sapiens_{spec.arch.name}_{spec.task.name}",
@@ -462,7 +483,7 @@ def is_up_to_date(spec: ModelSpec, path: Path) -> bool:
 
 def random_input(spec: ModelSpec, batch: int) -> np.ndarray:
     rng = np.random.default_rng(1234)
-    return rng.standard_normal((batch, 3, INPUT_HEIGHT, INPUT_WIDTH), dtype=np.float32).astype(spec.np_dtype)
+    return rng.standard_normal((batch, 3, INPUT_HEIGHT, INPUT_WIDTH), dtype=np.float32).astype(spec.io_np_dtype)
 
 
 def run_onnxruntime(path: Path, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -485,7 +506,7 @@ def check_model(spec: ModelSpec, path: Path, batch: int) -> None:
     output, seconds = run_onnxruntime(path, random_input(spec, batch))
     expected = spec.task.output_shape(batch)
     assert output.shape == expected, f"{path}: output shape {output.shape} != {expected}"
-    assert output.dtype == spec.np_dtype, f"{path}: output dtype {output.dtype}"
+    assert output.dtype == spec.io_np_dtype, f"{path}: output dtype {output.dtype}"
     assert np.isfinite(output).all(), f"{path}: output has NaN or Inf"
     print(
         f"  check ok: output {output.shape} {output.dtype}, std {output.astype(np.float32).std():.3g}, "
@@ -530,7 +551,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--arch", choices=list(ARCHS), default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of {','.join(TASKS)}")
-    parser.add_argument("--fp16", action="store_true", help="float16 weights, input and output")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 input and output")
+    parser.add_argument("--fp16-io", action="store_true", help="with --fp16: float16 input and output too")
     parser.add_argument(
         "--opset",
         type=int,
@@ -548,6 +570,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true", help="self-check, onnx.checker and one inference per model")
     parser.add_argument("--check-batch", type=int, default=2, help="batch size of the --check inference")
     args = parser.parse_args(argv)
+    if args.fp16_io and not args.fp16:
+        parser.error("--fp16-io needs --fp16")
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
@@ -561,7 +585,7 @@ def main(argv: list[str]) -> int:
         self_check()
     threshold = int(args.external_data_threshold_mb * 2**20)
     for task_name in args.tasks:
-        spec = ModelSpec(ARCHS[args.arch], TASKS[task_name], args.seed, args.fp16, args.opset)
+        spec = ModelSpec(ARCHS[args.arch], TASKS[task_name], args.seed, args.fp16, args.fp16_io, args.opset)
         path = args.out / spec.file_name
         if not args.force and is_up_to_date(spec, path):
             print(f"{path}: up to date")

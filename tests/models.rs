@@ -162,7 +162,8 @@ fn inspect_names_task_and_keypoint_set_of_each_tiny_model() {
     }
 }
 
-/// A float16 model fits the pose shapes but `run` feeds float32, so it is refused, with the reason;
+/// A model with float16 input fits the pose shapes but `run` feeds float32, so it is refused, with
+/// the reason;
 /// its weights in an external file count towards its size.
 #[test]
 fn inspect_explains_refusals_and_counts_external_data() {
@@ -176,6 +177,7 @@ fn inspect_explains_refusals_and_counts_external_data() {
             "--tasks",
             "pose17",
             "--fp16",
+            "--fp16-io",
             "--external-data-threshold-mb",
             "0",
             "--out",
@@ -184,8 +186,8 @@ fn inspect_explains_refusals_and_counts_external_data() {
         .status()
         .expect("start generate_models.py");
     assert!(status.success());
-    let path = dir.path().join("sapiens_tiny_pose17_fp16.onnx");
-    let data = dir.path().join("sapiens_tiny_pose17_fp16.onnx.data");
+    let path = dir.path().join("sapiens_tiny_pose17_fp16io.onnx");
+    let data = dir.path().join("sapiens_tiny_pose17_fp16io.onnx.data");
     assert!(data.is_file(), "the generator wrote no external data");
 
     let report = inspect(&path);
@@ -198,7 +200,7 @@ fn inspect_explains_refusals_and_counts_external_data() {
     let file = field(&report, "file");
     assert!(file.contains(&format!(", {total} bytes (graph ")), "{file}");
     assert!(
-        file.ends_with("in sapiens_tiny_pose17_fp16.onnx.data)"),
+        file.ends_with("in sapiens_tiny_pose17_fp16io.onnx.data)"),
         "{file}"
     );
     assert_matches_reference(&report, &path);
