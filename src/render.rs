@@ -98,7 +98,7 @@ pub fn draw_pose(
 }
 
 /// Alpha-blends the palette colour of each pixel's class into the frame:
-/// out = (1 - alpha) * frame + alpha * palette[class]; class 0 (background) and classes beyond
+/// out = (1 - alpha) * frame + alpha * palette\[class\]; class 0 (background) and classes beyond
 /// the palette are left untouched. `class_map` is `width` x `height`, row-major.
 ///
 /// # Panics

@@ -1,0 +1,205 @@
+//! The models of a run: loaded per task, checked, with the GPU side when there is one, and
+//! where the persons of a frame come from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cuda::Gpu;
+use crate::cuda::inference::DeviceInference;
+use crate::engine::device::ComputeStream;
+use crate::engine::onnx::{OnnxEngine, OnnxOptions};
+use crate::engine::probe::Capabilities;
+use crate::engine::{Engine, runtime};
+use crate::error::Result;
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+use crate::tasks::detect::{BoxesFile, PersonDetector};
+use crate::tasks::keypoint_sets::{self, KeypointSet};
+use crate::tasks::pose::PersonBox;
+use crate::tasks::{OutputLayout, Task, validate_model};
+
+use super::{PersonSource, PipelineConfig};
+
+/// Finds the persons of a frame; lives on the preprocess thread.
+pub(super) enum PersonFinder {
+    WholeFrame,
+    Detector(Box<PersonDetector>),
+    File(BoxesFile),
+    /// The detector runs on the GPU, in the inference stage, on the frame it has uploaded.
+    OnGpu,
+}
+
+impl PersonFinder {
+    pub(super) fn open(source: &PersonSource, ort_lib: Option<&std::path::Path>) -> Result<Self> {
+        Ok(match source {
+            PersonSource::WholeFrame => PersonFinder::WholeFrame,
+            PersonSource::Detector { model, options } => {
+                let environment = runtime::environment(ort_lib)?;
+                let detector = PersonDetector::load(model, environment, options)?;
+                tracing::info!(model = %model.display(), layout = ?detector.layout(), "person detector loaded");
+                PersonFinder::Detector(Box::new(detector))
+            }
+            PersonSource::BoxesFile(path) => PersonFinder::File(BoxesFile::load(path)?),
+        })
+    }
+
+    /// Boxes by decreasing score; boxes too small to crop are left out.
+    pub(super) fn boxes(&mut self, frame: &Frame) -> Result<Vec<PersonBox>> {
+        let mut boxes = match self {
+            PersonFinder::WholeFrame => {
+                vec![PersonBox::whole_frame(frame.width(), frame.height())]
+            }
+            PersonFinder::Detector(detector) => frame.with_view(|view| detector.detect(view))?,
+            PersonFinder::File(file) => file.boxes_for(frame.index),
+            PersonFinder::OnGpu => Vec::new(),
+        };
+        boxes.retain(PersonBox::is_croppable);
+        Ok(boxes)
+    }
+}
+
+/// A model loaded for one task, with its checked output layout.
+pub(super) struct TaskModel {
+    pub(super) engine: Box<dyn Engine>,
+    pub(super) layout: OutputLayout,
+    /// Items per call: the model's fixed batch size if it has one, else `--max-batch`.
+    pub(super) max_batch: usize,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// The models of one run, one per task given.
+pub(super) struct Models {
+    pub(super) pose: Option<TaskModel>,
+    pub(super) seg: Option<TaskModel>,
+    pub(super) depth: Option<TaskModel>,
+    pub(super) normal: Option<TaskModel>,
+    /// The person detector, when it runs on the GPU (it then reads the uploaded frame).
+    pub(super) detector: Option<PersonDetector>,
+    /// On a GPU with its kernels: model inputs made, and outputs decoded, on the device. Last,
+    /// so it drops after the engines: its bound batches hold their sessions' last references.
+    pub(super) device: Option<DeviceInference>,
+}
+
+impl Models {
+    pub(super) fn by_task(&self) -> [(Task, Option<&TaskModel>); 4] {
+        [
+            (Task::Pose, self.pose.as_ref()),
+            (Task::Seg, self.seg.as_ref()),
+            (Task::Depth, self.depth.as_ref()),
+            (Task::Normal, self.normal.as_ref()),
+        ]
+    }
+
+    pub(super) fn needs_dense_input(&self) -> bool {
+        self.seg.is_some() || self.depth.is_some() || self.normal.is_some()
+    }
+}
+
+/// Everything the post-processing needs to know about the models, shared with the sink.
+pub(super) struct ModelSummary {
+    pub(super) ids: std::collections::BTreeMap<&'static str, String>,
+    pub(super) random_weights: bool,
+    pub(super) keypoint_set: Option<&'static KeypointSet>,
+    pub(super) pose_layout: Option<OutputLayout>,
+    pub(super) seg_layout: Option<OutputLayout>,
+    pub(super) depth_layout: Option<OutputLayout>,
+    pub(super) normal_layout: Option<OutputLayout>,
+}
+
+pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models> {
+    let environment = runtime::environment(config.ort_lib.as_deref())?;
+    let selection = crate::engine::select(config.execution, || {
+        Capabilities::probe(config.ort_lib.as_deref())
+    })?;
+    tracing::info!("{}", selection.describe(config.execution));
+    let gpu = selection.execution.device().and_then(open_kernels);
+    let compute_stream = gpu.as_ref().map(|g| ComputeStream(g.stream().clone()));
+    let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
+        let Some(path) = path else { return Ok(None) };
+        let options = OnnxOptions {
+            threads: config.threads,
+            execution: selection.execution,
+            // Dense tasks run one frame at a time.
+            max_batch: if task == Task::Pose {
+                config.max_batch
+            } else {
+                1
+            },
+            compute_stream: compute_stream.clone(),
+            ..OnnxOptions::default()
+        };
+        let engine = OnnxEngine::load(path, environment, &options)?;
+        let layout = validate_model(task, engine.info())?;
+        tracing::info!(task = task.name(), model = %path.display(), provider = %engine.info().provider, "model loaded");
+        let max_batch = engine.info().input_shape[0].unwrap_or(config.max_batch.max(1));
+        Ok(Some(TaskModel {
+            engine: Box::new(engine),
+            layout,
+            max_batch,
+            metrics: metrics.clone(),
+        }))
+    };
+    let pose = load(Task::Pose, &config.models.pose)?;
+    let detector = match (&pose, &config.persons, &compute_stream) {
+        (Some(_), PersonSource::Detector { model, options }, Some(stream))
+            if config.dump.is_none() =>
+        {
+            let device = stream.0.context().ordinal();
+            let detector =
+                PersonDetector::load_on_gpu(model, environment, options, device, stream)?;
+            tracing::info!(model = %model.display(), layout = ?detector.layout(), "person detector loaded on cuda:{device}: frames are letterboxed on the GPU");
+            Some(detector)
+        }
+        _ => None,
+    };
+    Ok(Models {
+        pose,
+        seg: load(Task::Seg, &config.models.seg)?,
+        depth: load(Task::Depth, &config.models.depth)?,
+        normal: load(Task::Normal, &config.models.normal)?,
+        detector,
+        device: gpu.map(DeviceInference::new),
+    })
+}
+
+/// The CUDA kernels on `device`; without them (no NVRTC, say) the models still run on the GPU,
+/// but frames are prepared and outputs decoded on the CPU, and the tensors cross the bus.
+fn open_kernels(device: usize) -> Option<Gpu> {
+    match Gpu::open(device) {
+        Ok(gpu) => {
+            tracing::info!(
+                "CUDA kernels on cuda:{device}: model inputs and outputs stay on the GPU"
+            );
+            Some(gpu)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "CUDA kernels unavailable ({e}): frames are prepared and outputs decoded on the CPU"
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn summarize(models: &Models) -> ModelSummary {
+    let mut ids = std::collections::BTreeMap::new();
+    let mut random_weights = false;
+    for (task, model) in models.by_task() {
+        if let Some(model) = model {
+            ids.insert(task.name(), model.engine.info().id.clone());
+            random_weights |= model.engine.info().has_random_weights();
+        }
+    }
+    ModelSummary {
+        ids,
+        random_weights,
+        keypoint_set: models
+            .pose
+            .as_ref()
+            .and_then(|m| keypoint_sets::keypoint_set(m.layout.channels)),
+        pose_layout: models.pose.as_ref().map(|m| m.layout),
+        seg_layout: models.seg.as_ref().map(|m| m.layout),
+        depth_layout: models.depth.as_ref().map(|m| m.layout),
+        normal_layout: models.normal.as_ref().map(|m| m.layout),
+    }
+}

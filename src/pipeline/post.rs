@@ -1,0 +1,420 @@
+//! The post stage: heatmaps to keypoints, logits to class maps, depth and normals to their
+//! maps and files, the overlay drawn, and the frame's result.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use crate::metrics::{Metrics, StageStats};
+use crate::publish::frame_hub::FrameHub;
+use crate::publish::{
+    DepthSummary, FrameResult, NormalsSummary, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
+};
+use crate::render::{self, PoseStyle};
+use crate::tasks::keypoint_sets;
+use crate::tasks::pose::{self, Person};
+use crate::tasks::{OutputLayout, dense, seg};
+
+use super::models::ModelSummary;
+use super::{Done, Pool, SegUpsample, StageOutcome, View, Work};
+
+pub(super) struct PostOptions {
+    pub(super) threshold: f32,
+    pub(super) seg_upsample: SegUpsample,
+    pub(super) draw: bool,
+    pub(super) view: View,
+    pub(super) dense_dir: Option<PathBuf>,
+    pub(super) mask_classes: Vec<u8>,
+}
+
+/// Frame-size maps the post stage reuses from frame to frame.
+#[derive(Default)]
+struct DenseMaps {
+    class_map: Vec<u8>,
+    depth: Vec<f32>,
+    depth_normalised: Vec<f32>,
+    normals: Vec<f32>,
+}
+
+/// What the post stage made of one frame's outputs.
+struct FrameOutputs {
+    persons: Option<Vec<Person>>,
+    segmentation: Option<SegmentationSummary>,
+    depth: Option<DepthSummary>,
+    normals: Option<NormalsSummary>,
+}
+
+pub(super) fn post_stage(
+    inferred: Receiver<Work>,
+    out: Sender<Done>,
+    summary: &ModelSummary,
+    options: &PostOptions,
+    pool: &Pool,
+    frame_hub: Option<Arc<FrameHub>>,
+    metrics: &Arc<Metrics>,
+) -> StageOutcome {
+    let mut stats: Vec<StageStats> = [
+        "pose decode",
+        "seg post",
+        "dense post",
+        "dense files",
+        "render",
+    ]
+    .into_iter()
+    .map(|name| StageStats::new(name).reporting_to(metrics))
+    .collect();
+    let mut peaks = Vec::new();
+    let mut maps = DenseMaps::default();
+    for mut work in inferred {
+        let (width, height) = (work.frame.width(), work.frame.height());
+        let persons = match (work.heatmaps.take(), work.peaks.take(), summary.pose_layout) {
+            (Some(heatmaps), _, Some(layout)) => {
+                let persons = stats[0]
+                    .time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
+                pool.put(heatmaps);
+                Some(persons)
+            }
+            (None, Some(decoded), Some(layout)) => {
+                Some(pose::persons_from_peaks(&decoded, layout, &work.boxes))
+            }
+            _ => None,
+        };
+        let device_classes = work.class_map.take().map(|class_map| {
+            maps.class_map = class_map;
+            summarise_classes(&maps.class_map)
+        });
+        let segmentation = work
+            .logits
+            .take()
+            .zip(summary.seg_layout)
+            .map(|(logits, layout)| {
+                let class_map = stats[1].time(|| {
+                    class_map(
+                        &logits,
+                        layout,
+                        width,
+                        height,
+                        options.seg_upsample,
+                        &mut maps,
+                    )
+                });
+                pool.put(logits);
+                class_map
+            })
+            .or(device_classes);
+        let foreground = segmentation.is_some();
+        let depth = work
+            .depth
+            .take()
+            .zip(summary.depth_layout)
+            .map(|(raw, layout)| {
+                let range =
+                    stats[2].time(|| depth_map(&raw, layout, width, height, foreground, &mut maps));
+                pool.put(raw);
+                DepthSummary::new(range, foreground)
+            })
+            .or_else(|| {
+                let result = work.device_depth.take()?;
+                if let Some(map) = result.map {
+                    maps.depth = map;
+                }
+                Some(DepthSummary::new(result.range, foreground))
+            });
+        let normals = work
+            .normals
+            .take()
+            .zip(summary.normal_layout)
+            .map(|(raw, layout)| {
+                stats[2].time(|| normal_map(&raw, layout, width, height, &mut maps));
+                pool.put(raw);
+                NormalsSummary::default()
+            })
+            .or_else(|| {
+                let result = work.device_normals.take()?;
+                if let Some(map) = result.map {
+                    maps.normals = map;
+                }
+                Some(NormalsSummary::default())
+            });
+        let mut outputs = FrameOutputs {
+            persons,
+            segmentation,
+            depth,
+            normals,
+        };
+        if let Some(dir) = &options.dense_dir {
+            stats[3].time(|| {
+                write_dense_files(dir, &work.frame, &maps, &options.mask_classes, &mut outputs)
+            })?;
+        }
+        // Browsers draw the overlay themselves: they get the frame as decoded.
+        if let Some(hub) = &frame_hub {
+            work.frame
+                .with_host_frame(|frame| hub.publish_frame(*frame));
+        }
+        if options.draw {
+            let painted = work.painted.take();
+            let view_drawn = painted.is_some();
+            if let Some(painted) = painted {
+                work.frame.replace_with_painted(painted);
+            }
+            stats[4].time(|| {
+                draw(
+                    &mut work.frame,
+                    view_drawn,
+                    &outputs,
+                    &maps,
+                    summary,
+                    options,
+                )
+            })?;
+        }
+        let result = frame_result(&work.frame, summary, outputs);
+        if out
+            .send(Done {
+                frame: work.frame,
+                result,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok((0, stats.into_iter().filter(|s| s.count() > 0).collect()))
+}
+
+/// Logits to a frame-size class map in `maps.class_map`, summarised.
+fn class_map(
+    logits: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    upsample: SegUpsample,
+    maps: &mut DenseMaps,
+) -> SegmentationSummary {
+    maps.class_map.resize(width * height, 0);
+    let (c, h, w) = (layout.channels, layout.height, layout.width);
+    match upsample {
+        SegUpsample::Bilinear => {
+            seg::upsample_argmax(logits, c, h, w, width, height, &mut maps.class_map)
+        }
+        SegUpsample::Nearest => {
+            seg::argmax_nearest(logits, c, h, w, width, height, &mut maps.class_map)
+        }
+    }
+    summarise_classes(&maps.class_map)
+}
+
+fn summarise_classes(class_map: &[u8]) -> SegmentationSummary {
+    let parts = keypoint_sets::body_parts();
+    SegmentationSummary {
+        class_set: parts.name.clone(),
+        class_pixels: count_classes(class_map, parts.classes.len()),
+        class_map_file: None,
+        mask_file: None,
+        mask: None,
+    }
+}
+
+/// Depth at frame size, normalised over the person foreground when a class map exists.
+fn depth_map(
+    raw: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    foreground: bool,
+    maps: &mut DenseMaps,
+) -> Option<dense::DepthRange> {
+    maps.depth.resize(width * height, 0.0);
+    maps.depth_normalised.resize(width * height, 0.0);
+    dense::resize_planar(
+        raw,
+        1,
+        layout.height,
+        layout.width,
+        width,
+        height,
+        &mut maps.depth,
+    );
+    let mask = foreground.then_some(&maps.class_map[..]);
+    dense::normalise_depth(&maps.depth, mask, &mut maps.depth_normalised)
+}
+
+/// Surface normals at frame size, unit length.
+fn normal_map(
+    raw: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    maps: &mut DenseMaps,
+) {
+    maps.normals.resize(3 * width * height, 0.0);
+    dense::resize_planar(
+        raw,
+        3,
+        layout.height,
+        layout.width,
+        width,
+        height,
+        &mut maps.normals,
+    );
+    dense::normalise_normals(&mut maps.normals);
+}
+
+/// `--dense-dir`: class map, depth, normals and mask as PNGs named after the frame.
+fn write_dense_files(
+    dir: &std::path::Path,
+    frame: &Frame,
+    maps: &DenseMaps,
+    mask_classes: &[u8],
+    outputs: &mut FrameOutputs,
+) -> Result<()> {
+    let (width, height) = (frame.width(), frame.height());
+    let name = |kind: &str| dir.join(format!("frame_{:06}_{kind}.png", frame.index));
+    let label = |path: &std::path::Path| path.display().to_string();
+    if let Some(segmentation) = outputs.segmentation.as_mut() {
+        let path = name("seg");
+        dense::write_class_map_png(&path, &maps.class_map, width, height)?;
+        segmentation.class_map_file = Some(label(&path));
+        if !mask_classes.is_empty() {
+            let mut mask = vec![0u8; width * height];
+            dense::class_mask(&maps.class_map, mask_classes, &mut mask);
+            let path = name("mask");
+            dense::write_mask_png(&path, &mask, width, height)?;
+            segmentation.mask_file = Some(label(&path));
+        }
+    }
+    if let Some(depth) = outputs.depth.as_mut() {
+        let path = name("depth");
+        let encoding = dense::write_depth_png(&path, &maps.depth, width, height)?;
+        depth.file = Some(label(&path));
+        depth.encoding = Some(encoding);
+    }
+    if let Some(normals) = outputs.normals.as_mut() {
+        let path = name("normal");
+        dense::write_normals_png(&path, &maps.normals, width, height)?;
+        normals.file = Some(label(&path));
+    }
+    Ok(())
+}
+
+fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; classes];
+    for &class in class_map {
+        if let Some(count) = counts.get_mut(class as usize) {
+            *count += 1;
+        }
+    }
+    counts
+}
+
+/// Draws the overlay: the chosen view (frame with class colours, depth or normals) unless the GPU
+/// drew it already (`view_drawn`), then the skeletons.
+fn draw(
+    frame: &mut Frame,
+    view_drawn: bool,
+    outputs: &FrameOutputs,
+    maps: &DenseMaps,
+    summary: &ModelSummary,
+    options: &PostOptions,
+) -> Result<()> {
+    if !frame.is_rgba() {
+        return Err(Error::Render(format!(
+            "frame {} came back from the GPU undrawn, as {:?}",
+            frame.index, frame.geometry.layout
+        )));
+    }
+    let (width, height, stride) = (frame.width(), frame.height(), frame.geometry.stride);
+    let foreground = outputs
+        .segmentation
+        .is_some()
+        .then_some(&maps.class_map[..]);
+    frame.with_pixels_mut(|pixels| {
+        let pixels_of_frame = width * height;
+        match options.view {
+            _ if view_drawn => {}
+            View::Depth
+                if outputs.depth.is_some() && maps.depth_normalised.len() == pixels_of_frame =>
+            {
+                dense::draw_depth(
+                    pixels,
+                    width,
+                    height,
+                    stride,
+                    &maps.depth_normalised,
+                    foreground,
+                )
+            }
+            View::Normal
+                if outputs.normals.is_some() && maps.normals.len() == 3 * pixels_of_frame =>
+            {
+                dense::draw_normals(pixels, width, height, stride, &maps.normals, foreground)
+            }
+            _ => {
+                if let Some(class_map) = foreground {
+                    render::blend_class_map(
+                        pixels,
+                        width,
+                        height,
+                        stride,
+                        class_map,
+                        &keypoint_sets::body_parts().palette,
+                        0.5,
+                    );
+                }
+            }
+        }
+        if let (Some(persons), Some(set)) = (outputs.persons.as_deref(), summary.keypoint_set) {
+            let style = PoseStyle {
+                skeleton: &set.skeleton,
+                link_colors: &set.link_colors,
+                keypoint_colors: &set.keypoint_colors,
+                threshold: options.threshold,
+                radius: 4.0,
+                thickness: 2.0,
+            }
+            .scaled_for(width, height);
+            let keypoints: Vec<&[[f32; 3]]> =
+                persons.iter().map(|p| p.keypoints.as_slice()).collect();
+            render::draw_pose(pixels, width, height, stride, &keypoints, &style)
+                .map_err(|e| Error::Render(e.to_string()))?;
+        }
+        Ok(())
+    })
+}
+
+fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) -> FrameResult {
+    let FrameOutputs {
+        persons,
+        segmentation,
+        depth,
+        normals,
+    } = outputs;
+    FrameResult {
+        schema: SCHEMA_NAME,
+        version: SCHEMA_VERSION,
+        stream: frame.stream_id,
+        frame: frame.index,
+        pts_ns: frame.pts_ns,
+        capture_unix_ns: frame
+            .capture_time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        width: frame.width(),
+        height: frame.height(),
+        models: summary.ids.clone(),
+        random_weights: summary.random_weights,
+        keypoint_set: persons
+            .as_ref()
+            .and(summary.keypoint_set)
+            .map(|s| s.name.clone()),
+        persons,
+        segmentation,
+        depth,
+        normals,
+    }
+}

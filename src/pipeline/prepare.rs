@@ -1,0 +1,84 @@
+//! The preprocess stage: finds the persons and makes the model inputs on the host (unless the
+//! GPU makes them from the frame itself).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::frame::Frame;
+use crate::metrics::{Metrics, StageStats};
+use crate::preprocess::{Normalization, StretchPlan};
+use crate::tasks::INPUT_LEN;
+use crate::tasks::pose;
+
+use super::models::PersonFinder;
+use super::{Handoff, Pool, StageOutcome, Work};
+
+/// What the preprocess stage needs: where persons come from and how inputs are made.
+pub(super) struct Preparation {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) pool: Pool,
+    pub(super) stretch: StretchPlan,
+    /// `None` when no pose model runs.
+    pub(super) persons: Option<PersonFinder>,
+    pub(super) needs_dense: bool,
+    /// The GPU makes the model inputs from the frame itself.
+    pub(super) inputs_on_device: bool,
+    /// Leading frames whose tensors `--dump` writes: on a GPU they take the host path (over the
+    /// same sessions), so the tensors the model saw are at hand.
+    pub(super) dumped_frames: u64,
+}
+
+pub(super) fn preprocess_stage(
+    frames: Receiver<Frame>,
+    out: Handoff<Work>,
+    mut prep: Preparation,
+) -> StageOutcome {
+    let mut detect_stats = StageStats::new("detect").reporting_to(&prep.metrics);
+    let mut stats = StageStats::new("preprocess").reporting_to(&prep.metrics);
+    let norm = Normalization::SAPIENS;
+    for frame in frames {
+        let boxes = match prep.persons.as_mut() {
+            Some(finder) => detect_stats.time(|| finder.boxes(&frame))?,
+            None => Vec::new(),
+        };
+        let work = stats.time(|| {
+            let on_host = !prep.inputs_on_device || frame.index < prep.dumped_frames;
+            let pose_input = (on_host && prep.persons.is_some()).then(|| {
+                let mut input = prep.pool.get(boxes.len() * INPUT_LEN);
+                frame.with_view(|view| pose::prepare_crops(view, &boxes, &mut input, &norm));
+                input
+            });
+            let dense_input = (on_host && prep.needs_dense).then(|| {
+                let mut input = prep.pool.get(INPUT_LEN);
+                frame.with_view(|view| prep.stretch.run(view, &mut input, &norm));
+                input
+            });
+            Work {
+                frame,
+                boxes,
+                pose_input,
+                dense_input,
+                heatmaps: None,
+                peaks: None,
+                logits: None,
+                class_map: None,
+                device_depth: None,
+                device_normals: None,
+                painted: None,
+                depth: None,
+                normals: None,
+            }
+        });
+        if !out.send(work) {
+            break;
+        }
+    }
+    let detected = matches!(prep.persons, Some(PersonFinder::Detector(_)));
+    let stats = if detected {
+        vec![detect_stats, stats]
+    } else {
+        vec![stats]
+    };
+    Ok((0, stats))
+}
