@@ -756,6 +756,15 @@ fn geometry(layout: SourceLayout, width: usize, height: usize) -> FrameGeometry 
     }
 }
 
+/// Every layout at `width x height`, padded as decoders leave frames, in BT.601 limited and
+/// BT.709 full-range colours.
+fn padded_geometries(width: usize, height: usize) -> impl Iterator<Item = FrameGeometry> {
+    LAYOUTS.into_iter().flat_map(move |layout| {
+        let geometry = padded(geometry(layout, width, height));
+        [geometry, bt709_full_range(geometry)]
+    })
+}
+
 /// `geometry` with BT.709 full-range colours (only YUV layouts read them).
 fn bt709_full_range(geometry: FrameGeometry) -> FrameGeometry {
     FrameGeometry {
@@ -781,6 +790,23 @@ fn assert_same<T: Copy + PartialEq + std::fmt::Debug>(
             to_element(cpu[i])
         );
     }
+}
+
+/// The preprocess kernel's f32 and f16 outputs against the CPU path's f32 values.
+fn assert_preprocess_in_both_precisions(
+    emulator: &Emulator,
+    frame: &[u8],
+    taps: (&[DeviceTap], &[DeviceTap]),
+    args: &BilinearArgs,
+    expected: &[f32],
+    what: &str,
+) {
+    let mut out = vec![0.0f32; expected.len()];
+    preprocess(emulator, frame, taps, args, &mut out);
+    assert_same(&out, expected, |v| v, &format!("f32 {what}"));
+    let mut out = vec![half::f16::ZERO; expected.len()];
+    preprocess(emulator, frame, taps, args, &mut out);
+    assert_same(&out, expected, half::f16::from_f32, &format!("f16 {what}"));
 }
 
 #[test]
@@ -826,12 +852,14 @@ fn stretch_equals_the_cpu_path_for_every_layout() {
         )
         .unwrap();
         let what = format!("{geometry:?}, {norm:?}");
-        let mut out = vec![0.0f32; expected.len()];
-        preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
-        assert_same(&out, &expected, |v| v, &format!("f32 {what}"));
-        let mut out = vec![half::f16::ZERO; expected.len()];
-        preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
-        assert_same(&out, &expected, half::f16::from_f32, &format!("f16 {what}"));
+        assert_preprocess_in_both_precisions(
+            emulator,
+            &frame,
+            (&columns, &rows),
+            &args,
+            &expected,
+            &what,
+        );
     }
 }
 
@@ -842,11 +870,7 @@ fn rgba_conversion_equals_the_cpu_path_for_every_layout() {
     };
     // Odd sizes: the last chroma column and row cover one pixel.
     for (width, height) in [(64, 48), (33, 17)] {
-        let geometries = LAYOUTS.iter().flat_map(|&layout| {
-            let geometry = geometry(layout, width, height);
-            [padded(geometry), bt709_full_range(padded(geometry))]
-        });
-        for geometry in geometries {
+        for geometry in padded_geometries(width, height) {
             let frame = test_bytes(geometry.len(), 5);
             let rgb = HostFrame {
                 data: &frame,
@@ -878,11 +902,7 @@ fn detector_letterbox_equals_the_cpu_path_for_every_layout() {
         .into_iter()
         .flat_map(|d| frames.map(|f| (d, f)))
     {
-        let geometries = LAYOUTS.iter().flat_map(|&layout| {
-            let geometry = geometry(layout, width, height);
-            [padded(geometry), bt709_full_range(padded(geometry))]
-        });
-        for geometry in geometries {
+        for geometry in padded_geometries(width, height) {
             let frame = test_bytes(geometry.len(), 7);
             let (rgb, format, stride) = cpu_rgb(&frame, &geometry);
             let view = ImageView {
@@ -943,12 +963,14 @@ fn batched_crops_equal_the_cpu_path() {
             )
             .unwrap();
             let what = format!("{layout:?} crops, {norm:?}");
-            let mut out = vec![0.0f32; expected.len()];
-            preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
-            assert_same(&out, &expected, |v| v, &format!("f32 {what}"));
-            let mut out = vec![half::f16::ZERO; expected.len()];
-            preprocess(emulator, &frame, (&columns, &rows), &args, &mut out);
-            assert_same(&out, &expected, half::f16::from_f32, &format!("f16 {what}"));
+            assert_preprocess_in_both_precisions(
+                emulator,
+                &frame,
+                (&columns, &rows),
+                &args,
+                &expected,
+                &what,
+            );
         }
     }
 }
