@@ -122,6 +122,8 @@ pub struct DeviceInference {
     frame: Option<FrameUpload>,
     stretch: Option<DeviceStretch>,
     letterbox: Option<DeviceLetterbox>,
+    /// The detector's bound input as the letterbox kernel writes it, with its address.
+    detector_input: Option<(u64, BorrowedSlice<f32>)>,
     pose: BatchCache,
     pose_mirrored: BatchCache,
     seg: BatchCache,
@@ -143,6 +145,7 @@ impl DeviceInference {
             frame: None,
             stretch: None,
             letterbox: None,
+            detector_input: None,
             pose: BatchCache::default(),
             pose_mirrored: BatchCache::default(),
             seg: BatchCache::default(),
@@ -373,15 +376,24 @@ impl DeviceInference {
         if self.letterbox.as_ref().is_none_or(|l| !l.is_for(plan)) {
             self.letterbox = Some(DeviceLetterbox::upload(&self.gpu, plan)?);
         }
-        let (input, len) = detector
+        let (address, len) = detector
             .bound_input()
             .ok_or_else(|| Error::Cuda("the person detector was not loaded on the GPU".into()))?;
-        // SAFETY: the bound input is an ONNX Runtime allocation of `len` values on this GPU,
-        // owned by the detector, which outlives this call.
-        let mut input = unsafe { BorrowedSlice::new(self.gpu.stream(), input, len) };
+        if self
+            .detector_input
+            .as_ref()
+            .is_none_or(|(cached, view)| (*cached, view.len()) != (address, len))
+        {
+            // SAFETY: the bound input is an ONNX Runtime allocation of `len` values on this GPU,
+            // owned by the detector; the view is used only while a detector's bound input is at
+            // this address, that is while that allocation lives.
+            let view = unsafe { BorrowedSlice::new(self.gpu.stream(), address, len) };
+            self.detector_input = Some((address, view));
+        }
+        let (_, input) = self.detector_input.as_mut().expect("made above");
         let frame = &self.frame.as_ref().expect("uploaded first").device;
         let letterbox = self.letterbox.as_ref().expect("uploaded above");
-        letterbox.run(&self.gpu, frame, geometry, &mut input)?;
+        letterbox.run(&self.gpu, frame, geometry, input)?;
         let mut boxes = detector.detect_bound(geometry.width, geometry.height)?;
         boxes.retain(PersonBox::is_croppable);
         Ok(boxes)
