@@ -38,8 +38,13 @@ pub(super) fn preprocess_stage(
     let mut stats = StageStats::new("preprocess").reporting_to(&prep.metrics);
     let norm = Normalization::SAPIENS;
     for frame in frames {
+        // Only a detector on this thread is timed as `detect`: the GPU's reports from the
+        // inference stage, and boxes that are given cost nothing to find.
         let boxes = match prep.persons.as_mut() {
-            Some(finder) => detect_stats.time(|| finder.boxes(&frame))?,
+            Some(finder @ PersonFinder::Detector(_)) => {
+                detect_stats.time(|| finder.boxes(&frame))?
+            }
+            Some(finder) => finder.boxes(&frame)?,
             None => Vec::new(),
         };
         let work = stats.time(|| {
