@@ -34,6 +34,15 @@ impl ComputeStream {
     }
 }
 
+/// ONNX Runtime's name for the memory of CUDA device `device`, or for host memory (`None`).
+pub(crate) fn memory_info(device: Option<usize>) -> ort::Result<MemoryInfo<'static>> {
+    let (kind, id) = match device {
+        Some(device) => (AllocationDevice::CUDA, device as i32),
+        None => (AllocationDevice::CPU, 0),
+    };
+    MemoryInfo::new(kind, id, AllocatorType::Device, MemoryType::Default)
+}
+
 /// One batch size's input and output tensors in device memory, bound to the session.
 pub struct DeviceBatch {
     items: usize,
@@ -99,13 +108,7 @@ impl DeviceSession {
         model: &str,
     ) -> Result<Self> {
         let error = |e: ort::Error| Error::Execution(format!("device memory for {model}: {e}"));
-        let memory = MemoryInfo::new(
-            AllocationDevice::CUDA,
-            device as i32,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )
-        .map_err(error)?;
+        let memory = memory_info(Some(device)).map_err(error)?;
         let allocator = Allocator::new(session, memory).map_err(error)?;
         let mut run_options = RunOptions::new().map_err(error)?;
         // The kernels that read the output follow on the same stream: no need to wait here.

@@ -8,14 +8,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::memory::{Allocator, MemoryInfo};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{IoBinding, Session, SessionOutputs};
 use ort::value::{DynValue, Outlet, Tensor, TensorElementType, TensorRef, ValueType};
 use serde::Deserialize;
 
 use super::pose::PersonBox;
-use crate::engine::device::ComputeStream;
+use crate::engine::device::{ComputeStream, memory_info};
 use crate::engine::onnx::{open_session, register_cuda};
 use crate::error::{Error, Result};
 use crate::preprocess::{ImageView, Normalization, StretchPlan};
@@ -328,13 +328,8 @@ impl PersonDetector {
     ) -> Result<Self> {
         let register = |builder| register_cuda(builder, device, Some(stream));
         let mut detector = Self::open(path, environment, options, register, Some(stream.clone()))?;
-        let memory = MemoryInfo::new(
-            AllocationDevice::CUDA,
-            device as i32,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )
-        .map_err(|e| Error::Execution(format!("CUDA memory for the detector: {e}")))?;
+        let memory = memory_info(Some(device))
+            .map_err(|e| Error::Execution(format!("CUDA memory for the detector: {e}")))?;
         detector.bind(memory)?;
         Ok(detector)
     }
@@ -382,13 +377,7 @@ impl PersonDetector {
         let allocator = Allocator::new(&self.session, memory).map_err(error)?;
         let shape = [1, 3, self.input.input_h, self.input.input_w];
         let input = Tensor::<f32>::new(&allocator, shape).map_err(error)?;
-        let host = MemoryInfo::new(
-            AllocationDevice::CPU,
-            0,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )
-        .map_err(error)?;
+        let host = memory_info(None).map_err(error)?;
         let mut binding = self.session.create_binding().map_err(error)?;
         binding
             .bind_input(self.input_name.as_str(), &input)
@@ -832,14 +821,7 @@ mod tests {
             let expected = detector.detect(&view).unwrap();
             assert_eq!(expected.len(), 2, "{layout}: {expected:?}");
 
-            let host = MemoryInfo::new(
-                AllocationDevice::CPU,
-                0,
-                AllocatorType::Device,
-                MemoryType::Default,
-            )
-            .unwrap();
-            detector.bind(host).unwrap();
+            detector.bind(memory_info(None).unwrap()).unwrap();
             let bound = &mut detector.bound.as_mut().unwrap().input;
             let (_, values) = bound.extract_tensor_mut();
             values.fill(0.0);
