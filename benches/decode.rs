@@ -6,7 +6,7 @@
 //! `numpy_dark_udp_308_ms=...`).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sapiens_stream::tasks::pose_decode::decode_dark_udp;
+use sapiens_stream::tasks::pose::decode::decode_dark_udp;
 use std::hint::black_box;
 
 const HEIGHT: usize = 256;

@@ -19,16 +19,16 @@ use criterion::Criterion;
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::Gpu;
 use sapiens_stream::cuda::inference::{DeviceInference, FrameRequest, Persons, PoseRequest};
-use sapiens_stream::cuda::preprocess::{
-    DeviceLetterbox, DeviceStretch, FrameGeometry, HostFrame, SourceLayout,
-};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, runtime};
-use sapiens_stream::preprocess::{ImageView, Normalization, PixelFormat, StretchPlan};
+use sapiens_stream::frame::{FrameGeometry, HostFrame, SourceLayout};
+use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::preprocess::cuda::{DeviceLetterbox, DeviceStretch};
+use sapiens_stream::preprocess::{Normalization, StretchPlan};
 use sapiens_stream::tasks::detect::{DetectorLayout, LetterboxPlan};
+use sapiens_stream::tasks::pose::decode::HeatmapPeak;
 use sapiens_stream::tasks::pose::{self, PersonBox};
-use sapiens_stream::tasks::pose_decode::HeatmapPeak;
 use sapiens_stream::tasks::{INPUT_LEN, Task, validate_model};
 
 const FRAME: (usize, usize) = (1920, 1080);
@@ -109,7 +109,7 @@ fn decode(gpu: &Gpu, criterion: &mut Criterion) {
     let (mut scratch, mut peaks) = (None, Vec::<HeatmapPeak>::new());
     criterion.bench_function("cuda dark-udp decode 308x256x192", |b| {
         b.iter(|| {
-            sapiens_stream::cuda::pose::decode_dark_udp(
+            sapiens_stream::tasks::pose::cuda::decode_dark_udp(
                 gpu,
                 &heatmaps,
                 HEATMAPS,

@@ -5,9 +5,8 @@
 //! `.venv/bin/python tests/reference/preprocess_reference.py --bench`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sapiens_stream::preprocess::{
-    ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop,
-};
+use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
 
 const FRAME_W: usize = 1920;
 const FRAME_H: usize = 1080;

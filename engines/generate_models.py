@@ -4,7 +4,7 @@
 sapiens-stream needs models to test and benchmark against, but the official Sapiens weights
 are large, licensed CC-BY-NC-4.0 and not published as ONNX. This script writes ONNX graphs
 with the same structure, operator types and input/output contract as an export of the real
-models (see shared/reference/SAPIENS.md), filled with random weights drawn from a fixed seed:
+models (see docs/SAPIENS.md), filled with random weights drawn from a fixed seed:
 
   input  `input`  (batch, 3, 1024, 768) float, already normalised
   output `output` pose: (batch, K, 256, 192) K = 17 / 133 / 308; seg: (batch, 28, 512, 384);

@@ -11,7 +11,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::probe::Capabilities;
 use sapiens_stream::engine::{DeviceChoice, EngineChoice, ExecutionChoice, runtime, select};
-use sapiens_stream::models;
 use sapiens_stream::pipeline::{
     self, ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, View,
 };
@@ -23,6 +22,7 @@ use sapiens_stream::source::{
 };
 use sapiens_stream::tasks::dense;
 use sapiens_stream::tasks::detect::DetectorOptions;
+use sapiens_stream::zoo;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -457,11 +457,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build_engine(&args).map(|()| ExitCode::SUCCESS)
         }
         Command::Models(ModelsCommand::List) => {
-            print!("{}", models::list_report());
+            print!("{}", zoo::list_report());
             Ok(ExitCode::SUCCESS)
         }
         Command::Models(ModelsCommand::Inspect { file, ort_lib }) => {
-            print!("{}", models::inspect_report(&file, ort_lib.as_deref())?);
+            print!("{}", zoo::inspect_report(&file, ort_lib.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -25,7 +25,7 @@
 //! (histogram, label `stage`), `capture_to_publish_seconds` (histogram), `inference_batch_size`
 //! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::publish::PublisherCounters;
 
 /// Content type of [`Metrics::encode`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -355,6 +353,47 @@ impl RunReport {
             ));
         }
         text
+    }
+}
+
+/// What a network publisher did, counted in frames; shared with the metrics exporter.
+#[derive(Debug, Default)]
+pub struct PublisherCounters {
+    published: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl PublisherCounters {
+    /// Frames handed to the publisher.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Frames lost before leaving this process: queue overflow, send errors.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Connections re-established after a loss.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_dropped(&self) {
+        self.count_dropped_many(1);
+    }
+
+    pub(crate) fn count_dropped_many(&self, frames: u64) {
+        self.dropped.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 

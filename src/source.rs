@@ -23,9 +23,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use crate::cuda::preprocess::{FrameGeometry, SourceLayout, YuvToRgb};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
+use crate::frame::{FrameGeometry, SourceLayout, YuvToRgb};
 
 use reconnect::{Backoff, Rebase, Timeline};
 pub use reconnect::{Reconnect, ReconnectOptions, StatusListener, StreamStatus};

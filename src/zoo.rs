@@ -64,14 +64,14 @@ pub struct Checkpoint {
     /// Path inside the repository, when the file is not at its top level.
     pub path: Option<String>,
     pub download_gb: Option<f32>,
-    pub published: Option<Published>,
+    pub published: Option<PublishedAccuracy>,
     /// What could not be confirmed, or differs from the official README.
     pub note: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Published {
+pub struct PublishedAccuracy {
     pub metric: String,
     pub value: f32,
 }

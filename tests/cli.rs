@@ -50,7 +50,7 @@ fn check_input_against_opencv(dump: &Path, task: &str, reference_args: &[&str]) 
     );
 }
 
-/// The dumped heatmaps, decoded by the NumPy reference and mapped to the frame per SAPIENS.md,
+/// The dumped heatmaps, decoded by the NumPy reference and mapped to the frame per docs/SAPIENS.md,
 /// must equal the published keypoints.
 fn check_keypoints_against_reference(dump: &Path, person: &Value, width: f32, height: f32) {
     let (shape, heatmaps) = common::read_npy_f32(&dump.join("frame_000000_pose_output.npy"));

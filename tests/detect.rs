@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sapiens_stream::Error;
 use sapiens_stream::engine::runtime;
-use sapiens_stream::preprocess::{ImageView, PixelFormat};
+use sapiens_stream::frame::{ImageView, PixelFormat};
 use sapiens_stream::tasks::detect::{
     BoxesFile, DetectorLayout, DetectorOptions, LetterboxInput, PersonDetector,
 };

@@ -14,8 +14,8 @@ use std::process::Command;
 use sapiens_stream::engine::Engine;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::runtime;
-use sapiens_stream::models;
 use sapiens_stream::tasks::{self, Task};
+use sapiens_stream::zoo;
 use serde_json::Value;
 
 const OUTPUT_SHAPE: [u64; 4] = [2, 17, 256, 192];
@@ -103,7 +103,7 @@ fn exported_torchscript_matches_pytorch_in_our_engine() {
         );
         assert!(ours <= tolerance as f32, "{variant}: {ours}");
 
-        let inspected = models::inspect_report(&path, None).unwrap();
+        let inspected = zoo::inspect_report(&path, None).unwrap();
         assert!(
             inspected.contains("task      pose, 17 keypoints (coco17)"),
             "{inspected}"
@@ -116,7 +116,7 @@ fn exported_torchscript_matches_pytorch_in_our_engine() {
         assert!(!inspected.contains("RANDOM WEIGHTS"), "{inspected}");
     }
     let fp16 =
-        models::inspect_report(&dir.path().join("sapiens_tiny_pose17_fp16.onnx"), None).unwrap();
+        zoo::inspect_report(&dir.path().join("sapiens_tiny_pose17_fp16.onnx"), None).unwrap();
     assert!(
         fp16.contains("external data") && fp16.contains("sapiens_stream.dtype = float16"),
         "{fp16}"

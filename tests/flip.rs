@@ -9,7 +9,7 @@ use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::runtime::environment;
 use sapiens_stream::tasks::flip::{merge_flipped_heatmaps, mirror_batch};
 use sapiens_stream::tasks::keypoint_sets::keypoint_set;
-use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
+use sapiens_stream::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH};
 
 use common::synthetic::{XorShift, gaussian_map};

@@ -17,22 +17,19 @@ use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::inference::{
     DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons, PoseRequest,
 };
-use sapiens_stream::cuda::preprocess::{
-    DeviceLetterbox, DeviceStretch, FrameGeometry, HostFrame, SourceLayout, YuvToRgb,
-    frame_to_rgba, warp_crops, yuv420_to_rgb,
-};
 use sapiens_stream::cuda::{self, Gpu};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, probe, runtime};
-use sapiens_stream::preprocess::{
-    ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop,
-};
+use sapiens_stream::frame::{FrameGeometry, HostFrame, SourceLayout, YuvToRgb, yuv420_to_rgb};
+use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::preprocess::cuda::{DeviceLetterbox, DeviceStretch, frame_to_rgba, warp_crops};
+use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
 use sapiens_stream::tasks::detect::{
     DetectorLayout, DetectorOptions, LetterboxInput, LetterboxPlan, PersonDetector,
 };
+use sapiens_stream::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::pose::{self, PersonBox};
-use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::{
     INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout, Task, dense, flip, keypoint_sets, seg,
     validate_model,
@@ -380,7 +377,7 @@ fn segmentation_class_maps_equal_the_cpu_path() {
     let Some(gpu) = gpu("segmentation_class_maps_equal_the_cpu_path") else {
         return;
     };
-    let shape = cuda::seg::SegShape {
+    let shape = sapiens_stream::tasks::seg::cuda::SegShape {
         classes: 28,
         in_h: 64,
         in_w: 48,
@@ -402,7 +399,8 @@ fn segmentation_class_maps_equal_the_cpu_path() {
             shape.out_h,
             &mut expected,
         );
-        cuda::seg::upsample_argmax(&gpu, &device_logits, shape, &mut out).unwrap();
+        sapiens_stream::tasks::seg::cuda::upsample_argmax(&gpu, &device_logits, shape, &mut out)
+            .unwrap();
         assert_eq!(
             gpu.stream().clone_dtoh(&out).unwrap(),
             expected,
@@ -417,7 +415,8 @@ fn segmentation_class_maps_equal_the_cpu_path() {
             shape.out_h,
             &mut expected,
         );
-        cuda::seg::argmax_nearest(&gpu, &device_logits, shape, &mut out).unwrap();
+        sapiens_stream::tasks::seg::cuda::argmax_nearest(&gpu, &device_logits, shape, &mut out)
+            .unwrap();
         assert_eq!(
             gpu.stream().clone_dtoh(&out).unwrap(),
             expected,
@@ -437,7 +436,14 @@ fn pose_decode_equals_the_cpu_path() {
     decode_dark_udp(&data, maps, h, w, &mut expected);
     let device = gpu.stream().clone_htod(&data).unwrap();
     let (mut scratch, mut got) = (None, Vec::<HeatmapPeak>::new());
-    cuda::pose::decode_dark_udp(&gpu, &device, (maps, h, w), &mut scratch, &mut got).unwrap();
+    sapiens_stream::tasks::pose::cuda::decode_dark_udp(
+        &gpu,
+        &device,
+        (maps, h, w),
+        &mut scratch,
+        &mut got,
+    )
+    .unwrap();
     for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g.score, e.score, "map {k}: score");
         // The log differs by an ulp between the GPU's logf and the CPU's ln.
@@ -462,7 +468,7 @@ fn class_overlay_equals_the_cpu_path() {
     let palette: Vec<[u8; 3]> = (0..28u8).map(|i| [i * 9, 255 - i * 7, i * 3]).collect();
     let device_classes = gpu.stream().clone_htod(&classes).unwrap();
     let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
-    cuda::render::blend_class_map(
+    sapiens_stream::render::cuda::blend_class_map(
         &gpu,
         &mut device_frame,
         (width, height, stride),
@@ -491,16 +497,23 @@ fn flip_test_kernels_equal_the_cpu_path() {
     flip::mirror_batch(&plain, items, channels, h, w, &mut expected);
     let device_plain = gpu.stream().clone_htod(&plain).unwrap();
     let mut out = gpu.stream().alloc_zeros::<f32>(len).unwrap();
-    cuda::flip::mirror_batch(&gpu, &device_plain, (items, channels, h, w), &mut out).unwrap();
+    sapiens_stream::tasks::flip::cuda::mirror_batch(
+        &gpu,
+        &device_plain,
+        (items, channels, h, w),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(gpu.stream().clone_dtoh(&out).unwrap(), expected, "mirror");
 
     let set = sapiens_stream::tasks::keypoint_sets::keypoint_set(channels).unwrap();
     let mut merged = plain.clone();
     flip::merge_flipped_heatmaps(&mut merged, &mirrored, items, &set.flip_indices, h, w);
-    let indices = cuda::flip::upload_flip_indices(&gpu, &set.flip_indices).unwrap();
+    let indices =
+        sapiens_stream::tasks::flip::cuda::upload_flip_indices(&gpu, &set.flip_indices).unwrap();
     let mut device_merged = gpu.stream().clone_htod(&plain).unwrap();
     let device_mirrored = gpu.stream().clone_htod(&mirrored).unwrap();
-    cuda::flip::merge_flipped_heatmaps(
+    sapiens_stream::tasks::flip::cuda::merge_flipped_heatmaps(
         &gpu,
         &mut device_merged,
         &device_mirrored,
@@ -546,7 +559,7 @@ fn depth_kernels_equal_the_cpu_path() {
     dense::resize_planar(&raw, 1, in_h, in_w, out_w, out_h, &mut resized);
     let device_raw = gpu.stream().clone_htod(&raw).unwrap();
     let mut device_resized = gpu.stream().alloc_zeros::<f32>(pixels).unwrap();
-    cuda::dense::resize_planar(
+    sapiens_stream::tasks::dense::cuda::resize_planar(
         &gpu,
         &device_raw,
         (1, in_h, in_w),
@@ -564,12 +577,12 @@ fn depth_kernels_equal_the_cpu_path() {
     let device_classes = gpu.stream().clone_htod(&classes).unwrap();
     let (stride, mut frame) = (out_w * 4 + 8, test_bytes(out_h * (out_w * 4 + 8), 71));
     let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
-    let mut buffers = cuda::dense::RangeBuffers::new(&gpu).unwrap();
+    let mut buffers = sapiens_stream::tasks::dense::cuda::RangeBuffers::new(&gpu).unwrap();
     for foreground in [Some(&classes[..]), None] {
         let device_foreground = foreground.map(|_| &device_classes);
         let mut normalised = vec![0.0; pixels];
         let range = dense::normalise_depth(&resized, foreground, &mut normalised);
-        cuda::dense::value_range(
+        sapiens_stream::tasks::dense::cuda::value_range(
             &gpu,
             &device_resized,
             device_foreground,
@@ -584,7 +597,7 @@ fn depth_kernels_equal_the_cpu_path() {
             foreground.is_some()
         );
         let mut device_normalised = gpu.stream().alloc_zeros::<f32>(pixels).unwrap();
-        cuda::dense::normalise_depth(
+        sapiens_stream::tasks::dense::cuda::normalise_depth(
             &gpu,
             &device_resized,
             device_foreground,
@@ -600,7 +613,7 @@ fn depth_kernels_equal_the_cpu_path() {
             );
         }
         dense::draw_depth(&mut frame, out_w, out_h, stride, &normalised, foreground);
-        cuda::dense::draw_depth(
+        sapiens_stream::tasks::dense::cuda::draw_depth(
             &gpu,
             &mut device_frame,
             (out_w, out_h, stride),
@@ -616,7 +629,7 @@ fn depth_kernels_equal_the_cpu_path() {
     }
     // No foreground pixel: no range, and all zero.
     let background = gpu.stream().alloc_zeros::<u8>(pixels).unwrap();
-    cuda::dense::value_range(
+    sapiens_stream::tasks::dense::cuda::value_range(
         &gpu,
         &device_resized,
         Some(&background),
@@ -643,7 +656,7 @@ fn normal_kernels_equal_the_cpu_path() {
     dense::normalise_normals(&mut normals);
     let device_raw = gpu.stream().clone_htod(&raw).unwrap();
     let mut device_normals = gpu.stream().alloc_zeros::<f32>(3 * pixels).unwrap();
-    cuda::dense::resize_planar(
+    sapiens_stream::tasks::dense::cuda::resize_planar(
         &gpu,
         &device_raw,
         (3, in_h, in_w),
@@ -651,7 +664,7 @@ fn normal_kernels_equal_the_cpu_path() {
         &mut device_normals,
     )
     .unwrap();
-    cuda::dense::normalise_normals(&gpu, &mut device_normals).unwrap();
+    sapiens_stream::tasks::dense::cuda::normalise_normals(&gpu, &mut device_normals).unwrap();
     assert_eq!(
         gpu.stream().clone_dtoh(&device_normals).unwrap(),
         normals,
@@ -664,7 +677,7 @@ fn normal_kernels_equal_the_cpu_path() {
     let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
     for foreground in [Some(&classes[..]), None] {
         dense::draw_normals(&mut frame, out_w, out_h, stride, &normals, foreground);
-        cuda::dense::draw_normals(
+        sapiens_stream::tasks::dense::cuda::draw_normals(
             &gpu,
             &mut device_frame,
             (out_w, out_h, stride),

@@ -122,7 +122,7 @@ fn list_shows_every_manifest_checkpoint() {
         );
         assert!(report.contains(&url), "{url} missing");
     }
-    // Published figures from shared/reference/SAPIENS.md.
+    // Published figures from docs/SAPIENS.md.
     for figure in [
         "COCO val2017 AP 79.6",
         "COCO-WholeBody AP 74.4",

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sapiens_stream::frame::{ImageView, PixelFormat};
 use sapiens_stream::metrics::Metrics;
-use sapiens_stream::preprocess::{ImageView, PixelFormat};
 use sapiens_stream::publish::server::{NetworkOptions, NetworkServer};
 use sapiens_stream::publish::{
     ClassMask, FrameResult, Published, Publisher, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::synthetic::{XorShift, gaussian_map};
-use sapiens_stream::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
+use sapiens_stream::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 
 const WIDTH: usize = 192;
 const HEIGHT: usize = 256;

@@ -5,9 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use sapiens_stream::preprocess::{
-    ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop,
-};
+use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
 
 const INPUT_W: usize = 768;
 const INPUT_H: usize = 1024;

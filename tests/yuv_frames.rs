@@ -10,8 +10,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use sapiens_stream::cuda::preprocess::{SourceLayout, YuvToRgb};
 use sapiens_stream::frame::Frame;
+use sapiens_stream::frame::{SourceLayout, YuvToRgb};
 use sapiens_stream::source::{self, InputSpec, SourceOptions};
 
 /// GStreamer's 16-bit path is within about 1.3 levels of the exact formula, ours (20-bit fixed

@@ -21,18 +21,21 @@ use cudarc::driver::LaunchConfig;
 use libloading::{Library, Symbol};
 
 use super::SOURCES;
-use super::dense;
-use super::pose::{BlurTaps, DecodeArgs, DevicePeak};
-use super::preprocess::{
-    Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameGeometry, FrameLayout,
-    HostFrame, InputElement, LetterboxArgs, Placement, RgbaArgs, SourceLayout, YuvToRgb, crop_taps,
-    device_taps, yuv420_to_rgb,
+use crate::frame::{FrameGeometry, HostFrame, SourceLayout, YuvToRgb, yuv420_to_rgb};
+use crate::frame::{ImageView, PixelFormat};
+use crate::preprocess::cuda::{
+    Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameLayout, InputElement,
+    LetterboxArgs, Placement, RgbaArgs, crop_taps, device_taps,
 };
-use super::render::BlendArgs;
-use super::seg::{DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources};
-use crate::preprocess::{ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, warp_crop};
+use crate::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
+use crate::render::cuda::BlendArgs;
+use crate::tasks::dense::cuda as dense;
 use crate::tasks::detect::{DetectorLayout, LetterboxInput, LetterboxPlan};
-use crate::tasks::pose_decode::{HeatmapPeak, decode_dark_udp};
+use crate::tasks::pose::cuda::{BlurTaps, DecodeArgs, DevicePeak};
+use crate::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
+use crate::tasks::seg::cuda::{
+    DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources,
+};
 use kernel_inputs::{Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
 
 const SHIM: &str = include_str!("host_emulation.h");

@@ -11,23 +11,22 @@ use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
-use super::dense::{self, RangeBuffers};
-use super::pose::{DevicePeak, queue_decode};
-use super::preprocess::{
-    DeviceLetterbox, DeviceStretch, FrameGeometry, HostFrame, SourceLayout, frame_to_rgba,
-    warp_crops,
-};
-use super::render::blend_class_map;
-use super::seg::{SegShape, argmax_nearest, upsample_argmax};
-use super::{Gpu, cuda_error, flip};
+use crate::cuda::{Gpu, cuda_error};
 use crate::engine::device::{DeviceBatch, DeviceEngine};
 use crate::error::{Error, Result};
+use crate::frame::{FrameGeometry, HostFrame, PaintedFrame, SourceLayout};
+use crate::preprocess::cuda::{DeviceLetterbox, DeviceStretch, frame_to_rgba, warp_crops};
 use crate::preprocess::{Normalization, PoseCrop, StretchPlan};
+use crate::render::cuda::blend_class_map;
 use crate::tasks::dense::DepthRange;
+use crate::tasks::dense::cuda::{self as dense, RangeBuffers};
 use crate::tasks::detect::PersonDetector;
+use crate::tasks::flip::cuda as flip;
 use crate::tasks::keypoint_sets::body_parts;
 use crate::tasks::pose::PersonBox;
-use crate::tasks::pose_decode::HeatmapPeak;
+use crate::tasks::pose::cuda::{DevicePeak, queue_decode};
+use crate::tasks::pose::decode::HeatmapPeak;
+use crate::tasks::seg::cuda::{SegShape, argmax_nearest, upsample_argmax};
 use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH, OutputLayout};
 
 /// The pose model of a frame, with one crop per person.
@@ -106,15 +105,6 @@ pub struct FrameResults {
     /// The frame as RGBA with the requested view drawn in; for an RGBA frame only when there
     /// was something to draw.
     pub painted: Option<PaintedFrame>,
-}
-
-/// A frame drawn on the device, read back.
-#[derive(Debug)]
-pub struct PaintedFrame {
-    /// RGBA rows; the last may come without its padding, as the frame's own did.
-    pub rgba: Vec<u8>,
-    /// Bytes per row: the input's for RGBA frames, `4 x width` for frames converted to RGBA.
-    pub stride: usize,
 }
 
 /// The GPU side of the pipeline: kernels, stream, and the buffers reused frame after frame.

@@ -1,22 +1,18 @@
-//! The GPU twins of the CPU stages, as CUDA kernels compiled at run time with NVRTC (no CUDA
-//! toolkit at build time): [`preprocess`] makes model inputs from a frame on the device,
-//! [`seg`] turns logits into a class map, [`pose`] decodes heatmaps to keypoints, and
-//! [`render`] blends the class map into the frame. Each kernel reproduces its CPU stage's
-//! arithmetic (tap tables come from the CPU code) and is tested against it: on a device in
-//! tests/gpu.rs, and on the host, built with the system C++ compiler, in `host_emulation`.
+//! The CUDA side shared by every stage: the device context and stream, NVRTC compilation of
+//! the kernel sources (at run time, so no CUDA toolkit at build time) and launch helpers. Each
+//! kernel lives beside the CPU code it reproduces: `preprocess/preprocess.cu` (model inputs from
+//! any frame layout), `tasks/seg/seg.cu` (logits to a class map), `tasks/pose/pose.cu` (heatmaps
+//! to keypoints), `tasks/flip/flip.cu`, `tasks/dense/dense.cu` and `render/render.cu`, with a
+//! Rust wrapper in the `cuda.rs` next to it. Each is tested against its CPU stage: on a device
+//! in tests/gpu.rs, and on the host, built with the system C++ compiler, in `host_emulation`.
+//! [`inference`] is the GPU plan of a whole frame.
 //!
 //! The driver and NVRTC libraries are probed before cudarc touches them (cudarc panics when a
 //! library is missing), so a machine without a GPU gets an error, never a panic.
 
-pub mod dense;
-pub mod flip;
 #[cfg(test)]
 mod host_emulation;
 pub mod inference;
-pub mod pose;
-pub mod preprocess;
-pub mod render;
-pub mod seg;
 
 use std::sync::Arc;
 
@@ -28,12 +24,12 @@ use crate::error::{Error, Result};
 
 /// Every kernel source, by module name.
 pub const SOURCES: [(&str, &str); 6] = [
-    ("preprocess", include_str!("preprocess.cu")),
-    ("flip", include_str!("flip.cu")),
-    ("seg", include_str!("seg.cu")),
-    ("pose", include_str!("pose.cu")),
-    ("render", include_str!("render.cu")),
-    ("dense", include_str!("dense.cu")),
+    ("preprocess", include_str!("../preprocess/preprocess.cu")),
+    ("flip", include_str!("../tasks/flip/flip.cu")),
+    ("seg", include_str!("../tasks/seg/seg.cu")),
+    ("pose", include_str!("../tasks/pose/pose.cu")),
+    ("render", include_str!("../render/render.cu")),
+    ("dense", include_str!("../tasks/dense/dense.cu")),
 ];
 
 /// Compiles one kernel source to PTX. No GPU needed: NVRTC is only a compiler.
@@ -92,7 +88,7 @@ impl Gpu {
         &self.stream
     }
 
-    fn function(&self, module: &str, name: &str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, module: &str, name: &str) -> Result<CudaFunction> {
         let (_, loaded) = self
             .modules
             .iter()

@@ -1,10 +1,8 @@
-//! The frame that travels through the pipeline (the design's frame contract).
+//! The frame that travels through the pipeline (the frame contract of docs/DESIGN.md).
 
 use std::time::SystemTime;
 
-use crate::cuda::inference::PaintedFrame;
-use crate::cuda::preprocess::{FrameGeometry, HostFrame, SourceLayout};
-use crate::preprocess::{ImageView, PixelFormat};
+use super::{FrameGeometry, HostFrame, ImageView, PaintedFrame, PixelFormat, SourceLayout};
 
 /// One decoded video frame in host memory, owned by its GStreamer buffer so the decoder's
 /// memory reaches the encoder without a copy unless the overlay needs one. Packed RGBA, or, on

@@ -183,7 +183,7 @@ fn infer_on_device(
     }))
 }
 
-/// Pose for every person; with the flip test, also on the mirrored crops, merged back (SAPIENS.md).
+/// Pose for every person; with the flip test, also on the mirrored crops, merged back (docs/SAPIENS.md).
 fn run_pose(
     model: &mut TaskModel,
     input: &[f32],

@@ -24,10 +24,11 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-use crate::cuda::inference::{DenseResult, PaintedFrame};
+use crate::cuda::inference::DenseResult;
 use crate::engine::ExecutionChoice;
 use crate::error::{Error, Result};
 use crate::frame::Frame;
+use crate::frame::PaintedFrame;
 use crate::metrics::{Metrics, RunReport, StageStats};
 use crate::preprocess::StretchPlan;
 use crate::publish::mqtt::{MqttConfig, MqttPublisher};
@@ -38,7 +39,7 @@ use crate::sink::{Dumper, OutputSpec, VideoOutput, VideoSinkOptions};
 use crate::source::{self, FrameSource, InputSpec, SourceOptions, StatusListener, StreamStatus};
 use crate::tasks::detect::DetectorOptions;
 use crate::tasks::pose::PersonBox;
-use crate::tasks::pose_decode::HeatmapPeak;
+use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH};
 
 use infer::{Inference, inference_stage, paint_for};
@@ -126,7 +127,7 @@ impl Scheduling {
 /// Where the person boxes for top-down pose come from.
 #[derive(Clone, Debug, Default)]
 pub enum PersonSource {
-    /// No detector: the whole frame is one person (SAPIENS.md step 1).
+    /// No detector: the whole frame is one person (docs/SAPIENS.md step 1).
     #[default]
     WholeFrame,
     /// An ONNX person detector (RTMDet or YOLO layout).

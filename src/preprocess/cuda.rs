@@ -3,311 +3,20 @@
 //! normalised, `f32` or `f16`. The tap tables are the CPU path's ([`crate::preprocess`]), so the
 //! values before normalisation equal the CPU's; YUV frames are converted per sample in the 20-bit
 //! fixed point of OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 / _I420)`, with the matrix and range
-//! the stream declares ([`YuvToRgb`]; [`yuv420_to_rgb`] is the CPU twin).
+//! the stream declares ([`YuvToRgb`]; [`crate::frame::yuv420_to_rgb`] is the CPU twin).
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::{Gpu, cuda_error, grid_2d};
+use crate::cuda::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
-use crate::preprocess::{
-    ImageView, Normalization, PixelFormat, PoseCrop, StretchPlan, Tap, warp_taps,
-};
+use crate::frame::{FrameGeometry, SourceLayout, YuvToRgb};
+use crate::preprocess::{Normalization, PoseCrop, StretchPlan, Tap, warp_taps};
 use crate::tasks::detect::LetterboxPlan;
-
-/// How a frame's bytes are laid out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceLayout {
-    Rgb,
-    Bgr,
-    /// RGBA or RGBx: the fourth byte is ignored.
-    Rgbx,
-    /// BGRA or BGRx.
-    Bgrx,
-    /// Y plane, then interleaved U/V at half resolution.
-    Nv12,
-    /// Y plane, then U, then V, each at half resolution.
-    I420,
-}
-
-impl SourceLayout {
-    /// The packed pixel format of a packed layout; `None` for the 4:2:0 layouts.
-    fn packed_format(self) -> Option<PixelFormat> {
-        match self {
-            Self::Rgb => Some(PixelFormat::Rgb),
-            Self::Bgr => Some(PixelFormat::Bgr),
-            Self::Rgbx => Some(PixelFormat::Rgba),
-            Self::Bgrx => Some(PixelFormat::Bgra),
-            Self::Nv12 | Self::I420 => None,
-        }
-    }
-
-    /// The kernel's `LAYOUT_*` code.
-    fn code(self) -> i32 {
-        match self {
-            Self::Rgb => 0,
-            Self::Bgr => 1,
-            Self::Rgbx => 2,
-            Self::Bgrx => 3,
-            Self::Nv12 => 4,
-            Self::I420 => 5,
-        }
-    }
-}
-
-/// A frame's geometry: size, layout and where its planes start in its buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameGeometry {
-    pub width: usize,
-    pub height: usize,
-    pub layout: SourceLayout,
-    /// Bytes per row of the packed image or of the Y plane.
-    pub stride: usize,
-    /// Byte offsets of the chroma planes (UV for NV12; U and V for I420).
-    pub chroma: [usize; 2],
-    pub chroma_stride: usize,
-    /// How YUV samples become RGB (unused for packed layouts).
-    pub yuv: YuvToRgb,
-}
-
-impl FrameGeometry {
-    /// A packed RGB/BGR(x) frame without padding.
-    pub fn packed(width: usize, height: usize, layout: SourceLayout) -> Self {
-        let bytes = layout
-            .packed_format()
-            .map_or(1, PixelFormat::bytes_per_pixel);
-        FrameGeometry {
-            width,
-            height,
-            layout,
-            stride: width * bytes,
-            chroma: [0; 2],
-            chroma_stride: 0,
-            yuv: YuvToRgb::BT601_LIMITED,
-        }
-    }
-
-    /// An NV12 or I420 frame without padding, BT.601 limited range; odd sizes round the
-    /// chroma planes up.
-    pub fn yuv420(width: usize, height: usize, layout: SourceLayout) -> Self {
-        let luma = width * height;
-        let half_width = width.div_ceil(2);
-        let (chroma, chroma_stride) = match layout {
-            SourceLayout::Nv12 => ([luma, 0], 2 * half_width),
-            _ => ([luma, luma + half_width * height.div_ceil(2)], half_width),
-        };
-        FrameGeometry {
-            width,
-            height,
-            layout,
-            stride: width,
-            chroma,
-            chroma_stride,
-            yuv: YuvToRgb::BT601_LIMITED,
-        }
-    }
-
-    /// Each plane's byte offset, rows, bytes per row and bytes of pixels per row.
-    fn planes(&self) -> Vec<[usize; 4]> {
-        if let Some(format) = self.layout.packed_format() {
-            let row = format.bytes_per_pixel() * self.width;
-            return vec![[0, self.height, self.stride, row]];
-        }
-        let (rows, half_width) = (self.height.div_ceil(2), self.width.div_ceil(2));
-        match self.layout {
-            SourceLayout::Nv12 => vec![
-                [0, self.height, self.stride, self.width],
-                [self.chroma[0], rows, self.chroma_stride, 2 * half_width],
-            ],
-            _ => vec![
-                [0, self.height, self.stride, self.width],
-                [self.chroma[0], rows, self.chroma_stride, half_width],
-                [self.chroma[1], rows, self.chroma_stride, half_width],
-            ],
-        }
-    }
-
-    /// Bytes the frame's buffer holds with every row padded to its stride.
-    pub fn len(&self) -> usize {
-        let end = |[offset, rows, stride, _]: [usize; 4]| offset + rows * stride;
-        self.planes().into_iter().map(end).max().unwrap_or(0)
-    }
-
-    /// Bytes a buffer must hold at least: [`Self::len`] without the padding of the last row,
-    /// which decoders may leave out.
-    pub fn min_len(&self) -> usize {
-        let end = |[offset, rows, stride, row]: [usize; 4]| match rows {
-            0 => offset,
-            rows => offset + (rows - 1) * stride + row,
-        };
-        self.planes().into_iter().map(end).max().unwrap_or(0)
-    }
-
-    /// Checks that a buffer of `data_len` bytes holds such a frame: a size, rows no longer
-    /// than their strides, every plane inside.
-    pub fn validate(&self, data_len: usize) -> std::result::Result<(), String> {
-        if self.is_empty() {
-            return Err(format!("empty frame ({}x{})", self.width, self.height));
-        }
-        if let Some([_, _, stride, row]) = self.planes().into_iter().find(|p| p[2] < p[3]) {
-            return Err(format!(
-                "{:?} rows of {row} bytes do not fit a stride of {stride}",
-                self.layout
-            ));
-        }
-        if data_len < self.min_len() {
-            return Err(format!(
-                "{}x{} {:?} needs {} bytes, the buffer holds {data_len}",
-                self.width,
-                self.height,
-                self.layout,
-                self.min_len()
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.width == 0 || self.height == 0
-    }
-
-    fn device_layout(&self) -> FrameLayout {
-        FrameLayout {
-            layout: self.layout.code(),
-            stride: self.stride as i32,
-            chroma0: self.chroma[0] as i64,
-            chroma1: self.chroma[1] as i64,
-            chroma_stride: self.chroma_stride as i32,
-            yuv: self.yuv,
-        }
-    }
-}
-
-/// A frame's bytes in host memory, and where its pixels are in them.
-#[derive(Clone, Copy, Debug)]
-pub struct HostFrame<'a> {
-    pub data: &'a [u8],
-    pub geometry: FrameGeometry,
-}
-
-impl<'a> From<&ImageView<'a>> for HostFrame<'a> {
-    fn from(view: &ImageView<'a>) -> Self {
-        let layout = match view.format {
-            PixelFormat::Rgb => SourceLayout::Rgb,
-            PixelFormat::Bgr => SourceLayout::Bgr,
-            PixelFormat::Rgba => SourceLayout::Rgbx,
-            PixelFormat::Bgra => SourceLayout::Bgrx,
-        };
-        HostFrame {
-            data: view.data,
-            geometry: FrameGeometry {
-                stride: view.stride,
-                ..FrameGeometry::packed(view.width, view.height, layout)
-            },
-        }
-    }
-}
-
-impl HostFrame<'_> {
-    /// Tightly packed RGB, whatever the layout (YUV converted as the kernels do).
-    pub fn to_rgb(&self) -> Vec<u8> {
-        let mut rgb = Vec::new();
-        self.to_rgb_into(&mut rgb);
-        rgb
-    }
-
-    /// [`Self::to_rgb`] into `rgb`, reusing its allocation.
-    pub fn to_rgb_into(&self, rgb: &mut Vec<u8>) {
-        let g = &self.geometry;
-        rgb.clear();
-        rgb.reserve(g.width * g.height * 3);
-        let Some(format) = g.layout.packed_format() else {
-            return yuv420_to_rgb_into(self.data, g, rgb);
-        };
-        let (bytes, [r, gr, b]) = (format.bytes_per_pixel(), format.rgb_offsets());
-        for row in self.data.chunks(g.stride).take(g.height) {
-            for pixel in row[..bytes * g.width].chunks_exact(bytes) {
-                rgb.extend_from_slice(&[pixel[r], pixel[gr], pixel[b]]);
-            }
-        }
-    }
-}
-
-/// YUV -> RGB in 20-bit fixed point, as OpenCV's `cvtColor` computes it:
-/// `c = clamp((max(0, y - luma_offset) * luma + chroma terms + 2^19) >> 20)`, with `u` and
-/// `v` centred on 128. The same struct is the kernel's `YuvToRgb` (preprocess.cu).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct YuvToRgb {
-    pub luma_offset: i32,
-    pub luma: i32,
-    pub v_to_r: i32,
-    pub u_to_g: i32,
-    pub v_to_g: i32,
-    pub u_to_b: i32,
-}
-
-// SAFETY: plain old data with the kernel's C layout.
-unsafe impl DeviceRepr for YuvToRgb {}
-
-const YUV_SHIFT: i32 = 20;
-
-impl YuvToRgb {
-    /// BT.601 limited range with OpenCV's own coefficients (`COLOR_YUV2RGB_NV12`): what the
-    /// OpenCV-based official pipeline sees, and what most SD video and unlabelled streams are.
-    pub const BT601_LIMITED: Self = YuvToRgb {
-        luma_offset: 16,
-        luma: 1_220_542,
-        v_to_r: 1_673_527,
-        u_to_g: -409_993,
-        v_to_g: -852_492,
-        u_to_b: 2_116_026,
-    };
-
-    /// The conversion for a matrix given by its luma weights `kr` and `kb` (BT.709: 0.2126,
-    /// 0.0722), for limited (16-235, 16-240) or full range. BT.601 limited range is
-    /// [`Self::BT601_LIMITED`], OpenCV's rounding of these values.
-    pub fn from_weights(kr: f64, kb: f64, full_range: bool) -> Self {
-        let (luma_offset, luma_scale, chroma_scale) = if full_range {
-            (0, 1.0, 1.0)
-        } else {
-            (16, 255.0 / 219.0, 255.0 / 224.0)
-        };
-        let kg = 1.0 - kr - kb;
-        let fixed = |value: f64| (value * f64::from(1 << YUV_SHIFT)).round() as i32;
-        YuvToRgb {
-            luma_offset,
-            luma: fixed(luma_scale),
-            v_to_r: fixed(2.0 * (1.0 - kr) * chroma_scale),
-            u_to_g: fixed(-2.0 * kb * (1.0 - kb) / kg * chroma_scale),
-            v_to_g: fixed(-2.0 * kr * (1.0 - kr) / kg * chroma_scale),
-            u_to_b: fixed(2.0 * (1.0 - kb) * chroma_scale),
-        }
-    }
-
-    /// One sample's RGB (the kernel's `yuv_to_rgb`).
-    pub fn convert(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        const HALF: i32 = 1 << (YUV_SHIFT - 1);
-        let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-        let luma = (i32::from(y) - self.luma_offset).max(0) * self.luma;
-        let channel = |chroma: i32| ((luma + HALF + chroma) >> YUV_SHIFT).clamp(0, 255) as u8;
-        [
-            channel(self.v_to_r * v),
-            channel(self.v_to_g * v + self.u_to_g * u),
-            channel(self.u_to_b * u),
-        ]
-    }
-}
-
-impl Default for YuvToRgb {
-    fn default() -> Self {
-        Self::BT601_LIMITED
-    }
-}
 
 /// `FrameLayout` in preprocess.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(super) struct FrameLayout {
+pub(crate) struct FrameLayout {
     layout: i32,
     stride: i32,
     chroma0: i64,
@@ -318,6 +27,34 @@ pub(super) struct FrameLayout {
 
 // SAFETY: plain old data with the kernel's C layout.
 unsafe impl DeviceRepr for FrameLayout {}
+
+// SAFETY: plain old data with the kernel's C layout (`YuvToRgb` in preprocess.cu).
+unsafe impl DeviceRepr for YuvToRgb {}
+
+impl FrameLayout {
+    fn of(geometry: &FrameGeometry) -> Self {
+        FrameLayout {
+            layout: layout_code(geometry.layout),
+            stride: geometry.stride as i32,
+            chroma0: geometry.chroma[0] as i64,
+            chroma1: geometry.chroma[1] as i64,
+            chroma_stride: geometry.chroma_stride as i32,
+            yuv: geometry.yuv,
+        }
+    }
+}
+
+/// The kernel's `LAYOUT_*` code.
+fn layout_code(layout: SourceLayout) -> i32 {
+    match layout {
+        SourceLayout::Rgb => 0,
+        SourceLayout::Bgr => 1,
+        SourceLayout::Rgbx => 2,
+        SourceLayout::Bgrx => 3,
+        SourceLayout::Nv12 => 4,
+        SourceLayout::I420 => 5,
+    }
+}
 
 /// `Tap` in preprocess.cu.
 #[repr(C)]
@@ -346,7 +83,7 @@ impl From<&Tap> for DeviceTap {
 /// `Normalisation` in preprocess.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(super) struct DeviceNormalisation {
+pub(crate) struct DeviceNormalisation {
     mean: [f32; 3],
     std: [f32; 3],
 }
@@ -356,7 +93,7 @@ unsafe impl DeviceRepr for DeviceNormalisation {}
 
 /// Which fixed-point arithmetic the kernel applies (`ARITHMETIC_*` in preprocess.cu).
 #[derive(Clone, Copy)]
-pub(super) enum Arithmetic {
+pub(crate) enum Arithmetic {
     Resize = 0,
     Warp = 1,
 }
@@ -497,7 +234,7 @@ impl DeviceLetterbox {
 /// `Placement` in preprocess.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Placement {
+pub(crate) struct Placement {
     left: i32,
     top: i32,
     resized_w: i32,
@@ -510,7 +247,7 @@ pub(super) struct Placement {
 unsafe impl DeviceRepr for Placement {}
 
 impl Placement {
-    pub(super) fn of(plan: &LetterboxPlan) -> Self {
+    pub(crate) fn of(plan: &LetterboxPlan) -> Self {
         let letterbox = &plan.letterbox;
         Placement {
             left: letterbox.left as i32,
@@ -524,18 +261,18 @@ impl Placement {
 }
 
 /// `letterbox_f32`'s arguments besides the buffers, and its launch shape.
-pub(super) struct LetterboxArgs {
-    pub(super) layout: FrameLayout,
-    pub(super) placement: Placement,
-    pub(super) width: i32,
-    pub(super) height: i32,
-    pub(super) norm: DeviceNormalisation,
-    pub(super) config: LaunchConfig,
+pub(crate) struct LetterboxArgs {
+    pub(crate) layout: FrameLayout,
+    pub(crate) placement: Placement,
+    pub(crate) width: i32,
+    pub(crate) height: i32,
+    pub(crate) norm: DeviceNormalisation,
+    pub(crate) config: LaunchConfig,
 }
 
 impl LetterboxArgs {
     /// Checks a frame of `frame_len` bytes and an output of `out_len` values against the launch.
-    pub(super) fn new(
+    pub(crate) fn new(
         geometry: &FrameGeometry,
         frame_len: usize,
         placement: Placement,
@@ -559,7 +296,7 @@ impl LetterboxArgs {
             )));
         }
         Ok(LetterboxArgs {
-            layout: geometry.device_layout(),
+            layout: FrameLayout::of(geometry),
             placement,
             width: input_w as i32,
             height: input_h as i32,
@@ -631,16 +368,16 @@ pub fn frame_to_rgba(
 }
 
 /// `frame_to_rgba`'s arguments besides the buffers, and its launch shape.
-pub(super) struct RgbaArgs {
-    pub(super) layout: FrameLayout,
-    pub(super) width: i32,
-    pub(super) height: i32,
-    pub(super) config: LaunchConfig,
+pub(crate) struct RgbaArgs {
+    pub(crate) layout: FrameLayout,
+    pub(crate) width: i32,
+    pub(crate) height: i32,
+    pub(crate) config: LaunchConfig,
 }
 
 impl RgbaArgs {
     /// Checks a frame of `frame_len` bytes and an output of `rgba_len` against the geometry.
-    pub(super) fn new(geometry: &FrameGeometry, frame_len: usize, rgba_len: usize) -> Result<Self> {
+    pub(crate) fn new(geometry: &FrameGeometry, frame_len: usize, rgba_len: usize) -> Result<Self> {
         let needed = 4 * geometry.width * geometry.height;
         if geometry.is_empty() || frame_len < geometry.len() || rgba_len < needed {
             return Err(Error::Cuda(format!(
@@ -650,7 +387,7 @@ impl RgbaArgs {
             )));
         }
         Ok(RgbaArgs {
-            layout: geometry.device_layout(),
+            layout: FrameLayout::of(geometry),
             width: geometry.width as i32,
             height: geometry.height as i32,
             config: grid_2d(geometry.width, geometry.height, 1),
@@ -659,7 +396,7 @@ impl RgbaArgs {
 }
 
 /// The column and row taps of every crop, one after another (the kernel's `blockIdx.z` picks).
-pub(super) fn crop_taps(
+pub(crate) fn crop_taps(
     geometry: &FrameGeometry,
     crops: &[PoseCrop],
     (dst_w, dst_h): (usize, usize),
@@ -687,7 +424,7 @@ fn upload_taps(gpu: &Gpu, taps: &[Tap]) -> Result<CudaSlice<DeviceTap>> {
 }
 
 /// A stretch plan's (or any) taps as the kernel reads them.
-pub(super) fn device_taps(taps: &[Tap]) -> Vec<DeviceTap> {
+pub(crate) fn device_taps(taps: &[Tap]) -> Vec<DeviceTap> {
     taps.iter().map(DeviceTap::from).collect()
 }
 
@@ -733,18 +470,18 @@ fn launch_bilinear<T: InputElement>(
 
 /// The preprocess kernels' arguments besides the buffers, and their launch shape, made once for
 /// the device and its host emulation.
-pub(super) struct BilinearArgs {
-    pub(super) layout: FrameLayout,
-    pub(super) arithmetic: i32,
-    pub(super) width: i32,
-    pub(super) height: i32,
-    pub(super) norm: DeviceNormalisation,
-    pub(super) config: LaunchConfig,
+pub(crate) struct BilinearArgs {
+    pub(crate) layout: FrameLayout,
+    pub(crate) arithmetic: i32,
+    pub(crate) width: i32,
+    pub(crate) height: i32,
+    pub(crate) norm: DeviceNormalisation,
+    pub(crate) config: LaunchConfig,
 }
 
 impl BilinearArgs {
     /// Checks the buffers' sizes (`frame_len` bytes, `out_len` values) against the launch.
-    pub(super) fn new(
+    pub(crate) fn new(
         geometry: &FrameGeometry,
         frame_len: usize,
         arithmetic: Arithmetic,
@@ -765,7 +502,7 @@ impl BilinearArgs {
             )));
         }
         Ok(BilinearArgs {
-            layout: geometry.device_layout(),
+            layout: FrameLayout::of(geometry),
             arithmetic: arithmetic as i32,
             width: dst_w as i32,
             height: dst_h as i32,
@@ -775,34 +512,5 @@ impl BilinearArgs {
             },
             config: grid_2d(dst_w, dst_h, items),
         })
-    }
-}
-
-/// YUV 4:2:0 to packed RGB on the CPU, each 2x2 block sharing its chroma sample, with the
-/// frame's [`YuvToRgb`] (for BT.601 limited range: OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 /
-/// _I420)`): the kernels' colour conversion.
-pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
-    let mut rgb = Vec::with_capacity(geometry.width * geometry.height * 3);
-    yuv420_to_rgb_into(data, geometry, &mut rgb);
-    rgb
-}
-
-fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
-    for y in 0..geometry.height {
-        let luma = &data[y * geometry.stride..][..geometry.width];
-        let chroma_row = y / 2 * geometry.chroma_stride;
-        for (x, &luma) in luma.iter().enumerate() {
-            let (u, v) = match geometry.layout {
-                SourceLayout::Nv12 => {
-                    let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
-                    (data[at], data[at + 1])
-                }
-                _ => {
-                    let at = chroma_row + x / 2;
-                    (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
-                }
-            };
-            rgb.extend(geometry.yuv.convert(luma, u, v));
-        }
     }
 }

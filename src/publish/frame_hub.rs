@@ -16,7 +16,7 @@ use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
 use tokio::sync::{Notify, watch};
 
-use crate::cuda::preprocess::{FrameGeometry, HostFrame};
+use crate::frame::{FrameGeometry, HostFrame};
 
 /// Frames per second encoded for viewers at most.
 pub const DEFAULT_VIDEO_FPS: f64 = 15.0;
@@ -214,8 +214,8 @@ impl Drop for VideoWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cuda::preprocess::SourceLayout;
-    use crate::preprocess::{ImageView, PixelFormat};
+    use crate::frame::SourceLayout;
+    use crate::frame::{ImageView, PixelFormat};
 
     #[test]
     fn copies_rows_without_padding_in_rgb_order() {

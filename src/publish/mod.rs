@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -279,47 +278,6 @@ pub trait Publisher: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// What a network publisher did, counted in frames; shared with the metrics exporter.
-#[derive(Debug, Default)]
-pub struct PublisherCounters {
-    published: AtomicU64,
-    dropped: AtomicU64,
-    reconnects: AtomicU64,
-}
-
-impl PublisherCounters {
-    /// Frames handed to the publisher.
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
-    }
-
-    /// Frames lost before leaving this process: queue overflow, send errors.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Connections re-established after a loss.
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-
-    fn count_published(&self) {
-        self.published.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn count_dropped(&self) {
-        self.count_dropped_many(1);
-    }
-
-    fn count_dropped_many(&self, frames: u64) {
-        self.dropped.fetch_add(frames, Ordering::Relaxed);
-    }
-
-    fn count_reconnect(&self) {
-        self.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Writes one JSON object per line to a file, or to stdout for `-`.
 pub struct ResultsWriter {
     out: Box<dyn Write + Send>,
@@ -384,7 +342,7 @@ impl Publisher for ResultsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::metrics::{Metrics, PublisherCounters};
 
     #[test]
     fn tracked_publisher_counters_reach_the_metrics() {

@@ -34,8 +34,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Request};
 use tracing::{info, warn};
 
-use super::{Published, PublishedStatus, Publisher, PublisherCounters};
+use super::{Published, PublishedStatus, Publisher};
 use crate::error::{Error, Result};
+use crate::metrics::PublisherCounters;
 
 const DEFAULT_PORT: u16 = 1883;
 /// Larger results are dropped (and counted) rather than sent: a broker rejects packets past its

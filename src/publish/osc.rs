@@ -36,11 +36,9 @@ use std::sync::Arc;
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType, encoder};
 use tracing::{info, warn};
 
-use super::{
-    FrameResult, Published, PublishedStatus, Publisher, PublisherCounters, StreamState,
-    StreamStatusMessage,
-};
+use super::{FrameResult, Published, PublishedStatus, Publisher, StreamState, StreamStatusMessage};
 use crate::error::{Error, Result};
+use crate::metrics::PublisherCounters;
 use crate::tasks::keypoint_sets::keypoint_set;
 
 /// Largest datagram sent: within the default receive buffers of Max, Pure Data and

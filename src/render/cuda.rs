@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{Gpu, cuda_error, grid_2d};
+use crate::cuda::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
 
 /// Blends the palette colour of each pixel's class into an RGBA frame on the device:
@@ -50,21 +50,21 @@ pub fn blend_class_map(
 
 /// The blend kernel's arguments besides the frame and the class map, and its launch shape, made
 /// once for the device and its host emulation.
-pub(super) struct BlendArgs {
+pub(crate) struct BlendArgs {
     /// Width, height and stride.
-    pub(super) sizes: [i32; 3],
+    pub(crate) sizes: [i32; 3],
     /// RGB triplets, at most 256.
-    pub(super) palette: Vec<u8>,
-    pub(super) palette_len: i32,
+    pub(crate) palette: Vec<u8>,
+    pub(crate) palette_len: i32,
     /// `round(alpha * 256)`.
-    pub(super) weight: i32,
-    pub(super) config: LaunchConfig,
+    pub(crate) weight: i32,
+    pub(crate) config: LaunchConfig,
 }
 
 impl BlendArgs {
     /// Checks the sizes against a frame of `frame_len` bytes and a class map of `class_map_len`;
     /// `None` for an empty frame (nothing to launch).
-    pub(super) fn new(
+    pub(crate) fn new(
         frame_len: usize,
         (width, height, stride): (usize, usize, usize),
         class_map_len: usize,

@@ -1,6 +1,8 @@
 //! Drawing model results onto RGBA8 video frames in place (rows `stride` bytes apart, alpha
 //! left at 255): pose skeletons with tiny-skia, segmentation overlays in plain integer math.
 
+pub mod cuda;
+
 use rayon::prelude::*;
 use tiny_skia::{FillRule, LineCap, Paint, PathBuilder, Pixmap, PixmapMut, Stroke, Transform};
 

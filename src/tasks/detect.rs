@@ -1,4 +1,4 @@
-//! Person boxes for top-down pose (SAPIENS.md pose step 1): from an ONNX detector (RTMDet as
+//! Person boxes for top-down pose (docs/SAPIENS.md pose step 1): from an ONNX detector (RTMDet as
 //! exported by mmdeploy, or ultralytics YOLO v8/v11), or from a JSON-lines file of boxes.
 //!
 //! Each detector is fed the way its own inference pipeline feeds it: RTMDet like mmdet's test
@@ -18,7 +18,8 @@ use super::pose::PersonBox;
 use crate::engine::device::{ComputeStream, memory_info};
 use crate::engine::onnx::{open_session, register_cuda};
 use crate::error::{Error, Result};
-use crate::preprocess::{ImageView, Normalization, StretchPlan};
+use crate::frame::ImageView;
+use crate::preprocess::{Normalization, StretchPlan};
 
 /// COCO's person class, the first class of both detector families.
 const PERSON_CLASS: i64 = 0;
@@ -52,7 +53,7 @@ pub struct DetectorOptions {
 }
 
 impl Default for DetectorOptions {
-    /// The values of the official Sapiens pose demo (SAPIENS.md).
+    /// The values of the official Sapiens pose demo (docs/SAPIENS.md).
     fn default() -> Self {
         DetectorOptions {
             score_threshold: 0.3,
@@ -160,7 +161,7 @@ impl Letterbox {
 
 /// How frames of one size become a detector's input: the fit, the resize taps, the channel
 /// order and the normalisation (with the padding's value). The frames of a stream share one;
-/// the CPU letterbox and the device's (`crate::cuda::preprocess::DeviceLetterbox`) run it.
+/// the CPU letterbox and the device's (`crate::preprocess::cuda::DeviceLetterbox`) run it.
 #[derive(Debug)]
 pub struct LetterboxPlan {
     pub frame_w: usize,
@@ -780,7 +781,7 @@ fn parse_box(values: &[f32]) -> std::result::Result<PersonBox, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preprocess::PixelFormat;
+    use crate::frame::PixelFormat;
 
     /// A CPU detector of `layout` whose boxes (two persons) move with the mean of its input.
     fn input_sensitive_detector(dir: &Path, layout: &str) -> PersonDetector {

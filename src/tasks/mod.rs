@@ -5,13 +5,12 @@ pub mod detect;
 pub mod flip;
 pub mod keypoint_sets;
 pub mod pose;
-pub mod pose_decode;
 pub mod seg;
 
 use crate::engine::{DeclaredShape, ModelInfo};
 use crate::error::{Error, Result};
 
-/// Model input: RGB, NCHW, 1024 high x 768 wide (SAPIENS.md).
+/// Model input: RGB, NCHW, 1024 high x 768 wide (docs/SAPIENS.md).
 pub const INPUT_WIDTH: usize = 768;
 pub const INPUT_HEIGHT: usize = 1024;
 pub const INPUT_LEN: usize = 3 * INPUT_WIDTH * INPUT_HEIGHT;

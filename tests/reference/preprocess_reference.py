@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""OpenCV reference for src/preprocess.rs (the Sapiens input contract, SAPIENS.md).
+"""OpenCV reference for src/preprocess.rs (the Sapiens input contract, docs/SAPIENS.md).
 
   preprocess_reference.py stretch IMAGE.npy W H OUT.npy
       cv2.resize INTER_LINEAR of the HxWx3 uint8 RGB image to W x H; OUT is (3, H, W) float32.
@@ -32,7 +32,7 @@ def stretch(image, width, height):
 
 
 def pose_crop(x1, y1, x2, y2, width, height):
-    """Box -> centre and size (SAPIENS.md pose step 2), in float32 like the official codec."""
+    """Box -> centre and size (docs/SAPIENS.md pose step 2), in float32 like the official codec."""
     box = np.array([x1, y1, x2, y2], dtype=np.float32)
     center = (box[:2] + box[2:]) * np.float32(0.5)
     w, h = (box[2:] - box[:2]) * np.float32(1.25)
@@ -45,7 +45,7 @@ def pose_crop(x1, y1, x2, y2, width, height):
 
 
 def udp_matrix(cx, cy, w, h, width, height):
-    """SAPIENS.md pose step 3, in float64."""
+    """docs/SAPIENS.md pose step 3, in float64."""
     sx = (width - 1) / w
     sy = (height - 1) / h
     return np.array([[sx, 0.0, sx * (w / 2 - cx)], [0.0, sy, sy * (h / 2 - cy)]], dtype=np.float64)

@@ -4,14 +4,14 @@
 
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
-use super::seg::upload_linear_taps;
-use super::{Gpu, cuda_error, grid_2d};
+use crate::cuda::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
 use crate::tasks::dense::{DepthRange, inferno};
+use crate::tasks::seg::cuda::upload_linear_taps;
 
 /// Threads per block of the range reduction, and its blocks in the first pass.
-pub(super) const RANGE_THREADS: u32 = 256;
-pub(super) const RANGE_BLOCKS: u32 = 128;
+pub(crate) const RANGE_THREADS: u32 = 256;
+pub(crate) const RANGE_BLOCKS: u32 = 128;
 
 /// A null `const unsigned char*` for the kernels: no class map.
 static NO_CLASSES: u64 = 0;

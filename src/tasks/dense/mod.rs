@@ -1,10 +1,12 @@
-//! Depth and surface-normal post-processing (SAPIENS.md, "Dense-task post-processing"): upsample
+//! Depth and surface-normal post-processing (docs/SAPIENS.md, "Dense-task post-processing"): upsample
 //! the model's maps to the frame, normalise them, draw them onto the frame, and write the files of
 //! `--dense-dir` (class map, depth, normals and class masks as PNG).
 //!
 //! Maps are planar f32 (C x H x W, row-major); class maps are one byte per pixel, class 0 being
 //! the background. Drawing follows the official demos (`vis_depth.py`, `vis_normal.py`) except
 //! that background pixels keep the video frame instead of a flat grey or black.
+
+pub mod cuda;
 
 use std::ops::Range;
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{Gpu, cuda_error};
+use crate::cuda::{Gpu, cuda_error};
 use crate::error::{Error, Result};
 
 /// Mirrors `items x channels x height x width` planar values left to right into `out`.

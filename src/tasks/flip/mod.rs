@@ -1,6 +1,8 @@
-//! Pose flip test (SAPIENS.md, "Pose decode"): besides each crop, run its horizontal mirror,
+//! Pose flip test (docs/SAPIENS.md, "Pose decode"): besides each crop, run its horizontal mirror,
 //! then flip the mirror's heatmaps back, swap left and right channels and average with the plain
 //! heatmaps. This is what the published COCO accuracy uses; it doubles the pose model's work.
+
+pub mod cuda;
 
 use rayon::prelude::*;
 

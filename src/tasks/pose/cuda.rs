@@ -1,17 +1,17 @@
 //! DARK-UDP decode of pose heatmaps on the device: 308 heatmaps of 256x192 per person (60 MB)
 //! stay on the GPU and only the peaks come back. Same results as
-//! [`crate::tasks::pose_decode::decode_dark_udp`] up to float rounding of the log.
+//! [`crate::tasks::pose::decode::decode_dark_udp`] up to float rounding of the log.
 
 use cudarc::driver::{CudaSlice, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::{Gpu, cuda_error};
+use crate::cuda::{Gpu, cuda_error};
 use crate::error::{Error, Result};
-use crate::tasks::pose_decode::{HeatmapPeak, opencv_gaussian_kernel};
+use crate::tasks::pose::decode::{HeatmapPeak, opencv_gaussian_kernel};
 
 /// `Kernel` in pose.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(super) struct BlurTaps([f32; 11]);
+pub(crate) struct BlurTaps([f32; 11]);
 
 // SAFETY: plain old data with the kernel's C layout.
 unsafe impl DeviceRepr for BlurTaps {}
@@ -19,7 +19,7 @@ unsafe impl DeviceRepr for BlurTaps {}
 /// `Peak` in pose.cu: a heatmap peak as the kernels write it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct DevicePeak {
+pub(crate) struct DevicePeak {
     x: f32,
     y: f32,
     score: f32,
@@ -45,21 +45,21 @@ const REDUCE_THREADS: u32 = 256;
 
 /// The decode kernels' arguments besides the buffers, and their launch shapes, made once for
 /// the device and its host emulation.
-pub(super) struct DecodeArgs {
-    pub(super) width: i32,
-    pub(super) height: i32,
+pub(crate) struct DecodeArgs {
+    pub(crate) width: i32,
+    pub(crate) height: i32,
     /// Values in all the maps.
-    pub(super) count: i64,
-    pub(super) taps: BlurTaps,
+    pub(crate) count: i64,
+    pub(crate) taps: BlurTaps,
     /// Both blur passes: one thread per value.
-    pub(super) blur: LaunchConfig,
+    pub(crate) blur: LaunchConfig,
     /// One block per map, shared memory for 3 arrays of the block size.
-    pub(super) refine: LaunchConfig,
+    pub(crate) refine: LaunchConfig,
 }
 
 impl DecodeArgs {
     /// Checks `maps x height x width` against heatmaps of `len` values.
-    pub(super) fn new(len: usize, (maps, height, width): (usize, usize, usize)) -> Result<Self> {
+    pub(crate) fn new(len: usize, (maps, height, width): (usize, usize, usize)) -> Result<Self> {
         let count = maps * height * width;
         if count == 0 || len < count {
             return Err(Error::Cuda(format!(
@@ -112,7 +112,7 @@ pub fn decode_dark_udp(
 
 /// Queues the decode of `maps` heatmaps into `peaks` (one per map) on the GPU's stream, without
 /// waiting: the pipeline reads all of a frame's peaks back at once.
-pub(super) fn queue_decode(
+pub(crate) fn queue_decode(
     gpu: &Gpu,
     heatmaps: &CudaSlice<f32>,
     (maps, height, width): (usize, usize, usize),

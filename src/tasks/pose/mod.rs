@@ -1,11 +1,15 @@
 //! Top-down pose: person boxes become UDP crops in batch slots, heatmaps become keypoints in
-//! frame pixels (SAPIENS.md steps 1-4).
+//! frame pixels (docs/SAPIENS.md steps 1-4).
+
+pub mod cuda;
+pub mod decode;
 
 use serde::Serialize;
 
-use super::pose_decode::{HeatmapPeak, decode_dark_udp};
+use self::decode::{HeatmapPeak, decode_dark_udp};
 use super::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout};
-use crate::preprocess::{ImageView, Normalization, PoseCrop, warp_crop};
+use crate::frame::ImageView;
+use crate::preprocess::{Normalization, PoseCrop, warp_crop};
 
 /// A person box in frame pixels, with its detector score.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -18,7 +22,7 @@ pub struct PersonBox {
 }
 
 impl PersonBox {
-    /// Without a detector the whole frame is one person (SAPIENS.md step 1).
+    /// Without a detector the whole frame is one person (docs/SAPIENS.md step 1).
     pub fn whole_frame(width: usize, height: usize) -> Self {
         PersonBox {
             x1: 0.0,

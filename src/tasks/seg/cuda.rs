@@ -3,14 +3,14 @@
 
 use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 
-use super::{Gpu, cuda_error, grid_2d};
+use crate::cuda::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
 use crate::tasks::seg::{linear_taps, nearest_sources};
 
 /// `LinearTap` in seg.cu and dense.cu.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(super) struct DeviceLinearTap {
+pub(crate) struct DeviceLinearTap {
     lo: i32,
     hi: i32,
     w_lo: f32,
@@ -33,7 +33,7 @@ pub struct SegShape {
 impl SegShape {
     /// Checks the shape against buffers of `logits` and `out` values; the kernels' sizes,
     /// `[classes, in_h, in_w, out_w, out_h]`.
-    pub(super) fn check(&self, logits: usize, out: usize) -> Result<[i32; 5]> {
+    pub(crate) fn check(&self, logits: usize, out: usize) -> Result<[i32; 5]> {
         let sizes = [self.classes, self.in_h, self.in_w, self.out_w, self.out_h];
         if sizes.contains(&0) || self.classes > 256 {
             return Err(Error::Cuda(format!("bad segmentation shape {self:?}")));
@@ -46,7 +46,7 @@ impl SegShape {
 }
 
 /// The CPU path's bilinear taps of one axis, as the kernel reads them.
-pub(super) fn device_linear_taps(in_len: usize, out_len: usize) -> Vec<DeviceLinearTap> {
+pub(crate) fn device_linear_taps(in_len: usize, out_len: usize) -> Vec<DeviceLinearTap> {
     linear_taps(in_len, out_len)
         .iter()
         .map(|t| DeviceLinearTap {
@@ -59,7 +59,7 @@ pub(super) fn device_linear_taps(in_len: usize, out_len: usize) -> Vec<DeviceLin
 }
 
 /// The CPU path's bilinear taps from `in_len` to `out_len` samples, on the device.
-pub(super) fn upload_linear_taps(
+pub(crate) fn upload_linear_taps(
     gpu: &Gpu,
     in_len: usize,
     out_len: usize,
@@ -70,7 +70,7 @@ pub(super) fn upload_linear_taps(
 }
 
 /// The CPU path's nearest source indices of one axis, as the kernel reads them.
-pub(super) fn device_nearest_sources(in_len: usize, out_len: usize) -> Vec<i32> {
+pub(crate) fn device_nearest_sources(in_len: usize, out_len: usize) -> Vec<i32> {
     nearest_sources(in_len, out_len)
         .into_iter()
         .map(|i| i as i32)

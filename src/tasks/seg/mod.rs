@@ -5,6 +5,8 @@
 //! PyTorch `F.interpolate(mode="bilinear", align_corners=False)`; ties go to the lowest class.
 //! NaN logits never win (`np.argmax` would pick them).
 
+pub mod cuda;
+
 use rayon::prelude::*;
 
 /// Output pixels whose running max / argmax stay in registers while the classes are scanned.

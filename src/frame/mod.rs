@@ -1,0 +1,16 @@
+//! The frame and its pixels, as every stage sees them: where the bytes are ([`FrameGeometry`]),
+//! how YUV becomes RGB ([`YuvToRgb`]), packed pixels as the CPU reads them ([`ImageView`]), and,
+//! with GStreamer, the decoded [`Frame`] that travels through the pipeline. Nothing here needs
+//! GStreamer or CUDA except `Frame` itself.
+
+mod colour;
+#[cfg(feature = "gstreamer")]
+mod decoded;
+mod layout;
+mod view;
+
+pub use colour::{YuvToRgb, yuv420_to_rgb};
+#[cfg(feature = "gstreamer")]
+pub use decoded::Frame;
+pub use layout::{FrameGeometry, HostFrame, SourceLayout};
+pub use view::{ImageView, PaintedFrame, PixelFormat};

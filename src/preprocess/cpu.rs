@@ -1,0 +1,205 @@
+//! The CPU execution of the preprocessing plans: OpenCV's 8-bit fixed-point bilinear arithmetic,
+//! a horizontal pass into planar integer rows and a vertical pass that blends two of them and
+//! writes normalised `f32`, over bands of output rows on rayon workers.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::{Normalization, Tap};
+use crate::frame::{ImageView, PixelFormat};
+
+/// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
+/// Weights and intermediates fit in 16 bits, which halves the row buffers.
+pub(super) trait FixedPointBilinear {
+    /// Blends two source bytes of one row into an intermediate.
+    fn horizontal(p0: u8, p1: u8, w0: i16, w1: i16) -> i16;
+    /// Blends two intermediates of adjacent rows into the final 0..=255 value.
+    fn vertical(h0: i16, h1: i16, w0: i16, w1: i16) -> f32;
+}
+
+/// `cv::resize` INTER_LINEAR on `u8`: 11-bit coefficients, and the vertical pass of its SIMD
+/// `VResizeLinearVec_32s8u` (16-bit multiply-high after a 4-bit pre-shift, rounding shift by 2).
+pub(super) struct ResizeArithmetic;
+
+impl FixedPointBilinear for ResizeArithmetic {
+    #[inline(always)]
+    fn horizontal(p0: u8, p1: u8, w0: i16, w1: i16) -> i16 {
+        // OpenCV keeps the full sum but shifts it by 4 before the 16-bit vertical multiply;
+        // 255 * 2048 >> 4 fits in i16.
+        ((i32::from(p0) * i32::from(w0) + i32::from(p1) * i32::from(w1)) >> 4) as i16
+    }
+
+    #[inline(always)]
+    fn vertical(h0: i16, h1: i16, w0: i16, w1: i16) -> f32 {
+        let high = |h: i16, w: i16| (i32::from(h) * i32::from(w)) >> 16;
+        ((high(h0, w0) + high(h1, w1) + 2) >> 2).clamp(0, 255) as f32
+    }
+}
+
+/// `cv::warpAffine` INTER_LINEAR on `u8`: weights on the 1/32 pixel grid. OpenCV's 15-bit 2-D
+/// table entries are `32 (32 - a)(32 - b)` etc., so one rounding shift by 10 at the end is exact.
+pub(super) struct WarpArithmetic;
+
+impl FixedPointBilinear for WarpArithmetic {
+    #[inline(always)]
+    fn horizontal(p0: u8, p1: u8, w0: i16, w1: i16) -> i16 {
+        // At most 255 * 32.
+        i16::from(p0) * w0 + i16::from(p1) * w1
+    }
+
+    #[inline(always)]
+    fn vertical(h0: i16, h1: i16, w0: i16, w1: i16) -> f32 {
+        let sum = i32::from(h0) * i32::from(w0) + i32::from(h1) * i32::from(w1);
+        ((sum + 512) >> 10) as f32
+    }
+}
+
+/// Output bands per rayon thread: enough to balance uneven bands (rows outside the frame are
+/// cheap), few enough that the two rows each band computes first stay negligible.
+const BANDS_PER_THREAD: usize = 4;
+
+/// One horizontal pass: a source row into three planar intermediate rows (R, G, B).
+type HorizontalPass = fn(&[u8], &[Tap], &mut [i16]);
+
+/// The horizontal pass for a pixel format, monomorphised so the channel offsets are constants.
+fn horizontal_pass_for<K: FixedPointBilinear>(format: PixelFormat) -> HorizontalPass {
+    match format {
+        PixelFormat::Rgb => horizontal_pass::<K, 3, false>,
+        PixelFormat::Rgba => horizontal_pass::<K, 4, false>,
+        PixelFormat::Bgr => horizontal_pass::<K, 3, true>,
+        PixelFormat::Bgra => horizontal_pass::<K, 4, true>,
+    }
+}
+
+/// Horizontal pass for pixels of `BPP` bytes, blue first when `BGR`: each tap reads its two
+/// pixels once and writes all three planes.
+fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
+    row: &[u8],
+    columns: &[Tap],
+    out: &mut [i16],
+) {
+    let (r, b) = if BGR { (2, 0) } else { (0, 2) };
+    let (red, rest) = out.split_at_mut(columns.len());
+    let (green, blue) = rest.split_at_mut(columns.len());
+    let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
+    for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
+        let p0 = &row[tap.i0 * BPP..][..BPP];
+        let p1 = &row[tap.i1 * BPP..][..BPP];
+        *red = K::horizontal(p0[r], p1[r], tap.w0, tap.w1);
+        *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
+        *blue = K::horizontal(p0[b], p1[b], tap.w0, tap.w1);
+    }
+}
+
+/// Vertical pass of one channel of one output row, normalised. A true division, not a
+/// multiplication by `1 / std`, so the values equal NumPy's `(x - mean) / std` bit for bit.
+fn vertical_pass<K: FixedPointBilinear>(
+    upper: &[i16],
+    lower: &[i16],
+    row: &Tap,
+    mean: f32,
+    std: f32,
+    out: &mut [f32],
+) {
+    for ((value, &h0), &h1) in out.iter_mut().zip(upper).zip(lower) {
+        *value = (K::vertical(h0, h1, row.w0, row.w1) - mean) / std;
+    }
+}
+
+/// The two most recent horizontal-pass rows of one worker, tagged with their source row, so
+/// consecutive output rows reuse them.
+#[derive(Default)]
+struct RowPair {
+    rows: [Vec<i16>; 2],
+    sources: [Option<usize>; 2],
+}
+
+impl RowPair {
+    /// Forgets the previous contents and sizes the rows (allocates only when they grow).
+    fn reset(&mut self, len: usize) {
+        for row in &mut self.rows {
+            row.resize(len, 0);
+        }
+        self.sources = [None; 2];
+    }
+
+    /// The horizontal-pass rows of sources `first` and `second`, computing only missing ones.
+    fn fetch(
+        &mut self,
+        first: usize,
+        second: usize,
+        compute: impl Fn(usize, &mut [i16]),
+    ) -> (&[i16], &[i16]) {
+        if self.sources[0] != Some(first) {
+            if self.sources[1] == Some(first) {
+                self.rows.swap(0, 1);
+                self.sources.swap(0, 1);
+            } else {
+                compute(first, &mut self.rows[0]);
+                self.sources[0] = Some(first);
+            }
+        }
+        if self.sources[1] != Some(second) {
+            compute(second, &mut self.rows[1]);
+            self.sources[1] = Some(second);
+        }
+        (&self.rows[0], &self.rows[1])
+    }
+}
+
+thread_local! {
+    /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
+    static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
+}
+
+/// The separable skeleton shared by stretch and warp: bands of output rows in parallel, each
+/// band walking its rows with a [`RowPair`] cache.
+pub(super) fn run_separable<K: FixedPointBilinear>(
+    src: &ImageView,
+    columns: &[Tap],
+    rows: &[Tap],
+    dst: &mut [f32],
+    norm: &Normalization,
+) {
+    src.check();
+    let (dst_w, dst_h) = (columns.len(), rows.len());
+    assert!(dst_w > 0 && dst_h > 0, "output size must be positive");
+    let plane_len = dst_w * dst_h;
+    assert_eq!(
+        dst.len(),
+        3 * plane_len,
+        "output slot must hold 3 x {dst_h} x {dst_w} values"
+    );
+    let horizontal = horizontal_pass_for::<K>(src.format);
+    let band_rows = dst_h
+        .div_ceil(rayon::current_num_threads() * BANDS_PER_THREAD)
+        .max(1);
+    let band_len = band_rows * dst_w;
+
+    let (red, rest) = dst.split_at_mut(plane_len);
+    let (green, blue) = rest.split_at_mut(plane_len);
+    red.par_chunks_mut(band_len)
+        .zip(green.par_chunks_mut(band_len))
+        .zip(blue.par_chunks_mut(band_len))
+        .enumerate()
+        .for_each(|(band, ((red, green), blue))| {
+            let band_taps = rows.iter().skip(band * band_rows);
+            ROW_PAIR.with_borrow_mut(|pair| {
+                pair.reset(3 * dst_w);
+                let out_rows = red
+                    .chunks_exact_mut(dst_w)
+                    .zip(green.chunks_exact_mut(dst_w))
+                    .zip(blue.chunks_exact_mut(dst_w));
+                for (tap, ((r, g), b)) in band_taps.zip(out_rows) {
+                    let (upper, lower) = pair.fetch(tap.i0, tap.i1, |y, out| {
+                        horizontal(src.row(y), columns, out)
+                    });
+                    let planes = upper.chunks_exact(dst_w).zip(lower.chunks_exact(dst_w));
+                    for (c, ((h0, h1), out)) in planes.zip([r, g, b]).enumerate() {
+                        vertical_pass::<K>(h0, h1, tap, norm.mean[c], norm.std[c], out);
+                    }
+                }
+            });
+        });
+}
