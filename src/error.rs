@@ -47,19 +47,20 @@ pub enum Error {
     },
     #[error("GStreamer: {0}")]
     Gstreamer(String),
-    #[error("{context}: {source}")]
+    /// The OS error is part of the message, not a source, so a report that walks the cause
+    /// chain says it once.
+    #[error("{context}: {error}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 impl Error {
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, error: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            error,
         }
     }
 

@@ -242,7 +242,8 @@ pub struct SourceOptions {
 }
 
 /// `--rtsp-transport`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RtspTransport {
     Tcp,
     Udp,

@@ -486,6 +486,76 @@ fn config_preset_with_flags_overriding() {
     assert_clean_failure(&bad, &["preset.toml", "posemodel"]);
 }
 
+/// Numbers outside their range are refused before anything starts, on the command line and in
+/// a preset alike, naming the flag and what it accepts; an OS error is said once.
+#[test]
+fn out_of_range_values_are_refused_where_they_are_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pose = model("pose17");
+    let pose = pose.to_str().unwrap();
+    let input = "test://ball?width=64&height=48&frames=1";
+    let cases: [(&[&str], &[&str]); 8] = [
+        (
+            &["--threads", "100000"],
+            &["--threads", "0 (every core) to 256"],
+        ),
+        (&["--max-batch", "0"], &["--max-batch", "1 to 256"]),
+        (
+            &["--keypoint-threshold", "nan"],
+            &["--keypoint-threshold", "0 to 1"],
+        ),
+        (
+            &["--detector-threshold", "1.5"],
+            &["--detector-threshold", "0 to 1"],
+        ),
+        (&["--nms-iou", "-0.1"], &["--nms-iou", "0 to 1"]),
+        (&["--image-fps", "0"], &["--image-fps", "1 to 1000"]),
+        (&["--mqtt-qos", "2"], &["--mqtt-qos", "0 or 1"]),
+        (
+            &["--reconnect-max-delay", "0"],
+            &["--reconnect-max-delay", "positive"],
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["run", "--input", input, "--pose-model", pose];
+        args.extend_from_slice(flags);
+        assert_clean_failure(&sapiens(d, &args), expected);
+    }
+
+    let preset = d.join("preset.toml");
+    std::fs::write(&preset, "max-batch = 0\nthreads = 4\n").unwrap();
+    let run = sapiens(
+        d,
+        &[
+            "run",
+            "--config",
+            preset.to_str().unwrap(),
+            "--input",
+            input,
+            "--pose-model",
+            pose,
+        ],
+    );
+    assert_clean_failure(&run, &["preset.toml", "max-batch", "1 to 256, not 0"]);
+
+    let run = sapiens(
+        d,
+        &[
+            "run",
+            "--input",
+            input,
+            "--pose-model",
+            pose,
+            "--dense-dir",
+            "/proc/x",
+        ],
+    );
+    assert_clean_failure(&run, &["/proc/x"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+}
+
 /// Every shipped preset parses (the options exist and have the right types).
 #[test]
 fn shipped_presets_are_valid() {

@@ -62,7 +62,8 @@ pub struct ModelPaths {
 }
 
 /// How segmentation logits reach frame size.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SegUpsample {
     /// Bilinear upsample of the logits, then argmax (as the official pipeline).
     #[default]
@@ -80,7 +81,8 @@ pub struct PublishTargets {
 }
 
 /// What the overlay video shows under the skeletons.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum View {
     /// Depth if a depth model runs, else normals if a normal model runs, else the frame.
     #[default]
@@ -105,7 +107,8 @@ impl View {
 }
 
 /// How frames are scheduled when the models are slower than the source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Scheduling {
     /// Newest frame wins; older frames are dropped before inference; sources run in real time.
     Live,

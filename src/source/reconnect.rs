@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Whether a source rebuilds its pipeline when the stream fails, stalls or ends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reconnect {
     /// Cameras (RTSP, webcams) reconnect; files, images and test patterns do not.
     #[default]

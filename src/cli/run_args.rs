@@ -1,0 +1,281 @@
+//! `run`'s flags as clap and a preset (TOML) read them, and the preset merged under the flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sapiens_stream::engine::{DeviceChoice, EngineChoice};
+use sapiens_stream::pipeline::{Scheduling, SegUpsample, View};
+use sapiens_stream::source::{Reconnect, RtspTransport};
+use serde::{Deserialize, Deserializer};
+
+use super::checks::{self, preset_value};
+
+/// `run`'s options. A `--config` TOML file may set any of them (same names, kebab-case); flags
+/// given on the command line win. Defaults apply to what neither sets.
+#[derive(clap::Args, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RunArgs {
+    /// Pipeline preset (TOML, e.g. pipelines/file-batch.toml); command-line flags override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Video file, URI (file://, rtsp://, http(s)://), webcam (`webcam`, v4l2:///dev/videoN),
+    /// test pattern (test://ball?width=640&height=480&fps=30&frames=90), image or folder of images.
+    #[arg(long, short)]
+    pub input: Option<String>,
+    /// live: newest frame wins (default for cameras, RTSP, test patterns); offline: every frame (files, images).
+    #[arg(long, value_enum)]
+    pub mode: Option<Scheduling>,
+    /// Sapiens pose model (ONNX; 17, 133 or 308 keypoints).
+    #[arg(long)]
+    pub pose_model: Option<PathBuf>,
+    /// Person detector (ONNX: RTMDet as exported by mmdeploy, or Ultralytics YOLO v8/v11) for top-down
+    /// pose; without one (and without --boxes) the whole frame is one person.
+    #[arg(long, conflicts_with = "boxes")]
+    pub detector: Option<PathBuf>,
+    /// Person boxes per frame from a JSON-lines file: {"frame": i, "boxes": [[x1,y1,x2,y2,score], ...]}.
+    #[arg(long)]
+    pub boxes: Option<PathBuf>,
+    /// Detector score threshold, 0 to 1 [default: 0.3].
+    #[arg(long, value_parser = checks::parser(checks::unit_interval))]
+    pub detector_threshold: Option<f32>,
+    /// IoU (0 to 1) above which overlapping person boxes are merged [default: 0.3].
+    #[arg(long, value_parser = checks::parser(checks::unit_interval))]
+    pub nms_iou: Option<f32>,
+    /// Also run the mirrored person crops and average the heatmaps (the published accuracy's mode).
+    #[arg(long)]
+    #[serde(default)]
+    pub flip_test: bool,
+    /// Sapiens body-part segmentation model (ONNX; 28 classes).
+    #[arg(long)]
+    pub seg_model: Option<PathBuf>,
+    /// Sapiens depth model (ONNX).
+    #[arg(long)]
+    pub depth_model: Option<PathBuf>,
+    /// Sapiens surface-normal model (ONNX).
+    #[arg(long)]
+    pub normal_model: Option<PathBuf>,
+    /// Overlay video: H.264 in MP4 (or MKV by extension), or rtsp://HOST:PORT/PATH (a host of
+    /// this machine serves the stream, any other host receives it by RTSP RECORD); repeat for
+    /// several outputs; `none` (default) for no video.
+    #[arg(long, short)]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub output: Vec<String>,
+    /// What the overlay shows under the skeletons [default: auto: depth, else normals, else the frame].
+    #[arg(long, value_enum)]
+    pub view: Option<View>,
+    /// Folder for per-frame dense outputs: class map (8-bit PNG), depth (16-bit PNG, scale in the
+    /// results), normals (8-bit RGB PNG), mask.
+    #[arg(long)]
+    pub dense_dir: Option<PathBuf>,
+    /// Body-part classes (e.g. Upper_Clothing,Lower_Clothing) whose union is written per frame as a
+    /// binary mask PNG into --dense-dir.
+    #[arg(long)]
+    pub mask_classes: Option<String>,
+    /// Serve the browser view (live video, keypoints and masks drawn in the page), /ws, /video.mjpeg,
+    /// /metrics (Prometheus), /health and /ready: PORT or HOST:PORT.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Serve the results over WebSocket only: PORT or HOST:PORT.
+    #[arg(long)]
+    pub ws: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) on HTTP and WebSocket.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Address servers bind when --http/--ws give only a port [default: 127.0.0.1].
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
+    /// Publish each result over OSC/UDP to host:port (TouchDesigner, Max, Unity; layout in the README).
+    #[arg(long)]
+    pub osc: Option<String>,
+    /// Publish each result's JSON to an MQTT broker: mqtt://host[:port]/topic.
+    #[arg(long)]
+    pub mqtt: Option<String>,
+    /// MQTT quality of service, 0 or 1 [default: 0].
+    #[arg(long, value_parser = checks::parser(checks::mqtt_qos))]
+    pub mqtt_qos: Option<u8>,
+    /// MQTT client id [default: sapiens-stream-PID]; set it for a service using QoS 1.
+    #[arg(long)]
+    pub mqtt_client_id: Option<String>,
+    /// Results as JSON lines, one object per frame; `-` for stdout.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Folder for step-by-step dumps: frame PNG, model inputs and raw outputs as .npy.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+    /// How many leading frames to dump [default: 1].
+    #[arg(long, value_parser = checks::parser(checks::frames))]
+    pub dump_frames: Option<u64>,
+    /// Keypoints scoring below this (0 to 1) are not drawn [default: 0.3].
+    #[arg(long, value_parser = checks::parser(checks::unit_interval))]
+    pub keypoint_threshold: Option<f32>,
+    /// How segmentation logits reach frame size [default: bilinear].
+    #[arg(long, value_enum)]
+    pub seg_upsample: Option<SegUpsample>,
+    /// Person crops per pose inference call, 1 to 256 [default: 8].
+    #[arg(long, value_parser = checks::parser(checks::max_batch))]
+    pub max_batch: Option<usize>,
+    /// Stop after this many frames.
+    #[arg(long, value_parser = checks::parser(checks::frames))]
+    pub max_frames: Option<u64>,
+    /// ONNX Runtime library (libonnxruntime.so); otherwise ORT_DYLIB_PATH, the project's .venv, the system.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// What runs the models: auto (TensorRT, then CUDA, then CPU, whichever can run), tensorrt,
+    /// cuda or cpu [default: auto].
+    #[arg(long, value_parser = str::parse::<EngineChoice>)]
+    #[serde(default, deserialize_with = "from_str")]
+    pub engine: Option<EngineChoice>,
+    /// Where the models run: auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long, value_parser = str::parse::<DeviceChoice>)]
+    #[serde(default, deserialize_with = "from_str")]
+    pub device: Option<DeviceChoice>,
+    /// ONNX Runtime threads, 0 to 256 (0: every core) [default: 0].
+    #[arg(long, value_parser = checks::parser(checks::threads))]
+    pub threads: Option<usize>,
+    /// Frame rate given to still images [default: 25].
+    #[arg(long, value_parser = checks::parser(checks::image_fps))]
+    pub image_fps: Option<u32>,
+    /// RTSP input transport [default: UDP, falling back to TCP].
+    #[arg(long, value_enum)]
+    pub rtsp_transport: Option<RtspTransport>,
+    /// When a video input fails, stalls or ends: auto (default) reconnects cameras (RTSP,
+    /// webcams), always reconnects any video input, never fails at the first error.
+    #[arg(long, value_enum)]
+    pub reconnect: Option<Reconnect>,
+    /// Longest wait between reconnect attempts, in seconds (the wait doubles from 0.5 s) [default: 30].
+    #[arg(long, value_parser = checks::parser(checks::seconds))]
+    pub reconnect_max_delay: Option<f64>,
+    /// Start a file or bounded test pattern again when it ends.
+    #[arg(long = "loop")]
+    #[serde(default, rename = "loop")]
+    pub loop_input: bool,
+    /// No progress bar.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_progress: bool,
+}
+
+impl RunArgs {
+    /// The preset of `--config`, if any, under the command line's values: a flag given wins, a
+    /// flag left off keeps the preset's value.
+    pub fn merged_with_preset(self) -> anyhow::Result<RunArgs> {
+        match self.config.clone() {
+            Some(path) => Ok(self.over(read_preset(&path)?)),
+            None => Ok(self),
+        }
+    }
+
+    fn over(self, preset: RunArgs) -> RunArgs {
+        RunArgs {
+            config: self.config,
+            input: self.input.or(preset.input),
+            mode: self.mode.or(preset.mode),
+            pose_model: self.pose_model.or(preset.pose_model),
+            detector: self.detector.or(preset.detector),
+            boxes: self.boxes.or(preset.boxes),
+            detector_threshold: self.detector_threshold.or(preset.detector_threshold),
+            nms_iou: self.nms_iou.or(preset.nms_iou),
+            // A switch left off (false) cannot clear a preset's true.
+            flip_test: self.flip_test || preset.flip_test,
+            seg_model: self.seg_model.or(preset.seg_model),
+            depth_model: self.depth_model.or(preset.depth_model),
+            normal_model: self.normal_model.or(preset.normal_model),
+            output: if self.output.is_empty() {
+                preset.output
+            } else {
+                self.output
+            },
+            view: self.view.or(preset.view),
+            dense_dir: self.dense_dir.or(preset.dense_dir),
+            mask_classes: self.mask_classes.or(preset.mask_classes),
+            http: self.http.or(preset.http),
+            ws: self.ws.or(preset.ws),
+            token: self.token.or(preset.token),
+            bind: self.bind.or(preset.bind),
+            osc: self.osc.or(preset.osc),
+            mqtt: self.mqtt.or(preset.mqtt),
+            mqtt_qos: self.mqtt_qos.or(preset.mqtt_qos),
+            mqtt_client_id: self.mqtt_client_id.or(preset.mqtt_client_id),
+            results: self.results.or(preset.results),
+            dump: self.dump.or(preset.dump),
+            dump_frames: self.dump_frames.or(preset.dump_frames),
+            keypoint_threshold: self.keypoint_threshold.or(preset.keypoint_threshold),
+            seg_upsample: self.seg_upsample.or(preset.seg_upsample),
+            max_batch: self.max_batch.or(preset.max_batch),
+            max_frames: self.max_frames.or(preset.max_frames),
+            ort_lib: self.ort_lib.or(preset.ort_lib),
+            engine: self.engine.or(preset.engine),
+            device: self.device.or(preset.device),
+            threads: self.threads.or(preset.threads),
+            image_fps: self.image_fps.or(preset.image_fps),
+            rtsp_transport: self.rtsp_transport.or(preset.rtsp_transport),
+            reconnect: self.reconnect.or(preset.reconnect),
+            reconnect_max_delay: self.reconnect_max_delay.or(preset.reconnect_max_delay),
+            loop_input: self.loop_input || preset.loop_input,
+            no_progress: self.no_progress || preset.no_progress,
+        }
+    }
+
+    /// A preset's numbers through the same checks as the flags'.
+    fn check(&self) -> Result<(), String> {
+        preset_value(
+            "detector-threshold",
+            self.detector_threshold,
+            checks::unit_interval,
+        )?;
+        preset_value("nms-iou", self.nms_iou, checks::unit_interval)?;
+        preset_value("mqtt-qos", self.mqtt_qos, checks::mqtt_qos)?;
+        preset_value("dump-frames", self.dump_frames, checks::frames)?;
+        preset_value(
+            "keypoint-threshold",
+            self.keypoint_threshold,
+            checks::unit_interval,
+        )?;
+        preset_value("max-batch", self.max_batch, checks::max_batch)?;
+        preset_value("max-frames", self.max_frames, checks::frames)?;
+        preset_value("threads", self.threads, checks::threads)?;
+        preset_value("image-fps", self.image_fps, checks::image_fps)?;
+        preset_value(
+            "reconnect-max-delay",
+            self.reconnect_max_delay,
+            checks::seconds,
+        )
+    }
+}
+
+fn read_preset(path: &Path) -> anyhow::Result<RunArgs> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    let preset: RunArgs = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))?;
+    preset
+        .check()
+        .map_err(|reason| anyhow::anyhow!("config {}: {reason}", path.display()))?;
+    Ok(preset)
+}
+
+/// `output = "a.mp4"` or `output = ["a.mp4", "rtsp://0.0.0.0:8554/live"]` in a preset.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(output) => vec![output],
+        OneOrMany::Many(outputs) => outputs,
+    })
+}
+
+/// `engine` / `device` in presets: the same words as on the command line.
+fn from_str<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: std::str::FromStr<Err = String>,
+    D: Deserializer<'de>,
+{
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| text.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
