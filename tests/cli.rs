@@ -509,7 +509,7 @@ fn out_of_range_values_are_refused_where_they_are_parsed() {
             &["--detector-threshold", "1.5"],
             &["--detector-threshold", "0 to 1"],
         ),
-        (&["--nms-iou", "-0.1"], &["--nms-iou", "0 to 1"]),
+        (&["--nms-iou=-0.1"], &["--nms-iou", "0 to 1"]),
         (&["--image-fps", "0"], &["--image-fps", "1 to 1000"]),
         (&["--mqtt-qos", "2"], &["--mqtt-qos", "0 or 1"]),
         (
