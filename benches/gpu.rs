@@ -18,12 +18,14 @@ use std::path::PathBuf;
 use criterion::Criterion;
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::Gpu;
-use sapiens_stream::cuda::inference::{DeviceInference, FrameRequest, Persons, PoseRequest};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, runtime};
 use sapiens_stream::frame::{FrameGeometry, HostFrame, SourceLayout};
 use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::pipeline::infer::device::{
+    DeviceInference, FrameRequest, Persons, PoseRequest,
+};
 use sapiens_stream::preprocess::cuda::{DeviceLetterbox, DeviceStretch};
 use sapiens_stream::preprocess::{Normalization, StretchPlan};
 use sapiens_stream::tasks::detect::{DetectorLayout, LetterboxPlan};

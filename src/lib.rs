@@ -16,7 +16,6 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod metrics;
-#[cfg(feature = "gstreamer")]
 pub mod pipeline;
 pub mod preprocess;
 pub mod publish;

@@ -14,15 +14,15 @@ mod common;
 mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
-use sapiens_stream::cuda::inference::{
-    DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons, PoseRequest,
-};
 use sapiens_stream::cuda::{self, Gpu};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
 use sapiens_stream::engine::{Engine, Execution, probe, runtime};
 use sapiens_stream::frame::{FrameGeometry, HostFrame, SourceLayout, YuvToRgb, yuv420_to_rgb};
 use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::pipeline::infer::device::{
+    DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons, PoseRequest,
+};
 use sapiens_stream::preprocess::cuda::{DeviceLetterbox, DeviceStretch, frame_to_rgba, warp_crops};
 use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
 use sapiens_stream::tasks::detect::{

@@ -5,14 +5,14 @@
 //! to keypoints), `tasks/flip/flip.cu`, `tasks/dense/dense.cu` and `render/render.cu`, with a
 //! Rust wrapper in the `cuda.rs` next to it. Each is tested against its CPU stage: on a device
 //! in tests/gpu.rs, and on the host, built with the system C++ compiler, in `host_emulation`.
-//! [`inference`] is the GPU plan of a whole frame.
+//! The GPU plan of a whole frame is the device side of the inference stage,
+//! [`crate::pipeline::infer::device`].
 //!
 //! The driver and NVRTC libraries are probed before cudarc touches them (cudarc panics when a
 //! library is missing), so a machine without a GPU gets an error, never a panic.
 
 #[cfg(test)]
 mod host_emulation;
-pub mod inference;
 
 use std::sync::Arc;
 

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cuda::Gpu;
-use crate::cuda::inference::DeviceInference;
 use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::probe::Capabilities;
@@ -13,12 +12,13 @@ use crate::engine::{Engine, runtime};
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
+use crate::pipeline::infer::device::DeviceInference;
 use crate::tasks::detect::{BoxesFile, PersonDetector};
 use crate::tasks::keypoint_sets::{self, KeypointSet};
 use crate::tasks::pose::PersonBox;
 use crate::tasks::{OutputLayout, Task, validate_model};
 
-use super::{PersonSource, PipelineConfig};
+use super::config::{PersonSource, PipelineConfig};
 
 /// Finds the persons of a frame; lives on the preprocess thread.
 pub(super) enum PersonFinder {

@@ -19,8 +19,11 @@ use crate::tasks::keypoint_sets;
 use crate::tasks::pose::{self, Person};
 use crate::tasks::{OutputLayout, dense, seg};
 
+use super::config::{SegUpsample, View};
+use super::decode::StageOutcome;
+use super::links::Pool;
 use super::models::ModelSummary;
-use super::{Done, Pool, SegUpsample, StageOutcome, View, Work};
+use super::work::{DenseOutput, Done, PoseOutput, SegOutput, Work};
 
 pub(super) struct PostOptions {
     pub(super) threshold: f32,
@@ -57,42 +60,27 @@ pub(super) fn post_stage(
     frame_hub: Option<Arc<FrameHub>>,
     metrics: &Arc<Metrics>,
 ) -> StageOutcome {
-    let mut stats: Vec<StageStats> = [
-        "pose decode",
-        "seg post",
-        "dense post",
-        "dense files",
-        "render",
-    ]
-    .into_iter()
-    .map(|name| StageStats::new(name).reporting_to(metrics))
-    .collect();
+    let mut stats = PostStats::new(metrics);
     let mut peaks = Vec::new();
     let mut maps = DenseMaps::default();
     for mut work in inferred {
         let (width, height) = (work.frame.width(), work.frame.height());
-        let persons = match (work.heatmaps.take(), work.peaks.take(), summary.pose_layout) {
-            (Some(heatmaps), _, Some(layout)) => {
-                let persons = stats[0]
+        let persons = match (work.pose.take(), summary.pose_layout) {
+            (Some(PoseOutput::Heatmaps(heatmaps)), Some(layout)) => {
+                let persons = stats
+                    .pose_decode
                     .time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
                 pool.put(heatmaps);
                 Some(persons)
             }
-            (None, Some(decoded), Some(layout)) => {
+            (Some(PoseOutput::Peaks(decoded)), Some(layout)) => {
                 Some(pose::persons_from_peaks(&decoded, layout, &work.boxes))
             }
             _ => None,
         };
-        let device_classes = work.class_map.take().map(|class_map| {
-            maps.class_map = class_map;
-            summarise_classes(&maps.class_map)
-        });
-        let segmentation = work
-            .logits
-            .take()
-            .zip(summary.seg_layout)
-            .map(|(logits, layout)| {
-                let class_map = stats[1].time(|| {
+        let segmentation = match (work.seg.take(), summary.seg_layout) {
+            (Some(SegOutput::Logits(logits)), Some(layout)) => {
+                let class_map = stats.seg_post.time(|| {
                     class_map(
                         &logits,
                         layout,
@@ -103,43 +91,47 @@ pub(super) fn post_stage(
                     )
                 });
                 pool.put(logits);
-                class_map
-            })
-            .or(device_classes);
+                Some(class_map)
+            }
+            (Some(SegOutput::ClassMap(class_map)), _) => {
+                maps.class_map = class_map;
+                Some(summarise_classes(&maps.class_map))
+            }
+            _ => None,
+        };
         let foreground = segmentation.is_some();
-        let depth = work
-            .depth
-            .take()
-            .zip(summary.depth_layout)
-            .map(|(raw, layout)| {
-                let range =
-                    stats[2].time(|| depth_map(&raw, layout, width, height, foreground, &mut maps));
+        let depth = match (work.depth.take(), summary.depth_layout) {
+            (Some(DenseOutput::Raw(raw)), Some(layout)) => {
+                let range = stats
+                    .dense_post
+                    .time(|| depth_map(&raw, layout, width, height, foreground, &mut maps));
                 pool.put(raw);
-                DepthSummary::new(range, foreground)
-            })
-            .or_else(|| {
-                let result = work.device_depth.take()?;
+                Some(DepthSummary::new(range, foreground))
+            }
+            (Some(DenseOutput::Device(result)), _) => {
                 if let Some(map) = result.map {
                     maps.depth = map;
                 }
                 Some(DepthSummary::new(result.range, foreground))
-            });
-        let normals = work
-            .normals
-            .take()
-            .zip(summary.normal_layout)
-            .map(|(raw, layout)| {
-                stats[2].time(|| normal_map(&raw, layout, width, height, &mut maps));
+            }
+            _ => None,
+        };
+        let normals = match (work.normals.take(), summary.normal_layout) {
+            (Some(DenseOutput::Raw(raw)), Some(layout)) => {
+                stats
+                    .dense_post
+                    .time(|| normal_map(&raw, layout, width, height, &mut maps));
                 pool.put(raw);
-                NormalsSummary::default()
-            })
-            .or_else(|| {
-                let result = work.device_normals.take()?;
+                Some(NormalsSummary::default())
+            }
+            (Some(DenseOutput::Device(result)), _) => {
                 if let Some(map) = result.map {
                     maps.normals = map;
                 }
                 Some(NormalsSummary::default())
-            });
+            }
+            _ => None,
+        };
         let mut outputs = FrameOutputs {
             persons,
             segmentation,
@@ -147,7 +139,7 @@ pub(super) fn post_stage(
             normals,
         };
         if let Some(dir) = &options.dense_dir {
-            stats[3].time(|| {
+            stats.dense_files.time(|| {
                 write_dense_files(dir, &work.frame, &maps, &options.mask_classes, &mut outputs)
             })?;
         }
@@ -162,7 +154,7 @@ pub(super) fn post_stage(
             if let Some(painted) = painted {
                 work.frame.replace_with_painted(painted);
             }
-            stats[4].time(|| {
+            stats.render.time(|| {
                 draw(
                     &mut work.frame,
                     view_drawn,
@@ -184,7 +176,44 @@ pub(super) fn post_stage(
             break;
         }
     }
-    Ok((0, stats.into_iter().filter(|s| s.count() > 0).collect()))
+    Ok((0, stats.ran()))
+}
+
+/// The stage's timings, in the order the run report lists them.
+struct PostStats {
+    pose_decode: StageStats,
+    seg_post: StageStats,
+    /// Depth and normals.
+    dense_post: StageStats,
+    dense_files: StageStats,
+    render: StageStats,
+}
+
+impl PostStats {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        let stats = |name| StageStats::new(name).reporting_to(metrics);
+        PostStats {
+            pose_decode: stats("pose decode"),
+            seg_post: stats("seg post"),
+            dense_post: stats("dense post"),
+            dense_files: stats("dense files"),
+            render: stats("render"),
+        }
+    }
+
+    /// The timings of what ran.
+    fn ran(self) -> Vec<StageStats> {
+        [
+            self.pose_decode,
+            self.seg_post,
+            self.dense_post,
+            self.dense_files,
+            self.render,
+        ]
+        .into_iter()
+        .filter(|s| s.count() > 0)
+        .collect()
+    }
 }
 
 /// Logits to a frame-size class map in `maps.class_map`, summarised.

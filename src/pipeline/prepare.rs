@@ -11,8 +11,10 @@ use crate::preprocess::{Normalization, StretchPlan};
 use crate::tasks::INPUT_LEN;
 use crate::tasks::pose;
 
+use super::decode::StageOutcome;
+use super::links::{Handoff, Pool};
 use super::models::PersonFinder;
-use super::{Handoff, Pool, StageOutcome, Work};
+use super::work::Work;
 
 /// What the preprocess stage needs: where persons come from and how inputs are made.
 pub(super) struct Preparation {
@@ -60,19 +62,9 @@ pub(super) fn preprocess_stage(
                 input
             });
             Work {
-                frame,
-                boxes,
                 pose_input,
                 dense_input,
-                heatmaps: None,
-                peaks: None,
-                logits: None,
-                class_map: None,
-                device_depth: None,
-                device_normals: None,
-                painted: None,
-                depth: None,
-                normals: None,
+                ..Work::new(frame, boxes)
             }
         });
         if !out.send(work) {

@@ -287,7 +287,7 @@ enum OutputPlan {
 
 /// An ONNX person detector. On the CPU it takes a frame and letterboxes it itself; on a GPU
 /// ([`Self::load_on_gpu`]) its input is a tensor in device memory that the letterbox kernel
-/// writes (`crate::cuda::inference`), and only its outputs come back to the host.
+/// writes (`crate::pipeline::infer::device`), and only its outputs come back to the host.
 // Field order is drop order: the binding and its input before the session, the stream the
 // session runs on after it.
 pub struct PersonDetector {

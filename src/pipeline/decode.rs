@@ -1,0 +1,38 @@
+//! The decode stage: frames from the source, timed and counted, into the first link.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::links::Handoff;
+use crate::error::Result;
+use crate::frame::Frame;
+use crate::metrics::{Metrics, StageStats};
+use crate::source::FrameSource;
+
+/// What a stage hands back when it ends: frames it counted (when it counts them) and its timings.
+pub(super) type StageOutcome = Result<(u64, Vec<StageStats>)>;
+
+pub(super) fn decode_stage(
+    mut source: Box<dyn FrameSource>,
+    max_frames: Option<u64>,
+    stop: &AtomicBool,
+    out: Handoff<Frame>,
+    metrics: &Arc<Metrics>,
+) -> StageOutcome {
+    let mut stats = StageStats::new("decode").reporting_to(metrics);
+    let mut count = 0;
+    while max_frames.is_none_or(|m| count < m) && !stop.load(Ordering::Relaxed) {
+        let start = Instant::now();
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        stats.record(start.elapsed());
+        metrics.frame_in(frame.stream_id);
+        count += 1;
+        if !out.send(frame) {
+            break;
+        }
+    }
+    Ok((count, vec![stats]))
+}

@@ -1,0 +1,127 @@
+//! How stages hand frames on: bounded links (blocking, or latest-wins in live mode) and pools
+//! that recycle the large buffers between them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use super::config::Scheduling;
+use super::work::Work;
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+
+/// Frames waiting between two stages; small, so latency and memory stay bounded.
+pub(super) const CHANNEL_DEPTH: usize = 2;
+
+/// Recycles large f32 buffers between stages.
+#[derive(Clone)]
+pub(super) struct Pool {
+    give: Sender<Vec<f32>>,
+    take: Receiver<Vec<f32>>,
+}
+
+impl Pool {
+    pub(super) fn new(capacity: usize) -> Self {
+        let (give, take) = bounded(capacity);
+        Pool { give, take }
+    }
+
+    /// A buffer of `len` elements; its contents are stale and must be overwritten.
+    pub(super) fn get(&self, len: usize) -> Vec<f32> {
+        let mut buffer = self.take.try_recv().unwrap_or_default();
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    pub(super) fn put(&self, mut buffer: Vec<f32>) {
+        buffer.clear();
+        let _ = self.give.try_send(buffer);
+    }
+}
+
+/// The link between two stages: blocking (backpressure), or latest-wins, where a full link drops
+/// its oldest item to make room so the consumer always gets the newest.
+pub(super) struct Handoff<T> {
+    metrics: Arc<Metrics>,
+    send: Sender<T>,
+    /// The sender's own view of the queue, to take out the stale item; `None` when blocking.
+    stale: Option<Receiver<T>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<T> Handoff<T> {
+    fn blocking(
+        capacity: usize,
+        dropped: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Receiver<T>) {
+        let (send, receive) = bounded(capacity);
+        (
+            Handoff {
+                metrics,
+                send,
+                stale: None,
+                dropped,
+            },
+            receive,
+        )
+    }
+
+    fn latest_wins(dropped: Arc<AtomicU64>, metrics: Arc<Metrics>) -> (Self, Receiver<T>) {
+        let (send, receive) = bounded(1);
+        let stale = Some(receive.clone());
+        (
+            Handoff {
+                metrics,
+                send,
+                stale,
+                dropped,
+            },
+            receive,
+        )
+    }
+
+    /// False once the consumer has gone.
+    pub(super) fn send(&self, item: T) -> bool {
+        let Some(stale) = &self.stale else {
+            return self.send.send(item).is_ok();
+        };
+        let mut item = item;
+        loop {
+            match self.send.try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if stale.try_recv().is_ok() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.frame_dropped(0);
+                    }
+                    item = back;
+                }
+            }
+        }
+    }
+}
+
+/// Live: the decoder's newest frame waits for preprocessing, which hands over only when inference
+/// is free (a rendezvous), so a frame waits at most one inference. Offline: backpressure throughout.
+pub(super) type Link<T> = (Handoff<T>, Receiver<T>);
+
+pub(super) fn stage_links(
+    scheduling: Scheduling,
+    dropped: &Arc<AtomicU64>,
+    metrics: &Arc<Metrics>,
+) -> (Link<Frame>, Link<Work>) {
+    let (d, m) = (dropped, metrics);
+    match scheduling {
+        Scheduling::Live => (
+            Handoff::latest_wins(d.clone(), m.clone()),
+            Handoff::blocking(0, d.clone(), m.clone()),
+        ),
+        Scheduling::Offline => (
+            Handoff::blocking(CHANNEL_DEPTH, d.clone(), m.clone()),
+            Handoff::blocking(CHANNEL_DEPTH, d.clone(), m.clone()),
+        ),
+    }
+}
