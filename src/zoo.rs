@@ -6,13 +6,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{Outlet, ValueType};
 use serde::{Deserialize, Deserializer};
 
-use crate::engine::onnx::{self, OnnxEngine, OnnxOptions};
-use crate::engine::{DeclaredShape, Engine, ModelInfo, runtime};
+use crate::engine::graph::{self, GraphDescription, TensorSpec};
+use crate::engine::onnx::{OnnxEngine, OnnxOptions};
+use crate::engine::{Engine, ModelInfo, runtime};
 use crate::error::{Error, Result};
 use crate::tasks::{self, OutputLayout, Task, keypoint_sets};
 
@@ -273,53 +271,39 @@ pub fn inspect_report(path: &Path, ort_lib: Option<&Path>) -> Result<String> {
     match OnnxEngine::load(path, environment, &OnnxOptions::default()) {
         Ok(engine) => Ok(render(
             path,
-            engine.session(),
+            &engine.graph(),
             Admission::Accepted(engine.info()),
         )),
         Err(refusal) => {
             // `run` refuses it; describe it anyway if ONNX Runtime can open it at all.
-            let Ok(session) = open_for_listing(path, environment) else {
+            let Ok(graph) = graph::describe_file(path, environment) else {
                 return Err(refusal);
             };
             let reason = match refusal {
                 Error::Model { reason, .. } => reason,
                 other => other.to_string(),
             };
-            Ok(render(path, &session, Admission::Refused(reason)))
+            Ok(render(path, &graph, Admission::Refused(reason)))
         }
     }
 }
 
-fn open_for_listing(
-    path: &Path,
-    environment: &ort::environment::Environment,
-) -> ort::Result<Session> {
-    Session::builder(environment)
-        .and_then(|b| {
-            b.with_optimization_level(GraphOptimizationLevel::Disable)
-                .map_err(Into::into)
-        })
-        .and_then(|mut b| b.commit_from_file(path))
-}
-
-fn render(path: &Path, session: &Session, admission: Admission) -> String {
+fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "model     {}", path.display());
     let _ = writeln!(out, "file      {}", file_size_report(path));
-    let opset = session
-        .opset_for_domain("")
-        .map_or_else(|| "unknown".into(), |v| v.to_string());
+    let opset = graph.opset.as_deref().unwrap_or("unknown");
     let _ = writeln!(out, "opset     {opset} (ai.onnx)");
-    if let Some(producer) = producer(session) {
+    if let Some(producer) = &graph.producer {
         let _ = writeln!(out, "producer  {producer}");
     }
-    write_outlets(&mut out, "inputs", session.inputs());
-    write_outlets(&mut out, "outputs", session.outputs());
-    let metadata = onnx::read_metadata(session);
+    write_tensors(&mut out, "inputs", &graph.inputs);
+    write_tensors(&mut out, "outputs", &graph.outputs);
+    let metadata = &graph.metadata;
 
     let shapes = match &admission {
         Admission::Accepted(info) => Some((*info).clone()),
-        Admission::Refused(_) => shapes_only(path, session),
+        Admission::Refused(_) => shapes_only(path, graph),
     };
     let fitted = shapes.as_ref().and_then(fitting_task);
     let _ = writeln!(
@@ -359,7 +343,7 @@ fn render(path: &Path, session: &Session, admission: Admission) -> String {
         (Admission::Refused(reason), _) => format!("refused: {reason}"),
     };
     let _ = writeln!(out, "run       {run_line}");
-    write_metadata(&mut out, &metadata);
+    write_metadata(&mut out, metadata);
     if metadata
         .get("sapiens_stream.random_weights")
         .is_some_and(|v| v == "true")
@@ -373,27 +357,18 @@ fn render(path: &Path, session: &Session, admission: Admission) -> String {
 }
 
 /// Input and output shapes for the task checks, whatever the element types.
-fn shapes_only(path: &Path, session: &Session) -> Option<ModelInfo> {
-    let (input, output) = (session.inputs().first()?, session.outputs().first()?);
+fn shapes_only(path: &Path, graph: &GraphDescription) -> Option<ModelInfo> {
+    let (input, output) = (graph.inputs.first()?, graph.outputs.first()?);
     Some(ModelInfo {
         path: path.to_owned(),
         id: String::new(),
-        input_name: input.name().to_owned(),
-        input_shape: declared_shape(input.dtype())?,
-        output_name: output.name().to_owned(),
-        output_shape: declared_shape(output.dtype())?,
+        input_name: input.name.clone(),
+        input_shape: input.shape.clone()?,
+        output_name: output.name.clone(),
+        output_shape: output.shape.clone()?,
         metadata: BTreeMap::new(),
         provider: String::new(),
     })
-}
-
-fn declared_shape(ty: &ValueType) -> Option<DeclaredShape> {
-    match ty {
-        ValueType::Tensor { shape, .. } => {
-            Some(shape.iter().map(|&d| usize::try_from(d).ok()).collect())
-        }
-        _ => None,
-    }
 }
 
 /// The task whose contract the model meets; tasks differ in output shape, so at most one fits.
@@ -435,38 +410,30 @@ fn task_report(fitted: Option<&(Task, OutputLayout)>, shapes: Option<&ModelInfo>
     }
 }
 
-fn write_outlets(out: &mut String, label: &str, outlets: &[Outlet]) {
-    for (i, outlet) in outlets.iter().enumerate() {
+fn write_tensors(out: &mut String, label: &str, tensors: &[TensorSpec]) {
+    for (i, tensor) in tensors.iter().enumerate() {
         let heading = if i == 0 { label } else { "" };
         let _ = writeln!(
             out,
             "{heading:<9} {}  {}",
-            outlet.name(),
-            describe_type(outlet.dtype())
+            tensor.name,
+            describe_type(tensor)
         );
     }
 }
 
 /// `f32 (N, 3, 1024, 768)`: element type, then the shape with N for a dynamic dimension.
-fn describe_type(ty: &ValueType) -> String {
-    match ty {
-        ValueType::Tensor { ty, shape, .. } => {
+fn describe_type(tensor: &TensorSpec) -> String {
+    match &tensor.shape {
+        Some(shape) => {
             let dims: Vec<String> = shape
                 .iter()
-                .map(|&d| if d < 0 { "N".to_owned() } else { d.to_string() })
+                .map(|d| d.map_or_else(|| "N".to_owned(), |d| d.to_string()))
                 .collect();
-            format!("{ty} ({})", dims.join(", "))
+            format!("{} ({})", tensor.type_name, dims.join(", "))
         }
-        other => other.to_string(),
+        None => tensor.value_type.clone(),
     }
-}
-
-fn producer(session: &Session) -> Option<String> {
-    session
-        .metadata()
-        .ok()?
-        .producer()
-        .filter(|p| !p.is_empty())
 }
 
 fn write_metadata(out: &mut String, metadata: &BTreeMap<String, String>) {

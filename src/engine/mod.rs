@@ -4,6 +4,8 @@
 //! into an [`Execution`] by what [`probe::Capabilities`] found on this machine.
 
 pub mod device;
+pub mod graph;
+pub mod multi_output;
 pub mod onnx;
 pub mod probe;
 pub mod runtime;

@@ -11,6 +11,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorRef, ValueType};
 
 use super::device::{ComputeStream, DeviceBatch, DeviceEngine, DeviceSession};
+use super::graph::GraphDescription;
 use super::tensorrt::{self, CacheKey, ShapeProfile, TensorRtOptions};
 use super::{DeclaredShape, Engine, Execution, ModelInfo, probe};
 use crate::error::{Error, Result};
@@ -106,9 +107,9 @@ impl OnnxEngine {
         })
     }
 
-    /// The ONNX Runtime session, for tools that describe the model beyond [`ModelInfo`].
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// What the model declares, beyond [`ModelInfo`]: for tools that describe it.
+    pub fn graph(&self) -> GraphDescription {
+        super::graph::describe_session(&self.session)
     }
 }
 

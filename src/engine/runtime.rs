@@ -9,12 +9,14 @@ use crate::error::{Error, Result};
 
 const LIBRARY_NAME: &str = "libonnxruntime.so";
 
-static ENVIRONMENT: OnceLock<
-    std::result::Result<(ort::environment::Environment, PathBuf), String>,
-> = OnceLock::new();
+/// The loaded ONNX Runtime, which every model session is opened in; code outside the engine
+/// passes it on without naming `ort`.
+pub type Environment = ort::environment::Environment;
+
+static ENVIRONMENT: OnceLock<std::result::Result<(Environment, PathBuf), String>> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
-pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment> {
     let loaded = ENVIRONMENT.get_or_init(|| {
         let path = locate_library(explicit)?;
         let builder = ort::init_from(&path)
