@@ -12,10 +12,7 @@ use std::hint::black_box;
 const HEIGHT: usize = 256;
 const WIDTH: usize = 192;
 
-#[path = "../tests/common/synthetic.rs"]
-mod synthetic;
-
-use synthetic::{XorShift, gaussian_map};
+use sapiens_stream::testkit::synthetic::{XorShift, gaussian_map};
 
 fn heatmaps(channels: usize) -> Vec<f32> {
     let mut rng = XorShift(0x0DEC_0DE5);

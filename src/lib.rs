@@ -28,8 +28,5 @@ pub mod tasks;
 pub mod zoo;
 
 pub use error::{Error, Result};
-
-/// The integration tests' synthetic data, for the unit tests too.
-#[cfg(test)]
-#[path = "../tests/common/synthetic.rs"]
-mod synthetic;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -7,7 +7,6 @@ mod common;
 
 use std::path::Path;
 
-use common::synthetic::XorShift;
 use common::{max_abs_diff, path_arg};
 use sapiens_stream::Error;
 use sapiens_stream::tasks::dense::{
@@ -15,6 +14,7 @@ use sapiens_stream::tasks::dense::{
     parse_mask_classes, resize_planar, write_class_map_png, write_depth_png, write_mask_png,
     write_normals_png,
 };
+use sapiens_stream::testkit::synthetic::XorShift;
 
 /// Rust vs OpenCV resize, relative to the maps' value range (measured: about 2e-7).
 const RESIZE_TOLERANCE: f32 = 1e-5;

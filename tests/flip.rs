@@ -12,8 +12,8 @@ use sapiens_stream::tasks::keypoint_sets::keypoint_set;
 use sapiens_stream::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH};
 
-use common::synthetic::{XorShift, gaussian_map};
 use common::{max_abs_diff, path_arg};
+use sapiens_stream::testkit::synthetic::{XorShift, gaussian_map};
 
 const HEATMAP_HEIGHT: usize = 256;
 const HEATMAP_WIDTH: usize = 192;

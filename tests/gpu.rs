@@ -10,8 +10,6 @@
 //! - The colour conversion's CPU twin equals OpenCV's `cvtColor`: runs everywhere.
 
 mod common;
-#[path = "common/kernel_inputs.rs"]
-mod kernel_inputs;
 
 use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::{self, Gpu};
@@ -35,7 +33,9 @@ use sapiens_stream::tasks::{
     validate_model,
 };
 
-use kernel_inputs::{Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
+use sapiens_stream::testkit::kernel_inputs::{
+    Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans,
+};
 
 /// The task's tolerance before normalisation, on the 0..255 scale.
 const PREPROCESS_TOLERANCE: f32 = 0.5;

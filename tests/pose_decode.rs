@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::synthetic::{XorShift, gaussian_map};
 use sapiens_stream::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
+use sapiens_stream::testkit::synthetic::{XorShift, gaussian_map};
 
 const WIDTH: usize = 192;
 const HEIGHT: usize = 256;

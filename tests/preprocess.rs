@@ -7,6 +7,7 @@ use std::path::Path;
 
 use sapiens_stream::frame::{ImageView, PixelFormat};
 use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
+use sapiens_stream::testkit::kernel_inputs::Noise;
 
 const INPUT_W: usize = 768;
 const INPUT_H: usize = 1024;
@@ -14,18 +15,6 @@ const INPUT_H: usize = 1024;
 /// Tolerances of the task, on the 0..255 scale before normalisation.
 const MAX_ABS_DIFF: f32 = 1.0;
 const MEAN_ABS_DIFF: f64 = 0.1;
-
-/// xorshift64: deterministic noise without a dependency.
-struct Noise(u64);
-
-impl Noise {
-    fn next_byte(&mut self) -> u8 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 56) as u8
-    }
-}
 
 /// One pixel of the test frame: gradients and a checker on the left, one-pixel stripes and noise
 /// in the middle, noise on the right, a solid rectangle and a diagonal edge that inverts colours.
@@ -36,9 +25,9 @@ fn frame_pixel(x: usize, y: usize, w: usize, h: usize, noise: &mut Noise) -> [u8
     } else if x < 2 * w / 3 {
         let stripe = if x.is_multiple_of(2) { 255 } else { 0 };
         let band = if (y / 2).is_multiple_of(2) { 200 } else { 30 };
-        [stripe, band, noise.next_byte()]
+        [stripe, band, noise.byte()]
     } else {
-        [noise.next_byte(), noise.next_byte(), noise.next_byte()]
+        [noise.byte(), noise.byte(), noise.byte()]
     };
     if (3 * w / 5..4 * w / 5).contains(&x) && (h / 5..h / 2).contains(&y) {
         rgb = [250, 10, 128];

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::synthetic::XorShift;
 use sapiens_stream::render::{PoseStyle, RenderError, blend_class_map, draw_pose};
 use sapiens_stream::tasks::seg::{argmax_nearest, upsample_argmax};
+use sapiens_stream::testkit::synthetic::XorShift;
 
 /// C x H x W logits, each class a sum of a few random low-frequency 2-D sinusoids, so that the
 /// argmax forms regions with boundaries (and near-ties only along them).

@@ -9,9 +9,6 @@
 //! mismatch between a Rust struct and its C twin shows too. No compiler (`CXX`, else `c++`):
 //! the tests print why and pass.
 
-#[path = "../../tests/common/kernel_inputs.rs"]
-mod kernel_inputs;
-
 use std::ffi::{CStr, c_char};
 use std::fmt::Write as _;
 use std::process::Command;
@@ -36,7 +33,9 @@ use crate::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 use crate::tasks::seg::cuda::{
     DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources,
 };
-use kernel_inputs::{Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans};
+use crate::testkit::kernel_inputs::{
+    Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans,
+};
 
 const SHIM: &str = include_str!("host_emulation.h");
 

@@ -531,7 +531,7 @@ fn weighted_sum(rows: &[StripRow], kernel: &BlurKernel) -> StripRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{self, XorShift, add_gaussian};
+    use crate::testkit::synthetic::{self, XorShift, add_gaussian};
 
     const WIDTH: usize = 192;
     const HEIGHT: usize = 256;

@@ -129,7 +129,7 @@ fn to_frame(peak: &HeatmapPeak, layout: OutputLayout, crop: &PoseCrop) -> [f32; 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::add_gaussian;
+    use crate::testkit::synthetic::add_gaussian;
 
     #[test]
     fn peaks_decoded_elsewhere_give_the_same_persons() {

@@ -1,12 +1,12 @@
 //! Deterministic inputs for the kernel tests, shared by `tests/gpu.rs` (the kernels on a GPU)
 //! and `src/cuda/host_emulation.rs` (the same kernels on the CPU), so both compare on the same
-//! kind of data. Only std here: the file is a module of both crates.
+//! kind of data.
 
 /// xorshift64: deterministic test data without a dependency.
 pub struct Noise(pub u64);
 
 impl Noise {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -14,11 +14,11 @@ impl Noise {
     }
 
     pub fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
+        (self.next_u64() >> 56) as u8
     }
 
     pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 

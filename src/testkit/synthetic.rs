@@ -1,8 +1,4 @@
 //! Deterministic synthetic data for tests and benches: a small PRNG and Gaussian heatmap peaks.
-//! Shared by the integration tests (`common::synthetic`), the library's unit tests and the decode
-//! bench, which include this file by path.
-// Each crate that includes this file uses only part of it.
-#![allow(dead_code)]
 
 /// xorshift64*, so the data need no random-number crate.
 pub struct XorShift(pub u64);
