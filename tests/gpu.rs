@@ -11,7 +11,6 @@
 
 mod common;
 
-use cudarc::driver::CudaSlice;
 use sapiens_stream::cuda::{self, Gpu};
 use sapiens_stream::engine::device::ComputeStream;
 use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
@@ -21,11 +20,8 @@ use sapiens_stream::frame::{ImageView, PixelFormat};
 use sapiens_stream::pipeline::infer::device::{
     DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons, PoseRequest,
 };
-use sapiens_stream::preprocess::cuda::{DeviceLetterbox, DeviceStretch, frame_to_rgba, warp_crops};
-use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
-use sapiens_stream::tasks::detect::{
-    DetectorLayout, DetectorOptions, LetterboxInput, LetterboxPlan, PersonDetector,
-};
+use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan};
+use sapiens_stream::tasks::detect::{DetectorOptions, PersonDetector};
 use sapiens_stream::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::{
@@ -33,12 +29,16 @@ use sapiens_stream::tasks::{
     validate_model,
 };
 
-use sapiens_stream::testkit::kernel_inputs::{
-    Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans,
-};
+use sapiens_stream::testkit::kernel_inputs::test_bytes;
+use sapiens_stream::testkit::kernels::{self, device::DeviceKernels};
 
-/// The task's tolerance before normalisation, on the 0..255 scale.
-const PREPROCESS_TOLERANCE: f32 = 0.5;
+/// Runs a kernel check of testkit::kernels on the device, or says why `test` skips (the same
+/// checks run on the kernels built for the host in src/cuda/host_emulation.rs).
+fn on_the_device(test: &str, check: fn(&DeviceKernels)) {
+    if let Some(gpu) = gpu(test) {
+        check(&DeviceKernels::new(gpu));
+    }
+}
 
 /// The GPU, or `None` after printing why these tests skip.
 fn gpu(test: &str) -> Option<Gpu> {
@@ -139,41 +139,6 @@ fn yuv_conversion_equals_opencv() {
     }
 }
 
-/// The CPU path's input for a frame of any layout: YUV converted first, then the CPU stage.
-fn cpu_rgb(frame: &[u8], geometry: &FrameGeometry) -> (Vec<u8>, PixelFormat) {
-    match geometry.layout {
-        SourceLayout::Nv12 | SourceLayout::I420 => {
-            (yuv420_to_rgb(frame, geometry), PixelFormat::Rgb)
-        }
-        SourceLayout::Rgb => (frame.to_vec(), PixelFormat::Rgb),
-        SourceLayout::Bgr => (frame.to_vec(), PixelFormat::Bgr),
-        SourceLayout::Rgbx => (frame.to_vec(), PixelFormat::Rgba),
-        SourceLayout::Bgrx => (frame.to_vec(), PixelFormat::Bgra),
-    }
-}
-
-fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
-    assert_eq!(gpu.len(), cpu.len());
-    let worst = gpu
-        .iter()
-        .zip(cpu)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= PREPROCESS_TOLERANCE,
-        "{what}: largest difference {worst} (of 255)"
-    );
-}
-
-const LAYOUTS: [SourceLayout; 6] = [
-    SourceLayout::Rgb,
-    SourceLayout::Bgr,
-    SourceLayout::Rgbx,
-    SourceLayout::Bgrx,
-    SourceLayout::Nv12,
-    SourceLayout::I420,
-];
-
 fn geometry(layout: SourceLayout, width: usize, height: usize) -> FrameGeometry {
     match layout {
         SourceLayout::Nv12 | SourceLayout::I420 => FrameGeometry::yuv420(width, height, layout),
@@ -183,76 +148,18 @@ fn geometry(layout: SourceLayout, width: usize, height: usize) -> FrameGeometry 
 
 #[test]
 fn stretch_equals_the_cpu_path_for_every_layout() {
-    let Some(gpu) = gpu("stretch_equals_the_cpu_path_for_every_layout") else {
-        return;
-    };
-    let (width, height, out_w, out_h) = (640, 360, 192, 256);
-    let plan = StretchPlan::new(width, height, out_w, out_h);
-    let stretch = DeviceStretch::upload(&gpu, &plan, width, height).unwrap();
-    for layout in LAYOUTS {
-        let geometry = geometry(layout, width, height);
-        let frame = test_bytes(geometry.len(), 3);
-        let (rgb, format) = cpu_rgb(&frame, &geometry);
-        let mut expected = vec![0.0; 3 * out_w * out_h];
-        plan.run(
-            &ImageView::packed(&rgb, width, height, format),
-            &mut expected,
-            &Normalization::IDENTITY,
-        );
-        let device_frame = gpu.stream().clone_htod(&frame).unwrap();
-        let mut out: CudaSlice<f32> = gpu.stream().alloc_zeros(expected.len()).unwrap();
-        stretch
-            .run(
-                &gpu,
-                &device_frame,
-                &geometry,
-                &Normalization::IDENTITY,
-                &mut out,
-            )
-            .unwrap();
-        assert_close(
-            &gpu.stream().clone_dtoh(&out).unwrap(),
-            &expected,
-            &format!("{layout:?}"),
-        );
-    }
+    on_the_device(
+        "stretch_equals_the_cpu_path_for_every_layout",
+        kernels::stretch_equals_the_cpu_path,
+    );
 }
 
 #[test]
 fn detector_letterbox_equals_the_cpu_path_for_every_layout() {
-    let Some(gpu) = gpu("detector_letterbox_equals_the_cpu_path_for_every_layout") else {
-        return;
-    };
-    // 16:9 into a square RTMDet input (padding below), portrait into a YOLO one (left and
-    // right).
-    let cases = [
-        (DetectorLayout::RtmDet, (640, 360), (320, 320)),
-        (DetectorLayout::Yolo, (270, 480), (320, 256)),
-    ];
-    for ((detector, (width, height), input), layout) in cases
-        .into_iter()
-        .flat_map(|case| LAYOUTS.map(|layout| (case, layout)))
-    {
-        let geometry = geometry(layout, width, height);
-        let frame = test_bytes(geometry.len(), 5);
-        let (rgb, format) = cpu_rgb(&frame, &geometry);
-        let mut cpu = LetterboxInput::new(detector, input.0, input.1);
-        cpu.prepare(&ImageView::packed(&rgb, width, height, format));
-        let plan = LetterboxPlan::new(detector, (width, height), input);
-        let letterbox = DeviceLetterbox::upload(&gpu, &plan).unwrap();
-        let device_frame = gpu.stream().clone_htod(&frame).unwrap();
-        let mut out: CudaSlice<f32> = gpu.stream().alloc_zeros(cpu.tensor().len()).unwrap();
-        letterbox
-            .run(&gpu, &device_frame, &geometry, &mut out)
-            .unwrap();
-        let out = gpu.stream().clone_dtoh(&out).unwrap();
-        // Same taps, same arithmetic, same division: equal values.
-        let differing = out.iter().zip(cpu.tensor()).position(|(a, b)| a != b);
-        assert!(
-            differing.is_none(),
-            "{detector:?} {layout:?}: value {differing:?} differs from the CPU's"
-        );
-    }
+    on_the_device(
+        "detector_letterbox_equals_the_cpu_path_for_every_layout",
+        kernels::detector_letterbox_equals_the_cpu_path,
+    );
 }
 
 /// The CPU's RGB of a frame with an opaque alpha byte: what `frame_to_rgba` must write.
@@ -269,428 +176,66 @@ fn cpu_rgba(frame: &[u8], geometry: FrameGeometry) -> Vec<u8> {
 
 #[test]
 fn rgba_conversion_equals_the_cpu_path() {
-    let Some(gpu) = gpu("rgba_conversion_equals_the_cpu_path") else {
-        return;
-    };
-    let (width, height) = (321, 181);
-    let bt709_full = YuvToRgb::from_weights(0.2126, 0.0722, true);
-    for layout in LAYOUTS {
-        for yuv in [YuvToRgb::BT601_LIMITED, bt709_full] {
-            let geometry = FrameGeometry {
-                yuv,
-                ..geometry(layout, width, height)
-            };
-            let frame = test_bytes(geometry.len(), 7);
-            let device_frame = gpu.stream().clone_htod(&frame).unwrap();
-            let mut rgba = gpu.stream().alloc_zeros::<u8>(4 * width * height).unwrap();
-            frame_to_rgba(&gpu, &device_frame, &geometry, &mut rgba).unwrap();
-            assert!(
-                gpu.stream().clone_dtoh(&rgba).unwrap() == cpu_rgba(&frame, geometry),
-                "{layout:?} {yuv:?}"
-            );
-        }
-    }
-}
-
-#[test]
-fn normalised_f16_stretch_equals_the_cpu_path() {
-    let Some(gpu) = gpu("normalised_f16_stretch_equals_the_cpu_path") else {
-        return;
-    };
-    let (width, height, out_w, out_h) = (1920, 1080, 768, 1024);
-    let plan = StretchPlan::new(width, height, out_w, out_h);
-    let stretch = DeviceStretch::upload(&gpu, &plan, width, height).unwrap();
-    let geometry = FrameGeometry::yuv420(width, height, SourceLayout::Nv12);
-    let frame = test_bytes(geometry.len(), 5);
-    let (rgb, format) = cpu_rgb(&frame, &geometry);
-    let norm = Normalization::SAPIENS;
-    let mut expected = vec![0.0; 3 * out_w * out_h];
-    plan.run(
-        &ImageView::packed(&rgb, width, height, format),
-        &mut expected,
-        &norm,
+    on_the_device(
+        "rgba_conversion_equals_the_cpu_path",
+        kernels::rgba_conversion_equals_the_cpu_path,
     );
-    let device_frame = gpu.stream().clone_htod(&frame).unwrap();
-    let mut out: CudaSlice<half::f16> = gpu.stream().alloc_zeros(expected.len()).unwrap();
-    stretch
-        .run(&gpu, &device_frame, &geometry, &norm, &mut out)
-        .unwrap();
-    let got = gpu.stream().clone_dtoh(&out).unwrap();
-    for (g, e) in got.iter().zip(&expected) {
-        assert_eq!(
-            *g,
-            half::f16::from_f32(*e),
-            "f16 must be the f32 value rounded to nearest"
-        );
-    }
 }
 
 #[test]
 fn batched_crops_equal_the_cpu_path() {
-    let Some(gpu) = gpu("batched_crops_equal_the_cpu_path") else {
-        return;
-    };
-    let (width, height, out_w, out_h) = (640, 480, 192, 256);
-    let crops = [
-        PoseCrop::from_box(100.0, 50.0, 300.0, 450.0, out_w, out_h),
-        PoseCrop::from_box(-40.0, 300.0, 120.0, 520.0, out_w, out_h),
-        PoseCrop::from_box(500.0, 10.0, 700.0, 200.0, out_w, out_h),
-    ];
-    for layout in [SourceLayout::Rgbx, SourceLayout::Nv12] {
-        let geometry = geometry(layout, width, height);
-        let frame = test_bytes(geometry.len(), 9);
-        let (rgb, format) = cpu_rgb(&frame, &geometry);
-        let slot = 3 * out_w * out_h;
-        let mut expected = vec![0.0; crops.len() * slot];
-        for (crop, out) in crops.iter().zip(expected.chunks_mut(slot)) {
-            warp_crop(
-                &ImageView::packed(&rgb, width, height, format),
-                crop,
-                out,
-                out_w,
-                out_h,
-                &Normalization::IDENTITY,
-            );
-        }
-        let device_frame = gpu.stream().clone_htod(&frame).unwrap();
-        let mut out: CudaSlice<f32> = gpu.stream().alloc_zeros(expected.len()).unwrap();
-        warp_crops(
-            &gpu,
-            &device_frame,
-            &geometry,
-            &crops,
-            (out_w, out_h),
-            &Normalization::IDENTITY,
-            &mut out,
-        )
-        .unwrap();
-        assert_close(
-            &gpu.stream().clone_dtoh(&out).unwrap(),
-            &expected,
-            &format!("{layout:?} crops"),
-        );
-    }
+    on_the_device(
+        "batched_crops_equal_the_cpu_path",
+        kernels::batched_crops_equal_the_cpu_path,
+    );
 }
 
 #[test]
 fn segmentation_class_maps_equal_the_cpu_path() {
-    let Some(gpu) = gpu("segmentation_class_maps_equal_the_cpu_path") else {
-        return;
-    };
-    let shape = sapiens_stream::tasks::seg::cuda::SegShape {
-        classes: 28,
-        in_h: 64,
-        in_w: 48,
-        out_w: 333,
-        out_h: 250,
-    };
-    let random = random_logits(shape.classes, shape.in_h, shape.in_w);
-    let tied = tied_logits_with_nans(shape.classes, shape.in_h, shape.in_w);
-    for (logits, what) in [(random, "random"), (tied, "ties and NaNs")] {
-        let device_logits = gpu.stream().clone_htod(&logits).unwrap();
-        let mut expected = vec![0u8; shape.out_w * shape.out_h];
-        let mut out = gpu.stream().alloc_zeros::<u8>(expected.len()).unwrap();
-        seg::upsample_argmax(
-            &logits,
-            shape.classes,
-            shape.in_h,
-            shape.in_w,
-            shape.out_w,
-            shape.out_h,
-            &mut expected,
-        );
-        sapiens_stream::tasks::seg::cuda::upsample_argmax(&gpu, &device_logits, shape, &mut out)
-            .unwrap();
-        assert_eq!(
-            gpu.stream().clone_dtoh(&out).unwrap(),
-            expected,
-            "bilinear + argmax, {what}"
-        );
-        seg::argmax_nearest(
-            &logits,
-            shape.classes,
-            shape.in_h,
-            shape.in_w,
-            shape.out_w,
-            shape.out_h,
-            &mut expected,
-        );
-        sapiens_stream::tasks::seg::cuda::argmax_nearest(&gpu, &device_logits, shape, &mut out)
-            .unwrap();
-        assert_eq!(
-            gpu.stream().clone_dtoh(&out).unwrap(),
-            expected,
-            "argmax + nearest, {what}"
-        );
-    }
+    on_the_device(
+        "segmentation_class_maps_equal_the_cpu_path",
+        kernels::segmentation_class_maps_equal_the_cpu_path,
+    );
 }
 
 #[test]
 fn pose_decode_equals_the_cpu_path() {
-    let Some(gpu) = gpu("pose_decode_equals_the_cpu_path") else {
-        return;
-    };
-    let (maps, h, w) = (308, 256, 192);
-    let data = edge_case_heatmaps(maps, h, w);
-    let mut expected = Vec::new();
-    decode_dark_udp(&data, maps, h, w, &mut expected);
-    let device = gpu.stream().clone_htod(&data).unwrap();
-    let (mut scratch, mut got) = (None, Vec::<HeatmapPeak>::new());
-    sapiens_stream::tasks::pose::cuda::decode_dark_udp(
-        &gpu,
-        &device,
-        (maps, h, w),
-        &mut scratch,
-        &mut got,
-    )
-    .unwrap();
-    for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(g.score, e.score, "map {k}: score");
-        // The log differs by an ulp between the GPU's logf and the CPU's ln.
-        assert!(
-            (g.x - e.x).abs() < 1e-3 && (g.y - e.y).abs() < 1e-3,
-            "map {k}: {g:?} vs {e:?}"
-        );
-    }
+    on_the_device(
+        "pose_decode_equals_the_cpu_path",
+        kernels::pose_decode_equals_the_cpu_path,
+    );
 }
 
 #[test]
 fn class_overlay_equals_the_cpu_path() {
-    let Some(gpu) = gpu("class_overlay_equals_the_cpu_path") else {
-        return;
-    };
-    let (width, height, stride) = (101, 37, 101 * 4 + 12);
-    let mut frame = test_bytes(height * stride, 41);
-    let classes: Vec<u8> = test_bytes(width * height, 43)
-        .iter()
-        .map(|b| b % 30)
-        .collect();
-    let palette: Vec<[u8; 3]> = (0..28u8).map(|i| [i * 9, 255 - i * 7, i * 3]).collect();
-    let device_classes = gpu.stream().clone_htod(&classes).unwrap();
-    let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
-    sapiens_stream::render::cuda::blend_class_map(
-        &gpu,
-        &mut device_frame,
-        (width, height, stride),
-        &device_classes,
-        &palette,
-        0.5,
-    )
-    .unwrap();
-    sapiens_stream::render::blend_class_map(
-        &mut frame, width, height, stride, &classes, &palette, 0.5,
+    on_the_device(
+        "class_overlay_equals_the_cpu_path",
+        kernels::class_overlay_equals_the_cpu_path,
     );
-    assert_eq!(gpu.stream().clone_dtoh(&device_frame).unwrap(), frame);
 }
 
 #[test]
 fn flip_test_kernels_equal_the_cpu_path() {
-    let Some(gpu) = gpu("flip_test_kernels_equal_the_cpu_path") else {
-        return;
-    };
-    let (items, channels, h, w) = (2, 17, 24, 19);
-    let len = items * channels * h * w;
-    let mut noise = Noise(51);
-    let plain: Vec<f32> = (0..len).map(|_| noise.unit() * 2.0 - 0.5).collect();
-    let mirrored: Vec<f32> = (0..len).map(|_| noise.unit()).collect();
-    let mut expected = vec![0.0; len];
-    flip::mirror_batch(&plain, items, channels, h, w, &mut expected);
-    let device_plain = gpu.stream().clone_htod(&plain).unwrap();
-    let mut out = gpu.stream().alloc_zeros::<f32>(len).unwrap();
-    sapiens_stream::tasks::flip::cuda::mirror_batch(
-        &gpu,
-        &device_plain,
-        (items, channels, h, w),
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(gpu.stream().clone_dtoh(&out).unwrap(), expected, "mirror");
-
-    let set = sapiens_stream::tasks::keypoint_sets::keypoint_set(channels).unwrap();
-    let mut merged = plain.clone();
-    flip::merge_flipped_heatmaps(&mut merged, &mirrored, items, &set.flip_indices, h, w);
-    let indices =
-        sapiens_stream::tasks::flip::cuda::upload_flip_indices(&gpu, &set.flip_indices).unwrap();
-    let mut device_merged = gpu.stream().clone_htod(&plain).unwrap();
-    let device_mirrored = gpu.stream().clone_htod(&mirrored).unwrap();
-    sapiens_stream::tasks::flip::cuda::merge_flipped_heatmaps(
-        &gpu,
-        &mut device_merged,
-        &device_mirrored,
-        items,
-        &indices,
-        (h, w),
-    )
-    .unwrap();
-    assert_eq!(
-        gpu.stream().clone_dtoh(&device_merged).unwrap(),
-        merged,
-        "merge"
+    on_the_device(
+        "flip_test_kernels_equal_the_cpu_path",
+        kernels::flip_test_kernels_equal_the_cpu_path,
     );
-}
-
-/// A depth map with a NaN and a class map with background, person and an empty corner.
-fn depth_and_classes(h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
-    let mut noise = Noise(61);
-    let mut depth: Vec<f32> = (0..h * w).map(|_| 1.0 + noise.unit() * 3.0).collect();
-    depth[w + 1] = f32::NAN;
-    let classes = (0..h * w)
-        .map(|i| {
-            if (i % w) < w / 3 {
-                0
-            } else {
-                (i % 27) as u8 + 1
-            }
-        })
-        .collect();
-    (depth, classes)
 }
 
 #[test]
 fn depth_kernels_equal_the_cpu_path() {
-    let Some(gpu) = gpu("depth_kernels_equal_the_cpu_path") else {
-        return;
-    };
-    let (in_h, in_w, out_w, out_h) = (32, 24, 101, 77);
-    let (raw, _) = depth_and_classes(in_h, in_w);
-    let (_, classes) = depth_and_classes(out_h, out_w);
-    let pixels = out_w * out_h;
-    let mut resized = vec![0.0; pixels];
-    dense::resize_planar(&raw, 1, in_h, in_w, out_w, out_h, &mut resized);
-    let device_raw = gpu.stream().clone_htod(&raw).unwrap();
-    let mut device_resized = gpu.stream().alloc_zeros::<f32>(pixels).unwrap();
-    sapiens_stream::tasks::dense::cuda::resize_planar(
-        &gpu,
-        &device_raw,
-        (1, in_h, in_w),
-        (out_w, out_h),
-        &mut device_resized,
-    )
-    .unwrap();
-    let got = gpu.stream().clone_dtoh(&device_resized).unwrap();
-    for (i, (g, e)) in got.iter().zip(&resized).enumerate() {
-        assert!(
-            g == e || (g.is_nan() && e.is_nan()),
-            "resize at {i}: {g} vs {e}"
-        );
-    }
-    let device_classes = gpu.stream().clone_htod(&classes).unwrap();
-    let (stride, mut frame) = (out_w * 4 + 8, test_bytes(out_h * (out_w * 4 + 8), 71));
-    let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
-    let mut buffers = sapiens_stream::tasks::dense::cuda::RangeBuffers::new(&gpu).unwrap();
-    for foreground in [Some(&classes[..]), None] {
-        let device_foreground = foreground.map(|_| &device_classes);
-        let mut normalised = vec![0.0; pixels];
-        let range = dense::normalise_depth(&resized, foreground, &mut normalised);
-        sapiens_stream::tasks::dense::cuda::value_range(
-            &gpu,
-            &device_resized,
-            device_foreground,
-            pixels,
-            &mut buffers,
-        )
-        .unwrap();
-        assert_eq!(
-            buffers.read(&gpu).unwrap(),
-            range,
-            "range, foreground {}",
-            foreground.is_some()
-        );
-        let mut device_normalised = gpu.stream().alloc_zeros::<f32>(pixels).unwrap();
-        sapiens_stream::tasks::dense::cuda::normalise_depth(
-            &gpu,
-            &device_resized,
-            device_foreground,
-            buffers.range(),
-            &mut device_normalised,
-        )
-        .unwrap();
-        let got = gpu.stream().clone_dtoh(&device_normalised).unwrap();
-        for (i, (g, e)) in got.iter().zip(&normalised).enumerate() {
-            assert!(
-                g == e || (g.is_nan() && e.is_nan()),
-                "normalised at {i}: {g} vs {e}"
-            );
-        }
-        dense::draw_depth(&mut frame, out_w, out_h, stride, &normalised, foreground);
-        sapiens_stream::tasks::dense::cuda::draw_depth(
-            &gpu,
-            &mut device_frame,
-            (out_w, out_h, stride),
-            &device_normalised,
-            device_foreground,
-        )
-        .unwrap();
-        assert_eq!(
-            gpu.stream().clone_dtoh(&device_frame).unwrap(),
-            frame,
-            "depth colours"
-        );
-    }
-    // No foreground pixel: no range, and all zero.
-    let background = gpu.stream().alloc_zeros::<u8>(pixels).unwrap();
-    sapiens_stream::tasks::dense::cuda::value_range(
-        &gpu,
-        &device_resized,
-        Some(&background),
-        pixels,
-        &mut buffers,
-    )
-    .unwrap();
-    assert_eq!(buffers.read(&gpu).unwrap(), None);
+    on_the_device(
+        "depth_kernels_equal_the_cpu_path",
+        kernels::depth_kernels_equal_the_cpu_path,
+    );
 }
 
 #[test]
 fn normal_kernels_equal_the_cpu_path() {
-    let Some(gpu) = gpu("normal_kernels_equal_the_cpu_path") else {
-        return;
-    };
-    let (in_h, in_w, out_w, out_h) = (16, 12, 67, 45);
-    let mut noise = Noise(81);
-    let raw: Vec<f32> = (0..3 * in_h * in_w)
-        .map(|_| noise.unit() * 2.0 - 1.0)
-        .collect();
-    let pixels = out_w * out_h;
-    let mut normals = vec![0.0; 3 * pixels];
-    dense::resize_planar(&raw, 3, in_h, in_w, out_w, out_h, &mut normals);
-    dense::normalise_normals(&mut normals);
-    let device_raw = gpu.stream().clone_htod(&raw).unwrap();
-    let mut device_normals = gpu.stream().alloc_zeros::<f32>(3 * pixels).unwrap();
-    sapiens_stream::tasks::dense::cuda::resize_planar(
-        &gpu,
-        &device_raw,
-        (3, in_h, in_w),
-        (out_w, out_h),
-        &mut device_normals,
-    )
-    .unwrap();
-    sapiens_stream::tasks::dense::cuda::normalise_normals(&gpu, &mut device_normals).unwrap();
-    assert_eq!(
-        gpu.stream().clone_dtoh(&device_normals).unwrap(),
-        normals,
-        "unit normals"
+    on_the_device(
+        "normal_kernels_equal_the_cpu_path",
+        kernels::normal_kernels_equal_the_cpu_path,
     );
-    let (_, classes) = depth_and_classes(out_h, out_w);
-    let device_classes = gpu.stream().clone_htod(&classes).unwrap();
-    let stride = out_w * 4;
-    let mut frame = test_bytes(out_h * stride, 83);
-    let mut device_frame = gpu.stream().clone_htod(&frame).unwrap();
-    for foreground in [Some(&classes[..]), None] {
-        dense::draw_normals(&mut frame, out_w, out_h, stride, &normals, foreground);
-        sapiens_stream::tasks::dense::cuda::draw_normals(
-            &gpu,
-            &mut device_frame,
-            (out_w, out_h, stride),
-            &device_normals,
-            foreground.map(|_| &device_classes),
-        )
-        .unwrap();
-        assert_eq!(
-            gpu.stream().clone_dtoh(&device_frame).unwrap(),
-            frame,
-            "normal colours"
-        );
-    }
 }
 
 /// The project's tiny model for `task`, loaded on CUDA with the GPU's stream, or `None` after

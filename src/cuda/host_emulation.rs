@@ -18,24 +18,22 @@ use cudarc::driver::LaunchConfig;
 use libloading::{Library, Symbol};
 
 use super::SOURCES;
-use crate::frame::{FrameGeometry, HostFrame, SourceLayout, YuvToRgb, yuv420_to_rgb};
-use crate::frame::{ImageView, PixelFormat};
+use crate::frame::{FrameGeometry, YuvToRgb};
 use crate::preprocess::cuda::{
     Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameLayout, InputElement,
     LetterboxArgs, Placement, RgbaArgs, crop_taps, device_taps,
 };
-use crate::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
+use crate::preprocess::{Normalization, PoseCrop, StretchPlan};
 use crate::render::cuda::BlendArgs;
+use crate::tasks::dense::DepthRange;
 use crate::tasks::dense::cuda as dense;
-use crate::tasks::detect::{DetectorLayout, LetterboxInput, LetterboxPlan};
+use crate::tasks::detect::LetterboxPlan;
 use crate::tasks::pose::cuda::{BlurTaps, DecodeArgs, DevicePeak};
-use crate::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
+use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::seg::cuda::{
     DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources,
 };
-use crate::testkit::kernel_inputs::{
-    Noise, edge_case_heatmaps, random_logits, test_bytes, tied_logits_with_nans,
-};
+use crate::testkit::kernels::{self, Canvas, KernelBackend, Precision, Scale};
 
 const SHIM: &str = include_str!("host_emulation.h");
 
@@ -599,7 +597,542 @@ fn blend_class_map(
     check(status, "blend_class_map");
 }
 
-// The tests: the inputs and comparisons of tests/gpu.rs, at small sizes.
+fn linear(len: usize) -> HostLaunch {
+    HostLaunch::from(LaunchConfig::for_num_elems(len as u32))
+}
+
+fn mirror_rows(
+    emulator: &Emulator,
+    maps: &[f32],
+    (items, channels, h, w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    type Mirror = unsafe extern "C" fn(*const HostLaunch, *const f32, i64, i32, *mut f32) -> Status;
+    let mut out = vec![0.0f32; maps.len()];
+    let mirror = emulator.launcher::<Mirror>("mirror_rows");
+    let rows = (items * channels * h) as i64;
+    // SAFETY: both buffers hold `maps.len()` values, `rows` rows of `w`.
+    check(
+        unsafe {
+            mirror(
+                &linear(maps.len()),
+                maps.as_ptr(),
+                rows,
+                w as i32,
+                out.as_mut_ptr(),
+            )
+        },
+        "mirror_rows",
+    );
+    out
+}
+
+fn merge_flipped(
+    emulator: &Emulator,
+    plain: &[f32],
+    mirrored: &[f32],
+    (items, channels, h, w): (usize, usize, usize, usize),
+    flip_indices: &[usize],
+) -> Vec<f32> {
+    type Merge = unsafe extern "C" fn(
+        *const HostLaunch,
+        *mut f32,
+        *const f32,
+        i32,
+        i32,
+        *const i32,
+        i32,
+        i32,
+    ) -> Status;
+    let indices: Vec<i32> = flip_indices.iter().map(|&k| k as i32).collect();
+    let mut out = plain.to_vec();
+    let merge = emulator.launcher::<Merge>("merge_flipped");
+    // SAFETY: both buffers hold `items x channels x h x w` values; every flip index is below
+    // `channels`.
+    check(
+        unsafe {
+            merge(
+                &linear(out.len()),
+                out.as_mut_ptr(),
+                mirrored.as_ptr(),
+                items as i32,
+                channels as i32,
+                indices.as_ptr(),
+                h as i32,
+                w as i32,
+            )
+        },
+        "merge_flipped",
+    );
+    out
+}
+
+/// The dense kernels as the wrappers in dense.rs launch them.
+impl Emulator {
+    fn resize_maps(
+        &self,
+        maps: &[f32],
+        (c, in_h, in_w): (usize, usize, usize),
+        (out_w, out_h): (usize, usize),
+    ) -> Vec<f32> {
+        type Resize = unsafe extern "C" fn(
+            *const HostLaunch,
+            *const f32,
+            i32,
+            i32,
+            i32,
+            *const DeviceLinearTap,
+            *const DeviceLinearTap,
+            i32,
+            i32,
+            *mut f32,
+        ) -> Status;
+        let (columns, rows) = (
+            device_linear_taps(in_w, out_w),
+            device_linear_taps(in_h, out_h),
+        );
+        let mut out = vec![0.0f32; c * out_w * out_h];
+        let launch = self.launcher::<Resize>("resize_planar");
+        // SAFETY: sizes as the wrapper checks them; taps clamped to the source maps.
+        let status = unsafe {
+            launch(
+                &HostLaunch::from(super::grid_2d(out_w, out_h, c)),
+                maps.as_ptr(),
+                c as i32,
+                in_h as i32,
+                in_w as i32,
+                columns.as_ptr(),
+                rows.as_ptr(),
+                out_w as i32,
+                out_h as i32,
+                out.as_mut_ptr(),
+            )
+        };
+        check(status, "resize_planar");
+        out
+    }
+
+    /// Both passes of the range reduction; (min, max), NaN when empty.
+    fn range(&self, values: &[f32], classes: Option<&[u8]>) -> [f32; 2] {
+        type Range =
+            unsafe extern "C" fn(*const HostLaunch, *const f32, *const u8, i64, *mut f32) -> Status;
+        let launch = self.launcher::<Range>("value_range");
+        let config = |blocks| LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (dense::RANGE_THREADS, 1, 1),
+            shared_mem_bytes: 2 * 4 * dense::RANGE_THREADS,
+        };
+        let mut partials = vec![0.0f32; 2 * dense::RANGE_BLOCKS as usize];
+        let classes = classes.map_or(std::ptr::null(), <[u8]>::as_ptr);
+        // SAFETY: `values` (and `classes`) hold `count` values, `partials` 2 per block.
+        let status = unsafe {
+            launch(
+                &HostLaunch::from(config(dense::RANGE_BLOCKS)),
+                values.as_ptr(),
+                classes,
+                values.len() as i64,
+                partials.as_mut_ptr(),
+            )
+        };
+        check(status, "value_range");
+        let mut range = [0.0f32; 2];
+        // SAFETY: one block over the partials.
+        let status = unsafe {
+            launch(
+                &HostLaunch::from(config(1)),
+                partials.as_ptr(),
+                std::ptr::null(),
+                partials.len() as i64,
+                range.as_mut_ptr(),
+            )
+        };
+        check(status, "value_range");
+        range
+    }
+
+    fn normalise_depth_in(
+        &self,
+        depth: &[f32],
+        classes: Option<&[u8]>,
+        range: &[f32; 2],
+    ) -> Vec<f32> {
+        type Normalise = unsafe extern "C" fn(
+            *const HostLaunch,
+            *const f32,
+            *const u8,
+            i64,
+            *const f32,
+            *mut f32,
+        ) -> Status;
+        let mut out = vec![0.0f32; depth.len()];
+        let launch = self.launcher::<Normalise>("normalise_depth");
+        // SAFETY: every buffer holds `count` values, `range` two.
+        let status = unsafe {
+            launch(
+                &linear(depth.len()),
+                depth.as_ptr(),
+                classes.map_or(std::ptr::null(), <[u8]>::as_ptr),
+                depth.len() as i64,
+                range.as_ptr(),
+                out.as_mut_ptr(),
+            )
+        };
+        check(status, "normalise_depth");
+        out
+    }
+
+    fn draw_depth_into(
+        &self,
+        frame: &mut [u8],
+        (w, h, stride): (usize, usize, usize),
+        normalised: &[f32],
+        classes: Option<&[u8]>,
+    ) {
+        type Draw = unsafe extern "C" fn(
+            *const HostLaunch,
+            *mut u8,
+            i32,
+            i32,
+            i32,
+            *const f32,
+            *const u8,
+            *const u8,
+        ) -> Status;
+        let colormap: Vec<u8> = crate::tasks::dense::inferno()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let launch = self.launcher::<Draw>("draw_depth");
+        // SAFETY: frame of `h` rows of `stride` bytes, maps of w x h.
+        let status = unsafe {
+            launch(
+                &HostLaunch::from(super::grid_2d(w, h, 1)),
+                frame.as_mut_ptr(),
+                w as i32,
+                h as i32,
+                stride as i32,
+                normalised.as_ptr(),
+                classes.map_or(std::ptr::null(), <[u8]>::as_ptr),
+                colormap.as_ptr(),
+            )
+        };
+        check(status, "draw_depth");
+    }
+
+    fn normalise_normals_in(&self, normals: &mut [f32]) {
+        type Normalise = unsafe extern "C" fn(*const HostLaunch, *mut f32, i64) -> Status;
+        let plane = normals.len() / 3;
+        let launch = self.launcher::<Normalise>("normalise_normals");
+        // SAFETY: three planes of `plane` values.
+        let status = unsafe { launch(&linear(plane), normals.as_mut_ptr(), plane as i64) };
+        check(status, "normalise_normals");
+    }
+
+    fn draw_normals_into(
+        &self,
+        frame: &mut [u8],
+        (w, h, stride): (usize, usize, usize),
+        normals: &[f32],
+        classes: Option<&[u8]>,
+    ) {
+        type Draw = unsafe extern "C" fn(
+            *const HostLaunch,
+            *mut u8,
+            i32,
+            i32,
+            i32,
+            *const f32,
+            *const u8,
+        ) -> Status;
+        let launch = self.launcher::<Draw>("draw_normals");
+        // SAFETY: frame of `h` rows of `stride` bytes, normals 3 x w x h.
+        let status = unsafe {
+            launch(
+                &HostLaunch::from(super::grid_2d(w, h, 1)),
+                frame.as_mut_ptr(),
+                w as i32,
+                h as i32,
+                stride as i32,
+                normals.as_ptr(),
+                classes.map_or(std::ptr::null(), <[u8]>::as_ptr),
+            )
+        };
+        check(status, "draw_normals");
+    }
+}
+
+/// The preprocess kernel into `len` values of `precision`, widened to f32.
+fn preprocess_widened(
+    emulator: &Emulator,
+    frame: &[u8],
+    taps: (&[DeviceTap], &[DeviceTap]),
+    args: &BilinearArgs,
+    len: usize,
+    precision: Precision,
+) -> Vec<f32> {
+    match precision {
+        Precision::F32 => {
+            let mut out = vec![0.0f32; len];
+            preprocess(emulator, frame, taps, args, &mut out);
+            out
+        }
+        Precision::F16 => {
+            let mut out = vec![half::f16::ZERO; len];
+            preprocess(emulator, frame, taps, args, &mut out);
+            out.iter().map(|v| v.to_f32()).collect()
+        }
+    }
+}
+
+impl KernelBackend for Emulator {
+    fn scale(&self) -> Scale {
+        Scale::Small
+    }
+
+    /// The values before normalisation are the CPU's bit for bit, and both divide the same way.
+    fn preprocess_tolerance(&self) -> f32 {
+        0.0
+    }
+
+    fn stretch(
+        &self,
+        plan: &StretchPlan,
+        frame: &[u8],
+        geometry: &FrameGeometry,
+        norm: &Normalization,
+        precision: Precision,
+    ) -> Vec<f32> {
+        let (columns, rows) = plan.taps();
+        let (columns, rows) = (device_taps(columns), device_taps(rows));
+        let len = 3 * columns.len() * rows.len();
+        let size = (columns.len(), rows.len());
+        let args = BilinearArgs::new(
+            geometry,
+            frame.len(),
+            Arithmetic::Resize,
+            size,
+            1,
+            norm,
+            len,
+        )
+        .unwrap();
+        preprocess_widened(self, frame, (&columns, &rows), &args, len, precision)
+    }
+
+    fn warp_crops(
+        &self,
+        frame: &[u8],
+        geometry: &FrameGeometry,
+        crops: &[PoseCrop],
+        size: (usize, usize),
+        norm: &Normalization,
+        precision: Precision,
+    ) -> Vec<f32> {
+        let (columns, rows) = crop_taps(geometry, crops, size).unwrap();
+        let len = crops.len() * 3 * size.0 * size.1;
+        let args = BilinearArgs::new(
+            geometry,
+            frame.len(),
+            Arithmetic::Warp,
+            size,
+            crops.len(),
+            norm,
+            len,
+        )
+        .unwrap();
+        preprocess_widened(self, frame, (&columns, &rows), &args, len, precision)
+    }
+
+    fn letterbox(&self, plan: &LetterboxPlan, frame: &[u8], geometry: &FrameGeometry) -> Vec<f32> {
+        letterbox(self, frame, geometry, plan)
+    }
+
+    fn frame_to_rgba(&self, frame: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
+        frame_to_rgba(self, frame, geometry)
+    }
+
+    fn upsample_argmax(&self, logits: &[f32], shape: SegShape) -> Vec<u8> {
+        let mut out = vec![0u8; shape.out_w * shape.out_h];
+        upsample_argmax(self, logits, shape, &mut out);
+        out
+    }
+
+    fn argmax_nearest(&self, logits: &[f32], shape: SegShape) -> Vec<u8> {
+        let mut out = vec![0u8; shape.out_w * shape.out_h];
+        argmax_nearest(self, logits, shape, &mut out);
+        out
+    }
+
+    fn decode_dark_udp(&self, heatmaps: &[f32], maps: (usize, usize, usize)) -> Vec<HeatmapPeak> {
+        pose_decode(self, heatmaps, maps)
+    }
+
+    fn blend_class_map(
+        &self,
+        frame: &[u8],
+        canvas: Canvas,
+        classes: &[u8],
+        palette: &[[u8; 3]],
+        alpha: f32,
+    ) -> Vec<u8> {
+        let mut frame = frame.to_vec();
+        blend_class_map(self, &mut frame, canvas, classes, palette, alpha);
+        frame
+    }
+
+    fn mirror_batch(&self, maps: &[f32], dims: (usize, usize, usize, usize)) -> Vec<f32> {
+        mirror_rows(self, maps, dims)
+    }
+
+    fn merge_flipped(
+        &self,
+        plain: &[f32],
+        mirrored: &[f32],
+        dims: (usize, usize, usize, usize),
+        flip_indices: &[usize],
+    ) -> Vec<f32> {
+        merge_flipped(self, plain, mirrored, dims, flip_indices)
+    }
+
+    fn resize_planar(
+        &self,
+        maps: &[f32],
+        source: (usize, usize, usize),
+        size: (usize, usize),
+    ) -> Vec<f32> {
+        self.resize_maps(maps, source, size)
+    }
+
+    fn depth_range(&self, depth: &[f32], foreground: Option<&[u8]>) -> Option<DepthRange> {
+        let [min, max] = self.range(depth, foreground);
+        (min <= max).then_some(DepthRange { min, max })
+    }
+
+    fn normalise_depth(&self, depth: &[f32], foreground: Option<&[u8]>) -> Vec<f32> {
+        let range = self.range(depth, foreground);
+        self.normalise_depth_in(depth, foreground, &range)
+    }
+
+    fn draw_depth(
+        &self,
+        frame: &[u8],
+        canvas: Canvas,
+        normalised: &[f32],
+        foreground: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut frame = frame.to_vec();
+        self.draw_depth_into(&mut frame, canvas, normalised, foreground);
+        frame
+    }
+
+    fn normalise_normals(&self, normals: &[f32]) -> Vec<f32> {
+        let mut normals = normals.to_vec();
+        self.normalise_normals_in(&mut normals);
+        normals
+    }
+
+    fn draw_normals(
+        &self,
+        frame: &[u8],
+        canvas: Canvas,
+        normals: &[f32],
+        foreground: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut frame = frame.to_vec();
+        self.draw_normals_into(&mut frame, canvas, normals, foreground);
+        frame
+    }
+}
+
+// The tests: every kernel against its CPU stage (the checks of testkit::kernels, which
+// tests/gpu.rs runs on a device), and the C structs against their Rust twins.
+
+/// Runs a kernel check on the emulator, or says why `test` skips.
+fn on_the_emulator(test: &str, check: fn(&Emulator)) {
+    if let Some(emulator) = emulator(test) {
+        check(emulator);
+    }
+}
+
+#[test]
+fn stretch_equals_the_cpu_path_for_every_layout() {
+    on_the_emulator(
+        "stretch_equals_the_cpu_path_for_every_layout",
+        kernels::stretch_equals_the_cpu_path,
+    );
+}
+
+#[test]
+fn rgba_conversion_equals_the_cpu_path_for_every_layout() {
+    on_the_emulator(
+        "rgba_conversion_equals_the_cpu_path_for_every_layout",
+        kernels::rgba_conversion_equals_the_cpu_path,
+    );
+}
+
+#[test]
+fn detector_letterbox_equals_the_cpu_path_for_every_layout() {
+    on_the_emulator(
+        "detector_letterbox_equals_the_cpu_path_for_every_layout",
+        kernels::detector_letterbox_equals_the_cpu_path,
+    );
+}
+
+#[test]
+fn batched_crops_equal_the_cpu_path() {
+    on_the_emulator(
+        "batched_crops_equal_the_cpu_path",
+        kernels::batched_crops_equal_the_cpu_path,
+    );
+}
+
+#[test]
+fn segmentation_class_maps_equal_the_cpu_path() {
+    on_the_emulator(
+        "segmentation_class_maps_equal_the_cpu_path",
+        kernels::segmentation_class_maps_equal_the_cpu_path,
+    );
+}
+
+#[test]
+fn pose_decode_equals_the_cpu_path() {
+    on_the_emulator(
+        "pose_decode_equals_the_cpu_path",
+        kernels::pose_decode_equals_the_cpu_path,
+    );
+}
+
+#[test]
+fn class_overlay_equals_the_cpu_path() {
+    on_the_emulator(
+        "class_overlay_equals_the_cpu_path",
+        kernels::class_overlay_equals_the_cpu_path,
+    );
+}
+
+#[test]
+fn flip_test_kernels_equal_the_cpu_path() {
+    on_the_emulator(
+        "flip_test_kernels_equal_the_cpu_path",
+        kernels::flip_test_kernels_equal_the_cpu_path,
+    );
+}
+
+#[test]
+fn depth_kernels_equal_the_cpu_path() {
+    on_the_emulator(
+        "depth_kernels_equal_the_cpu_path",
+        kernels::depth_kernels_equal_the_cpu_path,
+    );
+}
+
+#[test]
+fn normal_kernels_equal_the_cpu_path() {
+    on_the_emulator(
+        "normal_kernels_equal_the_cpu_path",
+        kernels::normal_kernels_equal_the_cpu_path,
+    );
+}
 
 #[test]
 fn every_kernel_and_struct_has_its_rust_twin() {
@@ -697,739 +1230,5 @@ fn every_kernel_and_struct_has_its_rust_twin() {
             rust,
             "{module}::{name}: (size, align) in C vs Rust"
         );
-    }
-}
-
-/// The CPU path's input for a frame of any layout: YUV converted first (to packed RGB), then the
-/// CPU stage; the pixels, their format and the stride of their rows.
-fn cpu_rgb(frame: &[u8], geometry: &FrameGeometry) -> (Vec<u8>, PixelFormat, usize) {
-    let packed = |format| (frame.to_vec(), format, geometry.stride);
-    match geometry.layout {
-        SourceLayout::Nv12 | SourceLayout::I420 => (
-            yuv420_to_rgb(frame, geometry),
-            PixelFormat::Rgb,
-            geometry.width * 3,
-        ),
-        SourceLayout::Rgb => packed(PixelFormat::Rgb),
-        SourceLayout::Bgr => packed(PixelFormat::Bgr),
-        SourceLayout::Rgbx => packed(PixelFormat::Rgba),
-        SourceLayout::Bgrx => packed(PixelFormat::Bgra),
-    }
-}
-
-/// `geometry` with padded rows and gaps between the planes, as decoders leave frames: the kernel
-/// must follow the strides and plane offsets.
-fn padded(geometry: FrameGeometry) -> FrameGeometry {
-    let stride = geometry.stride + 16;
-    let luma = stride * geometry.height + 64;
-    match geometry.layout {
-        SourceLayout::Nv12 => FrameGeometry {
-            stride,
-            chroma: [luma, 0],
-            chroma_stride: stride,
-            ..geometry
-        },
-        SourceLayout::I420 => {
-            let chroma_stride = geometry.chroma_stride + 8;
-            FrameGeometry {
-                stride,
-                chroma: [luma, luma + chroma_stride * geometry.height / 2 + 32],
-                chroma_stride,
-                ..geometry
-            }
-        }
-        _ => FrameGeometry { stride, ..geometry },
-    }
-}
-
-const LAYOUTS: [SourceLayout; 6] = [
-    SourceLayout::Rgb,
-    SourceLayout::Bgr,
-    SourceLayout::Rgbx,
-    SourceLayout::Bgrx,
-    SourceLayout::Nv12,
-    SourceLayout::I420,
-];
-
-fn geometry(layout: SourceLayout, width: usize, height: usize) -> FrameGeometry {
-    match layout {
-        SourceLayout::Nv12 | SourceLayout::I420 => FrameGeometry::yuv420(width, height, layout),
-        _ => FrameGeometry::packed(width, height, layout),
-    }
-}
-
-/// Every layout at `width x height`, padded as decoders leave frames, in BT.601 limited and
-/// BT.709 full-range colours.
-fn padded_geometries(width: usize, height: usize) -> impl Iterator<Item = FrameGeometry> {
-    LAYOUTS.into_iter().flat_map(move |layout| {
-        let geometry = padded(geometry(layout, width, height));
-        [geometry, bt709_full_range(geometry)]
-    })
-}
-
-/// `geometry` with BT.709 full-range colours (only YUV layouts read them).
-fn bt709_full_range(geometry: FrameGeometry) -> FrameGeometry {
-    FrameGeometry {
-        yuv: YuvToRgb::from_weights(0.2126, 0.0722, true),
-        ..geometry
-    }
-}
-
-/// The values before normalisation are the CPU's bit for bit, and both divide the same way: the
-/// outputs are equal, f16 being the f32 value rounded to nearest.
-fn assert_same<T: Copy + PartialEq + std::fmt::Debug>(
-    got: &[T],
-    cpu: &[f32],
-    to_element: fn(f32) -> T,
-    what: &str,
-) {
-    assert_eq!(got.len(), cpu.len());
-    let differing = got.iter().zip(cpu).position(|(&g, &c)| g != to_element(c));
-    if let Some(i) = differing {
-        panic!(
-            "{what}: value {i} is {:?}, the CPU path's {:?}",
-            got[i],
-            to_element(cpu[i])
-        );
-    }
-}
-
-/// The preprocess kernel's f32 and f16 outputs against the CPU path's f32 values.
-fn assert_preprocess_in_both_precisions(
-    emulator: &Emulator,
-    frame: &[u8],
-    taps: (&[DeviceTap], &[DeviceTap]),
-    args: &BilinearArgs,
-    expected: &[f32],
-    what: &str,
-) {
-    let mut out = vec![0.0f32; expected.len()];
-    preprocess(emulator, frame, taps, args, &mut out);
-    assert_same(&out, expected, |v| v, &format!("f32 {what}"));
-    let mut out = vec![half::f16::ZERO; expected.len()];
-    preprocess(emulator, frame, taps, args, &mut out);
-    assert_same(&out, expected, half::f16::from_f32, &format!("f16 {what}"));
-}
-
-#[test]
-fn stretch_equals_the_cpu_path_for_every_layout() {
-    let Some(emulator) = emulator("stretch_equals_the_cpu_path_for_every_layout") else {
-        return;
-    };
-    // Narrower (64 -> 40) and taller (48 -> 56): both directions of the resize.
-    let (width, height, out_w, out_h) = (64, 48, 40, 56);
-    let plan = StretchPlan::new(width, height, out_w, out_h);
-    let (columns, rows) = plan.taps();
-    let (columns, rows) = (device_taps(columns), device_taps(rows));
-    let geometries = LAYOUTS.iter().flat_map(|&layout| {
-        let geometry = geometry(layout, width, height);
-        [
-            geometry,
-            padded(geometry),
-            bt709_full_range(padded(geometry)),
-        ]
-    });
-    for (geometry, norm) in geometries.flat_map(|geometry| {
-        [Normalization::IDENTITY, Normalization::SAPIENS].map(|norm| (geometry, norm))
-    }) {
-        let frame = test_bytes(geometry.len(), 3);
-        let (rgb, format, stride) = cpu_rgb(&frame, &geometry);
-        let mut expected = vec![0.0; 3 * out_w * out_h];
-        let view = ImageView {
-            data: &rgb,
-            width,
-            height,
-            stride,
-            format,
-        };
-        plan.run(&view, &mut expected, &norm);
-        let args = BilinearArgs::new(
-            &geometry,
-            frame.len(),
-            Arithmetic::Resize,
-            (columns.len(), rows.len()),
-            1,
-            &norm,
-            expected.len(),
-        )
-        .unwrap();
-        let what = format!("{geometry:?}, {norm:?}");
-        assert_preprocess_in_both_precisions(
-            emulator,
-            &frame,
-            (&columns, &rows),
-            &args,
-            &expected,
-            &what,
-        );
-    }
-}
-
-#[test]
-fn rgba_conversion_equals_the_cpu_path_for_every_layout() {
-    let Some(emulator) = emulator("rgba_conversion_equals_the_cpu_path_for_every_layout") else {
-        return;
-    };
-    // Odd sizes: the last chroma column and row cover one pixel.
-    for (width, height) in [(64, 48), (33, 17)] {
-        for geometry in padded_geometries(width, height) {
-            let frame = test_bytes(geometry.len(), 5);
-            let rgb = HostFrame {
-                data: &frame,
-                geometry,
-            }
-            .to_rgb();
-            let expected: Vec<u8> = rgb
-                .chunks_exact(3)
-                .flat_map(|p| [p[0], p[1], p[2], 255])
-                .collect();
-            let rgba = frame_to_rgba(emulator, &frame, &geometry);
-            assert!(
-                rgba == expected,
-                "{geometry:?}: RGBA differs from the CPU's"
-            );
-        }
-    }
-}
-
-#[test]
-fn detector_letterbox_equals_the_cpu_path_for_every_layout() {
-    let Some(emulator) = emulator("detector_letterbox_equals_the_cpu_path_for_every_layout") else {
-        return;
-    };
-    // Wide (padding above and below), tall (left and right), and odd sizes that round.
-    let frames = [(64, 36), (30, 50), (33, 17)];
-    let (input_w, input_h) = (40, 32);
-    for (detector, (width, height)) in [DetectorLayout::RtmDet, DetectorLayout::Yolo]
-        .into_iter()
-        .flat_map(|d| frames.map(|f| (d, f)))
-    {
-        for geometry in padded_geometries(width, height) {
-            let frame = test_bytes(geometry.len(), 7);
-            let (rgb, format, stride) = cpu_rgb(&frame, &geometry);
-            let view = ImageView {
-                data: &rgb,
-                width,
-                height,
-                stride,
-                format,
-            };
-            let mut cpu = LetterboxInput::new(detector, input_w, input_h);
-            cpu.prepare(&view);
-            let plan = LetterboxPlan::new(detector, (width, height), (input_w, input_h));
-            let out = letterbox(emulator, &frame, &geometry, &plan);
-            let what = format!("{detector:?} letterbox of {geometry:?}");
-            assert_same(&out, cpu.tensor(), |v| v, &what);
-        }
-    }
-}
-
-#[test]
-fn batched_crops_equal_the_cpu_path() {
-    let Some(emulator) = emulator("batched_crops_equal_the_cpu_path") else {
-        return;
-    };
-    let (width, height, out_w, out_h) = (64, 48, 24, 32);
-    // Inside, past the left and bottom edges, past the right and top edges.
-    let crops = [
-        PoseCrop::from_box(10.0, 5.0, 30.0, 45.0, out_w, out_h),
-        PoseCrop::from_box(-4.0, 30.0, 12.0, 52.0, out_w, out_h),
-        PoseCrop::from_box(50.0, -3.0, 70.0, 20.0, out_w, out_h),
-    ];
-    for layout in LAYOUTS {
-        let geometry = geometry(layout, width, height);
-        let frame = test_bytes(geometry.len(), 9);
-        let (rgb, format, _) = cpu_rgb(&frame, &geometry);
-        let (columns, rows) = crop_taps(&geometry, &crops, (out_w, out_h)).unwrap();
-        for norm in [Normalization::IDENTITY, Normalization::SAPIENS] {
-            let slot = 3 * out_w * out_h;
-            let mut expected = vec![0.0; crops.len() * slot];
-            for (crop, out) in crops.iter().zip(expected.chunks_mut(slot)) {
-                warp_crop(
-                    &ImageView::packed(&rgb, width, height, format),
-                    crop,
-                    out,
-                    out_w,
-                    out_h,
-                    &norm,
-                );
-            }
-            let args = BilinearArgs::new(
-                &geometry,
-                frame.len(),
-                Arithmetic::Warp,
-                (out_w, out_h),
-                crops.len(),
-                &norm,
-                expected.len(),
-            )
-            .unwrap();
-            let what = format!("{layout:?} crops, {norm:?}");
-            assert_preprocess_in_both_precisions(
-                emulator,
-                &frame,
-                (&columns, &rows),
-                &args,
-                &expected,
-                &what,
-            );
-        }
-    }
-}
-
-#[test]
-fn segmentation_class_maps_equal_the_cpu_path() {
-    let Some(emulator) = emulator("segmentation_class_maps_equal_the_cpu_path") else {
-        return;
-    };
-    let shape = SegShape {
-        classes: 28,
-        in_h: 16,
-        in_w: 12,
-        out_w: 50,
-        out_h: 37,
-    };
-    let random = random_logits(shape.classes, shape.in_h, shape.in_w);
-    let tied = tied_logits_with_nans(shape.classes, shape.in_h, shape.in_w);
-    for (logits, what) in [(random, "random"), (tied, "ties and NaNs")] {
-        let mut expected = vec![0u8; shape.out_w * shape.out_h];
-        let mut out = vec![0u8; expected.len()];
-        crate::tasks::seg::upsample_argmax(
-            &logits,
-            shape.classes,
-            shape.in_h,
-            shape.in_w,
-            shape.out_w,
-            shape.out_h,
-            &mut expected,
-        );
-        upsample_argmax(emulator, &logits, shape, &mut out);
-        assert_eq!(out, expected, "bilinear + argmax, {what}");
-        crate::tasks::seg::argmax_nearest(
-            &logits,
-            shape.classes,
-            shape.in_h,
-            shape.in_w,
-            shape.out_w,
-            shape.out_h,
-            &mut expected,
-        );
-        argmax_nearest(emulator, &logits, shape, &mut out);
-        assert_eq!(out, expected, "argmax + nearest, {what}");
-    }
-}
-
-#[test]
-fn pose_decode_equals_the_cpu_path() {
-    let Some(emulator) = emulator("pose_decode_equals_the_cpu_path") else {
-        return;
-    };
-    let (maps, h, w) = (12, 64, 48);
-    let data = edge_case_heatmaps(maps, h, w);
-    let mut expected = Vec::new();
-    decode_dark_udp(&data, maps, h, w, &mut expected);
-    let got = pose_decode(emulator, &data, (maps, h, w));
-    assert_eq!(got.len(), expected.len());
-    for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(g.score, e.score, "map {k}: score");
-        // The log differs by an ulp between the C library's logf and Rust's ln.
-        assert!(
-            (g.x - e.x).abs() < 1e-3 && (g.y - e.y).abs() < 1e-3,
-            "map {k}: {g:?} vs {e:?}"
-        );
-    }
-}
-
-#[test]
-fn class_overlay_equals_the_cpu_path() {
-    let Some(emulator) = emulator("class_overlay_equals_the_cpu_path") else {
-        return;
-    };
-    let (width, height, stride) = (101, 37, 101 * 4 + 12);
-    let classes: Vec<u8> = test_bytes(width * height, 43)
-        .iter()
-        .map(|b| b % 30)
-        .collect();
-    let palette: Vec<[u8; 3]> = (0..28u8).map(|i| [i * 9, 255 - i * 7, i * 3]).collect();
-    for alpha in [0.5, 0.3, 1.0] {
-        let mut frame = test_bytes(height * stride, 41);
-        let mut expected = frame.clone();
-        blend_class_map(
-            emulator,
-            &mut frame,
-            (width, height, stride),
-            &classes,
-            &palette,
-            alpha,
-        );
-        crate::render::blend_class_map(
-            &mut expected,
-            width,
-            height,
-            stride,
-            &classes,
-            &palette,
-            alpha,
-        );
-        assert_eq!(frame, expected, "alpha {alpha}");
-    }
-}
-
-fn linear(len: usize) -> HostLaunch {
-    HostLaunch::from(LaunchConfig::for_num_elems(len as u32))
-}
-
-#[test]
-fn flip_test_kernels_equal_the_cpu_path() {
-    let Some(emulator) = emulator("flip_test_kernels_equal_the_cpu_path") else {
-        return;
-    };
-    type Mirror = unsafe extern "C" fn(*const HostLaunch, *const f32, i64, i32, *mut f32) -> Status;
-    type Merge = unsafe extern "C" fn(
-        *const HostLaunch,
-        *mut f32,
-        *const f32,
-        i32,
-        i32,
-        *const i32,
-        i32,
-        i32,
-    ) -> Status;
-    let (items, channels, h, w) = (2, 17, 12, 9);
-    let len = items * channels * h * w;
-    let mut noise = Noise(51);
-    let plain: Vec<f32> = (0..len).map(|_| noise.unit() * 2.0 - 0.5).collect();
-    let mirrored: Vec<f32> = (0..len).map(|_| noise.unit()).collect();
-    let mut expected = vec![0.0; len];
-    crate::tasks::flip::mirror_batch(&plain, items, channels, h, w, &mut expected);
-    let mut out = vec![0.0f32; len];
-    let mirror = emulator.launcher::<Mirror>("mirror_rows");
-    let rows = (items * channels * h) as i64;
-    // SAFETY: both buffers hold `len` values.
-    check(
-        unsafe {
-            mirror(
-                &linear(len),
-                plain.as_ptr(),
-                rows,
-                w as i32,
-                out.as_mut_ptr(),
-            )
-        },
-        "mirror_rows",
-    );
-    assert_eq!(out, expected, "mirror");
-
-    let flip_indices = &crate::tasks::keypoint_sets::keypoint_set(channels)
-        .unwrap()
-        .flip_indices;
-    let mut merged = plain.clone();
-    crate::tasks::flip::merge_flipped_heatmaps(&mut merged, &mirrored, items, flip_indices, h, w);
-    let indices: Vec<i32> = flip_indices.iter().map(|&k| k as i32).collect();
-    let mut out = plain.clone();
-    let merge = emulator.launcher::<Merge>("merge_flipped");
-    // SAFETY: both buffers hold `len` values; every flip index is below `channels`.
-    check(
-        unsafe {
-            merge(
-                &linear(len),
-                out.as_mut_ptr(),
-                mirrored.as_ptr(),
-                items as i32,
-                channels as i32,
-                indices.as_ptr(),
-                h as i32,
-                w as i32,
-            )
-        },
-        "merge_flipped",
-    );
-    assert_eq!(out, merged, "merge");
-}
-
-/// The dense kernels as the wrappers in dense.rs launch them.
-struct Dense<'a>(&'a Emulator);
-
-impl Dense<'_> {
-    fn resize(
-        &self,
-        maps: &[f32],
-        (c, in_h, in_w): (usize, usize, usize),
-        (out_w, out_h): (usize, usize),
-    ) -> Vec<f32> {
-        type Resize = unsafe extern "C" fn(
-            *const HostLaunch,
-            *const f32,
-            i32,
-            i32,
-            i32,
-            *const DeviceLinearTap,
-            *const DeviceLinearTap,
-            i32,
-            i32,
-            *mut f32,
-        ) -> Status;
-        let (columns, rows) = (
-            device_linear_taps(in_w, out_w),
-            device_linear_taps(in_h, out_h),
-        );
-        let mut out = vec![0.0f32; c * out_w * out_h];
-        let launch = self.0.launcher::<Resize>("resize_planar");
-        // SAFETY: sizes as the wrapper checks them; taps clamped to the source maps.
-        let status = unsafe {
-            launch(
-                &HostLaunch::from(super::grid_2d(out_w, out_h, c)),
-                maps.as_ptr(),
-                c as i32,
-                in_h as i32,
-                in_w as i32,
-                columns.as_ptr(),
-                rows.as_ptr(),
-                out_w as i32,
-                out_h as i32,
-                out.as_mut_ptr(),
-            )
-        };
-        check(status, "resize_planar");
-        out
-    }
-
-    /// Both passes of the range reduction; (min, max), NaN when empty.
-    fn range(&self, values: &[f32], classes: Option<&[u8]>) -> [f32; 2] {
-        type Range =
-            unsafe extern "C" fn(*const HostLaunch, *const f32, *const u8, i64, *mut f32) -> Status;
-        let launch = self.0.launcher::<Range>("value_range");
-        let config = |blocks| LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (dense::RANGE_THREADS, 1, 1),
-            shared_mem_bytes: 2 * 4 * dense::RANGE_THREADS,
-        };
-        let mut partials = vec![0.0f32; 2 * dense::RANGE_BLOCKS as usize];
-        let classes = classes.map_or(std::ptr::null(), <[u8]>::as_ptr);
-        // SAFETY: `values` (and `classes`) hold `count` values, `partials` 2 per block.
-        let status = unsafe {
-            launch(
-                &HostLaunch::from(config(dense::RANGE_BLOCKS)),
-                values.as_ptr(),
-                classes,
-                values.len() as i64,
-                partials.as_mut_ptr(),
-            )
-        };
-        check(status, "value_range");
-        let mut range = [0.0f32; 2];
-        // SAFETY: one block over the partials.
-        let status = unsafe {
-            launch(
-                &HostLaunch::from(config(1)),
-                partials.as_ptr(),
-                std::ptr::null(),
-                partials.len() as i64,
-                range.as_mut_ptr(),
-            )
-        };
-        check(status, "value_range");
-        range
-    }
-
-    fn normalise_depth(&self, depth: &[f32], classes: Option<&[u8]>, range: &[f32; 2]) -> Vec<f32> {
-        type Normalise = unsafe extern "C" fn(
-            *const HostLaunch,
-            *const f32,
-            *const u8,
-            i64,
-            *const f32,
-            *mut f32,
-        ) -> Status;
-        let mut out = vec![0.0f32; depth.len()];
-        let launch = self.0.launcher::<Normalise>("normalise_depth");
-        // SAFETY: every buffer holds `count` values, `range` two.
-        let status = unsafe {
-            launch(
-                &linear(depth.len()),
-                depth.as_ptr(),
-                classes.map_or(std::ptr::null(), <[u8]>::as_ptr),
-                depth.len() as i64,
-                range.as_ptr(),
-                out.as_mut_ptr(),
-            )
-        };
-        check(status, "normalise_depth");
-        out
-    }
-
-    fn draw_depth(
-        &self,
-        frame: &mut [u8],
-        (w, h, stride): (usize, usize, usize),
-        normalised: &[f32],
-        classes: Option<&[u8]>,
-    ) {
-        type Draw = unsafe extern "C" fn(
-            *const HostLaunch,
-            *mut u8,
-            i32,
-            i32,
-            i32,
-            *const f32,
-            *const u8,
-            *const u8,
-        ) -> Status;
-        let colormap: Vec<u8> = crate::tasks::dense::inferno()
-            .iter()
-            .flatten()
-            .copied()
-            .collect();
-        let launch = self.0.launcher::<Draw>("draw_depth");
-        // SAFETY: frame of `h` rows of `stride` bytes, maps of w x h.
-        let status = unsafe {
-            launch(
-                &HostLaunch::from(super::grid_2d(w, h, 1)),
-                frame.as_mut_ptr(),
-                w as i32,
-                h as i32,
-                stride as i32,
-                normalised.as_ptr(),
-                classes.map_or(std::ptr::null(), <[u8]>::as_ptr),
-                colormap.as_ptr(),
-            )
-        };
-        check(status, "draw_depth");
-    }
-
-    fn normalise_normals(&self, normals: &mut [f32]) {
-        type Normalise = unsafe extern "C" fn(*const HostLaunch, *mut f32, i64) -> Status;
-        let plane = normals.len() / 3;
-        let launch = self.0.launcher::<Normalise>("normalise_normals");
-        // SAFETY: three planes of `plane` values.
-        let status = unsafe { launch(&linear(plane), normals.as_mut_ptr(), plane as i64) };
-        check(status, "normalise_normals");
-    }
-
-    fn draw_normals(
-        &self,
-        frame: &mut [u8],
-        (w, h, stride): (usize, usize, usize),
-        normals: &[f32],
-        classes: Option<&[u8]>,
-    ) {
-        type Draw = unsafe extern "C" fn(
-            *const HostLaunch,
-            *mut u8,
-            i32,
-            i32,
-            i32,
-            *const f32,
-            *const u8,
-        ) -> Status;
-        let launch = self.0.launcher::<Draw>("draw_normals");
-        // SAFETY: frame of `h` rows of `stride` bytes, normals 3 x w x h.
-        let status = unsafe {
-            launch(
-                &HostLaunch::from(super::grid_2d(w, h, 1)),
-                frame.as_mut_ptr(),
-                w as i32,
-                h as i32,
-                stride as i32,
-                normals.as_ptr(),
-                classes.map_or(std::ptr::null(), <[u8]>::as_ptr),
-            )
-        };
-        check(status, "draw_normals");
-    }
-}
-
-/// Equal values, NaN equal to NaN.
-fn assert_same_floats(got: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            g == e || (g.is_nan() && e.is_nan()),
-            "{what} at {i}: {g} vs {e}"
-        );
-    }
-}
-
-#[test]
-fn depth_kernels_equal_the_cpu_path() {
-    let Some(emulator) = emulator("depth_kernels_equal_the_cpu_path") else {
-        return;
-    };
-    let dense = Dense(emulator);
-    let (in_h, in_w, out_w, out_h) = (16, 12, 41, 29);
-    let mut noise = Noise(61);
-    let mut raw: Vec<f32> = (0..in_h * in_w).map(|_| 1.0 + noise.unit() * 3.0).collect();
-    raw[in_w + 1] = f32::NAN;
-    let pixels = out_w * out_h;
-    let classes: Vec<u8> = (0..pixels)
-        .map(|i| {
-            if i % out_w < out_w / 3 {
-                0
-            } else {
-                (i % 27) as u8 + 1
-            }
-        })
-        .collect();
-    let mut resized = vec![0.0; pixels];
-    crate::tasks::dense::resize_planar(&raw, 1, in_h, in_w, out_w, out_h, &mut resized);
-    let got = dense.resize(&raw, (1, in_h, in_w), (out_w, out_h));
-    assert_same_floats(&got, &resized, "resize");
-    let stride = out_w * 4 + 8;
-    let mut frame = test_bytes(out_h * stride, 71);
-    let mut device_frame = frame.clone();
-    let background = vec![0u8; pixels];
-    for foreground in [Some(&classes[..]), None, Some(&background[..])] {
-        let mut normalised = vec![0.0; pixels];
-        let expected = crate::tasks::dense::normalise_depth(&resized, foreground, &mut normalised);
-        let range = dense.range(&resized, foreground);
-        let got = (range[0] <= range[1]).then_some(crate::tasks::dense::DepthRange {
-            min: range[0],
-            max: range[1],
-        });
-        assert_eq!(got, expected, "range");
-        let device_normalised = dense.normalise_depth(&resized, foreground, &range);
-        assert_same_floats(&device_normalised, &normalised, "normalised");
-        crate::tasks::dense::draw_depth(&mut frame, out_w, out_h, stride, &normalised, foreground);
-        dense.draw_depth(
-            &mut device_frame,
-            (out_w, out_h, stride),
-            &device_normalised,
-            foreground,
-        );
-        assert_eq!(device_frame, frame, "depth colours");
-    }
-}
-
-#[test]
-fn normal_kernels_equal_the_cpu_path() {
-    let Some(emulator) = emulator("normal_kernels_equal_the_cpu_path") else {
-        return;
-    };
-    let dense = Dense(emulator);
-    let (in_h, in_w, out_w, out_h) = (8, 6, 23, 17);
-    let mut noise = Noise(81);
-    let raw: Vec<f32> = (0..3 * in_h * in_w)
-        .map(|_| noise.unit() * 2.0 - 1.0)
-        .collect();
-    let pixels = out_w * out_h;
-    let mut normals = vec![0.0; 3 * pixels];
-    crate::tasks::dense::resize_planar(&raw, 3, in_h, in_w, out_w, out_h, &mut normals);
-    crate::tasks::dense::normalise_normals(&mut normals);
-    let mut device_normals = dense.resize(&raw, (3, in_h, in_w), (out_w, out_h));
-    dense.normalise_normals(&mut device_normals);
-    assert_same_floats(&device_normals, &normals, "unit normals");
-    let classes: Vec<u8> = (0..pixels).map(|i| (i % 5) as u8).collect();
-    let stride = out_w * 4;
-    let mut frame = test_bytes(out_h * stride, 83);
-    let mut device_frame = frame.clone();
-    for foreground in [Some(&classes[..]), None] {
-        crate::tasks::dense::draw_normals(&mut frame, out_w, out_h, stride, &normals, foreground);
-        dense.draw_normals(
-            &mut device_frame,
-            (out_w, out_h, stride),
-            &device_normals,
-            foreground,
-        );
-        assert_eq!(device_frame, frame, "normal colours");
     }
 }
