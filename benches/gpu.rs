@@ -27,8 +27,9 @@ use sapiens_stream::pipeline::infer::device::{
     DeviceInference, FrameRequest, Persons, PoseRequest,
 };
 use sapiens_stream::preprocess::cuda::{DeviceLetterbox, DeviceStretch};
+use sapiens_stream::preprocess::letterbox::LetterboxPlan;
 use sapiens_stream::preprocess::{Normalization, StretchPlan};
-use sapiens_stream::tasks::detect::{DetectorLayout, LetterboxPlan};
+use sapiens_stream::tasks::detect::DetectorLayout;
 use sapiens_stream::tasks::pose::decode::HeatmapPeak;
 use sapiens_stream::tasks::pose::{self, PersonBox};
 use sapiens_stream::tasks::{INPUT_LEN, Task, validate_model};

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use sapiens_stream::Error;
 use sapiens_stream::engine::runtime;
 use sapiens_stream::frame::{ImageView, PixelFormat};
-use sapiens_stream::tasks::detect::{
-    BoxesFile, DetectorLayout, DetectorOptions, LetterboxInput, PersonDetector,
-};
+use sapiens_stream::preprocess::letterbox::LetterboxInput;
+use sapiens_stream::tasks::detect::{BoxesFile, DetectorLayout, DetectorOptions, PersonDetector};
 use sapiens_stream::tasks::pose::PersonBox;
 
 /// A box the constant models return, in the model's input pixels.

@@ -5,7 +5,7 @@
 //!   (the `nvidia-cuda-nvrtc` wheel that `scripts/setup.sh` installs into `.venv`,
 //!   `SAPIENS_NVRTC_LIB=/path/libnvrtc.so.13`, or the loader's path), else skips saying why.
 //! - Kernel results equal the CPU stages: run where a CUDA device is, else skip saying why (the
-//!   same comparisons run without a GPU in src/cuda/host_emulation.rs, on the kernels built for
+//!   same comparisons run without a GPU in src/testkit/kernels/emulator.rs, on the kernels built for
 //!   the host).
 //! - The colour conversion's CPU twin equals OpenCV's `cvtColor`: runs everywhere.
 
@@ -33,7 +33,7 @@ use sapiens_stream::testkit::kernel_inputs::test_bytes;
 use sapiens_stream::testkit::kernels::{self, device::DeviceKernels};
 
 /// Runs a kernel check of testkit::kernels on the device, or says why `test` skips (the same
-/// checks run on the kernels built for the host in src/cuda/host_emulation.rs).
+/// checks run on the kernels built for the host in src/testkit/kernels/emulator.rs).
 fn on_the_device(test: &str, check: fn(&DeviceKernels)) {
     if let Some(gpu) = gpu(test) {
         check(&DeviceKernels::new(gpu));

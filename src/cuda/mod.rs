@@ -3,16 +3,14 @@
 //! kernel lives beside the CPU code it reproduces: `preprocess/preprocess.cu` (model inputs from
 //! any frame layout), `tasks/seg/seg.cu` (logits to a class map), `tasks/pose/pose.cu` (heatmaps
 //! to keypoints), `tasks/flip/flip.cu`, `tasks/dense/dense.cu` and `render/render.cu`, with a
-//! Rust wrapper in the `cuda.rs` next to it. Each is tested against its CPU stage: on a device
-//! in tests/gpu.rs, and on the host, built with the system C++ compiler, in `host_emulation`.
+//! Rust wrapper in the `cuda.rs` next to it. Each is tested against its CPU stage by the checks
+//! of `testkit::kernels`: on a device in tests/gpu.rs, and on the host, built with the system
+//! C++ compiler, in `testkit::kernels::emulator`.
 //! The GPU plan of a whole frame is the device side of the inference stage,
 //! [`crate::pipeline::infer::device`].
 //!
 //! The driver and NVRTC libraries are probed before cudarc touches them (cudarc panics when a
 //! library is missing), so a machine without a GPU gets an error, never a panic.
-
-#[cfg(test)]
-mod host_emulation;
 
 use std::sync::Arc;
 

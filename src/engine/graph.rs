@@ -9,8 +9,8 @@ use ort::session::{Session, SessionOutputs};
 use ort::value::{DynValue, Outlet, TensorElementType, ValueType};
 
 use super::DeclaredShape;
-use super::onnx::{open_session, read_metadata};
 use super::runtime::Environment;
+use super::session::open_session;
 use crate::error::Result;
 
 /// A model input or output as the graph declares it.
@@ -156,4 +156,14 @@ fn read_output(value: &DynValue) -> std::result::Result<HostTensor, String> {
         }
         other => Err(format!("an output is {other}, not float32 or integer")),
     }
+}
+
+pub(crate) fn read_metadata(session: &Session) -> BTreeMap<String, String> {
+    let Ok(metadata) = session.metadata() else {
+        return BTreeMap::new();
+    };
+    let keys = metadata.custom_keys().unwrap_or_default();
+    keys.into_iter()
+        .filter_map(|key| metadata.custom(&key).map(|value| (key, value)))
+        .collect()
 }

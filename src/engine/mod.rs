@@ -9,6 +9,7 @@ pub mod multi_output;
 pub mod onnx;
 pub mod probe;
 pub mod runtime;
+mod session;
 pub mod tensorrt;
 
 use std::collections::BTreeMap;

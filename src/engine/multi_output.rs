@@ -11,8 +11,9 @@ use ort::value::{Tensor, TensorRef};
 
 use super::device::{ComputeStream, memory_info};
 use super::graph::{HostTensor, TensorSpec, read_outputs, tensor_spec};
-use super::onnx::{open_session, register_cuda};
+use super::onnx::register_cuda;
 use super::runtime::Environment;
+use super::session::open_session;
 use crate::error::{Error, Result};
 
 // Field order is drop order: the binding and its input before the session, the stream the

@@ -1,7 +1,6 @@
 //! ONNX Runtime through `ort`: the CPU execution provider, or the CUDA or TensorRT provider on a
 //! CUDA device (see [`super::select`] for which).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,7 +10,8 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorRef, ValueType};
 
 use super::device::{ComputeStream, DeviceBatch, DeviceEngine, DeviceSession};
-use super::graph::GraphDescription;
+use super::graph::{GraphDescription, read_metadata};
+use super::session::{first_line, open_session};
 use super::tensorrt::{self, CacheKey, ShapeProfile, TensorRtOptions};
 use super::{DeclaredShape, Engine, Execution, ModelInfo, probe};
 use crate::error::{Error, Result};
@@ -325,35 +325,6 @@ fn declared_input(
     Ok((info.input_name, item))
 }
 
-/// Opens the model at `path` in an ONNX Runtime session with this graph optimisation and
-/// intra-op threads (0: ONNX Runtime's default, every core), `register_providers` adding execution
-/// providers before the model is read. A missing or unloadable model is an [`Error::Model`] with a
-/// one-line reason (ONNX Runtime's messages go on with lines of context a user cannot act on).
-pub(crate) fn open_session(
-    path: &Path,
-    environment: &ort::environment::Environment,
-    optimization: GraphOptimizationLevel,
-    threads: usize,
-    register_providers: impl FnOnce(SessionBuilder) -> Result<SessionBuilder>,
-) -> Result<Session> {
-    let model_error = Error::model(path);
-    if !path.is_file() {
-        return Err(model_error("no such file".into()));
-    }
-    let builder = Session::builder(environment)
-        .and_then(|b| b.with_optimization_level(optimization).map_err(Into::into))
-        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
-        .map_err(|e| model_error(first_line(&e.to_string()).to_owned()))?;
-    register_providers(builder)?
-        .commit_from_file(path)
-        .map_err(|e| {
-            model_error(format!(
-                "not a model ONNX Runtime can load: {}",
-                first_line(&e.to_string())
-            ))
-        })
-}
-
 fn register(
     builder: SessionBuilder,
     providers: &Providers,
@@ -378,10 +349,6 @@ fn provider_name(execution: Execution) -> String {
         Execution::Cuda { device } => format!("onnxruntime-cuda:{device}"),
         Execution::TensorRt { device } => format!("onnxruntime-tensorrt:{device}"),
     }
-}
-
-fn first_line(message: &str) -> &str {
-    message.lines().next().unwrap_or(message)
 }
 
 fn describe(path: &Path, session: &Session) -> std::result::Result<ModelInfo, String> {
@@ -420,14 +387,4 @@ fn float_tensor_shape(ty: &ValueType) -> Option<DeclaredShape> {
         }
         _ => None,
     }
-}
-
-pub(crate) fn read_metadata(session: &Session) -> BTreeMap<String, String> {
-    let Ok(metadata) = session.metadata() else {
-        return BTreeMap::new();
-    };
-    let keys = metadata.custom_keys().unwrap_or_default();
-    keys.into_iter()
-        .filter_map(|key| metadata.custom(&key).map(|value| (key, value)))
-        .collect()
 }

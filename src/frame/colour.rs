@@ -1,7 +1,5 @@
 //! YUV to RGB with the stream's matrix and range, in the fixed point the kernels use.
 
-use super::layout::{FrameGeometry, SourceLayout};
-
 /// YUV -> RGB in 20-bit fixed point, as OpenCV's `cvtColor` computes it:
 /// `c = clamp((max(0, y - luma_offset) * luma + chroma terms + 2^19) >> 20)`, with `u` and
 /// `v` centred on 128. The same struct is the kernel's `YuvToRgb` (src/preprocess/preprocess.cu).
@@ -68,34 +66,5 @@ impl YuvToRgb {
 impl Default for YuvToRgb {
     fn default() -> Self {
         Self::BT601_LIMITED
-    }
-}
-
-/// YUV 4:2:0 to packed RGB on the CPU, each 2x2 block sharing its chroma sample, with the
-/// frame's [`YuvToRgb`] (for BT.601 limited range: OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 /
-/// _I420)`): the kernels' colour conversion.
-pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
-    let mut rgb = Vec::with_capacity(geometry.width * geometry.height * 3);
-    yuv420_to_rgb_into(data, geometry, &mut rgb);
-    rgb
-}
-
-pub(super) fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
-    for y in 0..geometry.height {
-        let luma = &data[y * geometry.stride..][..geometry.width];
-        let chroma_row = y / 2 * geometry.chroma_stride;
-        for (x, &luma) in luma.iter().enumerate() {
-            let (u, v) = match geometry.layout {
-                SourceLayout::Nv12 => {
-                    let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
-                    (data[at], data[at + 1])
-                }
-                _ => {
-                    let at = chroma_row + x / 2;
-                    (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
-                }
-            };
-            rgb.extend(geometry.yuv.convert(luma, u, v));
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! Where a frame's pixels are in its buffer: packed RGB(x)/BGR(x) or NV12/I420 planes.
 
-use super::colour::{YuvToRgb, yuv420_to_rgb_into};
+use super::colour::YuvToRgb;
 use super::view::{ImageView, PixelFormat};
 
 /// How a frame's bytes are laid out.
@@ -194,6 +194,35 @@ impl HostFrame<'_> {
             for pixel in row[..bytes * g.width].chunks_exact(bytes) {
                 rgb.extend_from_slice(&[pixel[r], pixel[gr], pixel[b]]);
             }
+        }
+    }
+}
+
+/// YUV 4:2:0 to packed RGB on the CPU, each 2x2 block sharing its chroma sample, with the
+/// frame's [`YuvToRgb`] (for BT.601 limited range: OpenCV's `cvtColor(COLOR_YUV2RGB_NV12 /
+/// _I420)`): the kernels' colour conversion.
+pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(geometry.width * geometry.height * 3);
+    yuv420_to_rgb_into(data, geometry, &mut rgb);
+    rgb
+}
+
+fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
+    for y in 0..geometry.height {
+        let luma = &data[y * geometry.stride..][..geometry.width];
+        let chroma_row = y / 2 * geometry.chroma_stride;
+        for (x, &luma) in luma.iter().enumerate() {
+            let (u, v) = match geometry.layout {
+                SourceLayout::Nv12 => {
+                    let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
+                    (data[at], data[at + 1])
+                }
+                _ => {
+                    let at = chroma_row + x / 2;
+                    (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
+                }
+            };
+            rgb.extend(geometry.yuv.convert(luma, u, v));
         }
     }
 }

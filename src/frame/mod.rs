@@ -9,8 +9,8 @@ mod decoded;
 mod layout;
 mod view;
 
-pub use colour::{YuvToRgb, yuv420_to_rgb};
+pub use colour::YuvToRgb;
 #[cfg(feature = "gstreamer")]
 pub use decoded::Frame;
-pub use layout::{FrameGeometry, HostFrame, SourceLayout};
+pub use layout::{FrameGeometry, HostFrame, SourceLayout, yuv420_to_rgb};
 pub use view::{ImageView, PaintedFrame, PixelFormat};

@@ -10,8 +10,8 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use crate::cuda::{Gpu, cuda_error, grid_2d};
 use crate::error::{Error, Result};
 use crate::frame::{FrameGeometry, SourceLayout, YuvToRgb};
+use crate::preprocess::letterbox::LetterboxPlan;
 use crate::preprocess::{Normalization, PoseCrop, StretchPlan, Tap, warp_taps};
-use crate::tasks::detect::LetterboxPlan;
 
 /// `FrameLayout` in preprocess.cu.
 #[repr(C)]

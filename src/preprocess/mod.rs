@@ -17,6 +17,7 @@
 
 mod cpu;
 pub mod cuda;
+pub mod letterbox;
 
 use self::cpu::{ResizeArithmetic, WarpArithmetic, run_separable};
 use crate::frame::ImageView;

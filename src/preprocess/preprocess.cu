@@ -91,7 +91,7 @@ __device__ __forceinline__ unsigned short to_half(float x) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
     return h;
 #else
-    // The host build (src/cuda/host_emulation.rs) has no PTX; _Float16 rounds to nearest even too.
+    // The host build (src/testkit/kernels/emulator.rs) has no PTX; _Float16 rounds to nearest even too.
     return __builtin_bit_cast(unsigned short, (_Float16)x);
 #endif
 }

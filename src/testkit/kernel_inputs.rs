@@ -1,5 +1,5 @@
 //! Deterministic inputs for the kernel tests, shared by `tests/gpu.rs` (the kernels on a GPU)
-//! and `src/cuda/host_emulation.rs` (the same kernels on the CPU), so both compare on the same
+//! and `src/testkit/kernels/emulator.rs` (the same kernels on the CPU), so both compare on the same
 //! kind of data.
 
 /// xorshift64: deterministic test data without a dependency.

@@ -3,8 +3,8 @@
 //! clipped, and merged by NMS.
 
 use super::DetectorOptions;
-use super::letterbox::Letterbox;
 use crate::engine::graph::{ElementType, HostTensor, TensorSpec};
+use crate::preprocess::letterbox::Letterbox;
 use crate::tasks::pose::PersonBox;
 
 /// COCO's person class, the first class of both detector families.
@@ -240,7 +240,7 @@ pub(super) fn sort_by_score(boxes: &mut [PersonBox]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::detect::DetectorLayout;
+    use crate::preprocess::letterbox::Fit;
 
     fn person(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> PersonBox {
         PersonBox {
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn boxes_outside_the_frame_are_clipped_or_dropped() {
-        let letterbox = Letterbox::new(DetectorLayout::Yolo, 100, 50, 200, 200);
+        let letterbox = Letterbox::new(Fit::Centred, 100, 50, 200, 200);
         // Scale 2, 50 rows of padding above.
         assert_eq!(
             (letterbox.top, letterbox.left, letterbox.scale_x),

@@ -7,7 +7,6 @@
 
 mod boxes_file;
 mod decode;
-mod letterbox;
 
 use std::path::Path;
 
@@ -17,11 +16,11 @@ use crate::engine::runtime::Environment;
 use crate::error::{Error, Result};
 use crate::frame::ImageView;
 use crate::preprocess::Normalization;
+use crate::preprocess::letterbox::{Fit, LetterboxInput, LetterboxPlan, LetterboxStyle};
 use crate::tasks::pose::PersonBox;
 
 pub use boxes_file::BoxesFile;
 use decode::{OutputPlan, image_input, persons_in_frame, recognise_outputs};
-pub use letterbox::{Letterbox, LetterboxInput, LetterboxPlan};
 
 /// mmdet's RTMDet normalisation (BGR mean [103.53, 116.28, 123.675], std [57.375, 57.12,
 /// 58.395]), written in the R, G, B order [`Normalization`] holds.
@@ -65,17 +64,22 @@ pub enum DetectorLayout {
     Yolo,
 }
 
-impl DetectorLayout {
-    fn normalization(self) -> Normalization {
-        match self {
-            DetectorLayout::RtmDet => RTMDET_NORMALIZATION,
-            DetectorLayout::Yolo => YOLO_NORMALIZATION,
+/// Each family is fed the way its own pipeline feeds it.
+impl From<DetectorLayout> for LetterboxStyle {
+    fn from(layout: DetectorLayout) -> Self {
+        match layout {
+            // mmdet's RTMDet takes the image as OpenCV reads it, blue first.
+            DetectorLayout::RtmDet => LetterboxStyle {
+                fit: Fit::TopLeft,
+                norm: RTMDET_NORMALIZATION,
+                blue_first: true,
+            },
+            DetectorLayout::Yolo => LetterboxStyle {
+                fit: Fit::Centred,
+                norm: YOLO_NORMALIZATION,
+                blue_first: false,
+            },
         }
-    }
-
-    /// mmdet's RTMDet takes the image as OpenCV reads it, blue first.
-    fn blue_first(self) -> bool {
-        self == DetectorLayout::RtmDet
     }
 }
 
@@ -84,6 +88,7 @@ impl DetectorLayout {
 /// writes (`crate::pipeline::infer::device`), and only its outputs come back to the host.
 pub struct PersonDetector {
     model: MultiOutputModel,
+    layout: DetectorLayout,
     outputs: OutputPlan,
     input: LetterboxInput,
     options: DetectorOptions,
@@ -123,6 +128,7 @@ impl PersonDetector {
         };
         Ok(PersonDetector {
             model,
+            layout,
             outputs,
             input: LetterboxInput::new(layout, input_w, input_h),
             options: *options,
@@ -136,7 +142,7 @@ impl PersonDetector {
     }
 
     pub fn layout(&self) -> DetectorLayout {
-        self.input.layout
+        self.layout
     }
 
     /// How `frame_w x frame_h` frames become this detector's input.

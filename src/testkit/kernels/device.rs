@@ -9,10 +9,10 @@ use crate::frame::FrameGeometry;
 use crate::preprocess::cuda::{
     DeviceLetterbox, DeviceStretch, InputElement, frame_to_rgba, warp_crops,
 };
+use crate::preprocess::letterbox::LetterboxPlan;
 use crate::preprocess::{Normalization, PoseCrop, StretchPlan};
 use crate::tasks::dense::DepthRange;
 use crate::tasks::dense::cuda::{self as dense, RangeBuffers};
-use crate::tasks::detect::LetterboxPlan;
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::seg::cuda::{self as seg, SegShape};
 

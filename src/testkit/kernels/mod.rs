@@ -1,17 +1,20 @@
 //! The kernel tests, written once and run on two backends: the kernels' CUDA C built for the
-//! host (`cuda::host_emulation`, in the unit tests, on every machine) and a CUDA device
+//! host ([`emulator`], in the unit tests, on every machine) and a CUDA device
 //! ([`device::DeviceKernels`], tests/gpu.rs, where there is one). Each check gives a kernel the
 //! CPU stage's inputs and compares with the CPU stage's outputs, in every frame layout the
 //! kernel reads; the backend sets the sizes (small on the emulator, which runs one OS thread per
 //! CUDA thread) and the preprocessing tolerance.
 
 pub mod device;
+#[cfg(test)]
+mod emulator;
 
 use crate::frame::{FrameGeometry, HostFrame, ImageView, PixelFormat, SourceLayout, YuvToRgb};
+use crate::preprocess::letterbox::{LetterboxInput, LetterboxPlan};
 use crate::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
 use crate::render;
 use crate::tasks::dense::{self, DepthRange};
-use crate::tasks::detect::{DetectorLayout, LetterboxInput, LetterboxPlan};
+use crate::tasks::detect::DetectorLayout;
 use crate::tasks::pose::decode::{HeatmapPeak, decode_dark_udp};
 use crate::tasks::seg::{self, cuda::SegShape};
 use crate::tasks::{flip, keypoint_sets};

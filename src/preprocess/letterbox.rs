@@ -1,12 +1,32 @@
 //! How a frame becomes a detector's input: the fit (keep-ratio resize and padding) each
-//! detector family's own pipeline makes, and the CPU letterbox that runs it.
+//! detector family's own pipeline makes, and the CPU letterbox that runs it (the device's is
+//! [`super::cuda::DeviceLetterbox`]).
 
-use super::DetectorLayout;
+use super::{Normalization, StretchPlan};
 use crate::frame::ImageView;
-use crate::preprocess::{Normalization, StretchPlan};
 
 /// Letterbox padding value of both mmdet and ultralytics, on the 0..255 scale.
 const PAD_VALUE: f32 = 114.0;
+
+/// How a detector family's own pipeline letterboxes a frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LetterboxStyle {
+    pub fit: Fit,
+    pub norm: Normalization,
+    /// The input's planes go B, G, R (mmdet).
+    pub blue_first: bool,
+}
+
+/// Where the resized frame goes and how its size is rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// mmcv's `imrescale`: sizes rounded half up, the frame at the top left, boxes mapped back
+    /// with the per-axis scale it got (RTMDet).
+    TopLeft,
+    /// ultralytics' `LetterBox`: sizes rounded half to even, the frame centred, boxes mapped
+    /// back with the single gain (YOLO).
+    Centred,
+}
 
 /// Where a frame lands inside the detector input, and the way back.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,24 +45,20 @@ pub struct Letterbox {
 impl Letterbox {
     /// The fit of a `frame_w x frame_h` frame into an `input_w x input_h` input: the largest
     /// scale at which it fits, `min(input_w / frame_w, input_h / frame_h)`.
-    pub fn new(
-        layout: DetectorLayout,
-        frame_w: usize,
-        frame_h: usize,
-        input_w: usize,
-        input_h: usize,
-    ) -> Self {
+    pub fn new(fit: Fit, frame_w: usize, frame_h: usize, input_w: usize, input_h: usize) -> Self {
         let scale = (input_w as f64 / frame_w as f64).min(input_h as f64 / frame_h as f64);
         // A sliver frame still keeps one row or column.
-        let fit =
+        let fitted =
             |len: usize, rounded: fn(f64) -> f64| (rounded(len as f64 * scale) as usize).max(1);
-        match layout {
+        match fit {
             // mmcv's `imrescale` (the same scale for square inputs, the usual export) rounds half
             // up (`int(x + 0.5)`), and mmdet maps boxes back with the per-axis scale it got.
-            DetectorLayout::RtmDet => {
+            Fit::TopLeft => {
                 let round_half_up = |x: f64| (x + 0.5).floor();
-                let (resized_w, resized_h) =
-                    (fit(frame_w, round_half_up), fit(frame_h, round_half_up));
+                let (resized_w, resized_h) = (
+                    fitted(frame_w, round_half_up),
+                    fitted(frame_h, round_half_up),
+                );
                 Letterbox {
                     resized_w,
                     resized_h,
@@ -55,10 +71,10 @@ impl Letterbox {
             // ultralytics rounds with Python's `round` (half to even), splits the padding as
             // `round(d / 2 - 0.1)` before and the rest after (the floor of half before), and
             // maps boxes back with the single gain.
-            DetectorLayout::Yolo => {
+            Fit::Centred => {
                 let (resized_w, resized_h) = (
-                    fit(frame_w, f64::round_ties_even),
-                    fit(frame_h, f64::round_ties_even),
+                    fitted(frame_w, f64::round_ties_even),
+                    fitted(frame_h, f64::round_ties_even),
                 );
                 Letterbox {
                     resized_w,
@@ -102,12 +118,16 @@ pub struct LetterboxPlan {
 
 impl LetterboxPlan {
     pub fn new(
-        layout: DetectorLayout,
+        style: impl Into<LetterboxStyle>,
         (frame_w, frame_h): (usize, usize),
         (input_w, input_h): (usize, usize),
     ) -> Self {
-        let letterbox = Letterbox::new(layout, frame_w, frame_h, input_w, input_h);
-        let norm = layout.normalization();
+        let LetterboxStyle {
+            fit,
+            norm,
+            blue_first,
+        } = style.into();
+        let letterbox = Letterbox::new(fit, frame_w, frame_h, input_w, input_h);
         LetterboxPlan {
             frame_w,
             frame_h,
@@ -117,7 +137,7 @@ impl LetterboxPlan {
             stretch: StretchPlan::new(frame_w, frame_h, letterbox.resized_w, letterbox.resized_h),
             norm,
             pad: std::array::from_fn(|c| (PAD_VALUE - norm.mean[c]) / norm.std[c]),
-            blue_first: layout.blue_first(),
+            blue_first,
         }
     }
 
@@ -134,9 +154,9 @@ impl LetterboxPlan {
 /// Builds a detector's 1 x 3 x H x W input from frames, reusing its buffers frame after frame.
 #[derive(Debug)]
 pub struct LetterboxInput {
-    pub(super) layout: DetectorLayout,
-    pub(super) input_w: usize,
-    pub(super) input_h: usize,
+    style: LetterboxStyle,
+    pub input_w: usize,
+    pub input_h: usize,
     plan: Option<LetterboxPlan>,
     /// The resized frame alone, planar R, G, B, normalised.
     resized: Vec<f32>,
@@ -144,9 +164,9 @@ pub struct LetterboxInput {
 }
 
 impl LetterboxInput {
-    pub fn new(layout: DetectorLayout, input_w: usize, input_h: usize) -> Self {
+    pub fn new(style: impl Into<LetterboxStyle>, input_w: usize, input_h: usize) -> Self {
         LetterboxInput {
-            layout,
+            style: style.into(),
             input_w,
             input_h,
             plan: None,
@@ -157,10 +177,10 @@ impl LetterboxInput {
 
     /// The plan for `frame_w x frame_h` frames, made when the size changes.
     pub fn plan(&mut self, frame_w: usize, frame_h: usize) -> &LetterboxPlan {
-        let (layout, input) = (self.layout, (self.input_w, self.input_h));
+        let (style, input) = (self.style, (self.input_w, self.input_h));
         let plan = match self.plan.take() {
             Some(plan) if (plan.frame_w, plan.frame_h) == (frame_w, frame_h) => plan,
-            _ => LetterboxPlan::new(layout, (frame_w, frame_h), input),
+            _ => LetterboxPlan::new(style, (frame_w, frame_h), input),
         };
         self.plan.insert(plan)
     }

@@ -2,7 +2,7 @@
 //! on machines without a GPU (tests/gpu.rs does the same on a device).
 //!
 //! The sources in [`SOURCES`] (the very strings NVRTC compiles) are built with the system C++
-//! compiler under `host_emulation.h`, which emulates CUDA's execution model (thread and block
+//! compiler under `emulator.h`, which emulates CUDA's execution model (thread and block
 //! indices, `__syncthreads` on real threads, dynamic shared memory). A harness generated from
 //! the kernels' signatures exports one `extern "C"` launcher per kernel; the tests here call
 //! them with the argument structs and launch shapes the device wrappers build, so a layout
@@ -17,25 +17,25 @@ use std::sync::OnceLock;
 use cudarc::driver::LaunchConfig;
 use libloading::{Library, Symbol};
 
-use super::SOURCES;
+use super::{self as kernels, Canvas, KernelBackend, Precision, Scale};
+use crate::cuda::{SOURCES, grid_2d};
 use crate::frame::{FrameGeometry, YuvToRgb};
 use crate::preprocess::cuda::{
     Arithmetic, BilinearArgs, DeviceNormalisation, DeviceTap, FrameLayout, InputElement,
     LetterboxArgs, Placement, RgbaArgs, crop_taps, device_taps,
 };
+use crate::preprocess::letterbox::LetterboxPlan;
 use crate::preprocess::{Normalization, PoseCrop, StretchPlan};
 use crate::render::cuda::BlendArgs;
 use crate::tasks::dense::DepthRange;
 use crate::tasks::dense::cuda as dense;
-use crate::tasks::detect::LetterboxPlan;
 use crate::tasks::pose::cuda::{BlurTaps, DecodeArgs, DevicePeak};
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::seg::cuda::{
     DeviceLinearTap, SegShape, device_linear_taps, device_nearest_sources,
 };
-use crate::testkit::kernels::{self, Canvas, KernelBackend, Precision, Scale};
 
-const SHIM: &str = include_str!("host_emulation.h");
+const SHIM: &str = include_str!("emulator.h");
 
 /// A kernel as its source declares it.
 struct KernelSource<'a> {
@@ -114,7 +114,7 @@ fn struct_names(source: &str) -> Vec<&str> {
 /// kernel (`sapiens_launch_<kernel>`) and a layout probe per struct
 /// (`sapiens_layout_<module>_<struct>`: two sources may each define a struct of one name).
 fn harness(module: &str, source: &str) -> String {
-    let mut cpp = String::from("#include \"host_emulation.h\"\n");
+    let mut cpp = String::from("#include \"emulator.h\"\n");
     let shared = shared_array(source);
     if let Some((ty, name)) = shared {
         // `static`: the kernel's block-scope `extern` declaration then names this buffer.
@@ -175,7 +175,7 @@ fn build() -> Result<Option<Emulator>, String> {
     let write = |name: &str, text: &str| {
         std::fs::write(dir.path().join(name), text).map_err(|e| format!("writing {name}: {e}"))
     };
-    write("host_emulation.h", SHIM)?;
+    write("emulator.h", SHIM)?;
     let mut units = Vec::new();
     for (module, source) in SOURCES {
         write(&format!("{module}.cu"), source)?;
@@ -226,7 +226,7 @@ fn emulator(test: &str) -> Option<&'static Emulator> {
     }
 }
 
-/// `SapiensLaunch` in host_emulation.h.
+/// `SapiensLaunch` in emulator.h.
 #[repr(C)]
 struct HostLaunch {
     grid: [u32; 3],
@@ -427,7 +427,7 @@ fn upsample_argmax(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &m
     // SAFETY: sizes checked; taps clamped to the logit maps.
     let status = unsafe {
         launch(
-            &HostLaunch::from(super::grid_2d(shape.out_w, shape.out_h, 1)),
+            &HostLaunch::from(grid_2d(shape.out_w, shape.out_h, 1)),
             logits.as_ptr(),
             classes,
             in_h,
@@ -463,7 +463,7 @@ fn argmax_nearest(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &mu
     // SAFETY: sizes checked.
     let status = unsafe {
         argmax(
-            &HostLaunch::from(super::grid_2d(shape.in_w, shape.in_h, 1)),
+            &HostLaunch::from(grid_2d(shape.in_w, shape.in_h, 1)),
             logits.as_ptr(),
             classes,
             in_h,
@@ -476,7 +476,7 @@ fn argmax_nearest(emulator: &Emulator, logits: &[f32], shape: SegShape, out: &mu
     // SAFETY: sizes checked; source indices clamped to the low-resolution map.
     let status = unsafe {
         nearest(
-            &HostLaunch::from(super::grid_2d(shape.out_w, shape.out_h, 1)),
+            &HostLaunch::from(grid_2d(shape.out_w, shape.out_h, 1)),
             low.as_ptr(),
             in_w,
             src_columns.as_ptr(),
@@ -695,7 +695,7 @@ impl Emulator {
         // SAFETY: sizes as the wrapper checks them; taps clamped to the source maps.
         let status = unsafe {
             launch(
-                &HostLaunch::from(super::grid_2d(out_w, out_h, c)),
+                &HostLaunch::from(grid_2d(out_w, out_h, c)),
                 maps.as_ptr(),
                 c as i32,
                 in_h as i32,
@@ -806,7 +806,7 @@ impl Emulator {
         // SAFETY: frame of `h` rows of `stride` bytes, maps of w x h.
         let status = unsafe {
             launch(
-                &HostLaunch::from(super::grid_2d(w, h, 1)),
+                &HostLaunch::from(grid_2d(w, h, 1)),
                 frame.as_mut_ptr(),
                 w as i32,
                 h as i32,
@@ -848,7 +848,7 @@ impl Emulator {
         // SAFETY: frame of `h` rows of `stride` bytes, normals 3 x w x h.
         let status = unsafe {
             launch(
-                &HostLaunch::from(super::grid_2d(w, h, 1)),
+                &HostLaunch::from(grid_2d(w, h, 1)),
                 frame.as_mut_ptr(),
                 w as i32,
                 h as i32,

@@ -1,5 +1,5 @@
 // CUDA's execution model on the host, so the kernel sources in this directory compile as C++20
-// and run on the CPU (src/cuda/host_emulation.rs builds them with the system compiler and
+// and run on the CPU (src/testkit/kernels/emulator.rs builds them with the system compiler and
 // compares them with the CPU stages). Only what the kernels use is here.
 //
 // A launch runs the grid's blocks one after another. A block whose kernel synchronises
@@ -34,7 +34,7 @@ struct dim3 { unsigned int x, y, z; };
 inline thread_local uint3 threadIdx, blockIdx;
 inline thread_local dim3 blockDim, gridDim;
 
-// The launch as the Rust side gives it (`HostLaunch` in host_emulation.rs).
+// The launch as the Rust side gives it (`HostLaunch` in emulator.rs).
 struct SapiensLaunch {
     unsigned int grid[3];
     unsigned int block[3];
