@@ -16,6 +16,7 @@ use crate::publish::{
 };
 use crate::render::{self, PoseStyle};
 use crate::tasks::keypoint_sets;
+use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::pose::{self, Person};
 use crate::tasks::{OutputLayout, dense, seg};
 
@@ -60,91 +61,59 @@ pub(super) fn post_stage(
     frame_hub: Option<Arc<FrameHub>>,
     metrics: &Arc<Metrics>,
 ) -> StageOutcome {
-    let mut stats = PostStats::new(metrics);
-    let mut peaks = Vec::new();
-    let mut maps = DenseMaps::default();
+    let mut stage = PostStage {
+        summary,
+        options,
+        pool,
+        stats: PostStats::new(metrics),
+        peaks: Vec::new(),
+        maps: DenseMaps::default(),
+    };
     for mut work in inferred {
-        let (width, height) = (work.frame.width(), work.frame.height());
-        let persons = match (work.pose.take(), summary.pose_layout) {
-            (Some(PoseOutput::Heatmaps(heatmaps)), Some(layout)) => {
-                let persons = stats
-                    .pose_decode
-                    .time(|| pose::decode_persons(&heatmaps, layout, &work.boxes, &mut peaks));
-                pool.put(heatmaps);
-                Some(persons)
-            }
-            (Some(PoseOutput::Peaks(decoded)), Some(layout)) => {
-                Some(pose::persons_from_peaks(&decoded, layout, &work.boxes))
-            }
-            _ => None,
+        let result = stage.process(&mut work, frame_hub.as_deref())?;
+        let done = Done {
+            frame: work.frame,
+            result,
         };
-        let segmentation = match (work.seg.take(), summary.seg_layout) {
-            (Some(SegOutput::Logits(logits)), Some(layout)) => {
-                let class_map = stats.seg_post.time(|| {
-                    class_map(
-                        &logits,
-                        layout,
-                        width,
-                        height,
-                        options.seg_upsample,
-                        &mut maps,
-                    )
-                });
-                pool.put(logits);
-                Some(class_map)
-            }
-            (Some(SegOutput::ClassMap(class_map)), _) => {
-                maps.class_map = class_map;
-                Some(summarise_classes(&maps.class_map))
-            }
-            _ => None,
-        };
+        if out.send(done).is_err() {
+            break;
+        }
+    }
+    Ok((0, stage.stats.ran()))
+}
+
+/// The post stage's settings and what it reuses from frame to frame.
+struct PostStage<'a> {
+    summary: &'a ModelSummary,
+    options: &'a PostOptions,
+    /// Where the host outputs go back once read.
+    pool: &'a Pool,
+    stats: PostStats,
+    peaks: Vec<HeatmapPeak>,
+    maps: DenseMaps,
+}
+
+impl PostStage<'_> {
+    /// The frame's outputs made into its result; its files written and its overlay drawn.
+    fn process(&mut self, work: &mut Work, frame_hub: Option<&FrameHub>) -> Result<FrameResult> {
+        let persons = self.persons(work);
+        let segmentation = self.segmentation(work);
         let foreground = segmentation.is_some();
-        let depth = match (work.depth.take(), summary.depth_layout) {
-            (Some(DenseOutput::Raw(raw)), Some(layout)) => {
-                let range = stats
-                    .dense_post
-                    .time(|| depth_map(&raw, layout, width, height, foreground, &mut maps));
-                pool.put(raw);
-                Some(DepthSummary::new(range, foreground))
-            }
-            (Some(DenseOutput::Device(result)), _) => {
-                if let Some(map) = result.map {
-                    maps.depth = map;
-                }
-                Some(DepthSummary::new(result.range, foreground))
-            }
-            _ => None,
-        };
-        let normals = match (work.normals.take(), summary.normal_layout) {
-            (Some(DenseOutput::Raw(raw)), Some(layout)) => {
-                stats
-                    .dense_post
-                    .time(|| normal_map(&raw, layout, width, height, &mut maps));
-                pool.put(raw);
-                Some(NormalsSummary::default())
-            }
-            (Some(DenseOutput::Device(result)), _) => {
-                if let Some(map) = result.map {
-                    maps.normals = map;
-                }
-                Some(NormalsSummary::default())
-            }
-            _ => None,
-        };
         let mut outputs = FrameOutputs {
             persons,
             segmentation,
-            depth,
-            normals,
+            depth: self.depth(work, foreground),
+            normals: self.normals(work),
         };
+        let options = self.options;
         if let Some(dir) = &options.dense_dir {
-            stats.dense_files.time(|| {
-                write_dense_files(dir, &work.frame, &maps, &options.mask_classes, &mut outputs)
+            let (frame, maps) = (&work.frame, &self.maps);
+            self.stats.dense_files.time(|| {
+                write_dense_files(dir, frame, maps, &options.mask_classes, &mut outputs)
             })?;
         }
         // Browsers draw the overlay themselves: they get the frame as decoded.
-        if let Some(hub) = &frame_hub {
+        if let Some(hub) = frame_hub {
             work.frame
                 .with_host_frame(|frame| hub.publish_frame(*frame));
         }
@@ -154,29 +123,98 @@ pub(super) fn post_stage(
             if let Some(painted) = painted {
                 work.frame.replace_with_painted(painted);
             }
-            stats.render.time(|| {
-                draw(
-                    &mut work.frame,
-                    view_drawn,
-                    &outputs,
-                    &maps,
-                    summary,
-                    options,
-                )
-            })?;
+            let (frame, maps, summary) = (&mut work.frame, &self.maps, self.summary);
+            self.stats
+                .render
+                .time(|| draw(frame, view_drawn, &outputs, maps, summary, options))?;
         }
-        let result = frame_result(&work.frame, summary, outputs);
-        if out
-            .send(Done {
-                frame: work.frame,
-                result,
-            })
-            .is_err()
-        {
-            break;
+        Ok(frame_result(&work.frame, self.summary, outputs))
+    }
+
+    /// Keypoints from host heatmaps, or from the GPU's peaks.
+    fn persons(&mut self, work: &mut Work) -> Option<Vec<Person>> {
+        let layout = self.summary.pose_layout?;
+        match work.pose.take()? {
+            PoseOutput::Heatmaps(heatmaps) => {
+                let (boxes, peaks) = (&work.boxes, &mut self.peaks);
+                let persons = self
+                    .stats
+                    .pose_decode
+                    .time(|| pose::decode_persons(&heatmaps, layout, boxes, peaks));
+                self.pool.put(heatmaps);
+                Some(persons)
+            }
+            PoseOutput::Peaks(decoded) => {
+                Some(pose::persons_from_peaks(&decoded, layout, &work.boxes))
+            }
         }
     }
-    Ok((0, stats.ran()))
+
+    /// The frame-size class map, from host logits or as the GPU made it, summarised.
+    fn segmentation(&mut self, work: &mut Work) -> Option<SegmentationSummary> {
+        let (width, height) = (work.frame.width(), work.frame.height());
+        match (work.seg.take()?, self.summary.seg_layout) {
+            (SegOutput::Logits(logits), Some(layout)) => {
+                let (upsample, maps) = (self.options.seg_upsample, &mut self.maps);
+                let summary = self
+                    .stats
+                    .seg_post
+                    .time(|| class_map(&logits, layout, width, height, upsample, maps));
+                self.pool.put(logits);
+                Some(summary)
+            }
+            (SegOutput::ClassMap(class_map), _) => {
+                self.maps.class_map = class_map;
+                Some(summarise_classes(&self.maps.class_map))
+            }
+            (SegOutput::Logits(_), None) => None,
+        }
+    }
+
+    /// The frame-size depth map and its range, over the persons when `foreground`.
+    fn depth(&mut self, work: &mut Work, foreground: bool) -> Option<DepthSummary> {
+        let (width, height) = (work.frame.width(), work.frame.height());
+        match (work.depth.take()?, self.summary.depth_layout) {
+            (DenseOutput::Raw(raw), Some(layout)) => {
+                let maps = &mut self.maps;
+                let range = self
+                    .stats
+                    .dense_post
+                    .time(|| depth_map(&raw, layout, width, height, foreground, maps));
+                self.pool.put(raw);
+                Some(DepthSummary::new(range, foreground))
+            }
+            (DenseOutput::Device(result), _) => {
+                if let Some(map) = result.map {
+                    self.maps.depth = map;
+                }
+                Some(DepthSummary::new(result.range, foreground))
+            }
+            (DenseOutput::Raw(_), None) => None,
+        }
+    }
+
+    /// The frame-size unit normals.
+    fn normals(&mut self, work: &mut Work) -> Option<NormalsSummary> {
+        let (width, height) = (work.frame.width(), work.frame.height());
+        match (work.normals.take()?, self.summary.normal_layout) {
+            (DenseOutput::Raw(raw), Some(layout)) => {
+                let maps = &mut self.maps;
+                self.stats
+                    .dense_post
+                    .time(|| normal_map(&raw, layout, width, height, maps));
+                self.pool.put(raw);
+                Some(NormalsSummary::default())
+            }
+            (DenseOutput::Device(result), _) => {
+                if let Some(map) = result.map {
+                    self.maps.normals = map;
+                }
+                Some(NormalsSummary::default())
+            }
+            (DenseOutput::Raw(_), None) => None,
+        }
+    }
 }
 
 /// The stage's timings, in the order the run report lists them.

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use super::build::Started;
+use super::config::PipelineConfig;
 use super::decode::{StageOutcome, decode_stage};
 use super::deliver::deliver_stage;
 use super::infer::{Inference, inference_stage, paint_for};
@@ -57,22 +58,7 @@ impl Started<'_> {
             inputs_on_device: models.device.is_some(),
             dumped_frames: config.dump.as_ref().map_or(0, |(_, frames)| *frames),
         };
-        let draw = !videos.is_empty();
-        let view = config.view.resolve(&config.models);
-        let inference = Inference {
-            flip_test: config.flip_test,
-            seg_upsample: config.seg_upsample,
-            dense_maps: config.dense_dir.is_some(),
-            paint: draw.then(|| paint_for(view)),
-        };
-        let post = PostOptions {
-            threshold: config.keypoint_threshold,
-            seg_upsample: config.seg_upsample,
-            draw,
-            view,
-            dense_dir: config.dense_dir.clone(),
-            mask_classes: config.mask_classes.clone(),
-        };
+        let (inference, post) = frame_options(config, !videos.is_empty());
 
         thread::scope(|scope| {
             let metrics = &metrics;
@@ -130,6 +116,27 @@ impl Started<'_> {
             })
         })
     }
+}
+
+/// How the inference and post stages treat each frame; `draw` when a video output takes the
+/// overlay.
+fn frame_options(config: &PipelineConfig, draw: bool) -> (Inference, PostOptions) {
+    let view = config.view.resolve(&config.models);
+    let inference = Inference {
+        flip_test: config.flip_test,
+        seg_upsample: config.seg_upsample,
+        dense_maps: config.dense_dir.is_some(),
+        paint: draw.then(|| paint_for(view)),
+    };
+    let post = PostOptions {
+        threshold: config.keypoint_threshold,
+        seg_upsample: config.seg_upsample,
+        draw,
+        view,
+        dense_dir: config.dense_dir.clone(),
+        mask_classes: config.mask_classes.clone(),
+    };
+    (inference, post)
 }
 
 fn join(handle: thread::ScopedJoinHandle<'_, StageOutcome>) -> StageOutcome {
