@@ -58,6 +58,26 @@ impl DeviceKernels {
         self.download(&out).into_iter().map(Into::into).collect()
     }
 
+    /// The frame after `draw` coloured `values` into it (on the foreground, when given).
+    fn drawn(
+        &self,
+        frame: &[u8],
+        values: &[f32],
+        foreground: Option<&[u8]>,
+        draw: impl FnOnce(
+            &Gpu,
+            &mut CudaSlice<u8>,
+            &CudaSlice<f32>,
+            Option<&CudaSlice<u8>>,
+        ) -> crate::Result<()>,
+    ) -> Vec<u8> {
+        let mut frame = self.upload(frame);
+        let values = self.upload(values);
+        let foreground = foreground.map(|f| self.upload(f));
+        draw(&self.gpu, &mut frame, &values, foreground.as_ref()).expect("drawing kernel");
+        self.download(&frame)
+    }
+
     fn range_buffers(&self, depth: &CudaSlice<f32>, foreground: Option<&[u8]>) -> RangeBuffers {
         let mut buffers = RangeBuffers::new(&self.gpu).expect("range buffers");
         let foreground = foreground.map(|f| self.upload(f));
@@ -264,18 +284,12 @@ impl KernelBackend for DeviceKernels {
         normalised: &[f32],
         foreground: Option<&[u8]>,
     ) -> Vec<u8> {
-        let mut frame = self.upload(frame);
-        let normalised = self.upload(normalised);
-        let foreground = foreground.map(|f| self.upload(f));
-        dense::draw_depth(
-            &self.gpu,
-            &mut frame,
-            canvas,
-            &normalised,
-            foreground.as_ref(),
+        self.drawn(
+            frame,
+            normalised,
+            foreground,
+            |gpu, frame, values, classes| dense::draw_depth(gpu, frame, canvas, values, classes),
         )
-        .expect("draw_depth");
-        self.download(&frame)
     }
 
     fn normalise_normals(&self, normals: &[f32]) -> Vec<f32> {
@@ -291,11 +305,8 @@ impl KernelBackend for DeviceKernels {
         normals: &[f32],
         foreground: Option<&[u8]>,
     ) -> Vec<u8> {
-        let mut frame = self.upload(frame);
-        let normals = self.upload(normals);
-        let foreground = foreground.map(|f| self.upload(f));
-        dense::draw_normals(&self.gpu, &mut frame, canvas, &normals, foreground.as_ref())
-            .expect("draw_normals");
-        self.download(&frame)
+        self.drawn(frame, normals, foreground, |gpu, frame, values, classes| {
+            dense::draw_normals(gpu, frame, canvas, values, classes)
+        })
     }
 }
