@@ -3,6 +3,7 @@
 //! preset's values, with the same words.
 
 use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// More ONNX Runtime threads than this only add contention (the threads are real OS threads).
@@ -25,38 +26,24 @@ where
 }
 
 pub fn threads(threads: usize) -> Result<usize, String> {
-    if threads <= MAX_THREADS {
-        Ok(threads)
-    } else {
-        Err(format!(
-            "must be 0 (every core) to {MAX_THREADS}, not {threads}"
-        ))
-    }
+    within(
+        threads,
+        0..=MAX_THREADS,
+        &format!("0 (every core) to {MAX_THREADS}"),
+    )
 }
 
 pub fn max_batch(batch: usize) -> Result<usize, String> {
-    if (1..=MAX_BATCH).contains(&batch) {
-        Ok(batch)
-    } else {
-        Err(format!("must be 1 to {MAX_BATCH}, not {batch}"))
-    }
+    within(batch, 1..=MAX_BATCH, &format!("1 to {MAX_BATCH}"))
 }
 
 /// Scores, thresholds and IoUs: a number from 0 to 1.
 pub fn unit_interval(value: f32) -> Result<f32, String> {
-    if (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("must be a number from 0 to 1, not {value}"))
-    }
+    within(value, 0.0..=1.0, "a number from 0 to 1")
 }
 
 pub fn image_fps(fps: u32) -> Result<u32, String> {
-    if (1..=MAX_IMAGE_FPS).contains(&fps) {
-        Ok(fps)
-    } else {
-        Err(format!("must be 1 to {MAX_IMAGE_FPS}, not {fps}"))
-    }
+    within(fps, 1..=MAX_IMAGE_FPS, &format!("1 to {MAX_IMAGE_FPS}"))
 }
 
 /// A count of frames: at least one.
@@ -69,10 +56,19 @@ pub fn frames(frames: u64) -> Result<u64, String> {
 }
 
 pub fn mqtt_qos(qos: u8) -> Result<u8, String> {
-    if qos <= 1 {
-        Ok(qos)
+    within(qos, 0..=1, "0 or 1")
+}
+
+/// `value` when `range` holds it (never NaN), else what is accepted.
+fn within<T: PartialOrd + Display>(
+    value: T,
+    range: RangeInclusive<T>,
+    accepted: &str,
+) -> Result<T, String> {
+    if range.contains(&value) {
+        Ok(value)
     } else {
-        Err(format!("must be 0 or 1, not {qos}"))
+        Err(format!("must be {accepted}, not {value}"))
     }
 }
 
