@@ -14,7 +14,9 @@ THE OUTPUTS OF THESE MODELS ARE RANDOM: they are not poses, segmentations, depth
 Every file says so in its metadata (`sapiens_stream.random_weights` = `true`).
 
 The `tiny` preset is small enough for CI on a CPU; `0.3b` .. `2b` match the real sizes and
-compute, for throughput work. Weights larger than a threshold (1 GiB by default) go to an
+compute, for throughput work. `null` has the Sapiens input and outputs and almost no compute (a
+nearest resize of the input to the output size, then a 1x1 convolution), to measure the
+pipeline itself; its metadata says so (`sapiens_stream.arch` = `null`). Weights larger than a threshold (1 GiB by default) go to an
 external-data file `<model>.onnx.data` beside the model, since protobuf stops at 2 GiB.
 Output is deterministic: the same arguments give byte-identical files.
 
@@ -67,6 +69,9 @@ EXTERNAL_DATA_ALIGNMENT = 4096  # page-aligned offsets let onnxruntime memory-ma
 INLINE_TENSOR_MAX_BYTES = 1024  # tiny tensors (shapes, scalars) always stay in the model file
 
 
+NULL_ARCH = "null"
+
+
 @dataclasses.dataclass(frozen=True)
 class Arch:
     """Backbone and head widths of one model size."""
@@ -84,6 +89,8 @@ ARCHS = {
     a.name: a
     for a in (
         Arch("tiny", 32, 2, 2, 128, 16, 8),
+        # No backbone and no head: see `null_body`.
+        Arch(NULL_ARCH, 0, 0, 0, 0, 0, 0),
         Arch("0.3b", 1024, 24, 16, 4096, 768, 384),
         Arch("0.6b", 1280, 32, 16, 5120, 768, 384),
         Arch("1b", 1536, 40, 24, 6144, 768, 384),
@@ -171,6 +178,8 @@ class ModelSpec:
             meta["io_dtype"] = "float16" if self.fp16_io else "float32"
         if self.task.keypoints is not None:
             meta["keypoints"] = str(self.task.keypoints)
+        if self.arch.name == NULL_ARCH:
+            meta["compute"] = "null: nearest resize to the output size, then a 1x1 convolution"
         return {META_PREFIX + k: v for k, v in meta.items()}
 
 
@@ -259,6 +268,11 @@ class GraphBuilder:
         """A constant float tensor in the model dtype (norm scales, GELU constants, ...)."""
         dtype = self.spec.np_dtype
         return self._initializer(name, shape, lambda: np.full(shape, value, dtype=dtype))
+
+    def float32s(self, name: str, values: list[float]) -> str:
+        """A float32 constant whatever the model dtype (Resize scales)."""
+        array = np.array(values, dtype=np.float32)
+        return self._initializer(name, array.shape, lambda: array)
 
     def int64s(self, name: str, values: list[int] | int) -> str:
         """A shape or index constant; a plain int gives a scalar."""
@@ -392,14 +406,29 @@ def head(g: GraphBuilder, features: str, task: Task, arch: Arch, output: str) ->
     return conv1x1(g, x, "head.final_layer", channels, task.out_channels, output_name=output)
 
 
+def null_body(g: GraphBuilder, image: str, task: Task, output: str) -> str:
+    """The task's output shape from the image with almost no compute: a nearest resize of the
+    image to the output size, then a 1x1 convolution to the output channels."""
+    _, _, out_h, out_w = task.output_shape(1)
+    scales = g.float32s("null.scales", [1.0, 1.0, out_h / INPUT_HEIGHT, out_w / INPUT_WIDTH])
+    x = g.op("Resize", [image, "", scales], "null.resize", mode="nearest")
+    return conv1x1(g, x, "null.conv", 3, task.out_channels, output_name=output)
+
+
+def body(g: GraphBuilder, image: str, spec: ModelSpec, output: str) -> str:
+    if spec.arch.name == NULL_ARCH:
+        return null_body(g, image, spec.task, output)
+    features = backbone(g, image, spec.arch, spec.task.patch_padding)
+    return head(g, features, spec.task, spec.arch, output)
+
+
 def build_model(spec: ModelSpec, weights) -> onnx.ModelProto:
     g = GraphBuilder(spec, weights)
     image = g.op("Cast", ["input"], "input.float16", to=TensorProto.FLOAT16) if spec.casts_io else "input"
-    features = backbone(g, image, spec.arch, spec.task.patch_padding)
     if spec.casts_io:
-        g.op("Cast", [head(g, features, spec.task, spec.arch, "output.float16")], "output", to=TensorProto.FLOAT)
+        g.op("Cast", [body(g, image, spec, "output.float16")], "output", to=TensorProto.FLOAT)
     else:
-        head(g, features, spec.task, spec.arch, "output")
+        body(g, image, spec, "output")
 
     image = helper.make_tensor_value_info("input", spec.io_onnx_dtype, ["batch", 3, INPUT_HEIGHT, INPUT_WIDTH])
     output = helper.make_tensor_value_info("output", spec.io_onnx_dtype, ["batch", *spec.task.output_shape(1)[1:]])

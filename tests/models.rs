@@ -134,31 +134,88 @@ fn list_shows_every_manifest_checkpoint() {
     assert!(report.contains("CC-BY-NC-4.0") && report.contains("RTMDet-m"));
 }
 
+/// Each generated task model: its file-name part, the task `inspect` names, its `run` flag.
+const TASKS: [(&str, &str, &str); 6] = [
+    ("pose17", "pose, 17 keypoints (coco17)", "pose"),
+    ("pose133", "pose, 133 keypoints (coco_wholebody133)", "pose"),
+    ("pose308", "pose, 308 keypoints (goliath308)", "pose"),
+    ("seg", "seg, 28 classes (goliath_parts28)", "seg"),
+    ("depth", "depth, 1 channel(s) at 1024x768", "depth"),
+    ("normal", "normal, 3 channel(s) at 512x384", "normal"),
+];
+
+/// What `inspect` must say of a generated model of `task` that `run` takes.
+fn assert_accepted_random_model(path: &Path, (name, task, flag): (&str, &str, &str)) -> String {
+    let report = inspect(path);
+    assert_eq!(field(&report, "task"), task, "{name}");
+    assert_eq!(
+        field(&report, "run"),
+        format!("accepted: `run --{flag}-model {}`", path.display())
+    );
+    let bytes = std::fs::metadata(path).unwrap().len();
+    assert!(
+        field(&report, "file").ends_with(&format!(", {bytes} bytes")),
+        "{report}"
+    );
+    assert!(report.contains("WARNING   RANDOM WEIGHTS"), "{report}");
+    assert_matches_reference(&report, path);
+    report
+}
+
 #[test]
 fn inspect_names_task_and_keypoint_set_of_each_tiny_model() {
-    let expected = [
-        ("pose17", "pose, 17 keypoints (coco17)", "pose"),
-        ("pose133", "pose, 133 keypoints (coco_wholebody133)", "pose"),
-        ("pose308", "pose, 308 keypoints (goliath308)", "pose"),
-        ("seg", "seg, 28 classes (goliath_parts28)", "seg"),
-        ("depth", "depth, 1 channel(s) at 1024x768", "depth"),
-        ("normal", "normal, 3 channel(s) at 512x384", "normal"),
-    ];
-    for (name, task, flag) in expected {
-        let path = tiny(name);
-        let report = inspect(&path);
-        assert_eq!(field(&report, "task"), task, "{name}");
-        assert_eq!(
-            field(&report, "run"),
-            format!("accepted: `run --{flag}-model {}`", path.display())
-        );
-        let bytes = std::fs::metadata(&path).unwrap().len();
+    for task in TASKS {
+        assert_accepted_random_model(&tiny(task.0), task);
+    }
+}
+
+/// `generate_models.py --arch null`: every task's Sapiens input and output with almost no
+/// compute, taken by `run` as that task, saying what it is; a run with it decodes keypoints.
+#[test]
+fn null_models_have_the_sapiens_contract_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let generator = common::repo_root().join("engines/generate_models.py");
+    let status = Command::new(common::python())
+        .arg(&generator)
+        .args(["--arch", "null", "--out"])
+        .arg(dir.path())
+        .status()
+        .expect("start generate_models.py");
+    assert!(status.success());
+    for task in TASKS {
+        let path = dir.path().join(format!("sapiens_null_{}.onnx", task.0));
+        let report = assert_accepted_random_model(&path, task);
+        assert!(report.contains("sapiens_stream.arch = null"), "{report}");
         assert!(
-            field(&report, "file").ends_with(&format!(", {bytes} bytes")),
+            report.contains("sapiens_stream.compute = null: nearest resize"),
             "{report}"
         );
-        assert!(report.contains("WARNING   RANDOM WEIGHTS"), "{report}");
-        assert_matches_reference(&report, &path);
+    }
+    let results = dir.path().join("results.jsonl");
+    let pose = dir.path().join("sapiens_null_pose17.onnx");
+    let run = sapiens(&[
+        "run",
+        "--input",
+        "test://smpte?width=160&height=120&frames=3",
+        "--mode",
+        "offline",
+        "--pose-model",
+        pose.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    stdout_of(&run);
+    let lines = std::fs::read_to_string(&results).unwrap();
+    let frames: Vec<Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 3);
+    for frame in &frames {
+        assert_eq!(frame["random_weights"], true);
+        let keypoints = frame["persons"][0]["keypoints"].as_array().unwrap();
+        assert_eq!(keypoints.len(), 17, "{frame}");
     }
 }
 
