@@ -279,3 +279,54 @@ where
         .map(|text| text.parse().map_err(serde::de::Error::custom))
         .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(text: &str) -> RunArgs {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn flags_given_win_and_flags_left_off_keep_the_preset() {
+        let stored = preset(
+            "input = \"a.mp4\"\nthreads = 4\nflip-test = true\noutput = [\"x.mp4\", \"rtsp://0.0.0.0:8554/live\"]\nmode = \"live\"\n",
+        );
+        let flags = RunArgs {
+            input: Some("b.mp4".into()),
+            max_batch: Some(2),
+            ..RunArgs::default()
+        };
+        let merged = flags.over(stored);
+        assert_eq!(merged.input.as_deref(), Some("b.mp4"));
+        assert_eq!(merged.threads, Some(4));
+        assert_eq!(merged.max_batch, Some(2));
+        assert!(
+            merged.flip_test,
+            "a switch left off keeps the preset's true"
+        );
+        assert_eq!(merged.output, ["x.mp4", "rtsp://0.0.0.0:8554/live"]);
+        assert_eq!(merged.mode, Some(Scheduling::Live));
+
+        let flags = RunArgs {
+            output: vec!["y.mp4".into()],
+            ..RunArgs::default()
+        };
+        let merged = flags.over(preset("output = \"x.mp4\"\n"));
+        assert_eq!(
+            merged.output,
+            ["y.mp4"],
+            "outputs on the command line replace the preset's"
+        );
+    }
+
+    #[test]
+    fn a_preset_value_out_of_range_names_its_key() {
+        assert_eq!(
+            preset("keypoint-threshold = 2.0\n").check(),
+            Err("keypoint-threshold: must be a number from 0 to 1, not 2".into())
+        );
+        assert_eq!(preset("threads = 8\nmax-batch = 16\n").check(), Ok(()));
+    }
+}
