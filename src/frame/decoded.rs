@@ -2,11 +2,12 @@
 
 use std::time::SystemTime;
 
-use super::{FrameGeometry, HostFrame, ImageView, PaintedFrame, PixelFormat, SourceLayout};
+use super::{FrameGeometry, HostFrame, PaintedFrame, SourceLayout};
 
 /// One decoded video frame in host memory, owned by its GStreamer buffer so the decoder's
-/// memory reaches the encoder without a copy unless the overlay needs one. Packed RGBA, or, on
-/// the GPU path, NV12/I420 as the decoder gave it (the GPU converts it while it resizes).
+/// memory reaches the encoder without a copy unless the overlay needs one. NV12/I420 as the
+/// decoder gave it (converted while it is resized, on the GPU or the CPU), or packed RGBA when
+/// the overlay is drawn on the CPU.
 pub struct Frame {
     pub stream_id: u32,
     /// 0-based index among the frames the source delivered.
@@ -39,23 +40,6 @@ impl Frame {
 
     pub fn is_rgba(&self) -> bool {
         self.geometry.layout == SourceLayout::Rgbx
-    }
-
-    /// Runs `f` over the frame's RGBA pixels (the CPU stages take RGBA only).
-    pub fn with_view<R>(&self, f: impl FnOnce(&ImageView) -> R) -> R {
-        assert!(
-            self.is_rgba(),
-            "a {:?} frame reached a CPU stage: the source must deliver RGBA there",
-            self.geometry.layout
-        );
-        let map = self.map();
-        f(&ImageView {
-            data: map.as_slice(),
-            width: self.geometry.width,
-            height: self.geometry.height,
-            stride: self.geometry.stride,
-            format: PixelFormat::Rgba,
-        })
     }
 
     /// Runs `f` over the frame's bytes in whatever layout they are.

@@ -1,5 +1,7 @@
 //! Where a frame's pixels are in its buffer: packed RGB(x)/BGR(x) or NV12/I420 planes.
 
+use std::ops::Range;
+
 use super::colour::YuvToRgb;
 use super::view::{ImageView, PixelFormat};
 
@@ -173,7 +175,44 @@ impl<'a> From<&ImageView<'a>> for HostFrame<'a> {
     }
 }
 
-impl HostFrame<'_> {
+impl<'a> HostFrame<'a> {
+    /// Row `y`'s pixels as packed bytes of `format`: the frame's own row when it is packed,
+    /// else the row converted to RGB into `scratch` (as the kernels convert each sample), only
+    /// the pixels of `columns` (the others are stale).
+    pub(crate) fn packed_row<'s>(
+        &self,
+        y: usize,
+        columns: Range<usize>,
+        scratch: &'s mut Vec<u8>,
+    ) -> (&'s [u8], PixelFormat)
+    where
+        'a: 's,
+    {
+        let g = &self.geometry;
+        match g.layout.packed_format() {
+            Some(format) => (
+                &self.data[y * g.stride..][..g.width * format.bytes_per_pixel()],
+                format,
+            ),
+            None => {
+                scratch.resize(3 * g.width, 0);
+                let rgb = &mut scratch[3 * columns.start..3 * columns.end];
+                for (x, pixel) in columns.zip(rgb.chunks_exact_mut(3)) {
+                    pixel.copy_from_slice(&yuv420_pixel_to_rgb(self.data, g, x, y));
+                }
+                (scratch, PixelFormat::Rgb)
+            }
+        }
+    }
+
+    /// Panics with a clear message when the frame is empty or its buffer too short: the
+    /// CPU stages' precondition.
+    pub(crate) fn check(&self) {
+        if let Err(reason) = self.geometry.validate(self.data.len()) {
+            panic!("frame cannot be read: {reason}");
+        }
+    }
+
     /// Tightly packed RGB, whatever the layout (YUV converted as the kernels do).
     pub fn to_rgb(&self) -> Vec<u8> {
         let mut rgb = Vec::new();
@@ -209,20 +248,30 @@ pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
 
 fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
     for y in 0..geometry.height {
-        let luma = &data[y * geometry.stride..][..geometry.width];
-        let chroma_row = y / 2 * geometry.chroma_stride;
-        for (x, &luma) in luma.iter().enumerate() {
-            let (u, v) = match geometry.layout {
-                SourceLayout::Nv12 => {
-                    let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
-                    (data[at], data[at + 1])
-                }
-                _ => {
-                    let at = chroma_row + x / 2;
-                    (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
-                }
-            };
-            rgb.extend(geometry.yuv.convert(luma, u, v));
-        }
+        yuv420_row_to_rgb(data, geometry, y, rgb);
     }
+}
+
+/// Row `y` of a YUV 4:2:0 frame appended to `rgb` as packed RGB.
+fn yuv420_row_to_rgb(data: &[u8], geometry: &FrameGeometry, y: usize, rgb: &mut Vec<u8>) {
+    for x in 0..geometry.width {
+        rgb.extend(yuv420_pixel_to_rgb(data, geometry, x, y));
+    }
+}
+
+/// The RGB of pixel (x, y) of a YUV 4:2:0 frame, its 2x2 block sharing one chroma sample.
+fn yuv420_pixel_to_rgb(data: &[u8], geometry: &FrameGeometry, x: usize, y: usize) -> [u8; 3] {
+    let luma = data[y * geometry.stride + x];
+    let chroma_row = y / 2 * geometry.chroma_stride;
+    let (u, v) = match geometry.layout {
+        SourceLayout::Nv12 => {
+            let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
+            (data[at], data[at + 1])
+        }
+        _ => {
+            let at = chroma_row + x / 2;
+            (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
+        }
+    };
+    geometry.yuv.convert(luma, u, v)
 }

@@ -57,37 +57,6 @@ impl<'a> ImageView<'a> {
             format,
         }
     }
-
-    /// The pixel bytes of row `y`, padding excluded.
-    pub(crate) fn row(&self, y: usize) -> &'a [u8] {
-        let start = y * self.stride;
-        &self.data[start..start + self.width * self.format.bytes_per_pixel()]
-    }
-
-    /// Panics with a clear message when the view is empty or its buffer is too short.
-    pub(crate) fn check(&self) {
-        let row_len = self.width * self.format.bytes_per_pixel();
-        assert!(
-            self.width > 0 && self.height > 0,
-            "image is empty ({}x{})",
-            self.width,
-            self.height
-        );
-        assert!(
-            self.stride >= row_len,
-            "stride {} is shorter than a row of {row_len} bytes",
-            self.stride
-        );
-        let needed = (self.height - 1) * self.stride + row_len;
-        assert!(
-            self.data.len() >= needed,
-            "image buffer holds {} bytes, {}x{} with stride {} needs {needed}",
-            self.data.len(),
-            self.width,
-            self.height,
-            self.stride
-        );
-    }
 }
 
 /// A frame drawn on the device, read back.

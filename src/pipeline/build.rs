@@ -111,18 +111,22 @@ impl<'c> Started<'c> {
     }
 }
 
-/// Whether frames go to the GPU as decoded (NV12/I420), with the reason when not.
+/// Whether frames stay as decoded (NV12/I420), converted where they are read; says which.
 fn yuv_frames(config: &PipelineConfig, models: &Models) -> bool {
-    match (&models.device, config.rgba_needed_by()) {
-        (Some(_), None) => {
+    let on_gpu = models.device.is_some();
+    match (on_gpu, config.rgba_needed_by(on_gpu)) {
+        (true, None) => {
             tracing::info!("frames go to the GPU as decoded (NV12/I420), converted there");
             true
         }
-        (Some(_), Some(reason)) => {
+        (false, None) => {
+            tracing::info!("frames stay as decoded (NV12/I420), converted as they are resized");
+            true
+        }
+        (_, Some(reason)) => {
             tracing::info!("frames are converted to RGBA on the CPU: {reason} reads them");
             false
         }
-        (None, _) => false,
     }
 }
 

@@ -191,11 +191,16 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// What reads a frame's pixels on the CPU before the GPU has drawn it, and so needs them as
-    /// RGBA; `None` when the GPU may take frames as decoded (it prepares every frame, detects the
-    /// persons, converts the colours as it resizes, and draws the overlay on an RGBA copy it makes
-    /// itself).
-    pub(super) fn rgba_needed_by(&self) -> Option<&'static str> {
-        self.dump.as_ref().map(|_| "--dump")
+    /// What reads a frame's pixels as RGBA, and so has the source convert them; `None` when
+    /// frames may stay as decoded. On the GPU, which prepares every frame, detects the persons,
+    /// converts the colours as it resizes and draws the overlay on an RGBA copy it makes
+    /// itself, only `--dump`'s host path does. On the CPU, the preprocessing and the detector
+    /// read any layout, and only the overlay drawn for a video output needs RGBA.
+    pub(super) fn rgba_needed_by(&self, on_gpu: bool) -> Option<&'static str> {
+        if on_gpu {
+            self.dump.as_ref().map(|_| "--dump")
+        } else {
+            (!self.outputs.is_empty()).then_some("the overlay drawn for --output")
+        }
     }
 }

@@ -49,7 +49,7 @@ impl PersonFinder {
             PersonFinder::WholeFrame => {
                 vec![PersonBox::whole_frame(frame.width(), frame.height())]
             }
-            PersonFinder::Detector(detector) => frame.with_view(|view| detector.detect(view))?,
+            PersonFinder::Detector(detector) => frame.with_host_frame(|f| detector.detect(*f))?,
             PersonFinder::File(file) => file.boxes_for(frame.index),
             PersonFinder::OnGpu => Vec::new(),
         };

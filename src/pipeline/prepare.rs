@@ -53,12 +53,12 @@ pub(super) fn preprocess_stage(
             let on_host = !prep.inputs_on_device || frame.index < prep.dumped_frames;
             let pose_input = (on_host && prep.persons.is_some()).then(|| {
                 let mut input = prep.pool.get(boxes.len() * INPUT_LEN);
-                frame.with_view(|view| pose::prepare_crops(view, &boxes, &mut input, &norm));
+                frame.with_host_frame(|f| pose::prepare_crops(*f, &boxes, &mut input, &norm));
                 input
             });
             let dense_input = (on_host && prep.needs_dense).then(|| {
                 let mut input = prep.pool.get(INPUT_LEN);
-                frame.with_view(|view| prep.stretch.run(view, &mut input, &norm));
+                frame.with_host_frame(|f| prep.stretch.run(*f, &mut input, &norm));
                 input
             });
             Work {

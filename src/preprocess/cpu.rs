@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::{Normalization, Tap};
-use crate::frame::{ImageView, PixelFormat};
+use crate::frame::{HostFrame, PixelFormat};
 
 /// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
 /// Weights and intermediates fit in 16 bits, which halves the row buffers.
@@ -151,12 +151,14 @@ impl RowPair {
 thread_local! {
     /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
     static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
+    /// Per-thread RGB row of a YUV frame, converted as the kernels convert each sample.
+    static RGB_ROW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The separable skeleton shared by stretch and warp: bands of output rows in parallel, each
 /// band walking its rows with a [`RowPair`] cache.
 pub(super) fn run_separable<K: FixedPointBilinear>(
-    src: &ImageView,
+    src: &HostFrame,
     columns: &[Tap],
     rows: &[Tap],
     dst: &mut [f32],
@@ -171,7 +173,12 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
         3 * plane_len,
         "output slot must hold 3 x {dst_h} x {dst_w} values"
     );
-    let horizontal = horizontal_pass_for::<K>(src.format);
+    // YUV rows are converted to RGB on their way into the horizontal pass.
+    let format = src.geometry.layout.packed_format();
+    let horizontal = horizontal_pass_for::<K>(format.unwrap_or(PixelFormat::Rgb));
+    // The source columns the taps read: only those of a YUV row are converted.
+    let first = columns.iter().map(|t| t.i0.min(t.i1)).min().unwrap_or(0);
+    let last = columns.iter().map(|t| t.i0.max(t.i1)).max().unwrap_or(0);
     let band_rows = dst_h
         .div_ceil(rayon::current_num_threads() * BANDS_PER_THREAD)
         .max(1);
@@ -193,7 +200,10 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
                     .zip(blue.chunks_exact_mut(dst_w));
                 for (tap, ((r, g), b)) in band_taps.zip(out_rows) {
                     let (upper, lower) = pair.fetch(tap.i0, tap.i1, |y, out| {
-                        horizontal(src.row(y), columns, out)
+                        RGB_ROW.with_borrow_mut(|scratch| {
+                            let (row, _) = src.packed_row(y, first..last + 1, scratch);
+                            horizontal(row, columns, out)
+                        })
                     });
                     let planes = upper.chunks_exact(dst_w).zip(lower.chunks_exact(dst_w));
                     for (c, ((h0, h1), out)) in planes.zip([r, g, b]).enumerate() {

@@ -3,7 +3,7 @@
 //! [`super::cuda::DeviceLetterbox`]).
 
 use super::{Normalization, StretchPlan};
-use crate::frame::ImageView;
+use crate::frame::HostFrame;
 
 /// Letterbox padding value of both mmdet and ultralytics, on the 0..255 scale.
 const PAD_VALUE: f32 = 114.0;
@@ -185,16 +185,18 @@ impl LetterboxInput {
         self.plan.insert(plan)
     }
 
-    /// Letterboxes `view` into [`Self::tensor`] (bilinear resize with `cv2.resize` INTER_LINEAR
-    /// values, padding 114, the layout's channel order and normalisation) and returns the fit.
-    pub fn prepare(&mut self, view: &ImageView) -> Letterbox {
+    /// Letterboxes a frame of any layout into [`Self::tensor`] (bilinear resize with
+    /// `cv2.resize` INTER_LINEAR values, padding 114, the layout's channel order and
+    /// normalisation) and returns the fit.
+    pub fn prepare<'a>(&mut self, frame: impl Into<HostFrame<'a>>) -> Letterbox {
+        let frame = frame.into();
         let (input_w, input_h) = (self.input_w, self.input_h);
-        self.plan(view.width, view.height);
+        self.plan(frame.geometry.width, frame.geometry.height);
         let plan = self.plan.as_ref().expect("made above");
         let letterbox = plan.letterbox;
         self.resized
             .resize(3 * letterbox.resized_w * letterbox.resized_h, 0.0);
-        plan.stretch.run(view, &mut self.resized, &plan.norm);
+        plan.stretch.run(frame, &mut self.resized, &plan.norm);
         let plane_len = input_w * input_h;
         let resized_planes = self
             .resized

@@ -20,7 +20,7 @@ pub mod cuda;
 pub mod letterbox;
 
 use self::cpu::{ResizeArithmetic, WarpArithmetic, run_separable};
-use crate::frame::ImageView;
+use crate::frame::HostFrame;
 
 /// Per-channel `(x - mean) / std`, RGB order, on the 0..255 scale.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -281,16 +281,18 @@ impl StretchPlan {
     ///
     /// # Panics
     /// When `src` is not `src_w x src_h`, its buffer is too short, or `dst` has the wrong length.
-    pub fn run(&self, src: &ImageView, dst: &mut [f32], norm: &Normalization) {
+    pub fn run<'a>(&self, src: impl Into<HostFrame<'a>>, dst: &mut [f32], norm: &Normalization) {
+        let src = src.into();
+        let (width, height) = (src.geometry.width, src.geometry.height);
         assert!(
-            src.width == self.src_w && src.height == self.src_h,
+            width == self.src_w && height == self.src_h,
             "plan is for {}x{} frames, got {}x{}",
             self.src_w,
             self.src_h,
-            src.width,
-            src.height
+            width,
+            height
         );
-        run_separable::<ResizeArithmetic>(src, &self.columns, &self.rows, dst, norm);
+        run_separable::<ResizeArithmetic>(&src, &self.columns, &self.rows, dst, norm);
     }
 
     /// Column and row taps, for the CUDA kernel that reproduces this plan.
@@ -307,8 +309,8 @@ impl StretchPlan {
 /// # Panics
 /// When the crop has no positive finite size, `src` is empty or too short, the output size is
 /// zero, or `dst.len() != 3 * dst_w * dst_h`.
-pub fn warp_crop(
-    src: &ImageView,
+pub fn warp_crop<'a>(
+    src: impl Into<HostFrame<'a>>,
     crop: &PoseCrop,
     dst: &mut [f32],
     dst_w: usize,
@@ -320,9 +322,10 @@ pub fn warp_crop(
         positive(crop.w) && positive(crop.h),
         "crop must have a positive size: {crop:?}"
     );
+    let src = src.into();
     src.check();
-    let (columns, rows) = warp_taps(src.width, src.height, crop, dst_w, dst_h);
-    run_separable::<WarpArithmetic>(src, &columns, &rows, dst, norm);
+    let (columns, rows) = warp_taps(src.geometry.width, src.geometry.height, crop, dst_w, dst_h);
+    run_separable::<WarpArithmetic>(&src, &columns, &rows, dst, norm);
 }
 
 /// Column and row taps of the UDP warp of `crop` from a `src_w x src_h` frame.
@@ -346,7 +349,7 @@ pub(crate) fn warp_taps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::PixelFormat;
+    use crate::frame::{ImageView, PixelFormat};
 
     fn assert_close(actual: f64, expected: f64) {
         assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
@@ -440,5 +443,40 @@ mod tests {
         );
         let tap = warp_tap(9 * 32 + 8, 10);
         assert_eq!((tap.i0, tap.w0, tap.w1), (9, 24, 0));
+    }
+
+    /// A frame of any layout (YUV converted row by row inside the resize, padded planes,
+    /// BT.709 full range, an odd size) resizes and crops exactly as its RGB conversion does.
+    #[test]
+    fn frames_of_every_layout_resize_and_crop_as_their_rgb_conversion() {
+        use crate::frame::HostFrame;
+        use crate::testkit::kernel_inputs::test_bytes;
+        use crate::testkit::kernels::{cpu_view, every_layout};
+        let (w, h, out_w, out_h) = (67, 41, 24, 32);
+        let plan = StretchPlan::new(w, h, out_w, out_h);
+        let crops = [
+            PoseCrop::from_box(10.0, 5.0, 40.0, 38.0, out_w, out_h),
+            PoseCrop::from_box(-6.0, 20.0, 20.0, 50.0, out_w, out_h),
+        ];
+        for geometry in every_layout(w, h) {
+            let frame = test_bytes(geometry.len(), 13);
+            let host = HostFrame {
+                data: &frame,
+                geometry,
+            };
+            let rgb = cpu_view(&frame, &geometry);
+            for norm in [Normalization::IDENTITY, Normalization::SAPIENS] {
+                let mut got = vec![0.0; 3 * out_w * out_h];
+                let mut expected = got.clone();
+                plan.run(host, &mut got, &norm);
+                plan.run(&rgb.view(), &mut expected, &norm);
+                assert_eq!(got, expected, "stretch of {geometry:?}");
+                for crop in &crops {
+                    warp_crop(host, crop, &mut got, out_w, out_h, &norm);
+                    warp_crop(&rgb.view(), crop, &mut expected, out_w, out_h, &norm);
+                    assert_eq!(got, expected, "{crop:?} of {geometry:?}");
+                }
+            }
+        }
     }
 }

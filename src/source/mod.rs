@@ -1,6 +1,7 @@
-//! Sources: everything a user can name with `--input` becomes a stream of [`Frame`]s: RGBA, or
-//! for the GPU path (`yuv_frames`) NV12/I420 as the decoder gives them, with the colour matrix
-//! and range their caps declare, so no CPU converts their colours.
+//! Sources: everything a user can name with `--input` becomes a stream of [`Frame`]s: NV12/I420
+//! as the decoder gives them (`yuv_frames`), with the colour matrix and range their caps
+//! declare, so no colour conversion precedes the resize that converts each sample; or RGBA when
+//! something draws on the frame on the CPU.
 //! Video goes through a GStreamer pipeline built element by element (never from a parsed
 //! description, so no user string is ever interpreted as pipeline syntax) and leaves through an
 //! appsink; still images and folders of images are decoded with the `image` crate.

@@ -14,7 +14,7 @@ use crate::engine::device::ComputeStream;
 use crate::engine::multi_output::MultiOutputModel;
 use crate::engine::runtime::Environment;
 use crate::error::{Error, Result};
-use crate::frame::ImageView;
+use crate::frame::HostFrame;
 use crate::preprocess::Normalization;
 use crate::preprocess::letterbox::{Fit, LetterboxInput, LetterboxPlan, LetterboxStyle};
 use crate::tasks::pose::PersonBox;
@@ -172,13 +172,15 @@ impl PersonDetector {
         .map_err(|message| self.inference_error(message))
     }
 
-    /// Person boxes in frame pixels, sorted by score (highest first), clipped to the frame.
-    pub fn detect(&mut self, view: &ImageView) -> Result<Vec<PersonBox>> {
-        let letterbox = self.input.prepare(view);
+    /// Person boxes in frame pixels of a frame of any layout, sorted by score (highest first),
+    /// clipped to the frame.
+    pub fn detect<'a>(&mut self, frame: impl Into<HostFrame<'a>>) -> Result<Vec<PersonBox>> {
+        let frame = frame.into();
+        let letterbox = self.input.prepare(frame);
         let shape = [1, 3, self.input.input_h, self.input.input_w];
         let outputs = self.model.run(self.input.tensor(), shape)?;
-        let frame = (view.width, view.height);
-        persons_in_frame(self.outputs, &outputs, &self.options, &letterbox, frame)
+        let size = (frame.geometry.width, frame.geometry.height);
+        persons_in_frame(self.outputs, &outputs, &self.options, &letterbox, size)
             .map_err(|message| self.inference_error(message))
     }
 
@@ -195,7 +197,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::frame::PixelFormat;
+    use crate::frame::{ImageView, PixelFormat};
 
     /// A CPU detector of `layout` whose boxes (two persons) move with the mean of its input.
     fn input_sensitive_detector(dir: &Path, layout: &str) -> PersonDetector {

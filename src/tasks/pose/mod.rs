@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use self::decode::{HeatmapPeak, decode_dark_udp};
 use super::{INPUT_HEIGHT, INPUT_LEN, INPUT_WIDTH, OutputLayout};
-use crate::frame::ImageView;
+use crate::frame::HostFrame;
 use crate::preprocess::{Normalization, PoseCrop, warp_crop};
 
 /// A person box in frame pixels, with its detector score.
@@ -62,15 +62,17 @@ pub struct Person {
     pub keypoints: Vec<[f32; 3]>,
 }
 
-/// Warps each box's crop into consecutive batch slots of `input` (one slot per box).
-pub fn prepare_crops(
-    view: &ImageView,
+/// Warps each box's crop into consecutive batch slots of `input` (one slot per box), from a
+/// frame of any layout.
+pub fn prepare_crops<'a>(
+    frame: impl Into<HostFrame<'a>>,
     boxes: &[PersonBox],
     input: &mut [f32],
     norm: &Normalization,
 ) {
+    let frame = frame.into();
     for (person, slot) in boxes.iter().zip(input.chunks_exact_mut(INPUT_LEN)) {
-        warp_crop(view, &person.crop(), slot, INPUT_WIDTH, INPUT_HEIGHT, norm);
+        warp_crop(frame, &person.crop(), slot, INPUT_WIDTH, INPUT_HEIGHT, norm);
     }
 }
 
