@@ -196,9 +196,12 @@ impl<'a> HostFrame<'a> {
             ),
             None => {
                 scratch.resize(3 * g.width, 0);
+                let luma = &self.data[y * g.stride..][..g.width];
+                let (u, v, step) = chroma_row(self.data, g, y);
                 let rgb = &mut scratch[3 * columns.start..3 * columns.end];
                 for (x, pixel) in columns.zip(rgb.chunks_exact_mut(3)) {
-                    pixel.copy_from_slice(&yuv420_pixel_to_rgb(self.data, g, x, y));
+                    let at = x / 2 * step;
+                    pixel.copy_from_slice(&g.yuv.convert(luma[x], u[at], v[at]));
                 }
                 (scratch, PixelFormat::Rgb)
             }
@@ -261,17 +264,30 @@ fn yuv420_row_to_rgb(data: &[u8], geometry: &FrameGeometry, y: usize, rgb: &mut 
 
 /// The RGB of pixel (x, y) of a YUV 4:2:0 frame, its 2x2 block sharing one chroma sample.
 fn yuv420_pixel_to_rgb(data: &[u8], geometry: &FrameGeometry, x: usize, y: usize) -> [u8; 3] {
-    let luma = data[y * geometry.stride + x];
-    let chroma_row = y / 2 * geometry.chroma_stride;
-    let (u, v) = match geometry.layout {
+    let (u, v, step) = chroma_row(data, geometry, y);
+    let at = x / 2 * step;
+    geometry
+        .yuv
+        .convert(data[y * geometry.stride + x], u[at], v[at])
+}
+
+/// The U and V samples of the chroma row that covers row `y`, and the distance between two
+/// samples of one plane (2 in NV12's interleaved plane, 1 in I420's).
+fn chroma_row<'d>(
+    data: &'d [u8],
+    geometry: &FrameGeometry,
+    y: usize,
+) -> (&'d [u8], &'d [u8], usize) {
+    let row = y / 2 * geometry.chroma_stride;
+    match geometry.layout {
         SourceLayout::Nv12 => {
-            let at = geometry.chroma[0] + chroma_row + x / 2 * 2;
-            (data[at], data[at + 1])
+            let uv = &data[geometry.chroma[0] + row..];
+            (uv, &uv[1..], 2)
         }
-        _ => {
-            let at = chroma_row + x / 2;
-            (data[geometry.chroma[0] + at], data[geometry.chroma[1] + at])
-        }
-    };
-    geometry.yuv.convert(luma, u, v)
+        _ => (
+            &data[geometry.chroma[0] + row..],
+            &data[geometry.chroma[1] + row..],
+            1,
+        ),
+    }
 }
