@@ -196,13 +196,7 @@ impl<'a> HostFrame<'a> {
             ),
             None => {
                 scratch.resize(3 * g.width, 0);
-                let luma = &self.data[y * g.stride..][..g.width];
-                let (u, v, step) = chroma_row(self.data, g, y);
-                let rgb = &mut scratch[3 * columns.start..3 * columns.end];
-                for (x, pixel) in columns.zip(rgb.chunks_exact_mut(3)) {
-                    let at = x / 2 * step;
-                    pixel.copy_from_slice(&g.yuv.convert(luma[x], u[at], v[at]));
-                }
+                yuv420_row_to_rgb(self.data, g, y, columns, scratch);
                 (scratch, PixelFormat::Rgb)
             }
         }
@@ -250,25 +244,30 @@ pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
 }
 
 fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
+    let row_len = 3 * geometry.width;
     for y in 0..geometry.height {
-        yuv420_row_to_rgb(data, geometry, y, rgb);
+        rgb.resize(rgb.len() + row_len, 0);
+        let start = rgb.len() - row_len;
+        yuv420_row_to_rgb(data, geometry, y, 0..geometry.width, &mut rgb[start..]);
     }
 }
 
-/// Row `y` of a YUV 4:2:0 frame appended to `rgb` as packed RGB.
-fn yuv420_row_to_rgb(data: &[u8], geometry: &FrameGeometry, y: usize, rgb: &mut Vec<u8>) {
-    for x in 0..geometry.width {
-        rgb.extend(yuv420_pixel_to_rgb(data, geometry, x, y));
-    }
-}
-
-/// The RGB of pixel (x, y) of a YUV 4:2:0 frame, its 2x2 block sharing one chroma sample.
-fn yuv420_pixel_to_rgb(data: &[u8], geometry: &FrameGeometry, x: usize, y: usize) -> [u8; 3] {
+/// The pixels `columns` of row `y` of a YUV 4:2:0 frame, each 2x2 block sharing one chroma
+/// sample, as packed RGB at their places in `rgb` (a row's worth of bytes).
+fn yuv420_row_to_rgb(
+    data: &[u8],
+    geometry: &FrameGeometry,
+    y: usize,
+    columns: Range<usize>,
+    rgb: &mut [u8],
+) {
+    let luma = &data[y * geometry.stride..][..geometry.width];
     let (u, v, step) = chroma_row(data, geometry, y);
-    let at = x / 2 * step;
-    geometry
-        .yuv
-        .convert(data[y * geometry.stride + x], u[at], v[at])
+    let pixels = &mut rgb[3 * columns.start..3 * columns.end];
+    for (x, pixel) in columns.zip(pixels.chunks_exact_mut(3)) {
+        let at = x / 2 * step;
+        pixel.copy_from_slice(&geometry.yuv.convert(luma[x], u[at], v[at]));
+    }
 }
 
 /// The U and V samples of the chroma row that covers row `y`, and the distance between two
