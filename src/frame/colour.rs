@@ -68,3 +68,123 @@ impl Default for YuvToRgb {
         Self::BT601_LIMITED
     }
 }
+
+/// RGB -> YUV with the matrix and range of a [`YuvToRgb`] (its exact inverse, rounded), for
+/// drawing colours into YUV frames: `y = luma_offset + row_y . rgb`, `u`, `v` centred on 128,
+/// in 16-bit fixed point, rounded and clamped to 0..=255.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RgbToYuv {
+    rows: [[i32; 3]; 3],
+    /// Each output's offset in fixed point, with the rounding half added.
+    offsets: [i32; 3],
+}
+
+const RGB_SHIFT: i32 = 16;
+
+impl RgbToYuv {
+    /// The inverse of `forward`: `forward.convert(inverse.convert(rgb))` is `rgb` up to the
+    /// 8-bit rounding of YUV.
+    pub fn inverse_of(forward: &YuvToRgb) -> Self {
+        let real = |value: i32| f64::from(value) / f64::from(1 << YUV_SHIFT);
+        let luma = real(forward.luma);
+        // rgb = matrix . (y - luma_offset, u - 128, v - 128)
+        let matrix = [
+            [luma, 0.0, real(forward.v_to_r)],
+            [luma, real(forward.u_to_g), real(forward.v_to_g)],
+            [luma, real(forward.u_to_b), 0.0],
+        ];
+        let fixed = |value: f64| (value * f64::from(1 << RGB_SHIFT)).round() as i32;
+        let half = 1 << (RGB_SHIFT - 1);
+        RgbToYuv {
+            rows: invert(matrix).map(|row| row.map(fixed)),
+            offsets: [forward.luma_offset, 128, 128].map(|offset| (offset << RGB_SHIFT) + half),
+        }
+    }
+
+    /// One colour's YUV.
+    pub fn convert(&self, rgb: [u8; 3]) -> [u8; 3] {
+        let rgb = rgb.map(i32::from);
+        std::array::from_fn(|channel| {
+            let row = self.rows[channel];
+            let sum = row[0] * rgb[0] + row[1] * rgb[1] + row[2] * rgb[2] + self.offsets[channel];
+            (sum >> RGB_SHIFT).clamp(0, 255) as u8
+        })
+    }
+}
+
+/// The inverse of an invertible 3x3 matrix (a YUV -> RGB matrix always is).
+fn invert(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let cofactor = |row: usize, column: usize| {
+        let (r0, r1) = ((row + 1) % 3, (row + 2) % 3);
+        let (c0, c1) = ((column + 1) % 3, (column + 2) % 3);
+        m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]
+    };
+    let determinant: f64 = (0..3)
+        .map(|column| m[0][column] * cofactor(0, column))
+        .sum();
+    // The inverse is the transposed cofactor matrix over the determinant.
+    std::array::from_fn(|row| std::array::from_fn(|column| cofactor(column, row) / determinant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rgb_to_yuv_is_the_textbook_bt601_studio_matrix() {
+        // ITU-R BT.601 in 8 bits: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255, and so on;
+        // the inverse of OpenCV's decoding coefficients may round half a level the other way.
+        let textbook = |[r, g, b]: [u8; 3]| {
+            let (r, g, b) = (f64::from(r), f64::from(g), f64::from(b));
+            [
+                16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0,
+                128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0,
+                128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0,
+            ]
+        };
+        let inverse = RgbToYuv::inverse_of(&YuvToRgb::BT601_LIMITED);
+        assert_eq!(inverse.convert([0, 0, 0]), [16, 128, 128]);
+        assert_eq!(inverse.convert([255, 255, 255]), [235, 128, 128]);
+        for rgb in [
+            [255, 0, 0],
+            [0, 255, 0],
+            [0, 0, 255],
+            [255, 128, 0],
+            [51, 153, 255],
+        ] {
+            let expected = textbook(rgb);
+            for (got, want) in inverse.convert(rgb).into_iter().zip(expected) {
+                assert!(
+                    (f64::from(got) - want).abs() <= 1.0,
+                    "{rgb:?}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rgb_to_yuv_and_back_stays_within_the_yuv_rounding() {
+        let matrices = [
+            YuvToRgb::BT601_LIMITED,
+            YuvToRgb::from_weights(0.2126, 0.0722, false),
+            YuvToRgb::from_weights(0.2126, 0.0722, true),
+            YuvToRgb::from_weights(0.299, 0.114, true),
+        ];
+        for forward in matrices {
+            let inverse = RgbToYuv::inverse_of(&forward);
+            for rgb in (0..=255u8).step_by(15).flat_map(|r| {
+                (0..=255u8)
+                    .step_by(15)
+                    .flat_map(move |g| (0..=255u8).step_by(15).map(move |b| [r, g, b]))
+            }) {
+                let [y, u, v] = inverse.convert(rgb);
+                let back = forward.convert(y, u, v);
+                for (a, b) in rgb.iter().zip(back) {
+                    // Half a step of Y, U and V each, scaled by the matrix: at most 3 levels in
+                    // limited range (219/224 steps for 255).
+                    assert!(a.abs_diff(b) <= 3, "{forward:?}: {rgb:?} -> {back:?}");
+                }
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ mod decoded;
 mod layout;
 mod view;
 
-pub use colour::YuvToRgb;
+pub use colour::{RgbToYuv, YuvToRgb};
 #[cfg(feature = "gstreamer")]
 pub use decoded::Frame;
 pub use layout::{FrameGeometry, HostFrame, SourceLayout, yuv420_to_rgb};

@@ -1,10 +1,16 @@
-//! Drawing model results onto RGBA8 video frames in place (rows `stride` bytes apart, alpha
-//! left at 255): pose skeletons with tiny-skia, segmentation overlays in plain integer math.
+//! Drawing model results onto video frames in place, in the frame's own layout: RGBA8 (rows
+//! `stride` bytes apart, alpha left at 255) or 4:2:0 YUV ([`yuv`]); pose skeletons with
+//! tiny-skia, segmentation and dense views in plain integer math. [`Canvas`] takes either.
 
 pub mod cuda;
+pub mod yuv;
 
 use rayon::prelude::*;
 use tiny_skia::{FillRule, LineCap, Paint, PathBuilder, Pixmap, PixmapMut, Stroke, Transform};
+
+use crate::frame::{FrameGeometry, SourceLayout};
+use crate::tasks::dense;
+use yuv::Yuv420Canvas;
 
 /// Frame side (longer one) at which a style's radius and thickness apply unscaled.
 const REFERENCE_SIDE: f32 = 1024.0;
@@ -28,6 +34,99 @@ pub enum RenderError {
     },
     #[error("frame size {width} x {height} is too large to draw on")]
     FrameTooLarge { width: usize, height: usize },
+    #[error("cannot draw on this frame: {0}")]
+    Layout(String),
+}
+
+/// A frame's pixels to draw on, in the frame's own layout.
+pub enum Canvas<'a> {
+    Rgba {
+        pixels: &'a mut [u8],
+        width: usize,
+        height: usize,
+        stride: usize,
+    },
+    Yuv420(Yuv420Canvas<'a>),
+}
+
+impl<'a> Canvas<'a> {
+    /// The frame of `geometry` in `bytes`: packed RGBA(x), NV12 or I420.
+    pub fn new(bytes: &'a mut [u8], geometry: &FrameGeometry) -> Result<Self, RenderError> {
+        let (width, height, stride) = (geometry.width, geometry.height, geometry.stride);
+        match geometry.layout {
+            SourceLayout::Rgbx => {
+                check_frame(bytes.len(), width, height, stride)?;
+                Ok(Canvas::Rgba {
+                    pixels: bytes,
+                    width,
+                    height,
+                    stride,
+                })
+            }
+            SourceLayout::Nv12 | SourceLayout::I420 => {
+                Ok(Canvas::Yuv420(Yuv420Canvas::new(bytes, geometry)?))
+            }
+            other => Err(RenderError::Layout(format!(
+                "drawing on {other:?} frames is not supported"
+            ))),
+        }
+    }
+
+    /// See [`blend_class_map`].
+    pub fn blend_class_map(&mut self, class_map: &[u8], palette: &[[u8; 3]], alpha: f32) {
+        match self {
+            Canvas::Rgba {
+                pixels,
+                width,
+                height,
+                stride,
+            } => blend_class_map(pixels, *width, *height, *stride, class_map, palette, alpha),
+            Canvas::Yuv420(canvas) => canvas.blend_class_map(class_map, palette, alpha),
+        }
+    }
+
+    /// See [`dense::draw_depth`].
+    pub fn draw_depth(&mut self, normalised: &[f32], foreground: Option<&[u8]>) {
+        match self {
+            Canvas::Rgba {
+                pixels,
+                width,
+                height,
+                stride,
+            } => dense::draw_depth(pixels, *width, *height, *stride, normalised, foreground),
+            Canvas::Yuv420(canvas) => canvas.draw_depth(normalised, foreground),
+        }
+    }
+
+    /// See [`dense::draw_normals`].
+    pub fn draw_normals(&mut self, normals: &[f32], foreground: Option<&[u8]>) {
+        match self {
+            Canvas::Rgba {
+                pixels,
+                width,
+                height,
+                stride,
+            } => dense::draw_normals(pixels, *width, *height, *stride, normals, foreground),
+            Canvas::Yuv420(canvas) => canvas.draw_normals(normals, foreground),
+        }
+    }
+
+    /// See [`draw_pose`].
+    pub fn draw_pose(
+        &mut self,
+        persons: &[&[[f32; 3]]],
+        style: &PoseStyle,
+    ) -> Result<(), RenderError> {
+        match self {
+            Canvas::Rgba {
+                pixels,
+                width,
+                height,
+                stride,
+            } => draw_pose(pixels, *width, *height, *stride, persons, style),
+            Canvas::Yuv420(canvas) => canvas.draw_pose(persons, style),
+        }
+    }
 }
 
 /// How to draw a keypoint set: the set's skeleton and colours (RGB) from its JSON, the score
@@ -94,7 +193,7 @@ pub fn draw_pose(
     let region = DrawableRegion::around(width, height);
     with_pixmap(frame, width, height, stride, |pixmap| {
         for person in persons {
-            draw_person(pixmap, person, style, &region);
+            draw_person(pixmap, person, style, &region, Transform::identity());
         }
     })
 }
@@ -219,11 +318,13 @@ impl DrawableRegion {
     }
 }
 
+/// One person's links then keypoints, in frame coordinates mapped by `transform` onto `pixmap`.
 fn draw_person(
     pixmap: &mut PixmapMut,
     keypoints: &[[f32; 3]],
     style: &PoseStyle,
     region: &DrawableRegion,
+    transform: Transform,
 ) {
     let visible = |index: usize| {
         keypoints
@@ -239,7 +340,7 @@ fn draw_person(
         if let (Some(from), Some(to)) = (visible(a), visible(b))
             && let Some(line) = line_path(from, to)
         {
-            pixmap.stroke_path(&line, &paint(color), &stroke, Transform::identity(), None);
+            pixmap.stroke_path(&line, &paint(color), &stroke, transform, None);
         }
     }
     for (index, color) in style.keypoint_colors.iter().enumerate() {
@@ -247,7 +348,7 @@ fn draw_person(
             && let Some(dot) = PathBuilder::from_circle(x, y, style.radius)
         {
             let paint = paint(color);
-            pixmap.fill_path(&dot, &paint, FillRule::Winding, Transform::identity(), None);
+            pixmap.fill_path(&dot, &paint, FillRule::Winding, transform, None);
         }
     }
 }

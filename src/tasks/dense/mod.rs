@@ -245,10 +245,16 @@ pub fn draw_depth(
         |y, x_range, pixels| {
             let row = &normalised[y * width..][x_range];
             for (px, &n) in pixels.chunks_exact_mut(4).zip(row) {
-                px[..3].copy_from_slice(&colormap[((1.0 - n) * 255.0) as u8 as usize]);
+                px[..3].copy_from_slice(&colormap[usize::from(depth_level(n))]);
             }
         },
     );
+}
+
+/// The inferno level of a normalised depth, nearest brightest: trunc((1 - n) * 255), as the
+/// demo's `astype(np.uint8)` (the saturating cast clamps what lies outside 0..=1).
+pub(crate) fn depth_level(normalised: f32) -> u8 {
+    ((1.0 - normalised) * 255.0) as u8
 }
 
 /// Inferno as 256 levels (0 = black, 255 = pale yellow).
@@ -285,7 +291,7 @@ pub fn normalise_normals(normals: &mut [f32]) {
 }
 
 /// One 8-bit level of a unit normal component: round((n + 1) / 2 * 255), clamped to 0..=255.
-fn normal_level(n: f32) -> u8 {
+pub(crate) fn normal_level(n: f32) -> u8 {
     // `+ 0.5` then the saturating cast rounds the non-negative values and clamps the rest.
     ((n + 1.0) * 0.5 * 255.0 + 0.5) as u8
 }
