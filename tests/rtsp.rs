@@ -724,6 +724,7 @@ fn ball_frames(count: usize, width: usize, height: usize) -> Vec<Frame> {
                 capture_time: std::time::SystemTime::now(),
                 geometry: Frame::rgba_geometry(width, height, width * 4),
                 buffer: gst::Buffer::from_mut_slice(pixels),
+                caps: Frame::rgba_caps(width, height, (15, 1)),
             }
         })
         .collect()
@@ -739,7 +740,6 @@ fn push_output_records_to_an_external_server() {
     let options = VideoSinkOptions {
         width: 160,
         height: 120,
-        framerate: Some((15, 1)),
         banner: None,
     };
     let mut push = RtspPush::open(&url, &options).unwrap();
@@ -759,7 +759,6 @@ fn push_output_to_a_closed_port_fails_with_one_clear_error() {
     let options = VideoSinkOptions {
         width: 64,
         height: 48,
-        framerate: Some((15, 1)),
         banner: None,
     };
     let error = match RtspPush::open(&url, &options) {
@@ -974,7 +973,6 @@ fn a_file_output_shows_every_frame_when_live_frames_were_dropped() {
     let options = VideoSinkOptions {
         width: 160,
         height: 120,
-        framerate: Some((15, 1)),
         banner: None,
     };
     let mut sink = sapiens_stream::sink::VideoSink::open(&path, &options).unwrap();

@@ -19,6 +19,9 @@ pub struct Frame {
     /// Size, layout, strides and plane offsets of the pixels in `buffer`.
     pub geometry: FrameGeometry,
     pub buffer: gstreamer::Buffer,
+    /// What `buffer` holds, for the GStreamer elements it goes to (the encoders): the
+    /// decoder's caps, with their colorimetry, or [`Frame::rgba_caps`] for frames made here.
+    pub caps: gstreamer::Caps,
 }
 
 impl Frame {
@@ -28,6 +31,16 @@ impl Frame {
             stride,
             ..FrameGeometry::packed(width, height, SourceLayout::Rgbx)
         }
+    }
+
+    /// Caps of packed RGBA frames, at `framerate` frames per second (0/1: unknown).
+    pub fn rgba_caps(width: usize, height: usize, framerate: (i32, i32)) -> gstreamer::Caps {
+        gstreamer_video::VideoCapsBuilder::new()
+            .format(gstreamer_video::VideoFormat::Rgba)
+            .width(width as i32)
+            .height(height as i32)
+            .framerate(gstreamer::Fraction::new(framerate.0, framerate.1))
+            .build()
     }
 
     pub fn width(&self) -> usize {
@@ -57,20 +70,41 @@ impl Frame {
             .expect("frame buffers from our sources are always readable")
     }
 
-    /// Runs `f` over the frame's RGBA pixels, writable; copies the buffer only if it is shared.
-    pub fn with_pixels_mut<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        assert!(self.is_rgba(), "only RGBA frames are drawn on");
+    /// Runs `f` over the frame's bytes, writable, in whatever layout they are; copies the
+    /// buffer only if it is shared.
+    pub fn with_bytes_mut<R>(&mut self, f: impl FnOnce(&mut [u8], &FrameGeometry) -> R) -> R {
         let buffer = self.buffer.make_mut();
         let mut map = buffer
             .map_writable()
             .expect("a buffer made writable maps writable");
-        f(map.as_mut_slice())
+        f(map.as_mut_slice(), &self.geometry)
     }
 
     /// Takes the pixels the GPU drew (RGBA) in place of the frame's own.
     pub fn replace_with_painted(&mut self, painted: PaintedFrame) {
-        self.geometry = Self::rgba_geometry(self.width(), self.height(), painted.stride);
-        self.buffer = gstreamer::Buffer::from_mut_slice(painted.rgba);
+        let (width, height) = (self.width(), self.height());
+        let framerate = self
+            .caps
+            .structure(0)
+            .and_then(|s| s.get::<gstreamer::Fraction>("framerate").ok())
+            .map_or((0, 1), |rate| (rate.numer(), rate.denom()));
+        self.caps = Self::rgba_caps(width, height, framerate);
+        self.geometry = Self::rgba_geometry(width, height, painted.stride);
+        let mut buffer = gstreamer::Buffer::from_mut_slice(painted.rgba);
+        if painted.stride != 4 * width {
+            // Rows padded like the decoder's: say so, as the caps alone mean packed rows.
+            gstreamer_video::VideoMeta::add_full(
+                buffer.make_mut(),
+                gstreamer_video::VideoFrameFlags::empty(),
+                gstreamer_video::VideoFormat::Rgba,
+                width as u32,
+                height as u32,
+                &[0],
+                &[painted.stride as i32],
+            )
+            .expect("a stride of at least a row of RGBA pixels is a valid video meta");
+        }
+        self.buffer = buffer;
     }
 
     /// Tightly packed RGB copy (for dumps).

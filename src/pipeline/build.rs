@@ -76,7 +76,6 @@ impl<'c> Started<'c> {
         let stream = VideoSinkOptions {
             width: info.width,
             height: info.height,
-            framerate: info.framerate,
             banner: summary
                 .random_weights
                 .then(|| RANDOM_WEIGHTS_BANNER.to_owned()),
@@ -120,7 +119,9 @@ fn yuv_frames(config: &PipelineConfig, models: &Models) -> bool {
             true
         }
         (false, None) => {
-            tracing::info!("frames stay as decoded (NV12/I420), converted as they are resized");
+            tracing::info!(
+                "frames stay as decoded (NV12/I420): converted as they are resized, drawn on in their own planes"
+            );
             true
         }
         (_, Some(reason)) => {

@@ -192,15 +192,11 @@ impl PipelineConfig {
     }
 
     /// What reads a frame's pixels as RGBA, and so has the source convert them; `None` when
-    /// frames may stay as decoded. On the GPU, which prepares every frame, detects the persons,
-    /// converts the colours as it resizes and draws the overlay on an RGBA copy it makes
-    /// itself, only `--dump`'s host path does. On the CPU, the preprocessing and the detector
-    /// read any layout, and only the overlay drawn for a video output needs RGBA.
+    /// frames may stay as decoded. On the CPU nothing does: the preprocessing and the detector
+    /// convert the rows they read, and the overlay is drawn into the frame's own planes. On the
+    /// GPU, which prepares every frame, detects the persons, converts the colours as it resizes
+    /// and draws the overlay on an RGBA copy it makes itself, only `--dump`'s host path does.
     pub(super) fn rgba_needed_by(&self, on_gpu: bool) -> Option<&'static str> {
-        if on_gpu {
-            self.dump.as_ref().map(|_| "--dump")
-        } else {
-            (!self.outputs.is_empty()).then_some("the overlay drawn for --output")
-        }
+        (on_gpu && self.dump.is_some()).then_some("--dump")
     }
 }

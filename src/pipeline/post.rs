@@ -14,7 +14,7 @@ use crate::publish::frame_hub::FrameHub;
 use crate::publish::{
     DepthSummary, FrameResult, NormalsSummary, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
 };
-use crate::render::{self, PoseStyle};
+use crate::render::{self, Canvas, PoseStyle};
 use crate::tasks::keypoint_sets;
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::pose::{self, Person};
@@ -379,8 +379,8 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
     counts
 }
 
-/// Draws the overlay: the chosen view (frame with class colours, depth or normals) unless the GPU
-/// drew it already (`view_drawn`), then the skeletons.
+/// Draws the overlay into the frame in its own layout: the chosen view (frame with class
+/// colours, depth or normals) unless the GPU drew it already (`view_drawn`), then the skeletons.
 fn draw(
     frame: &mut Frame,
     view_drawn: bool,
@@ -389,49 +389,30 @@ fn draw(
     summary: &ModelSummary,
     options: &PostOptions,
 ) -> Result<()> {
-    if !frame.is_rgba() {
-        return Err(Error::Render(format!(
-            "frame {} came back from the GPU undrawn, as {:?}",
-            frame.index, frame.geometry.layout
-        )));
-    }
-    let (width, height, stride) = (frame.width(), frame.height(), frame.geometry.stride);
+    let (width, height) = (frame.width(), frame.height());
     let foreground = outputs
         .segmentation
         .is_some()
         .then_some(&maps.class_map[..]);
-    frame.with_pixels_mut(|pixels| {
+    let render_error = |e: render::RenderError| Error::Render(e.to_string());
+    frame.with_bytes_mut(|bytes, geometry| {
+        let mut canvas = Canvas::new(bytes, geometry).map_err(render_error)?;
         let pixels_of_frame = width * height;
         match options.view {
             _ if view_drawn => {}
             View::Depth
                 if outputs.depth.is_some() && maps.depth_normalised.len() == pixels_of_frame =>
             {
-                dense::draw_depth(
-                    pixels,
-                    width,
-                    height,
-                    stride,
-                    &maps.depth_normalised,
-                    foreground,
-                )
+                canvas.draw_depth(&maps.depth_normalised, foreground)
             }
             View::Normal
                 if outputs.normals.is_some() && maps.normals.len() == 3 * pixels_of_frame =>
             {
-                dense::draw_normals(pixels, width, height, stride, &maps.normals, foreground)
+                canvas.draw_normals(&maps.normals, foreground)
             }
             _ => {
                 if let Some(class_map) = foreground {
-                    render::blend_class_map(
-                        pixels,
-                        width,
-                        height,
-                        stride,
-                        class_map,
-                        &keypoint_sets::body_parts().palette,
-                        0.5,
-                    );
+                    canvas.blend_class_map(class_map, &keypoint_sets::body_parts().palette, 0.5);
                 }
             }
         }
@@ -447,8 +428,7 @@ fn draw(
             .scaled_for(width, height);
             let keypoints: Vec<&[[f32; 3]]> =
                 persons.iter().map(|p| p.keypoints.as_slice()).collect();
-            render::draw_pose(pixels, width, height, stride, &keypoints, &style)
-                .map_err(|e| Error::Render(e.to_string()))?;
+            canvas.draw_pose(&keypoints, &style).map_err(render_error)?;
         }
         Ok(())
     })

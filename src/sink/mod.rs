@@ -24,7 +24,6 @@ use rtsp::{RtspPush, RtspServer, RtspUrl};
 pub struct VideoSinkOptions {
     pub width: usize,
     pub height: usize,
-    pub framerate: Option<(i32, i32)>,
     /// Text burnt into every frame (said when a model has random weights).
     pub banner: Option<String>,
 }
@@ -148,16 +147,10 @@ impl VideoSink {
         posted_error(&self.pipeline).map(|message| self.error(&message))
     }
 
-    /// Hands the frame's buffer to the encoder with the frame's own timestamps.
+    /// Hands the frame to the encoder with the frame's own timestamps.
     pub fn push(&mut self, frame: &Frame) -> Result<()> {
-        // A new reference to the same memory: other outputs may take the frame too.
-        let mut buffer = frame.buffer.clone();
-        {
-            let buffer = buffer.make_mut();
-            buffer.set_pts(frame.pts_ns.map(gst::ClockTime::from_nseconds));
-            buffer.set_duration(frame.duration_ns.map(gst::ClockTime::from_nseconds));
-        }
-        self.appsrc.push_buffer(buffer).map_err(|flow| {
+        let sample = frame_sample(frame, Timing::Frame);
+        self.appsrc.push_sample(&sample).map_err(|flow| {
             self.bus_error()
                 .unwrap_or_else(|| self.error(&format!("encoder refused a frame: {flow:?}")))
         })?;
@@ -233,19 +226,41 @@ enum Delivery {
 /// A key frame at least this often on live streams.
 const LIVE_KEYFRAME_INTERVAL: u32 = 30;
 
-/// The RGBA appsrc frames enter by. Files block the pipeline when the encoder falls behind; live
-/// streams never block: they timestamp frames on arrival and drop the oldest when full.
+/// Whose clock a frame pushed to an encoder is timed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timing {
+    /// The frame's own timestamps (files).
+    Frame,
+    /// None: the appsrc stamps the frame on arrival (live streams).
+    Arrival,
+}
+
+/// The frame as the encoder takes it: a new reference to its memory (other outputs may take
+/// it too) with its caps, so the encoder reads whatever layout it comes in (the decoder's
+/// NV12/I420 with its colorimetry, or RGBA) and converts only if it must.
+fn frame_sample(frame: &Frame, timing: Timing) -> gst::Sample {
+    let mut buffer = frame.buffer.clone();
+    {
+        let buffer = buffer.make_mut();
+        let nanoseconds = |ns: Option<u64>| match timing {
+            Timing::Frame => ns.map(gst::ClockTime::from_nseconds),
+            Timing::Arrival => gst::ClockTime::NONE,
+        };
+        buffer.set_pts(nanoseconds(frame.pts_ns));
+        buffer.set_dts(gst::ClockTime::NONE);
+        buffer.set_duration(nanoseconds(frame.duration_ns));
+    }
+    gst::Sample::builder()
+        .buffer(&buffer)
+        .caps(&frame.caps)
+        .build()
+}
+
+/// The appsrc frames enter by, as samples that carry their caps. Files block the pipeline when
+/// the encoder falls behind; live streams never block: they timestamp frames on arrival and
+/// drop the oldest when full.
 fn frame_appsrc(options: &VideoSinkOptions, delivery: Delivery) -> gst_app::AppSrc {
-    let (num, den) = options.framerate.unwrap_or((0, 1));
-    let caps = gst_video::VideoCapsBuilder::new()
-        .format(gst_video::VideoFormat::Rgba)
-        .width(options.width as i32)
-        .height(options.height as i32)
-        .framerate(gst::Fraction::new(num, den))
-        .build();
-    let builder = gst_app::AppSrc::builder()
-        .caps(&caps)
-        .format(gst::Format::Time);
+    let builder = gst_app::AppSrc::builder().format(gst::Format::Time);
     match delivery {
         Delivery::File => {
             let frame_bytes = (options.width * options.height * 4) as u64;
@@ -261,7 +276,8 @@ fn frame_appsrc(options: &VideoSinkOptions, delivery: Delivery) -> gst_app::AppS
     }
 }
 
-/// appsrc (RGBA) -> [textoverlay] -> videoconvert -> videoscale to even size -> x264enc -> h264parse
+/// appsrc -> [textoverlay] -> videoconvert -> videoscale to even size -> x264enc -> h264parse;
+/// NV12 and I420 frames of even size pass the converter and the scaler untouched.
 fn encoder_chain(
     appsrc: &gst_app::AppSrc,
     options: &VideoSinkOptions,
@@ -286,7 +302,7 @@ fn encoder_chain(
     even.set_property(
         "caps",
         gst_video::VideoCapsBuilder::new()
-            .format(gst_video::VideoFormat::I420)
+            .format_list([gst_video::VideoFormat::I420, gst_video::VideoFormat::Nv12])
             .width((options.width as i32 & !1).max(2))
             .height((options.height as i32 & !1).max(2))
             .build(),

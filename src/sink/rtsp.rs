@@ -25,7 +25,10 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 
-use super::{Delivery, VideoSinkOptions, encoder_chain, frame_appsrc, make, posted_error};
+use super::{
+    Delivery, Timing, VideoSinkOptions, encoder_chain, frame_appsrc, frame_sample, make,
+    posted_error,
+};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 
@@ -207,14 +210,7 @@ impl RtspServer {
             return;
         };
         // The appsrc stamps frames on arrival, on the media's own clock.
-        let mut buffer = frame.buffer.clone();
-        {
-            let buffer = buffer.make_mut();
-            buffer.set_pts(gst::ClockTime::NONE);
-            buffer.set_dts(gst::ClockTime::NONE);
-            buffer.set_duration(gst::ClockTime::NONE);
-        }
-        if let Err(flow) = appsrc.push_buffer(buffer) {
+        if let Err(flow) = appsrc.push_sample(&frame_sample(frame, Timing::Arrival)) {
             // The media is shutting down (its last client left): the frame is simply not sent.
             tracing::debug!("RTSP media refused a frame: {flow:?}");
         }
@@ -425,14 +421,8 @@ impl RtspPush {
         if let Some(error) = self.bus_error() {
             return Err(error);
         }
-        let mut buffer = frame.buffer.clone();
-        {
-            let buffer = buffer.make_mut();
-            buffer.set_pts(gst::ClockTime::NONE);
-            buffer.set_dts(gst::ClockTime::NONE);
-            buffer.set_duration(gst::ClockTime::NONE);
-        }
-        self.appsrc.push_buffer(buffer).map_err(|flow| {
+        let sample = frame_sample(frame, Timing::Arrival);
+        self.appsrc.push_sample(&sample).map_err(|flow| {
             self.bus_error().unwrap_or_else(|| {
                 self.url
                     .error(format!("the stream refused a frame: {flow:?}"))

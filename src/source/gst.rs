@@ -296,6 +296,9 @@ impl GstSource {
             .buffer_owned()
             .ok_or_else(|| self.decode_error("decoder gave a sample without a buffer"))?;
         let video = self.video_info(&sample)?;
+        let caps = sample
+            .caps_owned()
+            .ok_or_else(|| self.decode_error("decoder gave a frame without caps"))?;
         let geometry = frame_geometry(&video, buffer.meta::<gst_video::VideoMeta>().as_deref())
             .and_then(|g| g.validate(buffer.size()).map(|()| g))
             .map_err(|e| self.decode_error(&e))?;
@@ -315,6 +318,7 @@ impl GstSource {
             capture_time: SystemTime::now(),
             geometry,
             buffer,
+            caps,
         })
     }
 }

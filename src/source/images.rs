@@ -87,6 +87,7 @@ impl ImageSource {
             capture_time: SystemTime::now(),
             geometry: Frame::rgba_geometry(width, height, width * 4),
             buffer: gst::Buffer::from_mut_slice(image.into_raw()),
+            caps: Frame::rgba_caps(width, height, self.info.framerate.unwrap_or((0, 1))),
         }))
     }
 }
