@@ -40,13 +40,16 @@ pub enum RenderError {
 
 /// A frame's pixels to draw on, in the frame's own layout.
 pub enum Canvas<'a> {
-    Rgba {
-        pixels: &'a mut [u8],
-        width: usize,
-        height: usize,
-        stride: usize,
-    },
+    Rgba(RgbaCanvas<'a>),
     Yuv420(Yuv420Canvas<'a>),
+}
+
+/// Packed RGBA(x) pixels, rows `stride` bytes apart, checked to hold the frame.
+pub struct RgbaCanvas<'a> {
+    pixels: &'a mut [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
 }
 
 impl<'a> Canvas<'a> {
@@ -56,12 +59,12 @@ impl<'a> Canvas<'a> {
         match geometry.layout {
             SourceLayout::Rgbx => {
                 check_frame(bytes.len(), width, height, stride)?;
-                Ok(Canvas::Rgba {
+                Ok(Canvas::Rgba(RgbaCanvas {
                     pixels: bytes,
                     width,
                     height,
                     stride,
-                })
+                }))
             }
             SourceLayout::Nv12 | SourceLayout::I420 => {
                 Ok(Canvas::Yuv420(Yuv420Canvas::new(bytes, geometry)?))
@@ -75,12 +78,9 @@ impl<'a> Canvas<'a> {
     /// See [`blend_class_map`].
     pub fn blend_class_map(&mut self, class_map: &[u8], palette: &[[u8; 3]], alpha: f32) {
         match self {
-            Canvas::Rgba {
-                pixels,
-                width,
-                height,
-                stride,
-            } => blend_class_map(pixels, *width, *height, *stride, class_map, palette, alpha),
+            Canvas::Rgba(c) => blend_class_map(
+                c.pixels, c.width, c.height, c.stride, class_map, palette, alpha,
+            ),
             Canvas::Yuv420(canvas) => canvas.blend_class_map(class_map, palette, alpha),
         }
     }
@@ -88,12 +88,9 @@ impl<'a> Canvas<'a> {
     /// See [`dense::draw_depth`].
     pub fn draw_depth(&mut self, normalised: &[f32], foreground: Option<&[u8]>) {
         match self {
-            Canvas::Rgba {
-                pixels,
-                width,
-                height,
-                stride,
-            } => dense::draw_depth(pixels, *width, *height, *stride, normalised, foreground),
+            Canvas::Rgba(c) => dense::draw_depth(
+                c.pixels, c.width, c.height, c.stride, normalised, foreground,
+            ),
             Canvas::Yuv420(canvas) => canvas.draw_depth(normalised, foreground),
         }
     }
@@ -101,12 +98,9 @@ impl<'a> Canvas<'a> {
     /// See [`dense::draw_normals`].
     pub fn draw_normals(&mut self, normals: &[f32], foreground: Option<&[u8]>) {
         match self {
-            Canvas::Rgba {
-                pixels,
-                width,
-                height,
-                stride,
-            } => dense::draw_normals(pixels, *width, *height, *stride, normals, foreground),
+            Canvas::Rgba(c) => {
+                dense::draw_normals(c.pixels, c.width, c.height, c.stride, normals, foreground)
+            }
             Canvas::Yuv420(canvas) => canvas.draw_normals(normals, foreground),
         }
     }
@@ -118,12 +112,7 @@ impl<'a> Canvas<'a> {
         style: &PoseStyle,
     ) -> Result<(), RenderError> {
         match self {
-            Canvas::Rgba {
-                pixels,
-                width,
-                height,
-                stride,
-            } => draw_pose(pixels, *width, *height, *stride, persons, style),
+            Canvas::Rgba(c) => draw_pose(c.pixels, c.width, c.height, c.stride, persons, style),
             Canvas::Yuv420(canvas) => canvas.draw_pose(persons, style),
         }
     }

@@ -286,23 +286,18 @@ impl<'a> Yuv420Canvas<'a> {
     ) {
         let blocks = area.rows.start / 2..area.rows.end.div_ceil(2);
         let (height, luma_stride) = (self.height, self.luma_stride);
-        let luma_pairs = self.luma.chunks_mut(2 * luma_stride);
         let chroma_rows: Vec<ChromaRow> = match &mut self.chroma {
-            Chroma::Interleaved(uv) => uv
-                .chunks_mut(self.chroma_stride)
+            Chroma::Interleaved(uv) => in_blocks(uv.chunks_mut(self.chroma_stride), &blocks)
                 .map(ChromaRow::Interleaved)
                 .collect(),
-            Chroma::Planar(u, v) => u
-                .chunks_mut(self.chroma_stride)
-                .zip(v.chunks_mut(self.chroma_stride))
+            Chroma::Planar(u, v) => in_blocks(u.chunks_mut(self.chroma_stride), &blocks)
+                .zip(in_blocks(v.chunks_mut(self.chroma_stride), &blocks))
                 .map(|(u, v)| ChromaRow::Planar(u, v))
                 .collect(),
         };
-        let rows: Vec<_> = luma_pairs
-            .zip(chroma_rows)
-            .enumerate()
-            .skip(blocks.start)
-            .take(blocks.len())
+        let rows: Vec<_> = blocks
+            .clone()
+            .zip(in_blocks(self.luma.chunks_mut(2 * luma_stride), &blocks).zip(chroma_rows))
             .collect();
         let columns = area.columns;
         rows.into_par_iter().for_each_init(
@@ -328,6 +323,11 @@ impl<'a> Yuv420Canvas<'a> {
     }
 }
 
+/// The rows (luma pairs or chroma rows) of the block rows `blocks`.
+fn in_blocks<I: Iterator>(rows: I, blocks: &Range<usize>) -> impl Iterator<Item = I::Item> {
+    rows.skip(blocks.start).take(blocks.len())
+}
+
 /// `(frame * (256 - weight) + colour * weight + 128) >> 8`, the RGBA blend's rounding.
 fn mix(frame: u8, colour: u8, weight: u16) -> u8 {
     let weight = u32::from(weight);
@@ -339,10 +339,9 @@ fn mix(frame: u8, colour: u8, weight: u16) -> u8 {
 /// `(c * (256 n - sum w) + sum w c_i + 128 n) / 256 n` over the block's `n` pixels.
 fn blend_chroma(tints: &[Tint], columns: Range<usize>, chroma: &mut ChromaRow) {
     let row_len = columns.len();
-    let rows: Vec<&[Tint]> = tints.chunks(row_len).collect();
     for start in (0..row_len).step_by(2) {
         let (mut pixels, mut weights, mut sums) = (0u32, 0u32, [0u32; 2]);
-        for row in &rows {
+        for row in tints.chunks(row_len) {
             for tint in &row[start..(start + 2).min(row_len)] {
                 let weight = u32::from(tint.weight);
                 pixels += 1;

@@ -223,6 +223,9 @@ enum Delivery {
     Live,
 }
 
+/// Frames a file output queues before the pipeline waits for its encoder.
+const FILE_QUEUE_FRAMES: u64 = 4;
+
 /// A key frame at least this often on live streams.
 const LIVE_KEYFRAME_INTERVAL: u32 = 30;
 
@@ -259,13 +262,15 @@ fn frame_sample(frame: &Frame, timing: Timing) -> gst::Sample {
 /// The appsrc frames enter by, as samples that carry their caps. Files block the pipeline when
 /// the encoder falls behind; live streams never block: they timestamp frames on arrival and
 /// drop the oldest when full.
-fn frame_appsrc(options: &VideoSinkOptions, delivery: Delivery) -> gst_app::AppSrc {
+fn frame_appsrc(delivery: Delivery) -> gst_app::AppSrc {
     let builder = gst_app::AppSrc::builder().format(gst::Format::Time);
     match delivery {
-        Delivery::File => {
-            let frame_bytes = (options.width * options.height * 4) as u64;
-            builder.block(true).max_bytes(frame_bytes * 4).build()
-        }
+        // Bounded in frames, whatever their layout's size (no byte bound).
+        Delivery::File => builder
+            .block(true)
+            .max_bytes(0)
+            .max_buffers(FILE_QUEUE_FRAMES)
+            .build(),
         Delivery::Live => builder
             .is_live(true)
             .do_timestamp(true)
@@ -330,7 +335,7 @@ fn build_file_pipeline(
     options: &VideoSinkOptions,
     muxer: &str,
 ) -> std::result::Result<(gst::Pipeline, gst_app::AppSrc), String> {
-    let appsrc = frame_appsrc(options, Delivery::File);
+    let appsrc = frame_appsrc(Delivery::File);
     let mut chain = encoder_chain(&appsrc, options, Delivery::File)?;
     chain.push(make(muxer)?);
     let filesink = make("filesink")?;

@@ -321,7 +321,7 @@ fn take_media_input(media: &rtsp_server::RTSPMedia, input: &MediaInput) {
 
 /// appsrc -> encoder chain -> rtph264pay (pay0), in the bin a served media plays.
 fn build_media(options: &VideoSinkOptions) -> std::result::Result<gst::Bin, String> {
-    let appsrc = frame_appsrc(options, Delivery::Live);
+    let appsrc = frame_appsrc(Delivery::Live);
     appsrc.set_property("name", MEDIA_APPSRC);
     let mut chain = encoder_chain(&appsrc, options, Delivery::Live)?;
     let payloader = make("rtph264pay")?;
@@ -461,7 +461,7 @@ fn build_push_pipeline(
     url: &RtspUrl,
     options: &VideoSinkOptions,
 ) -> std::result::Result<(gst::Pipeline, gst_app::AppSrc), String> {
-    let appsrc = frame_appsrc(options, Delivery::Live);
+    let appsrc = frame_appsrc(Delivery::Live);
     let mut chain = encoder_chain(&appsrc, options, Delivery::Live)?;
     let sink = make("rtspclientsink")?;
     sink.set_property("location", url.url.as_str());
