@@ -5,7 +5,7 @@
 //! `.venv/bin/python tests/reference/preprocess_reference.py --bench`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sapiens_stream::frame::{ImageView, PixelFormat};
+use sapiens_stream::frame::{FrameGeometry, HostFrame, ImageView, PixelFormat, SourceLayout};
 use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan, warp_crop};
 
 const FRAME_W: usize = 1920;
@@ -26,6 +26,13 @@ fn frame(format: PixelFormat) -> Vec<u8> {
         .collect()
 }
 
+/// A 1080p NV12 frame of noise.
+fn nv12_frame() -> Vec<u8> {
+    let mut data = frame(PixelFormat::Rgb);
+    data.truncate(FRAME_W * FRAME_H * 3 / 2);
+    data
+}
+
 fn bench_stretch(c: &mut Criterion, name: &str, format: PixelFormat) {
     let data = frame(format);
     let view = ImageView::packed(&data, FRAME_W, FRAME_H, format);
@@ -39,18 +46,32 @@ fn bench_stretch(c: &mut Criterion, name: &str, format: PixelFormat) {
 fn stretch(c: &mut Criterion) {
     bench_stretch(c, "stretch_1920x1080_rgba_to_768x1024", PixelFormat::Rgba);
     bench_stretch(c, "stretch_1920x1080_rgb_to_768x1024", PixelFormat::Rgb);
+    let data = nv12_frame();
+    let geometry = FrameGeometry::yuv420(FRAME_W, FRAME_H, SourceLayout::Nv12);
+    let plan = StretchPlan::new(FRAME_W, FRAME_H, INPUT_W, INPUT_H);
+    let mut input = vec![0.0_f32; 3 * INPUT_W * INPUT_H];
+    c.bench_function("stretch_1920x1080_nv12_to_768x1024", |b| {
+        b.iter(|| {
+            plan.run(
+                HostFrame {
+                    data: &data,
+                    geometry,
+                },
+                &mut input,
+                &Normalization::SAPIENS,
+            )
+        })
+    });
 }
 
-fn crop(c: &mut Criterion) {
-    let data = frame(PixelFormat::Rgba);
-    let view = ImageView::packed(&data, FRAME_W, FRAME_H, PixelFormat::Rgba);
+fn bench_crop<'a>(c: &mut Criterion, name: &str, src: impl Into<HostFrame<'a>> + Copy) {
     // A standing person a little taller than half the frame.
     let crop = PoseCrop::from_box(820.0, 300.0, 1100.0, 1000.0, INPUT_W, INPUT_H);
     let mut input = vec![0.0_f32; 3 * INPUT_W * INPUT_H];
-    c.bench_function("warp_crop_to_768x1024", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             warp_crop(
-                &view,
+                src,
                 &crop,
                 &mut input,
                 INPUT_W,
@@ -61,5 +82,31 @@ fn crop(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, stretch, crop);
+fn crop(c: &mut Criterion) {
+    let data = frame(PixelFormat::Rgba);
+    let view = ImageView::packed(&data, FRAME_W, FRAME_H, PixelFormat::Rgba);
+    bench_crop(c, "warp_crop_rgba_to_768x1024", &view);
+    // The frame as a decoder gives it: NV12, converted as the crop reads it.
+    let data = nv12_frame();
+    let geometry = FrameGeometry::yuv420(FRAME_W, FRAME_H, SourceLayout::Nv12);
+    bench_crop(
+        c,
+        "warp_crop_nv12_to_768x1024",
+        HostFrame {
+            data: &data,
+            geometry,
+        },
+    );
+}
+
+/// The whole-frame conversion the browser view and `--dump` use.
+fn convert(c: &mut Criterion) {
+    let data = nv12_frame();
+    let geometry = FrameGeometry::yuv420(FRAME_W, FRAME_H, SourceLayout::Nv12);
+    c.bench_function("nv12_to_rgb_1920x1080", |b| {
+        b.iter(|| sapiens_stream::frame::yuv420_to_rgb(&data, &geometry))
+    });
+}
+
+criterion_group!(benches, stretch, crop, convert);
 criterion_main!(benches);

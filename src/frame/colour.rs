@@ -51,15 +51,120 @@ impl YuvToRgb {
 
     /// One sample's RGB (the kernel's `yuv_to_rgb`).
     pub fn convert(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        self.with_luma(y, self.chroma_terms(u, v))
+    }
+
+    /// The red, green and blue terms of one chroma sample, rounding half included: computed
+    /// once for the pixels that share it.
+    #[inline(always)]
+    pub fn chroma_terms(&self, u: u8, v: u8) -> [i32; 3] {
         const HALF: i32 = 1 << (YUV_SHIFT - 1);
         let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-        let luma = (i32::from(y) - self.luma_offset).max(0) * self.luma;
-        let channel = |chroma: i32| ((luma + HALF + chroma) >> YUV_SHIFT).clamp(0, 255) as u8;
         [
-            channel(self.v_to_r * v),
-            channel(self.v_to_g * v + self.u_to_g * u),
-            channel(self.u_to_b * u),
+            self.v_to_r * v + HALF,
+            self.v_to_g * v + self.u_to_g * u + HALF,
+            self.u_to_b * u + HALF,
         ]
+    }
+
+    /// The RGB of a luma sample with its chroma's [`Self::chroma_terms`].
+    #[inline(always)]
+    pub fn with_luma(&self, y: u8, chroma_terms: [i32; 3]) -> [u8; 3] {
+        let luma = (i32::from(y) - self.luma_offset).max(0) * self.luma;
+        chroma_terms.map(|term| ((luma + term) >> YUV_SHIFT).clamp(0, 255) as u8)
+    }
+
+    /// This conversion's terms by sample value, for converting whole rows.
+    pub(crate) fn tables(&self) -> YuvTables {
+        let table = |term: &dyn Fn(u8) -> i32| std::array::from_fn(|value| term(value as u8));
+        let chroma = |value: u8| i32::from(value) - 128;
+        YuvTables {
+            luma: table(&|y| (i32::from(y) - self.luma_offset).max(0) * self.luma),
+            red_v: table(&|v| self.chroma_terms(128, v)[0]),
+            green_u: table(&|u| self.u_to_g * chroma(u)),
+            green_v: table(&|v| self.chroma_terms(128, v)[1]),
+            blue_u: table(&|u| self.chroma_terms(u, 128)[2]),
+        }
+    }
+}
+
+/// A [`YuvToRgb`]'s products by table, the final shift's clamp by table too: the same
+/// integers as [`YuvToRgb::convert`] without a multiplication or a branch per pixel.
+pub(crate) struct YuvTables {
+    luma: [i32; 256],
+    /// The rounding half is in the red, green and blue terms of `v`, `v` and `u`.
+    red_v: [i32; 256],
+    green_u: [i32; 256],
+    green_v: [i32; 256],
+    blue_u: [i32; 256],
+}
+
+/// `(sum >> YUV_SHIFT).clamp(0, 255)` for the shifted sums of any 8-bit sample, by
+/// `(shifted + CLAMP_OFFSET) & CLAMP_MASK` (the mask makes the index provably in bounds).
+const CLAMP_OFFSET: i32 = 1024;
+const CLAMP_MASK: usize = 4095;
+static CLAMP: [u8; CLAMP_MASK + 1] = {
+    let mut table = [0_u8; CLAMP_MASK + 1];
+    let mut index = 0;
+    while index <= CLAMP_MASK {
+        let shifted = index as i32 - CLAMP_OFFSET;
+        table[index] = if shifted < 0 {
+            0
+        } else if shifted > 255 {
+            255
+        } else {
+            shifted as u8
+        };
+        index += 1;
+    }
+    table
+};
+
+impl YuvTables {
+    /// A run of pixels that share chroma samples in pairs (a 4:2:0 row from an even column):
+    /// `luma[i]` takes the `i / 2`-th `(u, v)` of `chroma`, and `rgb` gets three bytes a pixel.
+    pub(crate) fn convert_row(
+        &self,
+        luma: &[u8],
+        mut chroma: impl Iterator<Item = (u8, u8)>,
+        rgb: &mut [u8],
+    ) {
+        let mut pairs = luma.chunks_exact(2);
+        let mut outputs = rgb.chunks_exact_mut(6);
+        for ((pair, out), (u, v)) in (&mut pairs).zip(&mut outputs).zip(&mut chroma) {
+            let terms = self.chroma_terms(u, v);
+            out[..3].copy_from_slice(&self.with_terms(pair[0], terms));
+            out[3..].copy_from_slice(&self.with_terms(pair[1], terms));
+        }
+        if let ([y], Some((u, v))) = (pairs.remainder(), chroma.next()) {
+            let out = outputs.into_remainder();
+            out.copy_from_slice(&self.with_terms(*y, self.chroma_terms(u, v)));
+        }
+    }
+
+    /// One sample's RGB: [`YuvToRgb::convert`]'s result.
+    #[inline(always)]
+    pub(crate) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        self.with_terms(y, self.chroma_terms(u, v))
+    }
+
+    #[inline(always)]
+    fn chroma_terms(&self, u: u8, v: u8) -> [i32; 3] {
+        let (u, v) = (usize::from(u), usize::from(v));
+        [
+            self.red_v[v],
+            self.green_u[u] + self.green_v[v],
+            self.blue_u[u],
+        ]
+    }
+
+    #[inline(always)]
+    fn with_terms(&self, y: u8, terms: [i32; 3]) -> [u8; 3] {
+        let luma = self.luma[usize::from(y)];
+        terms.map(|term| {
+            let shifted = (luma + term) >> YUV_SHIFT;
+            CLAMP[(shifted + CLAMP_OFFSET) as usize & CLAMP_MASK]
+        })
     }
 }
 
@@ -129,6 +234,36 @@ fn invert(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_tables_give_the_per_sample_conversion() {
+        // Every luma value with chroma on a grid that includes both extremes, for both common
+        // matrices and both ranges; pairs of pixels share a chroma sample, a last odd one too.
+        let chroma: Vec<u8> = (0..=255).step_by(5).collect();
+        for conversion in [
+            YuvToRgb::BT601_LIMITED,
+            YuvToRgb::from_weights(0.2126, 0.0722, false),
+            YuvToRgb::from_weights(0.2126, 0.0722, true),
+            YuvToRgb::from_weights(0.299, 0.114, true),
+        ] {
+            let tables = conversion.tables();
+            let luma: Vec<u8> = (0..=255).chain([7]).collect();
+            let mut rgb = vec![0; 3 * luma.len()];
+            for &u in &chroma {
+                for &v in &chroma {
+                    let samples = std::iter::repeat_n((u, v), luma.len().div_ceil(2));
+                    tables.convert_row(&luma, samples, &mut rgb);
+                    for (pixel, &y) in rgb.chunks_exact(3).zip(&luma) {
+                        assert_eq!(
+                            pixel,
+                            conversion.convert(y, u, v),
+                            "{conversion:?} {y} {u} {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn rgb_to_yuv_is_the_textbook_bt601_studio_matrix() {

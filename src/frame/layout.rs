@@ -1,8 +1,6 @@
 //! Where a frame's pixels are in its buffer: packed RGB(x)/BGR(x) or NV12/I420 planes.
 
-use std::ops::Range;
-
-use super::colour::YuvToRgb;
+use super::colour::{YuvTables, YuvToRgb};
 use super::view::{ImageView, PixelFormat};
 
 /// How a frame's bytes are laid out.
@@ -176,29 +174,14 @@ impl<'a> From<&ImageView<'a>> for HostFrame<'a> {
 }
 
 impl<'a> HostFrame<'a> {
-    /// Row `y`'s pixels as packed bytes of `format`: the frame's own row when it is packed,
-    /// else the row converted to RGB into `scratch` (as the kernels convert each sample), only
-    /// the pixels of `columns` (the others are stale).
-    pub(crate) fn packed_row<'s>(
-        &self,
-        y: usize,
-        columns: Range<usize>,
-        scratch: &'s mut Vec<u8>,
-    ) -> (&'s [u8], PixelFormat)
-    where
-        'a: 's,
-    {
+    /// Row `y` as stored: packed pixels, or the luma and chroma samples of a 4:2:0 row.
+    pub(crate) fn row(&self, y: usize) -> FrameRow<'a> {
         let g = &self.geometry;
         match g.layout.packed_format() {
-            Some(format) => (
-                &self.data[y * g.stride..][..g.width * format.bytes_per_pixel()],
-                format,
-            ),
-            None => {
-                scratch.resize(3 * g.width, 0);
-                yuv420_row_to_rgb(self.data, g, y, columns, scratch);
-                (scratch, PixelFormat::Rgb)
+            Some(format) => {
+                FrameRow::Packed(&self.data[y * g.stride..][..g.width * format.bytes_per_pixel()])
             }
+            None => FrameRow::Yuv420(Yuv420Row::new(self.data, g, y)),
         }
     }
 
@@ -244,49 +227,74 @@ pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
 }
 
 fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
+    let tables = geometry.yuv.tables();
     let row_len = 3 * geometry.width;
     for y in 0..geometry.height {
         rgb.resize(rgb.len() + row_len, 0);
         let start = rgb.len() - row_len;
-        yuv420_row_to_rgb(data, geometry, y, 0..geometry.width, &mut rgb[start..]);
+        Yuv420Row::new(data, geometry, y).convert(&tables, &mut rgb[start..]);
     }
 }
 
-/// The pixels `columns` of row `y` of a YUV 4:2:0 frame, each 2x2 block sharing one chroma
-/// sample, as packed RGB at their places in `rgb` (a row's worth of bytes).
-fn yuv420_row_to_rgb(
-    data: &[u8],
-    geometry: &FrameGeometry,
-    y: usize,
-    columns: Range<usize>,
-    rgb: &mut [u8],
-) {
-    let luma = &data[y * geometry.stride..][..geometry.width];
-    let (u, v, step) = chroma_row(data, geometry, y);
-    let pixels = &mut rgb[3 * columns.start..3 * columns.end];
-    for (x, pixel) in columns.zip(pixels.chunks_exact_mut(3)) {
-        let at = x / 2 * step;
-        pixel.copy_from_slice(&geometry.yuv.convert(luma[x], u[at], v[at]));
-    }
+/// One row of a frame as stored.
+pub(crate) enum FrameRow<'a> {
+    /// Packed pixels of the frame's layout.
+    Packed(&'a [u8]),
+    Yuv420(Yuv420Row<'a>),
 }
 
-/// The U and V samples of the chroma row that covers row `y`, and the distance between two
-/// samples of one plane (2 in NV12's interleaved plane, 1 in I420's).
-fn chroma_row<'d>(
-    data: &'d [u8],
-    geometry: &FrameGeometry,
-    y: usize,
-) -> (&'d [u8], &'d [u8], usize) {
-    let row = y / 2 * geometry.chroma_stride;
-    match geometry.layout {
-        SourceLayout::Nv12 => {
-            let uv = &data[geometry.chroma[0] + row..];
-            (uv, &uv[1..], 2)
+/// A row of a YUV 4:2:0 frame: its luma, and the chroma row it shares with its neighbour.
+pub(crate) struct Yuv420Row<'a> {
+    luma: &'a [u8],
+    /// U and V from their first samples; `step` apart within a plane (2 in NV12's
+    /// interleaved plane, 1 in I420's).
+    u: &'a [u8],
+    v: &'a [u8],
+    step: usize,
+}
+
+impl<'a> Yuv420Row<'a> {
+    fn new(data: &'a [u8], geometry: &FrameGeometry, y: usize) -> Self {
+        let luma = &data[y * geometry.stride..][..geometry.width];
+        let row = y / 2 * geometry.chroma_stride;
+        let samples = geometry.width.div_ceil(2);
+        match geometry.layout {
+            SourceLayout::Nv12 => {
+                let uv = &data[geometry.chroma[0] + row..][..2 * samples];
+                Yuv420Row {
+                    luma,
+                    u: uv,
+                    v: &uv[1..],
+                    step: 2,
+                }
+            }
+            _ => {
+                let plane = |index: usize| &data[geometry.chroma[index] + row..][..samples];
+                Yuv420Row {
+                    luma,
+                    u: plane(0),
+                    v: plane(1),
+                    step: 1,
+                }
+            }
         }
-        _ => (
-            &data[geometry.chroma[0] + row..],
-            &data[geometry.chroma[1] + row..],
-            1,
-        ),
+    }
+
+    /// Pixel `x`'s RGB.
+    #[inline(always)]
+    pub(crate) fn rgb(&self, tables: &YuvTables, x: usize) -> [u8; 3] {
+        let at = x / 2 * self.step;
+        tables.rgb(self.luma[x], self.u[at], self.v[at])
+    }
+
+    /// The whole row as packed RGB.
+    fn convert(&self, tables: &YuvTables, rgb: &mut [u8]) {
+        if self.step == 2 {
+            let interleaved = self.u.chunks_exact(2).map(|uv| (uv[0], uv[1]));
+            tables.convert_row(self.luma, interleaved, rgb);
+        } else {
+            let planar = self.u.iter().zip(self.v).map(|(&u, &v)| (u, v));
+            tables.convert_row(self.luma, planar, rgb);
+        }
     }
 }

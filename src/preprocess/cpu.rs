@@ -3,11 +3,12 @@
 //! writes normalised `f32`, over bands of output rows on rayon workers.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::{Normalization, Tap};
-use crate::frame::{HostFrame, PixelFormat};
+use crate::frame::{FrameRow, HostFrame, PixelFormat, Yuv420Row, YuvTables};
 
 /// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
 /// Weights and intermediates fit in 16 bits, which halves the row buffers.
@@ -59,8 +60,8 @@ impl FixedPointBilinear for WarpArithmetic {
 /// cheap), few enough that the two rows each band computes first stay negligible.
 const BANDS_PER_THREAD: usize = 4;
 
-/// One horizontal pass: a source row into three planar intermediate rows (R, G, B).
-type HorizontalPass = fn(&[u8], &[Tap], &mut [i16]);
+/// One horizontal pass: a packed source row into three planar intermediate rows (R, G, B).
+type HorizontalPass = fn(&[u8], &[Tap], [&mut [i16]; 3]);
 
 /// The horizontal pass for a pixel format, monomorphised so the channel offsets are constants.
 fn horizontal_pass_for<K: FixedPointBilinear>(format: PixelFormat) -> HorizontalPass {
@@ -77,11 +78,9 @@ fn horizontal_pass_for<K: FixedPointBilinear>(format: PixelFormat) -> Horizontal
 fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
     row: &[u8],
     columns: &[Tap],
-    out: &mut [i16],
+    [red, green, blue]: [&mut [i16]; 3],
 ) {
     let (r, b) = if BGR { (2, 0) } else { (0, 2) };
-    let (red, rest) = out.split_at_mut(columns.len());
-    let (green, blue) = rest.split_at_mut(columns.len());
     let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
     for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
         let p0 = &row[tap.i0 * BPP..][..BPP];
@@ -89,6 +88,24 @@ fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
         *red = K::horizontal(p0[r], p1[r], tap.w0, tap.w1);
         *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
         *blue = K::horizontal(p0[b], p1[b], tap.w0, tap.w1);
+    }
+}
+
+/// Horizontal pass over a YUV 4:2:0 row, converting to RGB (the kernels' arithmetic) only
+/// the pixels the taps read: the conversion and the resize in one pass.
+fn horizontal_pass_yuv420<K: FixedPointBilinear>(
+    row: &Yuv420Row,
+    tables: &YuvTables,
+    columns: &[Tap],
+    [red, green, blue]: [&mut [i16]; 3],
+) {
+    let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
+    for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
+        let p0 = row.rgb(tables, tap.i0);
+        let p1 = row.rgb(tables, tap.i1);
+        *red = K::horizontal(p0[0], p1[0], tap.w0, tap.w1);
+        *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
+        *blue = K::horizontal(p0[2], p1[2], tap.w0, tap.w1);
     }
 }
 
@@ -116,9 +133,11 @@ struct RowPair {
 }
 
 impl RowPair {
-    /// Forgets the previous contents and sizes the rows (allocates only when they grow).
+    /// Forgets the previous contents and sizes the rows, zeroed (allocates only when they
+    /// grow): the columns a horizontal pass leaves out are those whose taps lie outside.
     fn reset(&mut self, len: usize) {
         for row in &mut self.rows {
+            row.clear();
             row.resize(len, 0);
         }
         self.sources = [None; 2];
@@ -129,7 +148,7 @@ impl RowPair {
         &mut self,
         first: usize,
         second: usize,
-        compute: impl Fn(usize, &mut [i16]),
+        compute: &impl Fn(usize, &mut [i16]),
     ) -> (&[i16], &[i16]) {
         if self.sources[0] != Some(first) {
             if self.sources[1] == Some(first) {
@@ -151,8 +170,6 @@ impl RowPair {
 thread_local! {
     /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
     static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
-    /// Per-thread RGB row of a YUV frame, converted as the kernels convert each sample.
-    static RGB_ROW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The separable skeleton shared by stretch and warp: bands of output rows in parallel, each
@@ -173,12 +190,30 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
         3 * plane_len,
         "output slot must hold 3 x {dst_h} x {dst_w} values"
     );
-    // YUV rows are converted to RGB on their way into the horizontal pass.
-    let format = src.geometry.layout.packed_format();
-    let horizontal = horizontal_pass_for::<K>(format.unwrap_or(PixelFormat::Rgb));
-    // The source columns the taps read: only those of a YUV row are converted.
-    let first = columns.iter().map(|t| t.i0.min(t.i1)).min().unwrap_or(0);
-    let last = columns.iter().map(|t| t.i0.max(t.i1)).max().unwrap_or(0);
+    let packed = horizontal_pass_for::<K>(
+        src.geometry
+            .layout
+            .packed_format()
+            .unwrap_or(PixelFormat::Rgb),
+    );
+    let tables = src.geometry.yuv.tables();
+    // Only the columns whose taps reach into the frame are computed; the others stay zero.
+    let active = weighted_span(columns);
+    let horizontal = |y: usize, out: &mut [i16]| {
+        let taps = &columns[active.clone()];
+        let (red, rest) = out.split_at_mut(dst_w);
+        let (green, blue) = rest.split_at_mut(dst_w);
+        let [red, green, blue] = [red, green, blue].map(|plane| &mut plane[active.clone()]);
+        match src.row(y) {
+            FrameRow::Packed(row) => packed(row, taps, [red, green, blue]),
+            FrameRow::Yuv420(row) => {
+                horizontal_pass_yuv420::<K>(&row, &tables, taps, [red, green, blue])
+            }
+        }
+    };
+    // What a pixel outside the frame becomes: its zero, normalised as any other value.
+    let outside: [f32; 3] =
+        std::array::from_fn(|c| (K::vertical(0, 0, 0, 0) - norm.mean[c]) / norm.std[c]);
     let band_rows = dst_h
         .div_ceil(rayon::current_num_threads() * BANDS_PER_THREAD)
         .max(1);
@@ -199,17 +234,40 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
                     .zip(green.chunks_exact_mut(dst_w))
                     .zip(blue.chunks_exact_mut(dst_w));
                 for (tap, ((r, g), b)) in band_taps.zip(out_rows) {
-                    let (upper, lower) = pair.fetch(tap.i0, tap.i1, |y, out| {
-                        RGB_ROW.with_borrow_mut(|scratch| {
-                            let (row, _) = src.packed_row(y, first..last + 1, scratch);
-                            horizontal(row, columns, out)
-                        })
-                    });
+                    if is_outside(tap) {
+                        [r, g, b]
+                            .into_iter()
+                            .zip(outside)
+                            .for_each(|(out, v)| out.fill(v));
+                        continue;
+                    }
+                    let channels = [r, g, b].into_iter().zip(outside).enumerate();
+                    let (upper, lower) = pair.fetch(tap.i0, tap.i1, &horizontal);
                     let planes = upper.chunks_exact(dst_w).zip(lower.chunks_exact(dst_w));
-                    for (c, ((h0, h1), out)) in planes.zip([r, g, b]).enumerate() {
+                    for ((h0, h1), (c, (out, value))) in planes.zip(channels) {
+                        out[..active.start].fill(value);
+                        out[active.end..].fill(value);
+                        let (h0, h1) = (&h0[active.clone()], &h1[active.clone()]);
+                        let out = &mut out[active.clone()];
                         vertical_pass::<K>(h0, h1, tap, norm.mean[c], norm.std[c], out);
                     }
                 }
             });
         });
+}
+
+/// A tap that reads no source pixel (both weights zero: beyond the frame's edge).
+fn is_outside(tap: &Tap) -> bool {
+    tap.w0 == 0 && tap.w1 == 0
+}
+
+/// The taps from the first to the last that read a source pixel (those beyond the frame's
+/// edges lie on either side of them).
+fn weighted_span(taps: &[Tap]) -> Range<usize> {
+    let start = taps.iter().position(|t| !is_outside(t)).unwrap_or(0);
+    let end = taps
+        .iter()
+        .rposition(|t| !is_outside(t))
+        .map_or(start, |i| i + 1);
+    start..end
 }
