@@ -230,6 +230,35 @@ fn larger_keypoint_sets_and_test_source() {
 }
 
 #[test]
+fn video_preset_reaches_the_encoder() {
+    // x264's ultrafast has no CABAC nor 8x8 transform: the stream is Constrained Baseline
+    // (profile_idc 66); the default superfast uses both: High (100).
+    let dir = tempfile::tempdir().unwrap();
+    let pose = model("pose17");
+    for (preset, profile_idc) in [(None, 100), (Some("ultrafast"), 66)] {
+        let output = dir
+            .path()
+            .join(format!("{}.mp4", preset.unwrap_or("default")));
+        let mut args = vec![
+            "run",
+            "--input",
+            "test://ball?width=160&height=120&frames=3",
+            "--mode",
+            "offline",
+            "--pose-model",
+            pose.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend(preset.map(|p| ["--video-preset", p]).into_iter().flatten());
+        assert_success(&sapiens(dir.path(), &args));
+        let probed = probe(&output);
+        assert_eq!(probed["frames"], 3);
+        assert_eq!(probed["h264_profile_idc"], profile_idc, "{preset:?}");
+    }
+}
+
+#[test]
 fn mkv_output_and_nearest_seg() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.mkv");

@@ -22,8 +22,8 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 use sapiens_stream::frame::Frame;
-use sapiens_stream::sink::VideoSinkOptions;
 use sapiens_stream::sink::rtsp::{RtspPush, RtspUrl};
+use sapiens_stream::sink::{VideoPreset, VideoSinkOptions};
 use sapiens_stream::source::{self, InputSpec, SourceOptions, StatusListener, StreamStatus};
 use serde_json::Value;
 
@@ -741,6 +741,7 @@ fn push_output_records_to_an_external_server() {
         width: 160,
         height: 120,
         banner: None,
+        preset: VideoPreset::default(),
     };
     let mut push = RtspPush::open(&url, &options).unwrap();
     for frame in ball_frames(45, 160, 120) {
@@ -760,6 +761,7 @@ fn push_output_to_a_closed_port_fails_with_one_clear_error() {
         width: 64,
         height: 48,
         banner: None,
+        preset: VideoPreset::default(),
     };
     let error = match RtspPush::open(&url, &options) {
         Err(error) => error,
@@ -974,6 +976,7 @@ fn a_file_output_shows_every_frame_when_live_frames_were_dropped() {
         width: 160,
         height: 120,
         banner: None,
+        preset: VideoPreset::default(),
     };
     let mut sink = sapiens_stream::sink::VideoSink::open(&path, &options).unwrap();
     let kept: Vec<Frame> = ball_frames(90, 160, 120)

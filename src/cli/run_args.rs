@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sapiens_stream::engine::{DeviceChoice, EngineChoice};
 use sapiens_stream::pipeline::{Scheduling, SegUpsample, View};
+use sapiens_stream::sink::VideoPreset;
 use sapiens_stream::source::{Reconnect, RtspTransport};
 use serde::{Deserialize, Deserializer};
 
@@ -61,6 +62,10 @@ pub struct RunArgs {
     #[arg(long, short)]
     #[serde(default, deserialize_with = "one_or_many")]
     pub output: Vec<String>,
+    /// The overlay video encoder's (x264) speed preset: ultrafast is the cheapest, each step
+    /// slower makes smaller files [default: superfast].
+    #[arg(long, value_enum)]
+    pub video_preset: Option<VideoPreset>,
     /// What the overlay shows under the skeletons [default: auto: depth, else normals, else the frame].
     #[arg(long, value_enum)]
     pub view: Option<View>,
@@ -186,6 +191,7 @@ impl RunArgs {
             } else {
                 self.output
             },
+            video_preset: self.video_preset.or(preset.video_preset),
             view: self.view.or(preset.view),
             dense_dir: self.dense_dir.or(preset.dense_dir),
             mask_classes: self.mask_classes.or(preset.mask_classes),

@@ -54,6 +54,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
                 normal: args.normal_model,
             },
             outputs: outputs(&args.output)?,
+            video_preset: args.video_preset.unwrap_or_default(),
             results: args.results,
             dump: args
                 .dump

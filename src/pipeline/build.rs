@@ -79,6 +79,7 @@ impl<'c> Started<'c> {
             banner: summary
                 .random_weights
                 .then(|| RANDOM_WEIGHTS_BANNER.to_owned()),
+            preset: config.video_preset,
         };
         let videos = config
             .outputs

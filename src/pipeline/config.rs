@@ -9,7 +9,7 @@ use crate::engine::ExecutionChoice;
 use crate::error::{Error, Result};
 use crate::publish::mqtt::MqttConfig;
 use crate::publish::server::NetworkOptions;
-use crate::sink::OutputSpec;
+use crate::sink::{OutputSpec, VideoPreset};
 use crate::source::{InputSpec, SourceOptions};
 use crate::tasks::detect::DetectorOptions;
 
@@ -112,6 +112,8 @@ pub struct PipelineConfig {
     pub models: ModelPaths,
     /// Overlay video outputs (files, RTSP), all fed the same frames; none: no video.
     pub outputs: Vec<OutputSpec>,
+    /// The overlay video encoder's speed preset.
+    pub video_preset: VideoPreset,
     /// JSON-lines results file, `-` for stdout.
     pub results: Option<PathBuf>,
     /// Folder and number of leading frames to dump.
