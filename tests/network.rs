@@ -65,6 +65,7 @@ fn frame_result(
             bbox: [0.0, 0.0, width as f32, height as f32],
             score: 1.0,
             track_id: None,
+            keypoints_raw: None,
             keypoints,
         }]),
         segmentation: None,

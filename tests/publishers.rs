@@ -33,6 +33,7 @@ fn person(keypoints: usize, seed: u32) -> Person {
         bbox: [10.5, 20.25, 300.0, 470.75],
         score: 0.875,
         track_id: None,
+        keypoints_raw: None,
         keypoints: (0..keypoints)
             .map(|k| {
                 let (x, y, score) = (next() * WIDTH as f32, next() * HEIGHT as f32, next());

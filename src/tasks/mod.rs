@@ -6,6 +6,7 @@ pub mod flip;
 pub mod keypoint_sets;
 pub mod pose;
 pub mod seg;
+pub mod track;
 
 use crate::engine::{DeclaredShape, ModelInfo};
 use crate::error::{Error, Result};

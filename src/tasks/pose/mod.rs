@@ -58,8 +58,11 @@ pub struct Person {
     /// Stable identity across frames once a tracker assigns one.
     pub track_id: Option<u64>,
     /// `[x, y, score]` per keypoint in the model's order; a keypoint with score <= 0 is invalid
-    /// and has x = y = -1.
+    /// and has x = y = -1. Smoothed when smoothing is on.
     pub keypoints: Vec<[f32; 3]>,
+    /// With smoothing: the keypoints as decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keypoints_raw: Option<Vec<[f32; 3]>>,
 }
 
 /// Warps each box's crop into consecutive batch slots of `input` (one slot per box), from a
@@ -113,6 +116,7 @@ fn person_from_peaks(person: &PersonBox, peaks: &[HeatmapPeak], layout: OutputLa
         score: person.score,
         track_id: None,
         keypoints: peaks.iter().map(|p| to_frame(p, layout, &crop)).collect(),
+        keypoints_raw: None,
     }
 }
 

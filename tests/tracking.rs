@@ -1,0 +1,195 @@
+//! Tracking and smoothing against references no one here wrote: the One Euro filter of its
+//! authors (`oneeurofilter`), and on synthetic sequences with known identities the ByteTrack of
+//! the `trackers` package, both scored by motmetrics (tests/reference/tracking_reference.py).
+
+mod common;
+
+use common::{path_arg, run_reference};
+use sapiens_stream::tasks::pose::Person;
+use sapiens_stream::tasks::track::one_euro::{OneEuroFilter, OneEuroParams};
+use sapiens_stream::tasks::track::{Tracker, TrackerOptions};
+use serde_json::{Value, json};
+
+/// Uniform noise in [-1, 1) from a fixed seed (xorshift), so runs repeat.
+fn noise(seed: &mut u64) -> f64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    (*seed >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+#[test]
+fn one_euro_equals_the_authors_implementation_on_irregular_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 0x2545_F491_4F6C_DD1D;
+    // Irregular time steps (10 to 50 ms), a repeated timestamp, a moving and jittering value.
+    let mut time = 1.0;
+    let mut samples = Vec::new();
+    for i in 0..400 {
+        time += if i == 200 {
+            0.0
+        } else {
+            0.03 + 0.02 * noise(&mut seed)
+        };
+        let value =
+            50.0 * (time * 1.7).sin() + 3.0 * noise(&mut seed) + if i > 300 { 40.0 } else { 0.0 };
+        samples.push([time, value]);
+    }
+    for params in [[1.0, 0.007, 1.0], [0.3, 2.5, 0.7], [4.0, 0.0, 2.0]] {
+        let spec = dir.path().join("samples.json");
+        let body = json!({"params": params, "rate": 30.0, "samples": samples});
+        std::fs::write(&spec, body.to_string()).unwrap();
+        let expected: Vec<f64> = serde_json::from_str(&run_reference(
+            "tracking_reference.py",
+            &["one-euro", path_arg(&spec)],
+        ))
+        .unwrap();
+        let mut filter = OneEuroFilter::new(
+            OneEuroParams::checked(params[0], params[1], params[2]).unwrap(),
+            30.0,
+        );
+        for (&[t, x], want) in samples.iter().zip(&expected) {
+            let got = filter.filter(x, t);
+            assert!(
+                (got - want).abs() <= 1e-6,
+                "{params:?} at t = {t}: {got} against {want}"
+            );
+        }
+    }
+}
+
+/// Runs our tracker over every sequence's detections, at its defaults.
+fn track_sequences(sequences: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, sequence) in sequences.as_object().unwrap() {
+        let mut tracker = Tracker::new(TrackerOptions::default(), 720);
+        let frames: Vec<Value> = sequence["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(k, detections)| {
+                let mut persons: Vec<Person> = detections
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| {
+                        let v: Vec<f32> = serde_json::from_value(d.clone()).unwrap();
+                        Person {
+                            bbox: [v[0], v[1], v[2], v[3]],
+                            score: v[4],
+                            track_id: None,
+                            keypoints: Vec::new(),
+                            keypoints_raw: None,
+                        }
+                    })
+                    .collect();
+                tracker.update(1.0 + k as f64 / 30.0, &mut persons);
+                let tracked: Vec<Value> = persons
+                    .iter()
+                    .filter_map(|p| {
+                        p.track_id
+                            .map(|id| json!([p.bbox[0], p.bbox[1], p.bbox[2], p.bbox[3], id]))
+                    })
+                    .collect();
+                Value::Array(tracked)
+            })
+            .collect();
+        out.insert(name.clone(), Value::Array(frames));
+    }
+    Value::Object(out)
+}
+
+#[test]
+fn tracker_is_at_least_as_good_as_bytetrack_from_the_trackers_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let sequences_path = dir.path().join("sequences.json");
+    run_reference(
+        "tracking_reference.py",
+        &["sequences", path_arg(&sequences_path)],
+    );
+    let sequences: Value =
+        serde_json::from_str(&std::fs::read_to_string(&sequences_path).unwrap()).unwrap();
+    let ours_path = dir.path().join("ours.json");
+    std::fs::write(&ours_path, track_sequences(&sequences).to_string()).unwrap();
+    let table: Value = serde_json::from_str(&run_reference(
+        "tracking_reference.py",
+        &["score", path_arg(&sequences_path), path_arg(&ours_path)],
+    ))
+    .unwrap();
+    eprintln!("{table}");
+    assert_eq!(table.as_object().unwrap().len(), 4);
+    for (name, scores) in table.as_object().unwrap() {
+        let (ours, peer) = (&scores["ours"], &scores["peer"]);
+        let idf1 = |s: &Value| s["idf1"].as_f64().unwrap();
+        let switches = |s: &Value| s["id_switches"].as_u64().unwrap();
+        assert!(
+            idf1(ours) >= idf1(peer) - 1e-9,
+            "{name}: IDF1 {ours} against the peer's {peer}"
+        );
+        assert!(
+            switches(ours) <= switches(peer),
+            "{name}: ID switches {ours} against {peer}"
+        );
+    }
+}
+
+/// One keypoint of a tracked person at 720p and 30 fps, through the tracker with smoothing at
+/// the defaults: its smoothed and raw values, and the truth.
+fn smoothed_keypoint(truth: impl Fn(f64) -> f64, frames: usize, seed: &mut u64) -> Vec<[f64; 3]> {
+    let options = TrackerOptions {
+        smoothing: Some(OneEuroParams::WEBCAM),
+        ..TrackerOptions::default()
+    };
+    let mut tracker = Tracker::new(options, 720);
+    (0..frames)
+        .map(|k| {
+            let t = k as f64 / 30.0;
+            let raw = truth(t) + 4.0 * noise(seed);
+            let mut persons = [Person {
+                bbox: [500.0, 200.0, 700.0, 650.0],
+                score: 0.9,
+                track_id: None,
+                keypoints: vec![[raw as f32, 300.0, 0.9]],
+                keypoints_raw: None,
+            }];
+            tracker.update(t, &mut persons);
+            [f64::from(persons[0].keypoints[0][0]), raw, truth(t)]
+        })
+        .collect()
+}
+
+#[test]
+fn smoothing_halves_the_jitter_and_follows_a_quick_move_within_a_few_frames() {
+    let mut seed = 0x1234_5678_9ABC_DEF1;
+    // A person swaying slowly (15 px at 0.1 Hz), keypoints jittering by up to 4 px.
+    let sway = |t: f64| 600.0 + 15.0 * (2.0 * std::f64::consts::PI * 0.1 * t).sin();
+    let samples = smoothed_keypoint(sway, 600, &mut seed);
+    let rms = |column: usize| {
+        let settled = &samples[30..];
+        (settled
+            .iter()
+            .map(|s| (s[column] - s[2]).powi(2))
+            .sum::<f64>()
+            / settled.len() as f64)
+            .sqrt()
+    };
+    let (smoothed, raw) = (rms(0), rms(1));
+    eprintln!("RMS error against the truth: raw {raw:.2} px, smoothed {smoothed:.2} px");
+    assert!(
+        smoothed <= 0.5 * raw,
+        "smoothed {smoothed} against raw {raw}"
+    );
+    // A 100 px step (a quick move of the hand): within 5 px of the new place after at most
+    // 6 frames (0.2 s).
+    let step = |t: f64| if t < 2.0 { 600.0 } else { 700.0 };
+    let samples = smoothed_keypoint(step, 120, &mut seed);
+    let settled = (60..120).find(|&k| {
+        samples[k..]
+            .iter()
+            .all(|s| (s[0] - 700.0).abs() <= 5.0 + 4.0)
+    });
+    let lag = settled.unwrap() - 60;
+    eprintln!("frames after the step until within 5 px (+ the 4 px jitter): {lag}");
+    assert!(lag <= 6, "lag {lag} frames");
+}
