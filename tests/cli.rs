@@ -524,7 +524,7 @@ fn out_of_range_values_are_refused_where_they_are_parsed() {
     let pose = model("pose17");
     let pose = pose.to_str().unwrap();
     let input = "test://ball?width=64&height=48&frames=1";
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 12] = [
         (
             &["--threads", "100000"],
             &["--threads", "0 (every core) to 256"],
@@ -545,6 +545,13 @@ fn out_of_range_values_are_refused_where_they_are_parsed() {
             &["--reconnect-max-delay", "0"],
             &["--reconnect-max-delay", "positive"],
         ),
+        (&["--track-max-age=-1"], &["--track-max-age", "positive"]),
+        (
+            &["--smooth-min-cutoff", "0"],
+            &["--smooth-min-cutoff", "positive number of Hz"],
+        ),
+        (&["--smooth-beta", "inf"], &["--smooth-beta", ">= 0"]),
+        (&["--smooth", "kalman"], &["--smooth", "kalman"]),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["run", "--input", input, "--pose-model", pose];

@@ -20,6 +20,7 @@ use sapiens_stream::publish::server::{NetworkOptions, NetworkServer};
 use sapiens_stream::publish::{
     ClassMask, FrameResult, Published, Publisher, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
 };
+use sapiens_stream::render::tracks::track_colour;
 use sapiens_stream::tasks::pose::Person;
 use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
@@ -701,7 +702,7 @@ fn screenshot(url: &str, out: &Path) {
 }
 
 #[test]
-fn the_browser_view_shows_the_video_and_draws_keypoints_and_mask() {
+fn the_browser_view_shows_the_video_and_draws_keypoints_mask_and_tracks() {
     const TOKEN: &str = "view-token";
     const WIDTH: usize = 320;
     const HEIGHT: usize = 240;
@@ -741,6 +742,12 @@ fn the_browser_view_shows_the_video_and_draws_keypoints_and_mask() {
     let clothing: [u8; 3] =
         serde_json::from_value(parts["palette_rgb"][CLOTHING as usize].clone()).unwrap();
     let mut result = frame_result(0, "coco17", keypoints, WIDTH, HEIGHT);
+    // A tracked person: its box in its track's colour.
+    const TRACK: u64 = 7;
+    if let Some(person) = result.persons.as_mut().and_then(|p| p.first_mut()) {
+        person.bbox = [60.0, 40.0, 260.0, 225.0];
+        person.track_id = Some(TRACK);
+    }
     result.segmentation = Some(SegmentationSummary {
         class_set: parts["name"].as_str().unwrap().to_owned(),
         class_pixels: Vec::new(),
@@ -832,6 +839,8 @@ fn the_browser_view_shows_the_video_and_draws_keypoints_and_mask() {
     let blend: [u8; 3] = std::array::from_fn(|c| {
         (VIDEO[c] as f32 + (clothing[c] as f32 - VIDEO[c] as f32) * 128.0 / 255.0).round() as u8
     });
+    near(60, 130, track_colour(TRACK), "tracked box, left edge");
+    near(160, 225, track_colour(TRACK), "tracked box, bottom edge");
     near(275, 190, blend, "mask");
     near(245, 155, blend, "mask corner");
     near(235, 190, VIDEO, "left of the mask");

@@ -14,10 +14,11 @@ use rosc::{OscPacket, OscTime, OscType};
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttPublisher, MqttQos};
 use sapiens_stream::publish::osc::{MAX_DATAGRAM, OscPublisher};
 use sapiens_stream::publish::{
-    FrameResult, Published, PublishedStatus, Publisher, ResultsWriter, SCHEMA_NAME, SCHEMA_VERSION,
-    SegmentationSummary, StreamStatusMessage,
+    FrameResult, Published, PublishedStatus, PublishedTrack, Publisher, ResultsWriter, SCHEMA_NAME,
+    SCHEMA_VERSION, SegmentationSummary, StreamStatusMessage, TrackMessage,
 };
 use sapiens_stream::tasks::pose::Person;
+use sapiens_stream::tasks::track::{TrackEvent, TrackEventKind};
 
 const WIDTH: usize = 640;
 const HEIGHT: usize = 480;
@@ -570,6 +571,92 @@ fn osc_status_messages_follow_the_documented_layout() {
             (
                 "/sapiens/stream/3/status".to_owned(),
                 vec![OscType::Int(0), OscType::Int(7), s("no frame for 5 s")]
+            ),
+        ]
+    );
+}
+
+fn track_messages() -> [TrackMessage; 2] {
+    let event = |kind, track_id, frames| TrackEvent {
+        kind,
+        track_id,
+        first_seen_s: 1.5,
+        last_seen_s: 4.25,
+        frames,
+    };
+    [
+        TrackMessage::new(0, &event(TrackEventKind::Confirmed, 3, 2)),
+        TrackMessage::new(2, &event(TrackEventKind::Lost, 4, 77)),
+    ]
+}
+
+#[test]
+fn mqtt_track_events_go_to_their_topic_in_order() {
+    let broker = Broker::start();
+    let config = config(&broker, "cam/tracks", MqttQos::AtMostOnce);
+    let track_topic = config.track_topic();
+    let subscriber = Subscriber::start(broker.port, "sub-tracks", &[&track_topic]);
+    let mut publisher = MqttPublisher::start(&config).unwrap();
+    let messages = track_messages();
+    for message in &messages {
+        publisher
+            .publish_track(&PublishedTrack::new(message))
+            .unwrap();
+    }
+    let (payloads, others) = subscriber.collect(&track_topic, 2);
+    assert!(others.is_empty(), "{others:?}");
+    let received: Vec<serde_json::Value> = payloads
+        .iter()
+        .map(|p| serde_json::from_slice(p).unwrap())
+        .collect();
+    assert_eq!(
+        received[0],
+        serde_json::json!({"schema": "sapiens-stream/track", "version": 1, "stream": 0,
+            "event": "confirmed", "track_id": 3, "first_seen_s": 1.5, "last_seen_s": 4.25, "frames": 2})
+    );
+    assert_eq!(
+        (received[1]["event"].clone(), received[1]["stream"].clone()),
+        ("lost".into(), 2.into())
+    );
+    Box::new(publisher).finish().unwrap();
+}
+
+#[test]
+fn osc_track_events_follow_the_documented_layout() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut publisher = OscPublisher::connect(&receiver.local_addr().unwrap().to_string()).unwrap();
+    for message in &track_messages() {
+        publisher
+            .publish_track(&PublishedTrack::new(message))
+            .unwrap();
+    }
+    let (received, _) = receive_osc(&receiver, 2);
+    let s = |text: &str| OscType::String(text.to_owned());
+    assert_eq!(
+        received,
+        [
+            (
+                "/sapiens/track".to_owned(),
+                vec![
+                    s("confirmed"),
+                    OscType::Int(3),
+                    OscType::Float(1.5),
+                    OscType::Float(4.25),
+                    OscType::Int(2)
+                ]
+            ),
+            (
+                "/sapiens/stream/2/track".to_owned(),
+                vec![
+                    s("lost"),
+                    OscType::Int(4),
+                    OscType::Float(1.5),
+                    OscType::Float(4.25),
+                    OscType::Int(77)
+                ]
             ),
         ]
     );

@@ -193,3 +193,122 @@ fn smoothing_halves_the_jitter_and_follows_a_quick_move_within_a_few_frames() {
     eprintln!("frames after the step until within 5 px (+ the 4 px jitter): {lag}");
     assert!(lag <= 6, "lag {lag} frames");
 }
+
+/// Two people walking on a test pattern (boxes from a file at 25 fps): A for all 30 frames,
+/// B gone after frame 9.
+fn walking_boxes(dir: &std::path::Path) {
+    let lines: Vec<String> = (0..30)
+        .map(|k| {
+            let x = 20.0 + 3.0 * k as f64;
+            let mut boxes = vec![json!([x, 40.0, x + 60.0, 200.0, 0.9])];
+            if k < 10 {
+                boxes.push(json!([
+                    400.0 - 2.0 * k as f64,
+                    50.0,
+                    460.0 - 2.0 * k as f64,
+                    210.0,
+                    0.8
+                ]));
+            }
+            json!({"frame": k, "boxes": boxes}).to_string()
+        })
+        .collect();
+    std::fs::write(dir.join("boxes.jsonl"), lines.join("\n")).unwrap();
+}
+
+#[test]
+fn tracked_runs_publish_ids_raw_keypoints_and_track_events() {
+    let dir = tempfile::tempdir().unwrap();
+    walking_boxes(dir.path());
+    let pose = common::cli::model("pose17");
+    let run = common::cli::sapiens(
+        dir.path(),
+        &[
+            "run",
+            "--input",
+            "test://ball?width=640&height=360&fps=25&frames=30",
+            "--mode",
+            "offline",
+            "--pose-model",
+            pose.to_str().unwrap(),
+            "--boxes",
+            "boxes.jsonl",
+            "--smooth",
+            "one-euro",
+            "--track-max-age",
+            "0.2",
+            "--results",
+            "r.jsonl",
+            "--output",
+            "out.mp4",
+        ],
+    );
+    common::cli::assert_success(&run);
+    let lines: Vec<Value> = std::fs::read_to_string(dir.path().join("r.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let schema = |l: &Value| l["schema"].as_str().unwrap().to_owned();
+    let results: Vec<&Value> = lines
+        .iter()
+        .filter(|l| schema(l) == "sapiens-stream/result")
+        .collect();
+    let events: Vec<&Value> = lines
+        .iter()
+        .filter(|l| schema(l) == "sapiens-stream/track")
+        .collect();
+    assert_eq!(results.len(), 30);
+    // Each person keeps one ID from its second frame (confirmed after two hits) on; the IDs
+    // differ; every person has its raw keypoints beside the smoothed ones.
+    let id_at = |frame: usize, x_min: f64| {
+        results[frame]["persons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| (p["bbox"][0].as_f64().unwrap() - x_min).abs() < 1.0)
+            .map(|p| p["track_id"].clone())
+            .unwrap()
+    };
+    assert!(id_at(0, 20.0).is_null());
+    let (a, b) = (id_at(1, 23.0), id_at(1, 398.0));
+    assert!(a.is_u64() && b.is_u64() && a != b, "{a} {b}");
+    for k in 1..30 {
+        assert_eq!(id_at(k, 20.0 + 3.0 * k as f64), a, "frame {k}");
+    }
+    for k in 1..10 {
+        assert_eq!(id_at(k, 400.0 - 2.0 * k as f64), b, "frame {k}");
+    }
+    for person in results
+        .iter()
+        .flat_map(|r| r["persons"].as_array().unwrap())
+    {
+        let (kp, raw) = (&person["keypoints"], &person["keypoints_raw"]);
+        assert_eq!(raw.as_array().map(Vec::len), Some(17), "{person}");
+        assert_eq!(kp.as_array().map(Vec::len), Some(17));
+    }
+    // Events: both confirmed at frame 1 (stream time 0.04 s), B lost once unseen for more
+    // than 0.2 s (last seen at frame 9, 0.36 s), with its 10 frames.
+    let event = |kind: &str, id: &Value| {
+        events
+            .iter()
+            .find(|e| e["event"] == kind && e["track_id"] == *id)
+            .unwrap_or_else(|| panic!("no {kind} event for {id} in {events:?}"))
+    };
+    assert_eq!(event("confirmed", &a)["first_seen_s"], 0.0);
+    let lost = event("lost", &b);
+    assert_eq!(lost["frames"], 10);
+    assert!((lost["last_seen_s"].as_f64().unwrap() - 0.36).abs() < 1e-6);
+    assert_eq!(
+        (lost["schema"].clone(), lost["version"].clone()),
+        (json!("sapiens-stream/track"), json!(1))
+    );
+    // The lost event comes before the first frame past the age, after frame 9's result.
+    let position = |wanted: &Value| lines.iter().position(|l| l == wanted).unwrap();
+    let lost_at = position(lost);
+    assert!(lost_at > position(results[9]) && lost_at < position(results[16]));
+    assert_eq!(
+        common::cli::probe(&dir.path().join("out.mp4"))["frames"],
+        30
+    );
+}

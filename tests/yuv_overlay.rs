@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sapiens_stream::frame::{FrameGeometry, SourceLayout, YuvToRgb};
+use sapiens_stream::render::tracks::TrackMark;
 use sapiens_stream::render::{Canvas, PoseStyle};
 use sapiens_stream::tasks::keypoint_sets;
 
@@ -140,6 +141,7 @@ enum Overlay {
     Depth,
     Normals,
     Pose,
+    Tracks,
 }
 
 /// Classes in bands and discs, so that class edges cross chroma blocks at every phase.
@@ -195,6 +197,20 @@ fn draw(canvas: &mut Canvas, overlay: Overlay) {
         Overlay::Classes => canvas.blend_class_map(&classes, &parts.palette, 0.5),
         Overlay::Depth => canvas.draw_depth(&depth(), Some(&classes)),
         Overlay::Normals => canvas.draw_normals(&normals(), Some(&classes)),
+        Overlay::Tracks => {
+            // Boxes at odd and even places, labels of one and three digits.
+            let marks = [
+                TrackMark {
+                    id: 7,
+                    bbox: [31.0, 40.0, 150.0, 201.0],
+                },
+                TrackMark {
+                    id: 123,
+                    bbox: [170.5, 25.5, 290.0, 230.0],
+                },
+            ];
+            canvas.draw_tracks(&marks).unwrap();
+        }
         Overlay::Pose => {
             let skeleton = [[0, 1], [1, 2], [2, 3], [1, 4], [4, 5]];
             let links = [
@@ -265,6 +281,7 @@ fn yuv_overlay_matches_the_rgba_overlay_converted_by_gstreamer() {
             Overlay::Depth,
             Overlay::Normals,
             Overlay::Pose,
+            Overlay::Tracks,
         ] {
             let (yuv, rgba) = both_ways(&case, &frame, overlay, dir.path());
             assert_ne!(yuv, frame, "{overlay:?} drew nothing");

@@ -84,6 +84,24 @@ pub fn seconds(seconds: f64) -> Result<f64, String> {
     }
 }
 
+/// A frequency in Hz: positive and finite.
+pub fn hertz(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("must be a positive number of Hz, not {value}"))
+    }
+}
+
+/// A finite number, zero or more.
+pub fn non_negative(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("must be a number >= 0, not {value}"))
+    }
+}
+
 /// A preset's value through the flag's check; the error names the key.
 pub fn preset_value<T: Copy>(key: &str, value: Option<T>, check: Check<T>) -> Result<(), String> {
     match value.map(check) {
@@ -121,6 +139,11 @@ mod tests {
         assert!(parser(seconds)("-1").is_err());
         assert_eq!(parser(seconds)("2.5"), Ok(2.5));
         assert!(parser(mqtt_qos)("2").is_err());
+        assert!(parser(hertz)("0").is_err());
+        assert!(parser(hertz)("inf").is_err());
+        assert_eq!(parser(hertz)("1.5"), Ok(1.5));
+        assert!(parser(non_negative)("-0.5").is_err());
+        assert_eq!(parser(non_negative)("0"), Ok(0.0));
         assert!(parser(frames)("0").is_err());
         assert!(parser(image_fps)("0").is_err());
         assert!(

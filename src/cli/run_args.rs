@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sapiens_stream::engine::{DeviceChoice, EngineChoice};
-use sapiens_stream::pipeline::{Scheduling, SegUpsample, View};
+use sapiens_stream::pipeline::{Scheduling, SegUpsample, Smoothing, View};
 use sapiens_stream::sink::VideoPreset;
 use sapiens_stream::source::{Reconnect, RtspTransport};
 use serde::{Deserialize, Deserializer};
@@ -43,6 +43,26 @@ pub struct RunArgs {
     /// IoU (0 to 1) above which overlapping person boxes are merged [default: 0.3].
     #[arg(long, value_parser = checks::parser(checks::unit_interval))]
     pub nms_iou: Option<f32>,
+    /// Track persons across frames: a `track_id` per person, track events (implied by --smooth).
+    #[arg(long)]
+    #[serde(default)]
+    pub track: bool,
+    /// Seconds (stream time) a track unseen is kept to pick its ID up again [default: 1].
+    #[arg(long, value_parser = checks::parser(checks::seconds))]
+    pub track_max_age: Option<f64>,
+    /// Keypoint smoothing per track: none, or one-euro (the One Euro filter) [default: none].
+    #[arg(long, value_enum)]
+    pub smooth: Option<Smoothing>,
+    /// One Euro: cutoff (Hz) of a still keypoint; lower removes more jitter [default: 1].
+    #[arg(long, value_parser = checks::parser(checks::hertz))]
+    pub smooth_min_cutoff: Option<f64>,
+    /// One Euro: how fast the cutoff rises with speed (per frame height per second); higher
+    /// lags less [default: 10].
+    #[arg(long, value_parser = checks::parser(checks::non_negative))]
+    pub smooth_beta: Option<f64>,
+    /// One Euro: cutoff (Hz) of the speed's own filter [default: 1].
+    #[arg(long, value_parser = checks::parser(checks::hertz))]
+    pub smooth_d_cutoff: Option<f64>,
     /// Also run the mirrored person crops and average the heatmaps (the published accuracy's mode).
     #[arg(long)]
     #[serde(default)]
@@ -183,6 +203,12 @@ impl RunArgs {
             nms_iou: self.nms_iou.or(preset.nms_iou),
             // A switch left off (false) cannot clear a preset's true.
             flip_test: self.flip_test || preset.flip_test,
+            track: self.track || preset.track,
+            track_max_age: self.track_max_age.or(preset.track_max_age),
+            smooth: self.smooth.or(preset.smooth),
+            smooth_min_cutoff: self.smooth_min_cutoff.or(preset.smooth_min_cutoff),
+            smooth_beta: self.smooth_beta.or(preset.smooth_beta),
+            smooth_d_cutoff: self.smooth_d_cutoff.or(preset.smooth_d_cutoff),
             seg_model: self.seg_model.or(preset.seg_model),
             depth_model: self.depth_model.or(preset.depth_model),
             normal_model: self.normal_model.or(preset.normal_model),
@@ -239,6 +265,10 @@ impl RunArgs {
             checks::unit_interval,
         )?;
         preset_value("max-batch", self.max_batch, checks::max_batch)?;
+        preset_value("track-max-age", self.track_max_age, checks::seconds)?;
+        preset_value("smooth-min-cutoff", self.smooth_min_cutoff, checks::hertz)?;
+        preset_value("smooth-beta", self.smooth_beta, checks::non_negative)?;
+        preset_value("smooth-d-cutoff", self.smooth_d_cutoff, checks::hertz)?;
         preset_value("max-frames", self.max_frames, checks::frames)?;
         preset_value("threads", self.threads, checks::threads)?;
         preset_value("image-fps", self.image_fps, checks::image_fps)?;

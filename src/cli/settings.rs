@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sapiens_stream::engine::ExecutionChoice;
 use sapiens_stream::pipeline::{
-    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling,
+    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, Smoothing,
 };
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttQos};
 use sapiens_stream::publish::server::{NetworkOptions, listen_address};
@@ -17,6 +17,8 @@ use sapiens_stream::sink::OutputSpec;
 use sapiens_stream::source::{InputSpec, ReconnectOptions, SourceOptions};
 use sapiens_stream::tasks::dense;
 use sapiens_stream::tasks::detect::DetectorOptions;
+use sapiens_stream::tasks::track::TrackerOptions;
+use sapiens_stream::tasks::track::one_euro::OneEuroParams;
 
 use super::run_args::RunArgs;
 
@@ -44,6 +46,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
         )?;
         let scheduling = args.mode.unwrap_or_else(|| Scheduling::default_for(&input));
         let threads = args.threads.unwrap_or(defaults::THREADS);
+        let tracking = tracking(&args)?;
         Ok(PipelineConfig {
             scheduling,
             stop: Arc::new(AtomicBool::new(false)),
@@ -90,6 +93,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
                 threads,
             )?,
             flip_test: args.flip_test,
+            tracking,
             view: args.view.unwrap_or_default(),
             mask_classes: args
                 .mask_classes
@@ -183,4 +187,28 @@ fn mqtt_config(
         config.client_id = id;
     }
     Ok(config)
+}
+
+/// The tracker's options when --track or smoothing asks for one.
+fn tracking(args: &RunArgs) -> anyhow::Result<Option<TrackerOptions>> {
+    let smoothing = match args.smooth.unwrap_or_default() {
+        Smoothing::None => None,
+        Smoothing::OneEuro => {
+            let defaults = OneEuroParams::WEBCAM;
+            Some(
+                OneEuroParams::checked(
+                    args.smooth_min_cutoff.unwrap_or(defaults.min_cutoff),
+                    args.smooth_beta.unwrap_or(defaults.beta),
+                    args.smooth_d_cutoff.unwrap_or(defaults.d_cutoff),
+                )
+                .map_err(|reason| anyhow::anyhow!("--smooth one-euro: {reason}"))?,
+            )
+        }
+    };
+    let defaults = TrackerOptions::default();
+    Ok((args.track || smoothing.is_some()).then(|| TrackerOptions {
+        max_age_s: args.track_max_age.unwrap_or(defaults.max_age_s),
+        smoothing,
+        ..defaults
+    }))
 }

@@ -12,6 +12,7 @@ use crate::publish::server::NetworkOptions;
 use crate::sink::{OutputSpec, VideoPreset};
 use crate::source::{InputSpec, SourceOptions};
 use crate::tasks::detect::DetectorOptions;
+use crate::tasks::track::TrackerOptions;
 
 #[derive(Clone, Debug, Default)]
 pub struct ModelPaths {
@@ -38,6 +39,17 @@ pub struct PublishTargets {
     /// OSC over UDP, `host:port`.
     pub osc: Option<String>,
     pub mqtt: Option<MqttConfig>,
+}
+
+/// How each track's keypoints are smoothed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Smoothing {
+    /// As decoded.
+    #[default]
+    None,
+    /// The One Euro filter (Casiez et al., CHI 2012) on the stream's timestamps.
+    OneEuro,
 }
 
 /// What the overlay video shows under the skeletons.
@@ -133,6 +145,8 @@ pub struct PipelineConfig {
     pub persons: PersonSource,
     /// Also run the mirrored crops and average (the accuracy mode of the published numbers).
     pub flip_test: bool,
+    /// Persons tracked across frames (and their keypoints smoothed); `None`: every frame alone.
+    pub tracking: Option<TrackerOptions>,
     pub view: View,
     /// Per-frame dense outputs as PNG files (class map, depth, normals, mask).
     pub dense_dir: Option<PathBuf>,

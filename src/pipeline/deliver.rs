@@ -10,7 +10,9 @@ use super::decode::StageOutcome;
 use super::work::Done;
 use crate::error::Result;
 use crate::metrics::{Metrics, StageStats};
-use crate::publish::{Published, PublishedStatus, Publisher, StreamStatusMessage};
+use crate::publish::{
+    Published, PublishedStatus, PublishedTrack, Publisher, StreamStatusMessage, TrackMessage,
+};
 use crate::sink::VideoOutput;
 
 /// Name of the end-to-end latency line in the report: decoded to published.
@@ -39,13 +41,24 @@ pub(super) fn deliver_stage(
     let mut latency = StageStats::new(CAPTURE_TO_PUBLISH);
     let mut count = 0;
     let mut deliver = |publishers: &mut Vec<Box<dyn Publisher>>, done: Done| -> Result<()> {
-        let Done { frame, result } = done;
+        let Done {
+            frame,
+            result,
+            track_events,
+        } = done;
         // A status sent before this frame left the source goes first: an `up` precedes the
         // first frame after it.
         for status in statuses.try_iter() {
             publish_status(publishers, &status)?;
         }
         let start = Instant::now();
+        for event in &track_events {
+            let message = TrackMessage::new(result.stream, event);
+            let published = PublishedTrack::new(&message);
+            for publisher in publishers.iter_mut() {
+                publisher.publish_track(&published)?;
+            }
+        }
         let captured = frame.capture_time;
         let published = Published::new(&result);
         for publisher in publishers.iter_mut() {

@@ -37,7 +37,8 @@ mod work;
 
 #[cfg(feature = "gstreamer")]
 pub use config::{
-    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, View,
+    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, Smoothing,
+    View,
 };
 
 /// Runs the whole job and reports what it did.

@@ -14,10 +14,12 @@ use crate::publish::frame_hub::FrameHub;
 use crate::publish::{
     DepthSummary, FrameResult, NormalsSummary, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
 };
+use crate::render::tracks::TrackMark;
 use crate::render::{self, Canvas, PoseStyle};
 use crate::tasks::keypoint_sets;
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::pose::{self, Person};
+use crate::tasks::track::{TrackEvent, Tracker, TrackerOptions};
 use crate::tasks::{OutputLayout, dense, seg};
 
 use super::config::{SegUpsample, View};
@@ -33,6 +35,8 @@ pub(super) struct PostOptions {
     pub(super) view: View,
     pub(super) dense_dir: Option<PathBuf>,
     pub(super) mask_classes: Vec<u8>,
+    /// Persons tracked across frames; `None`: every frame alone.
+    pub(super) tracking: Option<TrackerOptions>,
 }
 
 /// Frame-size maps the post stage reuses from frame to frame.
@@ -68,12 +72,14 @@ pub(super) fn post_stage(
         stats: PostStats::new(metrics),
         peaks: Vec::new(),
         maps: DenseMaps::default(),
+        tracking: None,
     };
     for mut work in inferred {
-        let result = stage.process(&mut work, frame_hub.as_deref())?;
+        let (result, track_events) = stage.process(&mut work, frame_hub.as_deref())?;
         let done = Done {
             frame: work.frame,
             result,
+            track_events,
         };
         if out.send(done).is_err() {
             break;
@@ -91,12 +97,26 @@ struct PostStage<'a> {
     stats: PostStats,
     peaks: Vec<HeatmapPeak>,
     maps: DenseMaps,
+    /// The stream's tracker, made at its first frame (it needs the frame's size).
+    tracking: Option<Tracking>,
 }
 
 impl PostStage<'_> {
-    /// The frame's outputs made into its result; its files written and its overlay drawn.
-    fn process(&mut self, work: &mut Work, frame_hub: Option<&FrameHub>) -> Result<FrameResult> {
-        let persons = self.persons(work);
+    /// The frame's outputs made into its result, and the track events it brought; its files
+    /// written and its overlay drawn.
+    fn process(
+        &mut self,
+        work: &mut Work,
+        frame_hub: Option<&FrameHub>,
+    ) -> Result<(FrameResult, Vec<TrackEvent>)> {
+        let mut persons = self.persons(work);
+        let track_events = match (&mut persons, self.options.tracking) {
+            (Some(persons), Some(options)) => self
+                .tracking
+                .get_or_insert_with(|| Tracking::new(options, work.frame.height()))
+                .update(&work.frame, persons),
+            _ => Vec::new(),
+        };
         let segmentation = self.segmentation(work);
         let foreground = segmentation.is_some();
         let mut outputs = FrameOutputs {
@@ -128,7 +148,10 @@ impl PostStage<'_> {
                 .render
                 .time(|| draw(frame, view_drawn, &outputs, maps, summary, options))?;
         }
-        Ok(frame_result(&work.frame, self.summary, outputs))
+        Ok((
+            frame_result(&work.frame, self.summary, outputs),
+            track_events,
+        ))
     }
 
     /// Keypoints from host heatmaps, or from the GPU's peaks.
@@ -429,9 +452,52 @@ fn draw(
             let keypoints: Vec<&[[f32; 3]]> =
                 persons.iter().map(|p| p.keypoints.as_slice()).collect();
             canvas.draw_pose(&keypoints, &style).map_err(render_error)?;
+            let marks: Vec<TrackMark> = persons
+                .iter()
+                .filter_map(|p| p.track_id.map(|id| TrackMark { id, bbox: p.bbox }))
+                .collect();
+            canvas.draw_tracks(&marks).map_err(render_error)?;
         }
         Ok(())
     })
+}
+
+/// A stream's tracker on the stream's clock: the frame's timestamp, else the time it was
+/// decoded. A clock that goes back (a reconnected or looped input) ends every track.
+struct Tracking {
+    tracker: Tracker,
+    options: TrackerOptions,
+    height: usize,
+    last_time: Option<f64>,
+}
+
+impl Tracking {
+    fn new(options: TrackerOptions, height: usize) -> Self {
+        Tracking {
+            tracker: Tracker::new(options, height),
+            options,
+            height,
+            last_time: None,
+        }
+    }
+
+    fn update(&mut self, frame: &Frame, persons: &mut [Person]) -> Vec<TrackEvent> {
+        let time = match frame.pts_ns {
+            Some(ns) => ns as f64 * 1e-9,
+            None => frame
+                .capture_time
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        };
+        let mut events = Vec::new();
+        if self.last_time.is_some_and(|last| time < last) {
+            events = self.tracker.finish();
+            self.tracker = Tracker::new(self.options, self.height);
+        }
+        self.last_time = Some(time);
+        events.extend(self.tracker.update(time, persons));
+        events
+    }
 }
 
 fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) -> FrameResult {

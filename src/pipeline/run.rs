@@ -135,6 +135,7 @@ fn frame_options(config: &PipelineConfig, draw: bool) -> (Inference, PostOptions
         view,
         dense_dir: config.dense_dir.clone(),
         mask_classes: config.mask_classes.clone(),
+        tracking: config.tracking,
     };
     (inference, post)
 }

@@ -7,6 +7,7 @@ use crate::publish::FrameResult;
 use crate::tasks::Task;
 use crate::tasks::pose::PersonBox;
 use crate::tasks::pose::decode::HeatmapPeak;
+use crate::tasks::track::TrackEvent;
 
 /// A frame on its way through the stages, gathering its tensors.
 pub(super) struct Work {
@@ -78,4 +79,6 @@ impl Work {
 pub(super) struct Done {
     pub(super) frame: Frame,
     pub(super) result: FrameResult,
+    /// Tracks confirmed or lost at this frame.
+    pub(super) track_events: Vec<TrackEvent>,
 }

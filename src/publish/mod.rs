@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::tasks::pose::Person;
+use crate::tasks::track::{TrackEvent, TrackEventKind};
 
 pub const SCHEMA_NAME: &str = "sapiens-stream/result";
 /// Bumped on any change a consumer could notice; documented in the README.
@@ -29,6 +30,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const STATUS_SCHEMA: &str = "sapiens-stream/status";
 /// Version of the [`STATUS_SCHEMA`] message, bumped on any change a consumer could notice.
 pub const STATUS_VERSION: u32 = 1;
+/// Schema name of a track event message.
+pub const TRACK_SCHEMA: &str = "sapiens-stream/track";
+/// Version of the [`TRACK_SCHEMA`] message, bumped on any change a consumer could notice.
+pub const TRACK_VERSION: u32 = 1;
 
 /// One processed frame, as published.
 #[derive(Clone, Debug, Serialize)]
@@ -247,6 +252,54 @@ impl<'a> PublishedStatus<'a> {
     }
 }
 
+/// A track confirmed or lost, as published next to the results (documented in the README,
+/// "Track events").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrackMessage {
+    pub schema: &'static str,
+    pub version: u32,
+    pub stream: u32,
+    pub event: TrackEventKind,
+    pub track_id: u64,
+    /// Stream time (seconds) of the track's first and last detection.
+    pub first_seen_s: f64,
+    pub last_seen_s: f64,
+    /// Frames the track was detected in.
+    pub frames: u64,
+}
+
+impl TrackMessage {
+    pub fn new(stream: u32, event: &TrackEvent) -> Self {
+        TrackMessage {
+            schema: TRACK_SCHEMA,
+            version: TRACK_VERSION,
+            stream,
+            event: event.kind,
+            track_id: event.track_id,
+            first_seen_s: event.first_seen_s,
+            last_seen_s: event.last_seen_s,
+            frames: event.frames,
+        }
+    }
+}
+
+/// A track event as every publisher sees it: the message and its JSON, serialized once.
+pub struct PublishedTrack<'a> {
+    pub message: &'a TrackMessage,
+    pub json: Arc<str>,
+}
+
+impl<'a> PublishedTrack<'a> {
+    pub fn new(message: &'a TrackMessage) -> Self {
+        let json = serde_json::to_string(message)
+            .expect("a TrackMessage always serializes: string keys, finite times");
+        PublishedTrack {
+            message,
+            json: json.into(),
+        }
+    }
+}
+
 /// One processed frame as every publisher sees it: the structured result and its JSON, serialized
 /// once (shared, so a publisher that fans out to many clients need not copy it).
 pub struct Published<'a> {
@@ -274,6 +327,9 @@ pub trait Publisher: Send {
     /// A live input went down or came back. Called on the same thread as `publish`, in order
     /// with the frames, and just as rare to block: never on the network.
     fn publish_status(&mut self, status: &PublishedStatus) -> Result<()>;
+    /// A track was confirmed or lost; called on the same thread, just before the result of the
+    /// frame it happened at.
+    fn publish_track(&mut self, track: &PublishedTrack) -> Result<()>;
     /// Flushes what is queued (bounded wait for network publishers) and closes.
     fn finish(self: Box<Self>) -> Result<()>;
 }
@@ -331,6 +387,13 @@ impl Publisher for ResultsWriter {
             .and_then(|()| self.out.write_all(b"\n"))
             // While a stream is down no frame lines follow to push this one out of the buffer.
             .and_then(|()| self.out.flush())
+            .map_err(|e| self.error(e))
+    }
+
+    fn publish_track(&mut self, track: &PublishedTrack) -> Result<()> {
+        self.out
+            .write_all(track.json.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"))
             .map_err(|e| self.error(e))
     }
 

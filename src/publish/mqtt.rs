@@ -15,6 +15,8 @@
 //!   from an earlier run would be stale): no retained status means the stream has not gone down
 //!   in this run. Status messages wait in a small queue of their own, so results never push them
 //!   out.
+//! - `<topic>/track` gets the track events ([`super::TRACK_SCHEMA`] JSON, with `--track` or
+//!   `--smooth`) at QoS 1, not retained, from a queue of their own.
 //! - QoS 1 keeps the broker session (clean session off), so results in flight when a connection
 //!   drops are sent again on reconnect if the broker kept the session: give a stable client id
 //!   (`sapiens-stream-<pid>` by default). A broker that restarted without persistence lost the
@@ -34,7 +36,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Request};
 use tracing::{info, warn};
 
-use super::{Published, PublishedStatus, Publisher};
+use super::{Published, PublishedStatus, PublishedTrack, Publisher};
 use crate::error::{Error, Result};
 use crate::metrics::PublisherCounters;
 
@@ -50,6 +52,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const CLIENT_CHANNEL_CAPACITY: usize = 10;
 /// Status changes waiting for the broker: a few per outage, so this holds minutes of flapping.
 const STATUS_QUEUE_CAPACITY: usize = 16;
+/// Track events waiting for the broker; the oldest are dropped (and counted) beyond this.
+const TRACK_QUEUE_CAPACITY: usize = 1024;
 
 /// The quality of service results are published with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +156,11 @@ impl MqttConfig {
         format!("{}/status", self.topic)
     }
 
+    /// `<topic>/track`: the track events.
+    pub fn track_topic(&self) -> String {
+        format!("{}/track", self.topic)
+    }
+
     /// `<topic>/stream`: the retained status of the live input (down / up).
     pub fn stream_topic(&self) -> String {
         format!("{}/stream", self.topic)
@@ -240,6 +249,7 @@ impl DropOldest {
 pub struct MqttPublisher {
     results: DropOldest,
     statuses: DropOldest,
+    tracks: DropOldest,
     counters: Arc<PublisherCounters>,
     /// Closed by the connection thread when it ends; a message first if it ended flushed.
     flushed: Receiver<()>,
@@ -258,6 +268,7 @@ impl MqttPublisher {
         let (client, connection) = Client::new(config.options(), CLIENT_CHANNEL_CAPACITY);
         let (results, queued) = DropOldest::new(config.queue_capacity);
         let (statuses, statuses_queued) = DropOldest::new(STATUS_QUEUE_CAPACITY);
+        let (tracks, tracks_queued) = DropOldest::new(TRACK_QUEUE_CAPACITY);
         // An empty retained message deletes the one an earlier run may have left.
         statuses.push(Vec::new());
         let (flushed_tx, flushed) = crossbeam_channel::bounded(1);
@@ -268,6 +279,7 @@ impl MqttPublisher {
             topic: config.topic.clone(),
             status_topic: config.status_topic(),
             stream_topic: config.stream_topic(),
+            track_topic: config.track_topic(),
             qos: config.qos.level(),
         };
         let driver = Driver {
@@ -286,11 +298,12 @@ impl MqttPublisher {
             .map_err(spawn_error)?;
         let feed_thread = std::thread::Builder::new()
             .name("mqtt-feed".into())
-            .spawn(move || feeder.run(queued, statuses_queued))
+            .spawn(move || feeder.run(queued, statuses_queued, tracks_queued))
             .map_err(spawn_error)?;
         Ok(MqttPublisher {
             results,
             statuses,
+            tracks,
             counters,
             flushed,
             abandon,
@@ -335,10 +348,17 @@ impl Publisher for MqttPublisher {
         Ok(())
     }
 
+    fn publish_track(&mut self, track: &PublishedTrack) -> Result<()> {
+        let dropped = self.tracks.push(track.json.as_bytes().to_vec());
+        self.counters.count_dropped_many(dropped);
+        Ok(())
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         let MqttPublisher {
             results,
             statuses,
+            tracks,
             flushed,
             abandon,
             threads,
@@ -348,7 +368,7 @@ impl Publisher for MqttPublisher {
         } = *self;
         // Closing the queues lets the feeder send what is left, then `offline` and DISCONNECT.
         let still_queued = results.oldest.clone();
-        drop((results, statuses));
+        drop((results, statuses, tracks));
         match flushed.recv_timeout(flush_timeout) {
             Ok(()) => {
                 for thread in threads {
@@ -381,11 +401,17 @@ struct Feeder {
     topic: String,
     status_topic: String,
     stream_topic: String,
+    track_topic: String,
     qos: QoS,
 }
 
 impl Feeder {
-    fn run(self, results: Receiver<Vec<u8>>, mut statuses: Receiver<Vec<u8>>) {
+    fn run(
+        self,
+        results: Receiver<Vec<u8>>,
+        mut statuses: Receiver<Vec<u8>>,
+        mut tracks: Receiver<Vec<u8>>,
+    ) {
         loop {
             // An error means the connection thread is gone (abandoned): nothing can be sent.
             let sent = select! {
@@ -394,6 +420,13 @@ impl Feeder {
                     // Closed just before the results in `finish`; what it held was taken.
                     Err(_) => {
                         statuses = crossbeam_channel::never();
+                        Ok(())
+                    }
+                },
+                recv(tracks) -> track => match track {
+                    Ok(payload) => self.publish_track(payload),
+                    Err(_) => {
+                        tracks = crossbeam_channel::never();
                         Ok(())
                     }
                 },
@@ -413,6 +446,11 @@ impl Feeder {
                 return;
             }
         }
+        for payload in tracks.try_iter() {
+            if self.publish_track(payload).is_err() {
+                return;
+            }
+        }
         // The queue is closed and empty: a clean shutdown. The broker handles DISCONNECT after
         // every packet before it, and discards the last will, hence the explicit `offline`.
         let _ = self
@@ -428,6 +466,14 @@ impl Feeder {
     ) -> std::result::Result<(), rumqttc::ClientError> {
         self.client
             .publish(&self.stream_topic, QoS::AtLeastOnce, true, payload)
+    }
+}
+
+impl Feeder {
+    /// At QoS 1 whatever the results' QoS: an analytics back end counts on every event.
+    fn publish_track(&self, payload: Vec<u8>) -> std::result::Result<(), rumqttc::ClientError> {
+        self.client
+            .publish(&self.track_topic, QoS::AtLeastOnce, false, payload)
     }
 }
 

@@ -12,14 +12,18 @@
 //! | --- | --- | --- |
 //! | `/sapiens/frame` | `i frame, i width, i height, i persons` | frame index (wraps at 2^31), frame size in pixels, number of persons in this frame |
 //! | `/sapiens/person/<p>/bbox` | `f x1, f y1, f x2, f y2, f score` | person box in pixels and its detector score |
+//! | `/sapiens/person/<p>/track` | `i id` | the person's track ID (with `--track` or `--smooth`, once the track is confirmed) |
 //! | `/sapiens/person/<p>/kp/<k>` | `f x, f y, f score` | keypoint `k` in pixels |
 //! | `/sapiens/person/<p>/kpn/<k>` | `f x, f y, f score` | keypoint `k` normalised: `x / width`, `y / height`, 0..1 |
 //! | `/sapiens/person/<p>/<name>` | `f x, f y, f score` | the same normalised keypoint by name, e.g. `/sapiens/person/0/left_wrist` |
 //! | `/sapiens/segmentation` | one `f` per class | fraction of the frame's pixels in each body-part class, in class-set order |
 //! | `/sapiens/status` | `i up, i reconnects, s reason` | a live input went down (`up` 0, `reason` why) or came back (`up` 1, `reason` empty); `reconnects`: times it came back so far. Sent once per change, in a bundle of its own |
+//! | `/sapiens/track` | `s event, i id, f first_seen, f last_seen, i frames` | a track `confirmed` or `lost` (stream seconds of its first and last detection, frames it was seen in), in a bundle of its own |
 //!
-//! `p` numbers the persons of a frame from 0; `k` is the keypoint's index in the model's keypoint
-//! set (COCO 17, COCO-WholeBody 133 or Goliath 308; names from `assets/keypoints_*.json`). A keypoint with
+//! `p` numbers the persons of a frame from 0 (highest detection score first, so a person's `p`
+//! changes from frame to frame); to follow one person, find the `p` whose
+//! `/sapiens/person/<p>/track` is its ID in each frame's bundles and read that `p`'s addresses.
+//! `k` is the keypoint's index in the model's keypoint set (COCO 17, COCO-WholeBody 133 or Goliath 308; names from `assets/keypoints_*.json`). A keypoint with
 //! score <= 0 is invalid and has x = y = -1 in both forms. Receivers keep the last value of an
 //! address, so a person who left the frame keeps its values: use the person count of
 //! `/sapiens/frame` to hide them. Frames of stream `s` > 0 use the root `/sapiens/stream/<s>`
@@ -36,10 +40,14 @@ use std::sync::Arc;
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType, encoder};
 use tracing::{info, warn};
 
-use super::{FrameResult, Published, PublishedStatus, Publisher, StreamState, StreamStatusMessage};
+use super::{
+    FrameResult, Published, PublishedStatus, PublishedTrack, Publisher, StreamState,
+    StreamStatusMessage, TrackMessage,
+};
 use crate::error::{Error, Result};
 use crate::metrics::PublisherCounters;
 use crate::tasks::keypoint_sets::keypoint_set;
+use crate::tasks::track::TrackEventKind;
 
 /// Largest datagram sent: within the default receive buffers of Max, Pure Data and
 /// TouchDesigner, and far below the 64 KB UDP limit.
@@ -137,6 +145,11 @@ impl Publisher for OscPublisher {
         Ok(())
     }
 
+    fn publish_track(&mut self, track: &PublishedTrack) -> Result<()> {
+        self.send(vec![track_datagram(track.message)]);
+        Ok(())
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         Ok(())
     }
@@ -215,6 +228,24 @@ pub fn status_datagram(message: &StreamStatusMessage) -> Vec<u8> {
     })])
 }
 
+/// `<root>/track` in a bundle of its own, as documented above.
+pub fn track_datagram(message: &TrackMessage) -> Vec<u8> {
+    let event = match message.event {
+        TrackEventKind::Confirmed => "confirmed",
+        TrackEventKind::Lost => "lost",
+    };
+    encode_bundle(vec![OscPacket::Message(OscMessage {
+        addr: format!("{}/track", root(message.stream)),
+        args: vec![
+            OscType::String(event.into()),
+            OscType::Int(i32::try_from(message.track_id).unwrap_or(i32::MAX)),
+            OscType::Float(message.first_seen_s as f32),
+            OscType::Float(message.last_seen_s as f32),
+            OscType::Int(i32::try_from(message.frames).unwrap_or(i32::MAX)),
+        ],
+    })])
+}
+
 /// Every message of the layout documented above, in order: frame, then per person its box and
 /// per keypoint the pixel, normalised and named forms, then the segmentation.
 fn frame_messages(result: &FrameResult) -> Vec<OscMessage> {
@@ -237,6 +268,12 @@ fn frame_messages(result: &FrameResult) -> Vec<OscMessage> {
             format!("{person_root}/bbox"),
             &[x1, y1, x2, y2, person.score],
         ));
+        if let Some(id) = person.track_id {
+            messages.push(OscMessage {
+                addr: format!("{person_root}/track"),
+                args: vec![OscType::Int(i32::try_from(id).unwrap_or(i32::MAX))],
+            });
+        }
         let names = keypoint_set(person.keypoints.len()).map(|set| &set.names);
         for (k, &[x, y, score]) in person.keypoints.iter().enumerate() {
             let normalised = if score > 0.0 {

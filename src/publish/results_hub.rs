@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
-use super::{Published, PublishedStatus, Publisher};
+use super::{Published, PublishedStatus, PublishedTrack, Publisher};
 use crate::error::Result;
 use crate::metrics::Metrics;
 
@@ -133,6 +133,12 @@ impl ResultsHub {
         self.push_to_all(&clients, &message);
     }
 
+    /// A message every client gets once (not kept for clients that join later).
+    pub fn publish_event(&self, json: &str) {
+        let clients = lock(&self.clients);
+        self.push_to_all(&clients, &Utf8Bytes::from(json));
+    }
+
     fn push_to_all(&self, clients: &Clients, message: &Utf8Bytes) {
         let dropped = clients
             .queues
@@ -190,6 +196,11 @@ impl Publisher for WebSocketPublisher {
 
     fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
         self.0.publish_status(status.message.stream, &status.json);
+        Ok(())
+    }
+
+    fn publish_track(&mut self, track: &PublishedTrack) -> Result<()> {
+        self.0.publish_event(&track.json);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! tiny-skia, segmentation and dense views in plain integer math. [`Canvas`] takes either.
 
 pub mod cuda;
+pub mod tracks;
 pub mod yuv;
 
 use rayon::prelude::*;
@@ -10,6 +11,7 @@ use tiny_skia::{FillRule, LineCap, Paint, PathBuilder, Pixmap, PixmapMut, Stroke
 
 use crate::frame::{FrameGeometry, SourceLayout};
 use crate::tasks::dense;
+use tracks::{TrackMark, draw_mark, label_scale};
 use yuv::Yuv420Canvas;
 
 /// Frame side (longer one) at which a style's radius and thickness apply unscaled.
@@ -114,6 +116,21 @@ impl<'a> Canvas<'a> {
         match self {
             Canvas::Rgba(c) => draw_pose(c.pixels, c.width, c.height, c.stride, persons, style),
             Canvas::Yuv420(canvas) => canvas.draw_pose(persons, style),
+        }
+    }
+
+    /// Each tracked person's box in its track's colour, its ID written above it.
+    pub fn draw_tracks(&mut self, marks: &[TrackMark]) -> Result<(), RenderError> {
+        match self {
+            Canvas::Rgba(c) => {
+                let scale = label_scale(c.width.max(c.height));
+                with_pixmap(c.pixels, c.width, c.height, c.stride, |pixmap| {
+                    for mark in marks {
+                        draw_mark(pixmap, mark, scale, Transform::identity());
+                    }
+                })
+            }
+            Canvas::Yuv420(canvas) => canvas.draw_tracks(marks),
         }
     }
 }

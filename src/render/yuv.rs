@@ -7,8 +7,9 @@
 use std::ops::Range;
 
 use rayon::prelude::*;
-use tiny_skia::{Pixmap, Transform};
+use tiny_skia::{Pixmap, PixmapMut, Transform};
 
+use super::tracks::{TrackMark, draw_mark, label_scale, mark_extent};
 use super::{DrawableRegion, PoseStyle, RenderError, draw_person};
 use crate::frame::{FrameGeometry, RgbToYuv, SourceLayout};
 use crate::tasks::dense::{depth_level, inferno, normal_level};
@@ -213,9 +214,75 @@ impl<'a> Yuv420Canvas<'a> {
         style: &PoseStyle,
     ) -> Result<(), RenderError> {
         let region = DrawableRegion::around(self.width, self.height);
-        let Some(area) = self.skeleton_area(persons, style, &region) else {
+        let visible = persons
+            .iter()
+            .flat_map(|person| person.iter())
+            .filter(|&&[x, y, score]| score > style.threshold && region.contains(x, y));
+        let (mut low, mut high) = ([f32::MAX; 2], [f32::MIN; 2]);
+        for &[x, y, _] in visible {
+            low = [low[0].min(x), low[1].min(y)];
+            high = [high[0].max(x), high[1].max(y)];
+        }
+        // Anti-aliasing reaches a pixel past the stroke and the dot.
+        let reach = style.radius.max(style.thickness) + 2.0;
+        let bounds = [
+            low[0] - reach,
+            low[1] - reach,
+            high[0] + reach,
+            high[1] + reach,
+        ];
+        self.draw_layer(bounds, |pixmap, shift| {
+            for person in persons {
+                draw_person(pixmap, person, style, &region, shift);
+            }
+        })
+    }
+
+    /// Outlines each tracked box in its track's colour and writes its ID above it.
+    pub fn draw_tracks(&mut self, marks: &[TrackMark]) -> Result<(), RenderError> {
+        let scale = label_scale(self.width.max(self.height));
+        let bounds = marks
+            .iter()
+            .map(|mark| mark_extent(mark, scale))
+            .reduce(|a, b| {
+                [
+                    a[0].min(b[0]),
+                    a[1].min(b[1]),
+                    a[2].max(b[2]),
+                    a[3].max(b[3]),
+                ]
+            });
+        let Some(bounds) = bounds else {
             return Ok(());
         };
+        self.draw_layer(bounds, |pixmap, shift| {
+            for mark in marks {
+                draw_mark(pixmap, mark, scale, shift);
+            }
+        })
+    }
+
+    /// Draws with tiny-skia onto a transparent layer over `bounds` (frame pixels, clipped to
+    /// the frame and widened to whole chroma blocks), then blends the layer into the planes.
+    fn draw_layer(
+        &mut self,
+        bounds: [f32; 4],
+        draw: impl FnOnce(&mut PixmapMut, Transform),
+    ) -> Result<(), RenderError> {
+        let span = |low: f32, high: f32, size: usize| {
+            let start = (low.floor().max(0.0) as usize).min(size) & !1;
+            let end = (high.ceil().max(0.0) as usize)
+                .next_multiple_of(2)
+                .min(size);
+            (start < end).then_some(start..end)
+        };
+        let (Some(columns), Some(rows)) = (
+            span(bounds[0], bounds[2], self.width),
+            span(bounds[1], bounds[3], self.height),
+        ) else {
+            return Ok(());
+        };
+        let area = Area { columns, rows };
         let (layer_width, layer_height) = (area.columns.len(), area.rows.len());
         let mut layer = Pixmap::new(layer_width as u32, layer_height as u32).ok_or(
             RenderError::FrameTooLarge {
@@ -225,9 +292,7 @@ impl<'a> Yuv420Canvas<'a> {
         )?;
         let shift =
             Transform::from_translate(-(area.columns.start as f32), -(area.rows.start as f32));
-        for person in persons {
-            draw_person(&mut layer.as_mut(), person, style, &region, shift);
-        }
+        draw(&mut layer.as_mut(), shift);
         let (colours, top, left) = (self.colours, area.rows.start, area.columns.start);
         let pixels = layer.pixels();
         self.composite(area, |y, columns, out| {
@@ -244,37 +309,6 @@ impl<'a> Yuv420Canvas<'a> {
             }
         });
         Ok(())
-    }
-
-    /// The area the visible keypoints and their links may touch, inside the frame.
-    fn skeleton_area(
-        &self,
-        persons: &[&[[f32; 3]]],
-        style: &PoseStyle,
-        region: &DrawableRegion,
-    ) -> Option<Area> {
-        let visible = persons
-            .iter()
-            .flat_map(|person| person.iter())
-            .filter(|&&[x, y, score]| score > style.threshold && region.contains(x, y));
-        let (mut low, mut high) = ([f32::MAX; 2], [f32::MIN; 2]);
-        for &[x, y, _] in visible {
-            low = [low[0].min(x), low[1].min(y)];
-            high = [high[0].max(x), high[1].max(y)];
-        }
-        // Anti-aliasing reaches a pixel past the stroke and the dot.
-        let reach = style.radius.max(style.thickness) + 2.0;
-        let span = |low: f32, high: f32, size: usize| {
-            let start = ((low - reach).floor().max(0.0) as usize).min(size) & !1;
-            let end = ((high + reach).ceil().max(0.0) as usize)
-                .next_multiple_of(2)
-                .min(size);
-            (start < end).then_some(start..end)
-        };
-        Some(Area {
-            columns: span(low[0], high[0], self.width)?,
-            rows: span(low[1], high[1], self.height)?,
-        })
     }
 
     /// Blends the tints `tint_row(y, columns, tints)` gives for each row of `area` into the

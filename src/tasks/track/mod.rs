@@ -75,7 +75,8 @@ pub struct TrackEvent {
     pub frames: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TrackEventKind {
     /// Seen often enough to be given its ID.
     Confirmed,
@@ -144,7 +145,7 @@ impl Tracker {
 
     /// Tracks the persons of the frame at `time` (seconds of stream time): sets their
     /// `track_id` (confirmed tracks only) and, with smoothing, their smoothed `keypoints` (the
-    /// decoded ones kept in `keypoints_raw`). Returns the tracks confirmed and lost.
+    /// decoded ones kept in `keypoints_raw`, on every person). Returns the tracks confirmed and lost.
     pub fn update(&mut self, time: f64, persons: &mut [Person]) -> Vec<TrackEvent> {
         let mut events = Vec::new();
         for track in &mut self.tracks {
@@ -192,6 +193,12 @@ impl Tracker {
             let taken = matched.iter().any(|&(_, m)| m == p);
             if !taken && persons[p].score >= options.new_track_score {
                 events.extend(self.start(time, &mut persons[p]));
+            }
+        }
+        if options.smoothing.is_some() {
+            // Persons without a confirmed track are not smoothed: raw and published agree.
+            for person in persons.iter_mut().filter(|p| p.keypoints_raw.is_none()) {
+                person.keypoints_raw = Some(person.keypoints.clone());
             }
         }
         events
