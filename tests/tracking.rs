@@ -307,6 +307,10 @@ fn tracked_runs_publish_ids_raw_keypoints_and_track_events() {
     let position = |wanted: &Value| lines.iter().position(|l| l == wanted).unwrap();
     let lost_at = position(lost);
     assert!(lost_at > position(results[9]) && lost_at < position(results[16]));
+    // A's track, still held when the input ends, is lost after the last result.
+    let end = event("lost", &a);
+    assert_eq!(end["frames"], 30);
+    assert!(position(end) > position(results[29]));
     assert_eq!(
         common::cli::probe(&dir.path().join("out.mp4"))["frames"],
         30

@@ -7,13 +7,14 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 
 use super::decode::StageOutcome;
-use super::work::Done;
+use super::work::{Delivery, Done};
 use crate::error::Result;
 use crate::metrics::{Metrics, StageStats};
 use crate::publish::{
     Published, PublishedStatus, PublishedTrack, Publisher, StreamStatusMessage, TrackMessage,
 };
 use crate::sink::VideoOutput;
+use crate::tasks::track::TrackEvent;
 
 /// Name of the end-to-end latency line in the report: decoded to published.
 const CAPTURE_TO_PUBLISH: &str = "capture->out";
@@ -29,9 +30,25 @@ fn publish_status(
         .try_for_each(|publisher| publisher.publish_status(&published))
 }
 
+/// Hands track events to every publisher, on the sink thread.
+fn publish_tracks(
+    publishers: &mut [Box<dyn Publisher>],
+    stream: u32,
+    events: &[TrackEvent],
+) -> Result<()> {
+    for event in events {
+        let message = TrackMessage::new(stream, event);
+        let published = PublishedTrack::new(&message);
+        for publisher in publishers.iter_mut() {
+            publisher.publish_track(&published)?;
+        }
+    }
+    Ok(())
+}
+
 /// Frames, and stream status changes in between.
 pub(super) fn deliver_stage(
-    (done, statuses): (Receiver<Done>, Receiver<StreamStatusMessage>),
+    (done, statuses): (Receiver<Delivery>, Receiver<StreamStatusMessage>),
     mut videos: Vec<VideoOutput>,
     mut publishers: Vec<Box<dyn Publisher>>,
     progress: Option<&indicatif::ProgressBar>,
@@ -52,13 +69,7 @@ pub(super) fn deliver_stage(
             publish_status(publishers, &status)?;
         }
         let start = Instant::now();
-        for event in &track_events {
-            let message = TrackMessage::new(result.stream, event);
-            let published = PublishedTrack::new(&message);
-            for publisher in publishers.iter_mut() {
-                publisher.publish_track(&published)?;
-            }
-        }
+        publish_tracks(publishers, result.stream, &track_events)?;
         let captured = frame.capture_time;
         let published = Published::new(&result);
         for publisher in publishers.iter_mut() {
@@ -84,7 +95,10 @@ pub(super) fn deliver_stage(
         loop {
             crossbeam_channel::select! {
                 recv(done) -> item => match item {
-                    Ok(item) => deliver(&mut publishers, item)?,
+                    Ok(Delivery::Frame(item)) => deliver(&mut publishers, *item)?,
+                    Ok(Delivery::TracksEnded { stream, track_events }) => {
+                        publish_tracks(&mut publishers, stream, &track_events)?
+                    }
                     Err(_) => break,
                 },
                 recv(waiting) -> status => match status {

@@ -26,7 +26,7 @@ use super::config::{SegUpsample, View};
 use super::decode::StageOutcome;
 use super::links::Pool;
 use super::models::ModelSummary;
-use super::work::{DenseOutput, Done, PoseOutput, SegOutput, Work};
+use super::work::{Delivery, DenseOutput, Done, PoseOutput, SegOutput, Work};
 
 pub(super) struct PostOptions {
     pub(super) threshold: f32,
@@ -58,7 +58,7 @@ struct FrameOutputs {
 
 pub(super) fn post_stage(
     inferred: Receiver<Work>,
-    out: Sender<Done>,
+    out: Sender<Delivery>,
     summary: &ModelSummary,
     options: &PostOptions,
     pool: &Pool,
@@ -73,17 +73,29 @@ pub(super) fn post_stage(
         peaks: Vec::new(),
         maps: DenseMaps::default(),
         tracking: None,
+        stream: 0,
     };
     for mut work in inferred {
         let (result, track_events) = stage.process(&mut work, frame_hub.as_deref())?;
+        let stream = work.frame.stream_id;
         let done = Done {
             frame: work.frame,
             result,
             track_events,
         };
-        if out.send(done).is_err() {
-            break;
+        if out.send(Delivery::Frame(Box::new(done))).is_err() {
+            return Ok((0, stage.stats.ran()));
         }
+        stage.stream = stream;
+    }
+    if let Some(tracking) = &mut stage.tracking {
+        let track_events = tracking.tracker.finish();
+        let stream = stage.stream;
+        // The deliver stage gone means it failed; it reports why.
+        let _ = out.send(Delivery::TracksEnded {
+            stream,
+            track_events,
+        });
     }
     Ok((0, stage.stats.ran()))
 }
@@ -99,6 +111,8 @@ struct PostStage<'a> {
     maps: DenseMaps,
     /// The stream's tracker, made at its first frame (it needs the frame's size).
     tracking: Option<Tracking>,
+    /// The stream of the frames seen.
+    stream: u32,
 }
 
 impl PostStage<'_> {

@@ -76,6 +76,16 @@ impl Work {
 }
 
 /// A processed frame for the sinks.
+/// What the post stage hands the deliver stage.
+pub(super) enum Delivery {
+    Frame(Box<Done>),
+    /// The input ended: the tracks still held are lost.
+    TracksEnded {
+        stream: u32,
+        track_events: Vec<TrackEvent>,
+    },
+}
+
 pub(super) struct Done {
     pub(super) frame: Frame,
     pub(super) result: FrameResult,
