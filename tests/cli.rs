@@ -524,7 +524,7 @@ fn out_of_range_values_are_refused_where_they_are_parsed() {
     let pose = model("pose17");
     let pose = pose.to_str().unwrap();
     let input = "test://ball?width=64&height=48&frames=1";
-    let cases: [(&[&str], &[&str]); 12] = [
+    let cases: [(&[&str], &[&str]); 14] = [
         (
             &["--threads", "100000"],
             &["--threads", "0 (every core) to 256"],
@@ -552,6 +552,11 @@ fn out_of_range_values_are_refused_where_they_are_parsed() {
         ),
         (&["--smooth-beta", "inf"], &["--smooth-beta", ">= 0"]),
         (&["--smooth", "kalman"], &["--smooth", "kalman"]),
+        (&["--detect-every", "0"], &["--detect-every"]),
+        (
+            &["--detect-every", "5"],
+            &["--detect-every needs --detector"],
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["run", "--input", input, "--pose-model", pose];

@@ -316,3 +316,80 @@ fn tracked_runs_publish_ids_raw_keypoints_and_track_events() {
         30
     );
 }
+
+/// The `frames` column of a stage's line in the run report (stderr).
+fn report_frames(stderr: &str, stage: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(stage)).then(|| fields.last().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no `{stage}` line in the report:\n{stderr}"))
+}
+
+#[test]
+fn tracking_crops_spare_the_detector_and_keep_the_keypoints() {
+    // A person of four coloured discs walking; a synthetic detector that boxes the bright pixels
+    // and a synthetic pose model that finds each disc wherever the crop puts it (so keypoints do
+    // not depend on the crop, as a real model's joints do not).
+    let dir = tempfile::tempdir().unwrap();
+    run_reference("make_tracking_scene.py", &[path_arg(dir.path()), "30"]);
+    let run = |extra: &[&str], results: &str| {
+        let mut args = vec![
+            "run",
+            "--input",
+            "frames",
+            "--image-fps",
+            "25",
+            "--detector",
+            "blob_yolo.onnx",
+            "--pose-model",
+            "colour_pose17.onnx",
+            "--results",
+            results,
+        ];
+        args.extend_from_slice(extra);
+        let output = common::cli::sapiens(dir.path(), &args);
+        common::cli::assert_success(&output);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let persons: Vec<Value> = std::fs::read_to_string(dir.path().join(results))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["schema"] == "sapiens-stream/result")
+            .map(|l| l["persons"].clone())
+            .collect();
+        (report_frames(&stderr, "detect"), persons)
+    };
+    let (every_detections, every) = run(&["--track"], "every.jsonl");
+    let (sparse_detections, sparse) = run(&["--detect-every", "5"], "five.jsonl");
+    assert_eq!(every_detections, 30);
+    // Frames 0 and 1 confirm the track, then one frame in five: 6, 11, 16, 21, 26.
+    assert_eq!(sparse_detections, 7);
+    assert_eq!((every.len(), sparse.len()), (30, 30));
+    let mut worst = 0.0_f64;
+    for (k, (a, b)) in every.iter().zip(&sparse).enumerate() {
+        let one = |persons: &Value| persons.as_array().map(Vec::len) == Some(1);
+        assert!(one(a) && one(b), "frame {k}: {a} {b}");
+        let (a, b) = (&a[0], &b[0]);
+        for (p, q) in a["keypoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["keypoints"].as_array().unwrap())
+        {
+            let (p, q): ([f64; 3], [f64; 3]) = (
+                serde_json::from_value(p.clone()).unwrap(),
+                serde_json::from_value(q.clone()).unwrap(),
+            );
+            assert!(p[2] > 0.3 && q[2] > 0.3, "frame {k}: {p:?} {q:?}");
+            worst = worst.max((p[0] - q[0]).abs().max((p[1] - q[1]).abs()));
+        }
+        if k >= 1 {
+            assert_eq!(b["track_id"], 1, "frame {k}");
+        }
+    }
+    eprintln!("keypoints with --detect-every 5: at most {worst:.3} px from the every-frame run");
+    assert!(worst <= 1.0, "{worst} px");
+}

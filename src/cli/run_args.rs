@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// Seconds (stream time) a track unseen is kept to pick its ID up again [default: 1].
     #[arg(long, value_parser = checks::parser(checks::seconds))]
     pub track_max_age: Option<f64>,
+    /// Run the detector on every N-th frame only (and whenever tracking needs it); the frames
+    /// between crop each track from its last keypoints (needs --detector; implies --track).
+    #[arg(long, value_parser = checks::parser(checks::frames))]
+    pub detect_every: Option<u64>,
     /// Keypoint smoothing per track: none, or one-euro (the One Euro filter) [default: none].
     #[arg(long, value_enum)]
     pub smooth: Option<Smoothing>,
@@ -205,6 +209,7 @@ impl RunArgs {
             flip_test: self.flip_test || preset.flip_test,
             track: self.track || preset.track,
             track_max_age: self.track_max_age.or(preset.track_max_age),
+            detect_every: self.detect_every.or(preset.detect_every),
             smooth: self.smooth.or(preset.smooth),
             smooth_min_cutoff: self.smooth_min_cutoff.or(preset.smooth_min_cutoff),
             smooth_beta: self.smooth_beta.or(preset.smooth_beta),
@@ -266,6 +271,7 @@ impl RunArgs {
         )?;
         preset_value("max-batch", self.max_batch, checks::max_batch)?;
         preset_value("track-max-age", self.track_max_age, checks::seconds)?;
+        preset_value("detect-every", self.detect_every, checks::frames)?;
         preset_value("smooth-min-cutoff", self.smooth_min_cutoff, checks::hertz)?;
         preset_value("smooth-beta", self.smooth_beta, checks::non_negative)?;
         preset_value("smooth-d-cutoff", self.smooth_d_cutoff, checks::hertz)?;

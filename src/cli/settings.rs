@@ -94,6 +94,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
             )?,
             flip_test: args.flip_test,
             tracking,
+            detect_every: args.detect_every,
             view: args.view.unwrap_or_default(),
             mask_classes: args
                 .mask_classes
@@ -205,10 +206,18 @@ fn tracking(args: &RunArgs) -> anyhow::Result<Option<TrackerOptions>> {
             )
         }
     };
+    let detect_every = args.detect_every.is_some_and(|n| n > 1);
+    if detect_every && args.detector.is_none() {
+        anyhow::bail!(
+            "--detect-every needs --detector (boxes from a file or the whole frame cost nothing to find)"
+        );
+    }
     let defaults = TrackerOptions::default();
-    Ok((args.track || smoothing.is_some()).then(|| TrackerOptions {
-        max_age_s: args.track_max_age.unwrap_or(defaults.max_age_s),
-        smoothing,
-        ..defaults
-    }))
+    Ok(
+        (args.track || smoothing.is_some() || detect_every).then(|| TrackerOptions {
+            max_age_s: args.track_max_age.unwrap_or(defaults.max_age_s),
+            smoothing,
+            ..defaults
+        }),
+    )
 }

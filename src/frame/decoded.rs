@@ -43,6 +43,18 @@ impl Frame {
             .build()
     }
 
+    /// The frame's time on the stream's clock, in seconds: its timestamp, else the wall-clock
+    /// time it was decoded.
+    pub fn stream_seconds(&self) -> f64 {
+        match self.pts_ns {
+            Some(ns) => ns as f64 * 1e-9,
+            None => self
+                .capture_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
     pub fn width(&self) -> usize {
         self.geometry.width
     }

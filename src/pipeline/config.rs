@@ -147,6 +147,9 @@ pub struct PipelineConfig {
     pub flip_test: bool,
     /// Persons tracked across frames (and their keypoints smoothed); `None`: every frame alone.
     pub tracking: Option<TrackerOptions>,
+    /// The detector runs on every n-th frame only (and when tracking needs it); the frames
+    /// between crop each track from its keypoints. `None` or 1: every frame.
+    pub detect_every: Option<u64>,
     pub view: View,
     /// Per-frame dense outputs as PNG files (class map, depth, normals, mask).
     pub dense_dir: Option<PathBuf>,

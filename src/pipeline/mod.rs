@@ -33,6 +33,8 @@ mod prepare;
 #[cfg(feature = "gstreamer")]
 mod run;
 #[cfg(feature = "gstreamer")]
+mod track_crops;
+#[cfg(feature = "gstreamer")]
 mod work;
 
 #[cfg(feature = "gstreamer")]

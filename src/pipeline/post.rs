@@ -26,6 +26,7 @@ use super::config::{SegUpsample, View};
 use super::decode::StageOutcome;
 use super::links::Pool;
 use super::models::ModelSummary;
+use super::track_crops::TrackFeedback;
 use super::work::{Delivery, DenseOutput, Done, PoseOutput, SegOutput, Work};
 
 pub(super) struct PostOptions {
@@ -57,12 +58,12 @@ struct FrameOutputs {
 }
 
 pub(super) fn post_stage(
-    inferred: Receiver<Work>,
-    out: Sender<Delivery>,
+    (inferred, out): (Receiver<Work>, Sender<Delivery>),
     summary: &ModelSummary,
     options: &PostOptions,
     pool: &Pool,
     frame_hub: Option<Arc<FrameHub>>,
+    feedback: Option<TrackFeedback>,
     metrics: &Arc<Metrics>,
 ) -> StageOutcome {
     let mut stage = PostStage {
@@ -74,6 +75,7 @@ pub(super) fn post_stage(
         maps: DenseMaps::default(),
         tracking: None,
         stream: 0,
+        feedback,
     };
     for mut work in inferred {
         let (result, track_events) = stage.process(&mut work, frame_hub.as_deref())?;
@@ -113,6 +115,8 @@ struct PostStage<'a> {
     tracking: Option<Tracking>,
     /// The stream of the frames seen.
     stream: u32,
+    /// Where the tracks go back to the preprocess stage (`--detect-every`).
+    feedback: Option<TrackFeedback>,
 }
 
 impl PostStage<'_> {
@@ -125,10 +129,16 @@ impl PostStage<'_> {
     ) -> Result<(FrameResult, Vec<TrackEvent>)> {
         let mut persons = self.persons(work);
         let track_events = match (&mut persons, self.options.tracking) {
-            (Some(persons), Some(options)) => self
-                .tracking
-                .get_or_insert_with(|| Tracking::new(options, work.frame.height()))
-                .update(&work.frame, persons),
+            (Some(persons), Some(options)) => {
+                let tracking = self
+                    .tracking
+                    .get_or_insert_with(|| Tracking::new(options, work.frame.height()));
+                let events = tracking.update(&work.frame, persons);
+                if let Some(feedback) = &self.feedback {
+                    feedback.publish(work.frame.index, tracking.tracker.tracked(), &events);
+                }
+                events
+            }
             _ => Vec::new(),
         };
         let segmentation = self.segmentation(work);
@@ -496,13 +506,7 @@ impl Tracking {
     }
 
     fn update(&mut self, frame: &Frame, persons: &mut [Person]) -> Vec<TrackEvent> {
-        let time = match frame.pts_ns {
-            Some(ns) => ns as f64 * 1e-9,
-            None => frame
-                .capture_time
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-        };
+        let time = frame.stream_seconds();
         let mut events = Vec::new();
         if self.last_time.is_some_and(|last| time < last) {
             events = self.tracker.finish();

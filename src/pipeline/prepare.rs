@@ -9,11 +9,12 @@ use crate::frame::Frame;
 use crate::metrics::{Metrics, StageStats};
 use crate::preprocess::{Normalization, StretchPlan};
 use crate::tasks::INPUT_LEN;
-use crate::tasks::pose;
+use crate::tasks::pose::{self, PersonBox};
 
 use super::decode::StageOutcome;
 use super::links::{Handoff, Pool};
 use super::models::PersonFinder;
+use super::track_crops::TrackCrops;
 use super::work::Work;
 
 /// What the preprocess stage needs: where persons come from and how inputs are made.
@@ -26,6 +27,8 @@ pub(super) struct Preparation {
     pub(super) needs_dense: bool,
     /// The GPU makes the model inputs from the frame itself.
     pub(super) inputs_on_device: bool,
+    /// Crops from the tracks between detector runs (`--detect-every`).
+    pub(super) track_crops: Option<TrackCrops>,
     /// Leading frames whose tensors `--dump` writes: on a GPU they take the host path (over the
     /// same sessions), so the tensors the model saw are at hand.
     pub(super) dumped_frames: u64,
@@ -42,8 +45,20 @@ pub(super) fn preprocess_stage(
     for frame in frames {
         // Only a detector on this thread is timed as `detect`: the GPU's reports from the
         // inference stage, and boxes that are given cost nothing to find.
+        let tracked = prep
+            .track_crops
+            .as_mut()
+            .and_then(|crops| crops.boxes(frame.index, frame.stream_seconds()));
         let boxes = match prep.persons.as_mut() {
+            Some(PersonFinder::Detector(_)) if tracked.is_some() => {
+                let mut boxes = tracked.unwrap_or_default();
+                boxes.retain(PersonBox::is_croppable);
+                boxes
+            }
             Some(finder @ PersonFinder::Detector(_)) => {
+                if let Some(crops) = prep.track_crops.as_mut() {
+                    crops.detected();
+                }
                 detect_stats.time(|| finder.boxes(&frame))?
             }
             Some(finder) => finder.boxes(&frame)?,

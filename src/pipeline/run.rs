@@ -9,13 +9,15 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use super::build::Started;
-use super::config::PipelineConfig;
+use super::config::{PipelineConfig, Scheduling};
 use super::decode::{StageOutcome, decode_stage};
 use super::deliver::deliver_stage;
 use super::infer::{Inference, inference_stage, paint_for};
 use super::links::{CHANNEL_DEPTH, Pool, stage_links};
+use super::models::PersonFinder;
 use super::post::{PostOptions, post_stage};
 use super::prepare::{Preparation, preprocess_stage};
+use super::track_crops::{TrackCrops, TrackFeedback};
 use crate::error::{Error, Result};
 use crate::metrics::RunReport;
 use crate::preprocess::StretchPlan;
@@ -49,11 +51,13 @@ impl Started<'_> {
         let (done_tx, done_rx) = bounded(CHANNEL_DEPTH);
         let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
         let output_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
+        let (track_crops, feedback) = track_crops(config, &persons);
         let preparation = Preparation {
             metrics: metrics.clone(),
             pool: input_pool.clone(),
             stretch: StretchPlan::new(info.width, info.height, INPUT_WIDTH, INPUT_HEIGHT),
             persons,
+            track_crops,
             needs_dense: models.needs_dense_input(),
             inputs_on_device: models.device.is_some(),
             dumped_frames: config.dump.as_ref().map_or(0, |(_, frames)| *frames),
@@ -75,12 +79,12 @@ impl Started<'_> {
             let (summary, post, pool) = (&summary, &post, &output_pool);
             let post_thread = scope.spawn(move || {
                 post_stage(
-                    inferred_rx,
-                    done_tx,
+                    (inferred_rx, done_tx),
                     summary,
                     post,
                     pool,
                     frame_hub,
+                    feedback,
                     metrics,
                 )
             });
@@ -115,6 +119,23 @@ impl Started<'_> {
                 stages,
             })
         })
+    }
+}
+
+/// The two ends of `--detect-every`'s loop, when it applies: tracking on, a detector on the
+/// host (a detector on the GPU runs on every frame).
+fn track_crops(
+    config: &PipelineConfig,
+    persons: &Option<PersonFinder>,
+) -> (Option<TrackCrops>, Option<TrackFeedback>) {
+    let detector_on_host = matches!(persons, Some(PersonFinder::Detector(_)));
+    match config.detect_every {
+        Some(every) if every > 1 && detector_on_host && config.tracking.is_some() => {
+            let wait = config.scheduling == Scheduling::Offline;
+            let (crops, feedback) = TrackCrops::new(every, wait);
+            (Some(crops), Some(feedback))
+        }
+        _ => (None, None),
     }
 }
 

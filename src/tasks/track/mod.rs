@@ -16,7 +16,7 @@ pub mod one_euro;
 use self::assign::assign;
 use self::kalman::{BoxFilter, bbox_of, xyah_of};
 use self::one_euro::{OneEuroFilter, OneEuroParams};
-use super::pose::Person;
+use super::pose::{Person, PersonBox};
 
 /// Keypoints at or above this score count for the similarity and are smoothed.
 const VALID_KEYPOINT_SCORE: f32 = 0.3;
@@ -27,6 +27,9 @@ const MIN_SHARED_KEYPOINTS: usize = 3;
 const OKS_KAPPA: f64 = 0.08;
 /// ByteTrack's second stage matches low-score detections at this IoU or more.
 const LOW_SCORE_MIN_IOU: f32 = 0.5;
+/// A box made from keypoints extends this fraction of their extent on each side (the joints lie
+/// inside the body's outline).
+const KEYPOINT_BOX_PADDING: f32 = 0.1;
 
 /// How the tracker associates and keeps tracks.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,6 +103,9 @@ struct Track {
     /// Missed at least one frame since its last detection.
     missed: bool,
     smoother: Vec<Option<[OneEuroFilter; 2]>>,
+    /// The last detection's box and score.
+    bbox: [f32; 4],
+    score: f32,
 }
 
 impl Track {
@@ -217,6 +223,21 @@ impl Tracker {
         self.tracks.iter().filter(|t| t.id.is_some()).count()
     }
 
+    /// The confirmed tracks seen in the last frame, as the next frames may crop them.
+    pub fn tracked(&self) -> Vec<TrackedPerson> {
+        self.tracks
+            .iter()
+            .filter(|t| t.id.is_some() && !t.missed)
+            .map(|t| TrackedPerson {
+                bbox: keypoint_box(&t.keypoints).unwrap_or(t.bbox),
+                score: t.score,
+                keypoint_score: mean_score(&t.keypoints),
+                velocity: t.filter.centre_velocity(),
+                time: t.last_seen,
+            })
+            .collect()
+    }
+
     /// Gated assignment of `tracks` to `detections` (indices into `self.tracks`, `persons`).
     fn match_stage(
         &self,
@@ -292,6 +313,8 @@ impl Tracker {
             centre: [measured[0], measured[1]],
             missed: false,
             smoother: Vec::new(),
+            bbox: person.bbox,
+            score: person.score,
         });
         let t = self.tracks.len() - 1;
         let confirm_hits = self.options.confirm_hits;
@@ -318,11 +341,75 @@ impl Tracker {
         let [x, y, ..] = xyah_of(person.bbox);
         track.centre = [x, y];
         track.keypoints.clone_from(&person.keypoints);
+        track.bbox = person.bbox;
+        track.score = person.score;
         person.track_id = track.id;
         if let (Some(params), Some(_)) = (smoothing, track.id) {
             smooth(&mut track.smoother, params, scale, time, person);
         }
     }
+}
+
+/// A confirmed track at its last detection: where the frames that follow may crop it, as
+/// MediaPipe crops from the previous frame's landmarks instead of detecting again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrackedPerson {
+    /// The box around its valid keypoints, padded (the detection's box when too few are valid).
+    pub bbox: [f32; 4],
+    /// Its last detection's score.
+    pub score: f32,
+    /// Its keypoints' mean score.
+    pub keypoint_score: f32,
+    /// Its box centre's velocity, pixels per second.
+    pub velocity: [f64; 2],
+    /// Stream time of that detection.
+    pub time: f64,
+}
+
+impl TrackedPerson {
+    /// The person's box moved by its velocity to `time`.
+    pub fn box_at(&self, time: f64) -> PersonBox {
+        let dt = (time - self.time).max(0.0);
+        let [dx, dy] = self.velocity.map(|v| (v * dt) as f32);
+        let [x1, y1, x2, y2] = self.bbox;
+        PersonBox {
+            x1: x1 + dx,
+            y1: y1 + dy,
+            x2: x2 + dx,
+            y2: y2 + dy,
+            score: self.score,
+        }
+    }
+}
+
+/// The box around the valid keypoints, padded; `None` with fewer than three valid.
+fn keypoint_box(keypoints: &[[f32; 3]]) -> Option<[f32; 4]> {
+    let valid: Vec<&[f32; 3]> = keypoints
+        .iter()
+        .filter(|k| k[2] >= VALID_KEYPOINT_SCORE)
+        .collect();
+    if valid.len() < MIN_SHARED_KEYPOINTS {
+        return None;
+    }
+    let (mut low, mut high) = ([f32::MAX; 2], [f32::MIN; 2]);
+    for [x, y, _] in valid {
+        low = [low[0].min(*x), low[1].min(*y)];
+        high = [high[0].max(*x), high[1].max(*y)];
+    }
+    let pad = [0, 1].map(|axis| (high[axis] - low[axis]) * KEYPOINT_BOX_PADDING);
+    Some([
+        low[0] - pad[0],
+        low[1] - pad[1],
+        high[0] + pad[0],
+        high[1] + pad[1],
+    ])
+}
+
+fn mean_score(keypoints: &[[f32; 3]]) -> f32 {
+    if keypoints.is_empty() {
+        return 0.0;
+    }
+    keypoints.iter().map(|k| k[2].max(0.0)).sum::<f32>() / keypoints.len() as f32
 }
 
 /// Filters each valid keypoint of `person` with its own pair of One Euro filters (created at
