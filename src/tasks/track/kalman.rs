@@ -13,6 +13,13 @@ const VELOCITY_WEIGHT: f64 = 1.0 / 160.0;
 /// Time steps are in frames at this rate (ByteTrack's tuning is per frame at 30 fps).
 const TUNED_FPS: f64 = 30.0;
 
+/// Standard deviations per coordinate (x, y, aspect, height): `weight` times the height for
+/// the centre and the height, a constant for the aspect ratio (ByteTrack's model).
+fn deviations(height: f64, weight: f64, aspect: f64) -> [f64; 4] {
+    let scaled = weight * height;
+    [scaled, scaled, aspect, scaled]
+}
+
 /// A box as the filter sees it: centre x, centre y, width / height, height.
 pub type Xyah = [f64; 4];
 
@@ -69,18 +76,8 @@ impl BoxFilter {
     /// ByteTrack's `initiate`: the measurement, no velocity, wide uncertainty.
     pub fn new(measured: Xyah) -> Self {
         let h = measured[3];
-        let position_std = [
-            2.0 * POSITION_WEIGHT * h,
-            2.0 * POSITION_WEIGHT * h,
-            1e-2,
-            2.0 * POSITION_WEIGHT * h,
-        ];
-        let velocity_std = [
-            10.0 * VELOCITY_WEIGHT * h,
-            10.0 * VELOCITY_WEIGHT * h,
-            1e-5,
-            10.0 * VELOCITY_WEIGHT * h,
-        ];
+        let position_std = deviations(h, 2.0 * POSITION_WEIGHT, 1e-2);
+        let velocity_std = deviations(h, 10.0 * VELOCITY_WEIGHT, 1e-5);
         let axes = std::array::from_fn(|i| Axis {
             position: measured[i],
             velocity: 0.0,
@@ -98,18 +95,8 @@ impl BoxFilter {
             return;
         }
         let h = self.axes[3].position;
-        let position_std = [
-            POSITION_WEIGHT * h,
-            POSITION_WEIGHT * h,
-            1e-2,
-            POSITION_WEIGHT * h,
-        ];
-        let velocity_std = [
-            VELOCITY_WEIGHT * h,
-            VELOCITY_WEIGHT * h,
-            1e-5,
-            VELOCITY_WEIGHT * h,
-        ];
+        let position_std = deviations(h, POSITION_WEIGHT, 1e-2);
+        let velocity_std = deviations(h, VELOCITY_WEIGHT, 1e-5);
         for (i, axis) in self.axes.iter_mut().enumerate() {
             axis.predict(steps, position_std[i].powi(2), velocity_std[i].powi(2));
         }
@@ -117,13 +104,7 @@ impl BoxFilter {
 
     /// ByteTrack's `update` with a measured box.
     pub fn update(&mut self, measured: Xyah) {
-        let h = self.axes[3].position;
-        let noise = [
-            POSITION_WEIGHT * h,
-            POSITION_WEIGHT * h,
-            1e-1,
-            POSITION_WEIGHT * h,
-        ];
+        let noise = deviations(self.axes[3].position, POSITION_WEIGHT, 1e-1);
         for (i, axis) in self.axes.iter_mut().enumerate() {
             axis.update(measured[i], noise[i].powi(2));
         }

@@ -275,7 +275,6 @@ impl Tracker {
 
     /// A track's detection in this frame.
     fn hit(&mut self, t: usize, time: f64, person: &mut Person) -> Option<TrackEvent> {
-        let confirm_hits = self.options.confirm_hits;
         let track = &mut self.tracks[t];
         track.filter.update(xyah_of(person.bbox));
         if track.missed {
@@ -287,15 +286,20 @@ impl Tracker {
         track.missed = false;
         track.last_seen = time;
         track.frames += 1;
-        let event = if track.id.is_none() && track.hits >= confirm_hits {
-            track.id = Some(self.next_id);
-            self.next_id += 1;
-            self.tracks[t].event(TrackEventKind::Confirmed)
-        } else {
-            None
-        };
+        let event = self.confirm_when_due(t);
         self.observe(t, time, person);
         event
+    }
+
+    /// Gives track `t` its ID once it has been seen often enough.
+    fn confirm_when_due(&mut self, t: usize) -> Option<TrackEvent> {
+        let track = &mut self.tracks[t];
+        if track.id.is_some() || track.hits < self.options.confirm_hits {
+            return None;
+        }
+        track.id = Some(self.next_id);
+        self.next_id += 1;
+        self.tracks[t].event(TrackEventKind::Confirmed)
     }
 
     /// A new tentative track from an unmatched detection.
@@ -305,10 +309,10 @@ impl Tracker {
             id: None,
             filter: BoxFilter::new(measured),
             time,
-            hits: 0,
+            hits: 1,
             first_seen: time,
             last_seen: time,
-            frames: 0,
+            frames: 1,
             keypoints: Vec::new(),
             centre: [measured[0], measured[1]],
             missed: false,
@@ -317,17 +321,7 @@ impl Tracker {
             score: person.score,
         });
         let t = self.tracks.len() - 1;
-        let confirm_hits = self.options.confirm_hits;
-        let track = &mut self.tracks[t];
-        track.hits = 1;
-        track.frames = 1;
-        let event = if confirm_hits <= 1 {
-            track.id = Some(self.next_id);
-            self.next_id += 1;
-            self.tracks[t].event(TrackEventKind::Confirmed)
-        } else {
-            None
-        };
+        let event = self.confirm_when_due(t);
         self.observe(t, time, person);
         event
     }
