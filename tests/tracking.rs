@@ -67,19 +67,21 @@ fn track_sequences(sequences: &Value) -> Value {
             .as_array()
             .unwrap()
             .iter()
+            .zip(sequence["keypoints"].as_array().unwrap())
             .enumerate()
-            .map(|(k, detections)| {
+            .map(|(k, (detections, keypoints))| {
                 let mut persons: Vec<Person> = detections
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|d| {
+                    .zip(keypoints.as_array().unwrap())
+                    .map(|(d, points)| {
                         let v: Vec<f32> = serde_json::from_value(d.clone()).unwrap();
                         Person {
                             bbox: [v[0], v[1], v[2], v[3]],
                             score: v[4],
                             track_id: None,
-                            keypoints: Vec::new(),
+                            keypoints: serde_json::from_value(points.clone()).unwrap(),
                             keypoints_raw: None,
                         }
                     })

@@ -4,9 +4,11 @@ one-euro IN.json   -> the authors' One Euro filter (`oneeurofilter` on PyPI) ove
                       IN.json {"params": [min_cutoff, beta, d_cutoff], "rate": Hz,
                       "samples": [[t, x], ...]}; prints the filtered values as JSON.
 sequences OUT.json -> writes synthetic tracking sequences with known identities: per sequence
-                      and frame the true boxes (id, x1, y1, x2, y2) and the detections a detector
-                      would give (x1, y1, x2, y2, score): people crossing, occlusion gaps, missed
-                      and false detections, jittered boxes.
+                      and frame the true boxes (id, x1, y1, x2, y2), the detections a detector
+                      would give (x1, y1, x2, y2, score) and each detection's 17 keypoints (where
+                      its person truly is; empty for a false detection): people crossing,
+                      occlusion gaps, missed and false detections, jittered boxes. The peer sees
+                      the boxes only.
 score OUT.json OURS.json -> runs the same detections through ByteTrack as the `trackers` package
                       implements it (the peer, at its defaults, with the timestamps), and scores
                       the peer and OURS.json ({"name": [[[x1, y1, x2, y2, id], ...] per frame]})
@@ -46,16 +48,24 @@ class World:
         return [x - w / 2, y - h / 2, x + w / 2, y + h / 2]
 
 
+def keypoints_in(box, rng):
+    """17 keypoints spread over a person's true box (a fixed body layout, 1 px noise)."""
+    x1, y1, x2, y2 = box
+    layout = [(0.5, 0.05 + 0.055 * i) if i < 5 else ((0.2, 0.8)[i % 2], 0.1 + 0.07 * i) for i in range(17)]
+    return [[x1 + fx * (x2 - x1) + rng.normal(0, 1), y1 + fy * (y2 - y1) + rng.normal(0, 1), 0.9] for fx, fy in layout]
+
+
 def make_sequence(seed, frames, people, miss=0.0, false_rate=0.0, jitter=2.0, hidden=None, weak=None):
     """people: [(start, velocity)]; hidden: {person: range of frames without detection};
-    weak: {person: range of frames whose detection scores 0.2 to 0.45}."""
+    weak: {person: range of frames whose detection scores 0.2 to 0.45}. Every detection has
+    the keypoints of its person."""
     world = World(seed)
     rng = world.rng
     paths = [world.walk(s, v, frames) for s, v in people]
     hidden, weak = hidden or {}, weak or {}
-    truth, detections = [], []
+    truth, detections, keypoints = [], [], []
     for k in range(frames):
-        gt, dets = [], []
+        gt, dets, points = [], [], []
         for pid, path in enumerate(paths):
             box = World.box(path[k])
             gt.append([pid + 1] + box)
@@ -64,12 +74,15 @@ def make_sequence(seed, frames, people, miss=0.0, false_rate=0.0, jitter=2.0, hi
             noisy = (np.asarray(box) + rng.normal(0, jitter, 4)).tolist()
             score = rng.uniform(0.2, 0.45) if k in weak.get(pid, ()) else rng.uniform(0.65, 0.98)
             dets.append(noisy + [float(score)])
+            points.append(keypoints_in(box, rng))
         if rng.random() < false_rate:
             centre = rng.uniform([100, 150], [1180, 570])
             dets.append(World.box(centre) + [float(rng.uniform(0.3, 0.75))])
+            points.append([])
         truth.append(gt)
         detections.append(dets)
-    return {"truth": truth, "detections": detections}
+        keypoints.append(points)
+    return {"truth": truth, "detections": detections, "keypoints": keypoints}
 
 
 def sequences(path: str) -> None:
