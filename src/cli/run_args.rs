@@ -43,7 +43,8 @@ pub struct RunArgs {
     /// IoU (0 to 1) above which overlapping person boxes are merged [default: 0.3].
     #[arg(long, value_parser = checks::parser(checks::unit_interval))]
     pub nms_iou: Option<f32>,
-    /// Track persons across frames: a `track_id` per person, track events (implied by --smooth).
+    /// Track persons across frames: a `track_id` per person, track events (implied by --smooth
+    /// and --detect-every).
     #[arg(long)]
     #[serde(default)]
     pub track: bool,
