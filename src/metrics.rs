@@ -16,6 +16,7 @@
 //! | `batch_size(items)`                   | an inference call ran on `items` inputs                    |
 //! | `reconnect(stream)`                   | a source reconnected after it was lost                     |
 //! | `stream_up(stream, up)`               | a source opened (up), went down, or came back              |
+//! | `tracks(stream, held, confirmed)`     | the tracker ran on a frame: tracks held, newly confirmed    |
 //! | `publisher_drops(publisher, count)`   | a publisher (websocket, mqtt, osc...) dropped messages     |
 //! | `track_publisher(name, counters)`     | once per publisher that keeps its own [`PublisherCounters`] |
 //!
@@ -23,7 +24,9 @@
 //! `frames_dropped_total` and `reconnects_total` (label `stream`), `stream_up` (gauge, 1 while the
 //! stream delivers frames, 0 while it is down and reconnecting; label `stream`), `stage_latency_seconds`
 //! (histogram, label `stage`), `capture_to_publish_seconds` (histogram), `inference_batch_size`
-//! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`).
+//! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`);
+//! with tracking, `tracks` (gauge: confirmed tracks held, the people present) and
+//! `tracks_confirmed_total` (people seen so far), label `stream`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,6 +73,8 @@ pub struct Metrics {
     frames_dropped: Family<StreamLabel, Counter>,
     reconnects: Family<StreamLabel, Counter>,
     stream_up: Family<StreamLabel, Gauge>,
+    tracks: Family<StreamLabel, Gauge>,
+    tracks_confirmed: Family<StreamLabel, Counter>,
     stage_latency: HistogramFamily<StageLabel>,
     capture_to_publish: Histogram,
     batch_size: Histogram,
@@ -101,6 +106,8 @@ impl Metrics {
         let frames_dropped = Family::default();
         let reconnects = Family::default();
         let stream_up = Family::default();
+        let tracks = Family::default();
+        let tracks_confirmed = Family::default();
         let stage_latency =
             HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
         let capture_to_publish = latency_histogram();
@@ -131,6 +138,16 @@ impl Metrics {
             "stream_up",
             "1 while the stream delivers frames, 0 while it is down and reconnecting",
             stream_up.clone(),
+        );
+        registry.register(
+            "tracks",
+            "Confirmed tracks held: the people present (with tracking)",
+            tracks.clone(),
+        );
+        registry.register(
+            "tracks_confirmed",
+            "Tracks confirmed so far: the people seen (with tracking)",
+            tracks_confirmed.clone(),
         );
         registry.register(
             "stage_latency_seconds",
@@ -164,6 +181,8 @@ impl Metrics {
             frames_dropped,
             reconnects,
             stream_up,
+            tracks,
+            tracks_confirmed,
             stage_latency,
             capture_to_publish,
             batch_size,
@@ -198,6 +217,16 @@ impl Metrics {
         self.stream_up
             .get_or_create(&StreamLabel { stream })
             .set(i64::from(up));
+    }
+
+    /// After the tracker ran on a frame: the confirmed tracks it holds, and how many it just
+    /// confirmed.
+    pub fn tracks(&self, stream: u32, held: usize, confirmed: usize) {
+        let label = StreamLabel { stream };
+        self.tracks.get_or_create(&label).set(held as i64);
+        self.tracks_confirmed
+            .get_or_create(&label)
+            .inc_by(confirmed as u64);
     }
 
     pub fn stage_latency(&self, stage: &'static str, elapsed: Duration) {
@@ -432,6 +461,23 @@ mod tests {
             text.contains("sapiens_stream_up{stream=\"0\"} 0\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tracks_are_a_gauge_and_a_counter_per_stream() {
+        let metrics = Metrics::new();
+        metrics.tracks(0, 2, 2);
+        metrics.tracks(0, 1, 0);
+        metrics.tracks(3, 4, 1);
+        let text = metrics.encode();
+        for line in [
+            "sapiens_tracks{stream=\"0\"} 1",
+            "sapiens_tracks_confirmed_total{stream=\"0\"} 2",
+            "sapiens_tracks{stream=\"3\"} 4",
+            "sapiens_tracks_confirmed_total{stream=\"3\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::render::{self, Canvas, PoseStyle};
 use crate::tasks::keypoint_sets;
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::pose::{self, Person};
-use crate::tasks::track::{TrackEvent, Tracker, TrackerOptions};
+use crate::tasks::track::{TrackEvent, TrackEventKind, Tracker, TrackerOptions};
 use crate::tasks::{OutputLayout, dense, seg};
 
 use super::config::{SegUpsample, View};
@@ -76,6 +76,7 @@ pub(super) fn post_stage(
         tracking: None,
         stream: 0,
         feedback,
+        metrics: Arc::clone(metrics),
     };
     for mut work in inferred {
         let (result, track_events) = stage.process(&mut work, frame_hub.as_deref())?;
@@ -117,6 +118,7 @@ struct PostStage<'a> {
     stream: u32,
     /// Where the tracks go back to the preprocess stage (`--detect-every`).
     feedback: Option<TrackFeedback>,
+    metrics: Arc<Metrics>,
 }
 
 impl PostStage<'_> {
@@ -134,6 +136,12 @@ impl PostStage<'_> {
                     .tracking
                     .get_or_insert_with(|| Tracking::new(options, work.frame.height()));
                 let events = tracking.update(&work.frame, persons);
+                let confirmed = events
+                    .iter()
+                    .filter(|e| e.kind == TrackEventKind::Confirmed)
+                    .count();
+                let held = tracking.tracker.confirmed();
+                self.metrics.tracks(work.frame.stream_id, held, confirmed);
                 if let Some(feedback) = &self.feedback {
                     feedback.publish(work.frame.index, tracking.tracker.tracked(), &events);
                 }
