@@ -74,13 +74,11 @@ pub(super) fn post_stage(
         peaks: Vec::new(),
         maps: DenseMaps::default(),
         tracking: None,
-        stream: 0,
         feedback,
         metrics: Arc::clone(metrics),
     };
     for mut work in inferred {
         let (result, track_events) = stage.process(&mut work, frame_hub.as_deref())?;
-        let stream = work.frame.stream_id;
         let done = Done {
             frame: work.frame,
             result,
@@ -89,15 +87,12 @@ pub(super) fn post_stage(
         if out.send(Delivery::Frame(Box::new(done))).is_err() {
             return Ok((0, stage.stats.ran()));
         }
-        stage.stream = stream;
     }
     if let Some(tracking) = &mut stage.tracking {
-        let track_events = tracking.tracker.finish();
-        let stream = stage.stream;
         // The deliver stage gone means it failed; it reports why.
         let _ = out.send(Delivery::TracksEnded {
-            stream,
-            track_events,
+            stream: tracking.stream,
+            track_events: tracking.tracker.finish(),
         });
     }
     Ok((0, stage.stats.ran()))
@@ -114,8 +109,6 @@ struct PostStage<'a> {
     maps: DenseMaps,
     /// The stream's tracker, made at its first frame (it needs the frame's size).
     tracking: Option<Tracking>,
-    /// The stream of the frames seen.
-    stream: u32,
     /// Where the tracks go back to the preprocess stage (`--detect-every`).
     feedback: Option<TrackFeedback>,
     metrics: Arc<Metrics>,
@@ -134,7 +127,7 @@ impl PostStage<'_> {
             (Some(persons), Some(options)) => {
                 let tracking = self
                     .tracking
-                    .get_or_insert_with(|| Tracking::new(options, work.frame.height()));
+                    .get_or_insert_with(|| Tracking::new(options, &work.frame));
                 let events = tracking.update(&work.frame, persons);
                 let confirmed = events
                     .iter()
@@ -495,20 +488,19 @@ fn draw(
 }
 
 /// A stream's tracker on the stream's clock: the frame's timestamp, else the time it was
-/// decoded. A clock that goes back (a reconnected or looped input) ends every track.
+/// decoded. A clock that goes back (a reconnected or looped input) ends every track; the IDs
+/// go on from where they were.
 struct Tracking {
     tracker: Tracker,
-    options: TrackerOptions,
-    height: usize,
+    stream: u32,
     last_time: Option<f64>,
 }
 
 impl Tracking {
-    fn new(options: TrackerOptions, height: usize) -> Self {
+    fn new(options: TrackerOptions, frame: &Frame) -> Self {
         Tracking {
-            tracker: Tracker::new(options, height),
-            options,
-            height,
+            tracker: Tracker::new(options, frame.height()),
+            stream: frame.stream_id,
             last_time: None,
         }
     }
@@ -518,7 +510,6 @@ impl Tracking {
         let mut events = Vec::new();
         if self.last_time.is_some_and(|last| time < last) {
             events = self.tracker.finish();
-            self.tracker = Tracker::new(self.options, self.height);
         }
         self.last_time = Some(time);
         events.extend(self.tracker.update(time, persons));

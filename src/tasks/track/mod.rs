@@ -508,6 +508,11 @@ mod tests {
         tracker.update(2.1, &mut persons);
         tracker.update(2.13, &mut persons);
         assert_eq!(persons[0].track_id, Some(2));
+        // Ended all at once (a stream's clock went back): the IDs still go on.
+        assert_eq!(tracker.finish().len(), 1);
+        tracker.update(0.0, &mut persons);
+        tracker.update(0.04, &mut persons);
+        assert_eq!(persons[0].track_id, Some(3));
     }
 
     #[test]
