@@ -45,21 +45,20 @@ pub(super) fn preprocess_stage(
     for frame in frames {
         // Only a detector on this thread is timed as `detect`: the GPU's reports from the
         // inference stage, and boxes that are given cost nothing to find.
-        let tracked = prep
-            .track_crops
-            .as_mut()
-            .and_then(|crops| crops.boxes(frame.index, frame.stream_seconds()));
         let boxes = match prep.persons.as_mut() {
-            Some(PersonFinder::Detector(_)) if tracked.is_some() => {
-                let mut boxes = tracked.unwrap_or_default();
-                boxes.retain(PersonBox::is_croppable);
-                boxes
-            }
             Some(finder @ PersonFinder::Detector(_)) => {
-                if let Some(crops) = prep.track_crops.as_mut() {
-                    crops.detected();
+                // Between detector runs (`--detect-every`) the tracks give the crops.
+                let tracked = prep
+                    .track_crops
+                    .as_mut()
+                    .and_then(|crops| crops.boxes(frame.index, frame.stream_seconds()));
+                match tracked {
+                    Some(mut boxes) => {
+                        boxes.retain(PersonBox::is_croppable);
+                        boxes
+                    }
+                    None => detect_stats.time(|| finder.boxes(&frame))?,
                 }
-                detect_stats.time(|| finder.boxes(&frame))?
             }
             Some(finder) => finder.boxes(&frame)?,
             None => Vec::new(),

@@ -63,14 +63,12 @@ impl TrackCrops {
     }
 
     /// The boxes of frame `index` at stream time `time` from the tracks, or `None` when the
-    /// detector must run: every `every`-th frame, with no confirmed track, after a track was
-    /// lost, or when a track's keypoints score too low to crop by.
+    /// detector must run (and is taken to run): every `every`-th frame, with no confirmed
+    /// track, after a track was lost, or when a track's keypoints score too low to crop by.
     pub(super) fn boxes(&mut self, index: u64, time: f64) -> Option<Vec<PersonBox>> {
-        if self.since_detection + 1 >= self.every {
-            return None;
-        }
+        let due = self.since_detection + 1 >= self.every;
         let mut feedback = self.shared.lock();
-        if self.wait && index > 0 {
+        if !due && self.wait && index > 0 {
             let behind = |f: &Feedback| !f.closed && f.frame.is_none_or(|seen| seen + 1 < index);
             while behind(&feedback) {
                 feedback = self
@@ -84,17 +82,14 @@ impl TrackCrops {
             .people
             .iter()
             .all(|p| p.keypoint_score >= MIN_KEYPOINT_SCORE);
-        if feedback.lost || feedback.people.is_empty() || !trusted {
+        if due || feedback.lost || feedback.people.is_empty() || !trusted {
+            // The detector runs on this frame: the count starts again, losses are seen to.
+            self.since_detection = 0;
+            feedback.lost = false;
             return None;
         }
         self.since_detection += 1;
         Some(feedback.people.iter().map(|p| p.box_at(time)).collect())
-    }
-
-    /// The detector ran on this frame.
-    pub(super) fn detected(&mut self) {
-        self.since_detection = 0;
-        self.shared.lock().lost = false;
     }
 }
 
