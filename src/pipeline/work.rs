@@ -75,7 +75,6 @@ impl Work {
     }
 }
 
-/// A processed frame for the sinks.
 /// What the post stage hands the deliver stage.
 pub(super) enum Delivery {
     Frame(Box<Done>),
@@ -86,6 +85,7 @@ pub(super) enum Delivery {
     },
 }
 
+/// A processed frame for the sinks.
 pub(super) struct Done {
     pub(super) frame: Frame,
     pub(super) result: FrameResult,

@@ -190,13 +190,10 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
         3 * plane_len,
         "output slot must hold 3 x {dst_h} x {dst_w} values"
     );
-    let packed = horizontal_pass_for::<K>(
-        src.geometry
-            .layout
-            .packed_format()
-            .unwrap_or(PixelFormat::Rgb),
-    );
-    let tables = src.geometry.yuv.tables();
+    let packed_format = src.geometry.layout.packed_format();
+    let packed = horizontal_pass_for::<K>(packed_format.unwrap_or(PixelFormat::Rgb));
+    // YUV frames only: their conversion's tables.
+    let tables = packed_format.is_none().then(|| src.geometry.yuv.tables());
     // Only the columns whose taps reach into the frame are computed; the others stay zero.
     let active = weighted_span(columns);
     let horizontal = |y: usize, out: &mut [i16]| {
@@ -207,7 +204,8 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
         match src.row(y) {
             FrameRow::Packed(row) => packed(row, taps, [red, green, blue]),
             FrameRow::Yuv420(row) => {
-                horizontal_pass_yuv420::<K>(&row, &tables, taps, [red, green, blue])
+                let tables = tables.as_ref().expect("a YUV row comes from a YUV frame");
+                horizontal_pass_yuv420::<K>(&row, tables, taps, [red, green, blue])
             }
         }
     };
