@@ -92,6 +92,29 @@ impl OutputSpec {
         }
         Ok(OutputSpec::File(PathBuf::from(output)))
     }
+
+    /// Has `{name}`, to be filled in per stream.
+    pub fn has_placeholder(&self) -> bool {
+        self.to_string().contains("{name}")
+    }
+
+    /// The output of the stream `name`: `{name}` filled in.
+    pub fn for_stream(&self, name: &str) -> OutputSpec {
+        if !self.has_placeholder() {
+            return self.clone();
+        }
+        OutputSpec::parse(&self.to_string().replace("{name}", name))
+            .expect("a stream name ([A-Za-z0-9_-]+) keeps a valid output valid")
+    }
+}
+
+impl std::fmt::Display for OutputSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutputSpec::File(path) => write!(f, "{}", path.display()),
+            OutputSpec::RtspServe(url) | OutputSpec::RtspPush(url) => write!(f, "{url}"),
+        }
+    }
 }
 
 /// One overlay video output; the pipeline feeds every output the same frames.

@@ -130,32 +130,124 @@ impl fmt::Display for RtspUrl {
 /// The appsrc of the shared media, while one exists.
 type MediaInput = Arc<Mutex<Option<gst_app::AppSrc>>>;
 
-/// Serves the overlay stream to any number of RTSP clients through one shared encoder.
+/// Serves the overlay stream to any number of RTSP clients through one shared encoder, at its
+/// URL's path. Outputs of several streams on one address share its server, each at a path of
+/// its own (`rtsp://0.0.0.0:8554/{name}`).
 pub struct RtspServer {
-    server: rtsp_server::RTSPServer,
-    main_loop: glib::MainLoop,
-    thread: Option<JoinHandle<()>>,
-    sources: Vec<glib::Source>,
+    host: Arc<RtspHost>,
+    path: String,
     input: MediaInput,
 }
+
+/// One gst-rtsp-server listening on one address, serving every mount of this process there.
+struct RtspHost {
+    address: (String, u16),
+    server: rtsp_server::RTSPServer,
+    main_loop: glib::MainLoop,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    sources: Mutex<Vec<glib::Source>>,
+    /// The mounted paths.
+    paths: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The servers of this process, by address; a server lives while one of its mounts does.
+static HOSTS: Mutex<Vec<std::sync::Weak<RtspHost>>> = Mutex::new(Vec::new());
 
 impl RtspServer {
     pub fn open(url: &RtspUrl, options: &VideoSinkOptions) -> Result<Self> {
         gst::init().map_err(|e| Error::Gstreamer(e.to_string()))?;
         // Fail now, not when the first client connects, if an element is missing.
         build_media(options).map_err(|message| url.error(message))?;
-        let server = rtsp_server::RTSPServer::new();
-        server.set_address(&url.host);
-        server.set_service(&url.port.to_string());
+        let host = RtspHost::shared(url)?;
+        let mounts = host
+            .server
+            .mount_points()
+            .ok_or_else(|| url.error("the RTSP server has no mount points".into()))?;
+        let mut paths = host.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        if !paths.insert(url.path.clone()) {
+            return Err(url.error(format!("{} is served already", url.path)));
+        }
+        drop(paths);
         let factory = OverlayFactory::new(options.clone());
         factory.set_shared(true);
         let input = MediaInput::default();
         let slot = input.clone();
         factory.connect_media_configure(move |_, media| take_media_input(media, &slot));
-        server
-            .mount_points()
-            .ok_or_else(|| url.error("the RTSP server has no mount points".into()))?
-            .add_factory(&url.path, factory);
+        mounts.add_factory(&url.path, factory);
+        tracing::info!(
+            "serving the overlay video on rtsp://{}:{}{}",
+            url.host,
+            host.server.bound_port(),
+            url.path
+        );
+        Ok(RtspServer {
+            host,
+            path: url.path.clone(),
+            input,
+        })
+    }
+
+    /// Hands the frame to the shared encoder if someone watches; never blocks.
+    pub fn push(&mut self, frame: &Frame) {
+        let Some(appsrc) = lock(&self.input).clone() else {
+            return;
+        };
+        // The appsrc stamps frames on arrival, on the media's own clock.
+        if let Err(flow) = appsrc.push_sample(&frame_sample(frame, Timing::Arrival)) {
+            // The media is shutting down (its last client left): the frame is simply not sent.
+            tracing::debug!("RTSP media refused a frame: {flow:?}");
+        }
+    }
+
+    /// Ends the stream for its clients and stops serving it (and the server with its last
+    /// mount).
+    pub fn finish(self) {
+        if let Some(appsrc) = lock(&self.input).take() {
+            end_stream(&appsrc);
+            // Clients of other mounts stay: only the last mount waits for every client.
+            if Arc::strong_count(&self.host) == 1 {
+                self.host.let_clients_leave();
+            }
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        if let Some(mounts) = self.host.server.mount_points() {
+            mounts.remove_factory(&self.path);
+        }
+        let mut paths = self
+            .host
+            .paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        paths.remove(&self.path);
+    }
+}
+
+impl RtspHost {
+    /// The server on the URL's address: the running one, else a new one.
+    fn shared(url: &RtspUrl) -> Result<Arc<Self>> {
+        let mut hosts = HOSTS.lock().unwrap_or_else(PoisonError::into_inner);
+        hosts.retain(|host| host.strong_count() > 0);
+        let address = (url.host.clone(), url.port);
+        if let Some(host) = hosts
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|host| host.address == address && url.port != 0)
+        {
+            return Ok(host);
+        }
+        let host = Arc::new(RtspHost::start(url)?);
+        hosts.push(Arc::downgrade(&host));
+        Ok(host)
+    }
+
+    fn start(url: &RtspUrl) -> Result<Self> {
+        let server = rtsp_server::RTSPServer::new();
+        server.set_address(&url.host);
+        server.set_service(&url.port.to_string());
         server.connect_client_connected(|_, client| {
             tracing::info!("RTSP client connected");
             client.connect_closed(|_| tracing::info!("RTSP client left"));
@@ -189,40 +281,14 @@ impl RtspServer {
             .name("rtsp-server".into())
             .spawn(move || looping.run())
             .map_err(|e| url.error(format!("cannot start the RTSP server thread: {e}")))?;
-        tracing::info!(
-            "serving the overlay video on rtsp://{}:{}{}",
-            url.host,
-            server.bound_port(),
-            url.path
-        );
-        Ok(RtspServer {
+        Ok(RtspHost {
+            address: (url.host.clone(), url.port),
             server,
             main_loop,
-            thread: Some(thread),
-            sources,
-            input,
+            thread: Mutex::new(Some(thread)),
+            sources: Mutex::new(sources),
+            paths: Mutex::default(),
         })
-    }
-
-    /// Hands the frame to the shared encoder if someone watches; never blocks.
-    pub fn push(&mut self, frame: &Frame) {
-        let Some(appsrc) = lock(&self.input).clone() else {
-            return;
-        };
-        // The appsrc stamps frames on arrival, on the media's own clock.
-        if let Err(flow) = appsrc.push_sample(&frame_sample(frame, Timing::Arrival)) {
-            // The media is shutting down (its last client left): the frame is simply not sent.
-            tracing::debug!("RTSP media refused a frame: {flow:?}");
-        }
-    }
-
-    /// Ends the stream for every client and stops serving.
-    pub fn finish(mut self) {
-        if let Some(appsrc) = lock(&self.input).take() {
-            end_stream(&appsrc);
-            self.let_clients_leave();
-        }
-        self.shutdown();
     }
 
     /// Clients told of the end usually hang up themselves; the ones still there after a short
@@ -233,24 +299,22 @@ impl RtspServer {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
 
-    fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else {
+impl Drop for RtspHost {
+    fn drop(&mut self) {
+        let Some(thread) = self.thread.get_mut().ok().and_then(Option::take) else {
             return;
         };
         self.server
             .client_filter(Some(&mut |_, _| rtsp_server::RTSPFilterResult::Remove));
-        for source in self.sources.drain(..) {
-            source.destroy();
+        if let Ok(sources) = self.sources.get_mut() {
+            for source in sources.drain(..) {
+                source.destroy();
+            }
         }
         self.main_loop.quit();
         let _ = thread.join();
-    }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
