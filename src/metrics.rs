@@ -12,8 +12,9 @@
 //! | `frame_dropped(stream)`               | live mode threw a frame away before inference              |
 //! | `frame_out(stream)`                   | a frame's results were published (also marks the run ready) |
 //! | `stage_latency(stage, elapsed)`       | a stage finished a frame (automatic through [`StageStats::reporting_to`]) |
-//! | `capture_to_publish(elapsed)`         | a result was published, measured from the frame's capture  |
-//! | `batch_size(items)`                   | an inference call ran on `items` inputs                    |
+//! | `name_stream(stream, name)`           | a stream started: its series are labelled `stream="NAME"`  |
+//! | `capture_to_publish(stream, elapsed)` | a result was published, measured from the frame's capture  |
+//! | `batch_size(model, items)`            | an inference call of a model ran on `items` inputs         |
 //! | `reconnect(stream)`                   | a source reconnected after it was lost                     |
 //! | `stream_up(stream, up)`               | a source opened (up), went down, or came back              |
 //! | `tracks(stream, held, confirmed)`     | the tracker ran on a frame: tracks held, newly confirmed    |
@@ -21,10 +22,11 @@
 //! | `track_publisher(name, counters)`     | once per publisher that keeps its own [`PublisherCounters`] |
 //!
 //! Exposed series (prefix `sapiens_`): `frames_in_total`, `frames_out_total`,
-//! `frames_dropped_total` and `reconnects_total` (label `stream`), `stream_up` (gauge, 1 while the
-//! stream delivers frames, 0 while it is down and reconnecting; label `stream`), `stage_latency_seconds`
-//! (histogram, label `stage`), `capture_to_publish_seconds` (histogram), `inference_batch_size`
-//! (histogram), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`);
+//! `frames_dropped_total` and `reconnects_total` (label `stream`, the stream's name), `stream_up`
+//! (gauge, 1 while the stream delivers frames, 0 while it is down and reconnecting; label
+//! `stream`), `stage_latency_seconds` (histogram, label `stage`), `capture_to_publish_seconds`
+//! (histogram, label `stream`), `inference_batch_size` (histogram of the inputs per call, label
+//! `model`: the task), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`);
 //! with tracking, `tracks` (gauge: confirmed tracks held, the people present) and
 //! `tracks_confirmed_total` (people seen so far), label `stream`.
 
@@ -45,7 +47,12 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabel {
-    stream: u32,
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +72,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// Batch-size buckets: 1 doubling up to 128.
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 8))
+}
+
 /// The live, shared counters and histograms of a run; see the module docs for the API.
 pub struct Metrics {
     registry: Registry,
@@ -76,8 +88,10 @@ pub struct Metrics {
     tracks: Family<StreamLabel, Gauge>,
     tracks_confirmed: Family<StreamLabel, Counter>,
     stage_latency: HistogramFamily<StageLabel>,
-    capture_to_publish: Histogram,
-    batch_size: Histogram,
+    capture_to_publish: HistogramFamily<StreamLabel>,
+    batch_size: HistogramFamily<ModelLabel>,
+    /// Stream index -> name, for the labels.
+    names: Mutex<std::collections::HashMap<u32, String>>,
     publisher_drops: Family<PublisherLabel, Counter>,
     publisher_reconnects: Family<PublisherLabel, Counter>,
     tracked: Mutex<Vec<TrackedPublisher>>,
@@ -110,8 +124,10 @@ impl Metrics {
         let tracks_confirmed = Family::default();
         let stage_latency =
             HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let capture_to_publish = latency_histogram();
-        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        let capture_to_publish =
+            HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let batch_size =
+            HistogramFamily::new_with_constructor(batch_histogram as fn() -> Histogram);
         let publisher_drops = Family::default();
         let publisher_reconnects = Family::default();
         registry.register(
@@ -188,41 +204,58 @@ impl Metrics {
             batch_size,
             publisher_drops,
             publisher_reconnects,
+            names: Mutex::new(std::collections::HashMap::new()),
             tracked: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
         }
     }
 
+    /// Labels the series of stream `stream` with `name` (else `stream<index>`).
+    pub fn name_stream(&self, stream: u32, name: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stream, name.to_owned());
+    }
+
+    fn label(&self, stream: u32) -> StreamLabel {
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        StreamLabel {
+            stream: names
+                .get(&stream)
+                .cloned()
+                .unwrap_or_else(|| format!("stream{stream}")),
+        }
+    }
+
     pub fn frame_in(&self, stream: u32) {
-        self.frames_in.get_or_create(&StreamLabel { stream }).inc();
+        self.frames_in.get_or_create(&self.label(stream)).inc();
     }
 
     pub fn frame_dropped(&self, stream: u32) {
-        self.frames_dropped
-            .get_or_create(&StreamLabel { stream })
-            .inc();
+        self.frames_dropped.get_or_create(&self.label(stream)).inc();
     }
 
     /// Counts a published frame; the first one makes the run ready (`/ready`).
     pub fn frame_out(&self, stream: u32) {
-        self.frames_out.get_or_create(&StreamLabel { stream }).inc();
+        self.frames_out.get_or_create(&self.label(stream)).inc();
         self.ready.store(true, Ordering::Relaxed);
     }
 
     pub fn reconnect(&self, stream: u32) {
-        self.reconnects.get_or_create(&StreamLabel { stream }).inc();
+        self.reconnects.get_or_create(&self.label(stream)).inc();
     }
 
     pub fn stream_up(&self, stream: u32, up: bool) {
         self.stream_up
-            .get_or_create(&StreamLabel { stream })
+            .get_or_create(&self.label(stream))
             .set(i64::from(up));
     }
 
     /// After the tracker ran on a frame: the confirmed tracks it holds, and how many it just
     /// confirmed.
     pub fn tracks(&self, stream: u32, held: usize, confirmed: usize) {
-        let label = StreamLabel { stream };
+        let label = self.label(stream);
         self.tracks.get_or_create(&label).set(held as i64);
         self.tracks_confirmed
             .get_or_create(&label)
@@ -235,12 +268,17 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn capture_to_publish(&self, elapsed: Duration) {
-        self.capture_to_publish.observe(elapsed.as_secs_f64());
+    pub fn capture_to_publish(&self, stream: u32, elapsed: Duration) {
+        self.capture_to_publish
+            .get_or_create(&self.label(stream))
+            .observe(elapsed.as_secs_f64());
     }
 
-    pub fn batch_size(&self, items: usize) {
-        self.batch_size.observe(items as f64);
+    /// An inference call of `model` (its task) ran on `items` inputs.
+    pub fn batch_size(&self, model: &'static str, items: usize) {
+        self.batch_size
+            .get_or_create(&ModelLabel { model })
+            .observe(items as f64);
     }
 
     pub fn publisher_drops(&self, publisher: &'static str, count: u64) {
@@ -341,6 +379,12 @@ impl StageStats {
         self.histogram.len()
     }
 
+    /// Adds `other`'s latencies (the same stage on another stream).
+    pub fn merge(&mut self, other: &StageStats) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.histogram.add(&other.histogram);
+    }
+
     /// Latency at quantile `q` (0..1) in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
         self.histogram.value_at_quantile(q) as f64 / 1000.0
@@ -354,6 +398,18 @@ pub struct RunReport {
     pub frames_dropped: u64,
     pub elapsed: Duration,
     pub stages: Vec<StageStats>,
+    /// Each stream's figures, in the order the streams ended.
+    pub streams: Vec<StreamReport>,
+}
+
+/// What one stream of a run did.
+pub struct StreamReport {
+    pub name: String,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub frames_dropped: u64,
+    /// Decoded to published.
+    pub latency: StageStats,
 }
 
 impl RunReport {
@@ -380,6 +436,20 @@ impl RunReport {
                 stage.quantile_ms(0.99),
                 stage.count()
             ));
+        }
+        if self.streams.len() > 1 {
+            text.push_str("stream        frames in      out  dropped  latency p50 ms   p99 ms\n");
+            for stream in &self.streams {
+                text.push_str(&format!(
+                    "{:<12} {:>10} {:>8} {:>8}  {:>14.2} {:>8.2}\n",
+                    stream.name,
+                    stream.frames_in,
+                    stream.frames_out,
+                    stream.frames_dropped,
+                    stream.latency.quantile_ms(0.5),
+                    stream.latency.quantile_ms(0.99),
+                ));
+            }
         }
         text
     }
@@ -452,15 +522,19 @@ mod tests {
         assert!(
             metrics
                 .encode()
-                .contains("sapiens_stream_up{stream=\"0\"} 1\n")
+                .contains("sapiens_stream_up{stream=\"stream0\"} 1\n")
         );
+        metrics.name_stream(1, "door");
+        metrics.stream_up(1, true);
         metrics.stream_up(0, false);
         let text = metrics.encode();
         assert!(text.contains("# TYPE sapiens_stream_up gauge"), "{text}");
-        assert!(
-            text.contains("sapiens_stream_up{stream=\"0\"} 0\n"),
-            "{text}"
-        );
+        for line in [
+            "sapiens_stream_up{stream=\"stream0\"} 0",
+            "sapiens_stream_up{stream=\"door\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+        }
     }
 
     #[test]
@@ -471,10 +545,10 @@ mod tests {
         metrics.tracks(3, 4, 1);
         let text = metrics.encode();
         for line in [
-            "sapiens_tracks{stream=\"0\"} 1",
-            "sapiens_tracks_confirmed_total{stream=\"0\"} 2",
-            "sapiens_tracks{stream=\"3\"} 4",
-            "sapiens_tracks_confirmed_total{stream=\"3\"} 1",
+            "sapiens_tracks{stream=\"stream0\"} 1",
+            "sapiens_tracks_confirmed_total{stream=\"stream0\"} 2",
+            "sapiens_tracks{stream=\"stream3\"} 4",
+            "sapiens_tracks_confirmed_total{stream=\"stream3\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in {text}");
         }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sapiens_stream::frame::{ImageView, PixelFormat};
 use sapiens_stream::metrics::Metrics;
-use sapiens_stream::publish::server::{NetworkOptions, NetworkServer};
+use sapiens_stream::publish::server::{
+    NetworkOptions, NetworkServer, StreamControl, StreamControlError, StreamEntry, StreamRequest,
+};
 use sapiens_stream::publish::{
     ClassMask, FrameResult, Published, Publisher, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
 };
@@ -54,6 +56,7 @@ fn frame_result(
         schema: SCHEMA_NAME,
         version: SCHEMA_VERSION,
         stream: 0,
+        stream_name: "stream0".into(),
         frame,
         pts_ns: Some(frame * 33_333_333),
         capture_unix_ns: capture.as_nanos() as u64,
@@ -413,13 +416,18 @@ fn metrics_health_and_readiness() {
         scrape.get(&(name.to_owned(), label(labels))).copied()
     };
     assert_eq!(
-        value(&before, "sapiens_capture_to_publish_seconds_count", &[]),
-        Some(0.0)
-    );
-    assert_eq!(
-        value(&before, "sapiens_frames_in_total", &[("stream", "0")]),
+        value(
+            &before,
+            "sapiens_capture_to_publish_seconds_count",
+            &[("stream", "stream0")]
+        ),
         None
     );
+    assert_eq!(
+        value(&before, "sapiens_frames_in_total", &[("stream", "stream0")]),
+        None
+    );
+    metrics.name_stream(1, "door");
 
     for _ in 0..3 {
         metrics.frame_in(0);
@@ -432,8 +440,8 @@ fn metrics_health_and_readiness() {
     metrics.stage_latency("preprocess", Duration::from_millis(3));
     metrics.stage_latency("preprocess", Duration::from_millis(5));
     metrics.stage_latency("pose infer", Duration::from_millis(40));
-    metrics.capture_to_publish(Duration::from_millis(70));
-    metrics.batch_size(3);
+    metrics.capture_to_publish(0, Duration::from_millis(70));
+    metrics.batch_size("pose", 3);
     metrics.publisher_drops("mqtt", 2);
     assert_eq!(get(&format!("http://{http}/ready"), None).0, 200);
 
@@ -445,11 +453,15 @@ fn metrics_health_and_readiness() {
             "{name}{labels:?}: {found:?}, expected {expected}"
         );
     };
-    expect("sapiens_frames_in_total", &[("stream", "0")], 3.0);
-    expect("sapiens_frames_in_total", &[("stream", "1")], 1.0);
-    expect("sapiens_frames_dropped_total", &[("stream", "0")], 1.0);
-    expect("sapiens_frames_out_total", &[("stream", "0")], 2.0);
-    expect("sapiens_reconnects_total", &[("stream", "1")], 1.0);
+    expect("sapiens_frames_in_total", &[("stream", "stream0")], 3.0);
+    expect("sapiens_frames_in_total", &[("stream", "door")], 1.0);
+    expect(
+        "sapiens_frames_dropped_total",
+        &[("stream", "stream0")],
+        1.0,
+    );
+    expect("sapiens_frames_out_total", &[("stream", "stream0")], 2.0);
+    expect("sapiens_reconnects_total", &[("stream", "door")], 1.0);
     expect(
         "sapiens_publisher_drops_total",
         &[("publisher", "mqtt")],
@@ -486,10 +498,12 @@ fn metrics_health_and_readiness() {
         &[("stage", "pose infer")],
         1.0,
     );
-    expect("sapiens_capture_to_publish_seconds_count", &[], 1.0);
-    expect("sapiens_capture_to_publish_seconds_sum", &[], 0.07);
-    expect("sapiens_inference_batch_size_bucket", &[("le", "2.0")], 0.0);
-    expect("sapiens_inference_batch_size_bucket", &[("le", "4.0")], 1.0);
+    let stream0 = [("stream", "stream0")];
+    expect("sapiens_capture_to_publish_seconds_count", &stream0, 1.0);
+    expect("sapiens_capture_to_publish_seconds_sum", &stream0, 0.07);
+    let pose = |le| [("model", "pose"), ("le", le)];
+    expect("sapiens_inference_batch_size_bucket", &pose("2.0"), 0.0);
+    expect("sapiens_inference_batch_size_bucket", &pose("4.0"), 1.0);
     server.shutdown();
 }
 
@@ -527,7 +541,7 @@ fn mjpeg_video_is_encoded_only_for_viewers_and_at_most_at_its_rate() {
     const COLOUR: [u8; 3] = [200, 40, 90];
     let (server, _metrics) = start(true, false, None);
     let http = server.http_address().unwrap();
-    let frames = Arc::clone(server.frames());
+    let frames = server.frames().hub("stream0");
     let pixels = solid_frame(320, 240, COLOUR);
     let view = ImageView::packed(&pixels, 320, 240, PixelFormat::Rgba);
     for _ in 0..50 {
@@ -767,7 +781,7 @@ fn the_browser_view_shows_the_video_and_draws_keypoints_mask_and_tracks() {
     let publisher = {
         let (mut results, frames, running) = (
             Box::new(server.results().publisher()) as Box<dyn Publisher>,
-            Arc::clone(server.frames()),
+            server.frames().hub("stream0"),
             Arc::clone(&running),
         );
         thread::spawn(move || {
@@ -844,4 +858,103 @@ fn the_browser_view_shows_the_video_and_draws_keypoints_mask_and_tracks() {
     near(275, 190, blend, "mask");
     near(245, 155, blend, "mask corner");
     near(235, 190, VIDEO, "left of the mask");
+}
+
+/// The run's side of `/streams` for a server started alone: two streams listed, nothing added.
+struct TwoStreams;
+
+impl StreamControl for TwoStreams {
+    fn list(&self) -> Vec<StreamEntry> {
+        ["left", "right"]
+            .iter()
+            .enumerate()
+            .map(|(index, name)| StreamEntry {
+                name: (*name).to_owned(),
+                stream: index as u32,
+                input: format!("test://{name}"),
+                up: true,
+                frames: 0,
+                dropped: 0,
+            })
+            .collect()
+    }
+
+    fn add(&self, _: StreamRequest) -> Result<StreamEntry, StreamControlError> {
+        Err(StreamControlError::Closed)
+    }
+
+    fn remove(&self, _: &str) -> Result<(), StreamControlError> {
+        Err(StreamControlError::Closed)
+    }
+}
+
+#[test]
+fn the_browser_view_shows_every_stream_in_a_grid() {
+    const WIDTH: usize = 320;
+    const HEIGHT: usize = 240;
+    let set: Value = serde_json::from_str(include_str!("../assets/keypoints_coco17.json")).unwrap();
+    let nose: [u8; 3] = serde_json::from_value(set["keypoint_colors_rgb"][0].clone()).unwrap();
+    let streams = [
+        ("left", [30, 150, 60], [80.0, 60.0]),
+        ("right", [150, 40, 40], [240.0, 180.0]),
+    ];
+    let (server, _metrics) = start(true, false, None);
+    server.control_streams(Arc::new(TwoStreams));
+    let http = server.http_address().unwrap();
+    let running = Arc::new(AtomicBool::new(true));
+    let publishers: Vec<_> = streams
+        .iter()
+        .enumerate()
+        .map(|(index, &(name, colour, [x, y]))| {
+            let mut keypoints = vec![[-1.0, -1.0, 0.0]; 17];
+            keypoints[0] = [x, y, 0.9];
+            let mut result = frame_result(0, "coco17", keypoints, WIDTH, HEIGHT);
+            (result.stream, result.stream_name) = (index as u32, name.to_owned());
+            let (frames, running) = (server.frames().hub(name), Arc::clone(&running));
+            let mut results = Box::new(server.results().publisher()) as Box<dyn Publisher>;
+            thread::spawn(move || {
+                let pixels = solid_frame(WIDTH, HEIGHT, colour);
+                let view = ImageView::packed(&pixels, WIDTH, HEIGHT, PixelFormat::Rgba);
+                while running.load(Ordering::Relaxed) {
+                    frames.publish_frame(&view);
+                    results.publish(&Published::new(&result)).unwrap();
+                    result.frame += 1;
+                    thread::sleep(Duration::from_millis(40));
+                }
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("grid.png");
+    screenshot(&format!("http://{http}/"), &shot);
+    running.store(false, Ordering::Relaxed);
+    publishers.into_iter().for_each(|p| p.join().unwrap());
+    server.shutdown();
+
+    let image = image::open(&shot).unwrap().to_rgb8();
+    let near = |x: f32, y: f32, want: [u8; 3], what: &str| {
+        let got = image.get_pixel(x.round() as u32, y.round() as u32).0;
+        assert!(
+            got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 8),
+            "{what} at ({x}, {y}): {got:?}, expected {want:?}"
+        );
+    };
+    // Two columns in an 800 px window: 4 px padding and gap, each video 394 px wide.
+    let cell_width = (800.0 - 3.0 * 4.0) / 2.0;
+    let scale = cell_width / WIDTH as f32;
+    for (column, (name, colour, [x, y])) in streams.iter().enumerate() {
+        let left = 4.0 + column as f32 * (cell_width + 4.0);
+        near(
+            left + 20.0,
+            4.0 + 200.0 * scale,
+            *colour,
+            &format!("{name}'s video"),
+        );
+        near(
+            left + x * scale,
+            4.0 + y * scale,
+            nose,
+            &format!("{name}'s nose"),
+        );
+    }
 }

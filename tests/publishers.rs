@@ -15,7 +15,7 @@ use sapiens_stream::publish::mqtt::{MqttConfig, MqttPublisher, MqttQos};
 use sapiens_stream::publish::osc::{MAX_DATAGRAM, OscPublisher};
 use sapiens_stream::publish::{
     FrameResult, Published, PublishedStatus, PublishedTrack, Publisher, ResultsWriter, SCHEMA_NAME,
-    SCHEMA_VERSION, SegmentationSummary, StreamStatusMessage, TrackMessage,
+    SCHEMA_VERSION, SegmentationSummary, StreamId, StreamStatusMessage, TrackMessage,
 };
 use sapiens_stream::tasks::pose::Person;
 use sapiens_stream::tasks::track::{TrackEvent, TrackEventKind};
@@ -53,6 +53,7 @@ fn frame_result(frame: u64, stream: u32, persons: Vec<Person>) -> FrameResult {
         schema: SCHEMA_NAME,
         version: SCHEMA_VERSION,
         stream,
+        stream_name: format!("stream{stream}"),
         frame,
         pts_ns: Some(frame * 33_333_333),
         capture_unix_ns: 1_700_000_000_000_000_000 + frame,
@@ -493,8 +494,9 @@ fn mqtt_stream_status_is_retained_and_cleared_by_the_next_run() {
     let live = Subscriber::start(broker.port, "sub-stream", &[&stream_topic]);
     let mut publisher = MqttPublisher::start(&config).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let down = StreamStatusMessage::down(0, "no frame for 5 s", 0, at);
-    let up = StreamStatusMessage::up(0, 1, at);
+    let stream = StreamId::new(0, "stream0");
+    let down = StreamStatusMessage::down(&stream, "no frame for 5 s", 0, at);
+    let up = StreamStatusMessage::up(&stream, 1, at);
     let json = |message: &StreamStatusMessage| serde_json::to_vec(message).unwrap();
 
     // Whatever a run left retained is cleared (an empty retained message) before the first change.
@@ -534,9 +536,9 @@ fn osc_status_messages_follow_the_documented_layout() {
     let mut publisher = OscPublisher::connect(&target).unwrap();
     let at = UNIX_EPOCH;
     for message in [
-        StreamStatusMessage::down(0, "end of stream", 0, at),
-        StreamStatusMessage::up(0, 1, at),
-        StreamStatusMessage::down(3, "no frame for 5 s", 7, at),
+        StreamStatusMessage::down(&StreamId::new(0, "stream0"), "end of stream", 0, at),
+        StreamStatusMessage::up(&StreamId::new(0, "stream0"), 1, at),
+        StreamStatusMessage::down(&StreamId::new(3, "door"), "no frame for 5 s", 7, at),
     ] {
         publisher
             .publish_status(&PublishedStatus::new(&message))
@@ -585,8 +587,14 @@ fn track_messages() -> [TrackMessage; 2] {
         frames,
     };
     [
-        TrackMessage::new(0, &event(TrackEventKind::Confirmed, 3, 2)),
-        TrackMessage::new(2, &event(TrackEventKind::Lost, 4, 77)),
+        TrackMessage::new(
+            &StreamId::new(0, "stream0"),
+            &event(TrackEventKind::Confirmed, 3, 2),
+        ),
+        TrackMessage::new(
+            &StreamId::new(2, "door"),
+            &event(TrackEventKind::Lost, 4, 77),
+        ),
     ]
 }
 
@@ -612,7 +620,7 @@ fn mqtt_track_events_go_to_their_topic_in_order() {
     assert_eq!(
         received[0],
         serde_json::json!({"schema": "sapiens-stream/track", "version": 1, "stream": 0,
-            "event": "confirmed", "track_id": 3, "first_seen_s": 1.5, "last_seen_s": 4.25, "frames": 2})
+            "stream_name": "stream0", "event": "confirmed", "track_id": 3, "first_seen_s": 1.5, "last_seen_s": 4.25, "frames": 2})
     );
     assert_eq!(
         (received[1]["event"].clone(), received[1]["stream"].clone()),

@@ -7,15 +7,15 @@
 mod common;
 
 use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cli::{make_clip, model, probe};
+use common::cli::{make_clip, probe};
 use common::mqtt::{Broker, Subscriber};
+use common::process::{PATIENCE, Sapiens, complete_lines, free_port, wait_for};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -24,54 +24,18 @@ use gstreamer_rtsp_server::prelude::*;
 use sapiens_stream::frame::Frame;
 use sapiens_stream::sink::rtsp::{RtspPush, RtspUrl};
 use sapiens_stream::sink::{VideoPreset, VideoSinkOptions};
-use sapiens_stream::source::{self, InputSpec, SourceOptions, StatusListener, StreamStatus};
+use sapiens_stream::source::{
+    self, InputSpec, SourceOptions, StatusListener, StopSignal, StreamStatus,
+};
 use serde_json::Value;
 
 const CAMERA: &str = "test://ball?width=320&height=240&fps=15";
 /// How long a camera stays off before it is restarted.
 const OUTAGE: Duration = Duration::from_secs(5);
-/// Generous: the machine may be busy, and every process here runs a model on the CPU.
-const PATIENCE: Duration = Duration::from_secs(90);
 /// RSS growth allowed over two reconnects.
 const RSS_GROWTH_LIMIT_KB: u64 = 30 * 1024;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `sapiens-stream run` child with its stderr in a file; SIGKILLed if the test ends early.
-struct Sapiens {
-    child: Child,
-    stderr: PathBuf,
-}
-
 impl Sapiens {
-    fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"))
-            .arg("run")
-            .args(args)
-            .args([
-                "--pose-model",
-                model("pose17").to_str().unwrap(),
-                "--no-progress",
-            ])
-            .env(
-                "RUST_LOG",
-                "sapiens_stream=info,sapiens_stream::sink::rtsp=debug",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .expect("start sapiens-stream");
-        Sapiens { child, stderr }
-    }
-
     /// The simulated camera: a test pattern, through the model, served on rtsp://127.0.0.1:PORT/cam.
     fn camera(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Self {
         let output = format!("rtsp://127.0.0.1:{port}/cam");
@@ -84,90 +48,6 @@ impl Sapiens {
         });
         camera
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn count_in_log(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    fn assert_running(&self) {
-        let pid = self.child.id();
-        let exited = Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .status()
-            .map_or(true, |s| !s.success());
-        assert!(
-            !exited,
-            "sapiens-stream {pid} exited; its log:\n{}",
-            self.log()
-        );
-    }
-
-    fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .expect("VmRSS in /proc/PID/status");
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    fn kill_hard(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for the process to finish by itself.
-    fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        self.wait_for_exit("after SIGTERM")
-    }
-
-    /// Waits for the process to finish by itself; `after` says since what, for the failure.
-    fn wait_for_exit(&mut self, after: &str) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit {PATIENCE:?} {after}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Sapiens {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Complete lines of a JSON-lines file (a line being written is not counted).
-fn complete_lines(path: &Path) -> usize {
-    std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|b| **b == b'\n').count())
 }
 
 fn read_complete_results(path: &Path) -> Vec<Value> {
@@ -311,7 +191,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
     });
     let websocket = WsReader::connect(&http_port);
     assert!(
-        metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 1\n"),
+        metrics(&http_port).contains("sapiens_stream_up{stream=\"stream0\"} 1\n"),
         "the stream is up once opened"
     );
     let rss_before = viewer.rss_kb();
@@ -342,7 +222,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
             !late_ws.messages().is_empty()
         });
         assert_eq!(statuses(&late_ws.messages()[..1]), vec![down.clone()]);
-        assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 0\n"));
+        assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"stream0\"} 0\n"));
 
         std::thread::sleep(OUTAGE.saturating_sub(killed.elapsed()));
         viewer.assert_running();
@@ -361,7 +241,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
             statuses(&websocket.messages()).len() == 2 * round
                 && frames_follow_each_up(&websocket.messages())
         });
-        assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"0\"} 1\n"));
+        assert!(metrics(&http_port).contains("sapiens_stream_up{stream=\"stream0\"} 1\n"));
     }
     let rss_after = viewer.rss_kb();
     eprintln!("viewer RSS: {rss_before} kB before the reconnects, {rss_after} kB after two");
@@ -371,7 +251,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
     );
     let metrics = metrics(&http_port);
     assert!(
-        metrics.contains("sapiens_reconnects_total{stream=\"0\"} 2"),
+        metrics.contains("sapiens_reconnects_total{stream=\"stream0\"} 2"),
         "{metrics}"
     );
 
@@ -887,7 +767,7 @@ fn status_listener_hears_the_stream_go_down_and_stop_ends_the_wait() {
     let heard = events.clone();
     let options = SourceOptions {
         stream_id: 3,
-        stop: Some(stop.clone()),
+        stop: StopSignal::new(stop.clone()),
         status: Some(StatusListener::new(move |stream, status| {
             heard.lock().unwrap().push((stream, status.clone()))
         })),

@@ -37,6 +37,11 @@ pub fn max_batch(batch: usize) -> Result<usize, String> {
     within(batch, 1..=MAX_BATCH, &format!("1 to {MAX_BATCH}"))
 }
 
+/// `--batch-timeout-ms`: up to a second.
+pub fn batch_timeout_ms(milliseconds: u64) -> Result<u64, String> {
+    within(milliseconds, 0..=1000, "0 to 1000")
+}
+
 /// Scores, thresholds and IoUs: a number from 0 to 1.
 pub fn unit_interval(value: f32) -> Result<f32, String> {
     within(value, 0.0..=1.0, "a number from 0 to 1")

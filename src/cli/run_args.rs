@@ -22,8 +22,15 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     /// Video file, URI (file://, rtsp://, http(s)://), webcam (`webcam`, v4l2:///dev/videoN),
     /// test pattern (test://ball?width=640&height=480&fps=30&frames=90), image or folder of images.
+    /// `NAME=INPUT` names the stream ([A-Za-z0-9_-]+); repeat for several streams in one process
+    /// (unnamed ones are stream0, stream1, ...).
     #[arg(long, short)]
-    pub input: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub input: Vec<String>,
+    /// A preset's streams, each with settings of its own (`[[streams]]` tables).
+    #[arg(skip)]
+    #[serde(default)]
+    pub streams: Vec<PresetStream>,
     /// live: newest frame wins (default for cameras, RTSP, test patterns); offline: every frame (files, images).
     #[arg(long, value_enum)]
     pub mode: Option<Scheduling>,
@@ -142,9 +149,13 @@ pub struct RunArgs {
     /// How segmentation logits reach frame size [default: bilinear].
     #[arg(long, value_enum)]
     pub seg_upsample: Option<SegUpsample>,
-    /// Person crops per pose inference call, 1 to 256 [default: 8].
+    /// Person crops per pose inference call (frames per dense call), over every stream, 1 to 256 [default: 8].
     #[arg(long, value_parser = checks::parser(checks::max_batch))]
     pub max_batch: Option<usize>,
+    /// Once a batch has a frame, how long it waits for the other streams' frames, in
+    /// milliseconds, 0 to 1000 [default: 10].
+    #[arg(long, value_parser = checks::parser(checks::batch_timeout_ms))]
+    pub batch_timeout_ms: Option<u64>,
     /// Stop after this many frames.
     #[arg(long, value_parser = checks::parser(checks::frames))]
     pub max_frames: Option<u64>,
@@ -199,7 +210,17 @@ impl RunArgs {
     fn over(self, preset: RunArgs) -> RunArgs {
         RunArgs {
             config: self.config,
-            input: self.input.or(preset.input),
+            // Inputs on the command line replace the preset's, its streams included.
+            streams: if self.input.is_empty() {
+                preset.streams
+            } else {
+                self.streams
+            },
+            input: if self.input.is_empty() {
+                preset.input
+            } else {
+                self.input
+            },
             mode: self.mode.or(preset.mode),
             pose_model: self.pose_model.or(preset.pose_model),
             detector: self.detector.or(preset.detector),
@@ -241,6 +262,7 @@ impl RunArgs {
             keypoint_threshold: self.keypoint_threshold.or(preset.keypoint_threshold),
             seg_upsample: self.seg_upsample.or(preset.seg_upsample),
             max_batch: self.max_batch.or(preset.max_batch),
+            batch_timeout_ms: self.batch_timeout_ms.or(preset.batch_timeout_ms),
             max_frames: self.max_frames.or(preset.max_frames),
             ort_lib: self.ort_lib.or(preset.ort_lib),
             engine: self.engine.or(preset.engine),
@@ -271,6 +293,11 @@ impl RunArgs {
             checks::unit_interval,
         )?;
         preset_value("max-batch", self.max_batch, checks::max_batch)?;
+        preset_value(
+            "batch-timeout-ms",
+            self.batch_timeout_ms,
+            checks::batch_timeout_ms,
+        )?;
         preset_value("track-max-age", self.track_max_age, checks::seconds)?;
         preset_value("detect-every", self.detect_every, checks::frames)?;
         preset_value("smooth-min-cutoff", self.smooth_min_cutoff, checks::hertz)?;
@@ -285,6 +312,19 @@ impl RunArgs {
             checks::seconds,
         )
     }
+}
+
+/// A `[[streams]]` table of a preset: one input and what it does not share with the others.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PresetStream {
+    pub name: String,
+    pub input: String,
+    /// This stream's video outputs, in place of the run's.
+    #[serde(default, deserialize_with = "one_or_many_optional")]
+    pub output: Option<Vec<String>>,
+    pub mode: Option<Scheduling>,
+    pub reconnect: Option<Reconnect>,
 }
 
 fn read_preset(path: &Path) -> anyhow::Result<RunArgs> {
@@ -312,6 +352,13 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
     })
 }
 
+/// `output` of a `[[streams]]` table: absent, one, or many.
+fn one_or_many_optional<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    one_or_many(deserializer).map(Some)
+}
+
 /// `engine` / `device` in presets: the same words as on the command line.
 fn from_str<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
 where
@@ -337,12 +384,12 @@ mod tests {
             "input = \"a.mp4\"\nthreads = 4\nflip-test = true\noutput = [\"x.mp4\", \"rtsp://0.0.0.0:8554/live\"]\nmode = \"live\"\n",
         );
         let flags = RunArgs {
-            input: Some("b.mp4".into()),
+            input: vec!["b.mp4".into()],
             max_batch: Some(2),
             ..RunArgs::default()
         };
         let merged = flags.over(stored);
-        assert_eq!(merged.input.as_deref(), Some("b.mp4"));
+        assert_eq!(merged.input, ["b.mp4"]);
         assert_eq!(merged.threads, Some(4));
         assert_eq!(merged.max_batch, Some(2));
         assert!(
@@ -361,6 +408,39 @@ mod tests {
             merged.output,
             ["y.mp4"],
             "outputs on the command line replace the preset's"
+        );
+    }
+
+    #[test]
+    fn preset_streams_and_inputs_on_the_command_line() {
+        let stored = preset(
+            "input = [\"a=x.mp4\"]\n[[streams]]\nname = \"door\"\ninput = \"rtsp://cam/1\"\noutput = \"door.mp4\"\nmode = \"live\"\nreconnect = \"always\"\n",
+        );
+        assert_eq!(stored.input, ["a=x.mp4"]);
+        let door = &stored.streams[0];
+        assert_eq!(
+            (door.name.as_str(), door.input.as_str()),
+            ("door", "rtsp://cam/1")
+        );
+        assert_eq!(door.output.as_deref(), Some(&["door.mp4".to_owned()][..]));
+        assert_eq!(door.mode, Some(Scheduling::Live));
+        assert_eq!(door.reconnect, Some(Reconnect::Always));
+        let kept = RunArgs::default().over(preset("[[streams]]\nname = \"d\"\ninput = \"i\"\n"));
+        assert_eq!(kept.streams.len(), 1, "no --input: the preset's streams");
+        let flags = RunArgs {
+            input: vec!["b.mp4".into()],
+            ..RunArgs::default()
+        };
+        let replaced = flags.over(stored);
+        assert_eq!(replaced.input, ["b.mp4"]);
+        assert!(
+            replaced.streams.is_empty(),
+            "--input replaces the preset's streams"
+        );
+        assert!(
+            toml::from_str::<RunArgs>("[[streams]]\nname = \"d\"\ninput = \"i\"\ncolour = 1\n")
+                .is_err(),
+            "unknown keys in a stream are refused"
         );
     }
 

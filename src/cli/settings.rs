@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sapiens_stream::engine::ExecutionChoice;
 use sapiens_stream::pipeline::{
-    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, Smoothing,
+    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, Smoothing, StreamSpec,
 };
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttQos};
 use sapiens_stream::publish::server::{NetworkOptions, listen_address};
@@ -31,6 +31,9 @@ mod defaults {
     pub const DUMP_FRAMES: u64 = 1;
     pub const KEYPOINT_THRESHOLD: f32 = 0.3;
     pub const MAX_BATCH: usize = 8;
+    /// nvstreammux's advice is a frame interval; a tenth of a 10 fps camera's costs little
+    /// latency and catches frames that are a moment behind.
+    pub const BATCH_TIMEOUT_MS: u64 = 10;
     pub const IMAGE_FPS: u32 = 25;
     pub const BIND: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 }
@@ -39,16 +42,11 @@ impl TryFrom<RunArgs> for PipelineConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: RunArgs) -> anyhow::Result<Self> {
-        let input = InputSpec::parse(
-            args.input
-                .as_deref()
-                .context("--input is required (or `input` in --config)")?,
-        )?;
-        let scheduling = args.mode.unwrap_or_else(|| Scheduling::default_for(&input));
+        let streams = streams(&args)?;
         let threads = args.threads.unwrap_or(defaults::THREADS);
         let tracking = tracking(&args)?;
         Ok(PipelineConfig {
-            scheduling,
+            streams,
             stop: Arc::new(AtomicBool::new(false)),
             models: ModelPaths {
                 pose: args.pose_model,
@@ -104,11 +102,13 @@ impl TryFrom<RunArgs> for PipelineConfig {
                 .unwrap_or_default(),
             dense_dir: args.dense_dir,
             max_batch: args.max_batch.unwrap_or(defaults::MAX_BATCH),
+            batch_timeout: Duration::from_millis(
+                args.batch_timeout_ms.unwrap_or(defaults::BATCH_TIMEOUT_MS),
+            ),
             max_frames: args.max_frames,
             progress: !args.no_progress,
             source: SourceOptions {
                 image_fps: args.image_fps.unwrap_or(defaults::IMAGE_FPS),
-                real_time: scheduling == Scheduling::Live,
                 rtsp_transport: args.rtsp_transport,
                 reconnect: ReconnectOptions {
                     policy: args.reconnect.unwrap_or_default(),
@@ -121,9 +121,31 @@ impl TryFrom<RunArgs> for PipelineConfig {
                 loop_input: args.loop_input,
                 ..SourceOptions::default()
             },
-            input,
         })
     }
+}
+
+/// `--input`s, then a preset's `[[streams]]`, in that order (their indexes).
+fn streams(args: &RunArgs) -> anyhow::Result<Vec<StreamSpec>> {
+    let given = args.input.iter().enumerate();
+    let mut streams = given
+        .map(|(index, text)| StreamSpec::parse(text, index, args.mode))
+        .collect::<Result<Vec<_>, _>>()?;
+    for preset in &args.streams {
+        let input =
+            InputSpec::parse(&preset.input).with_context(|| format!("stream {}", preset.name))?;
+        streams.push(StreamSpec {
+            name: preset.name.clone(),
+            scheduling: preset
+                .mode
+                .or(args.mode)
+                .unwrap_or_else(|| Scheduling::default_for(&input)),
+            outputs: preset.output.as_deref().map(outputs).transpose()?,
+            reconnect: preset.reconnect,
+            input,
+        });
+    }
+    Ok(streams)
 }
 
 /// `--output`s; `none` writes no video.

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use crate::engine::ExecutionChoice;
 use crate::error::{Error, Result};
 use crate::publish::mqtt::MqttConfig;
 use crate::publish::server::NetworkOptions;
 use crate::sink::{OutputSpec, VideoPreset};
-use crate::source::{InputSpec, SourceOptions};
+use crate::source::{InputSpec, Reconnect, SourceOptions};
 use crate::tasks::detect::DetectorOptions;
 use crate::tasks::track::TrackerOptions;
 
@@ -114,19 +115,67 @@ pub enum PersonSource {
     BoxesFile(PathBuf),
 }
 
+/// What `{name}` in an output or results path stands for: the stream's name.
+pub const NAME_PLACEHOLDER: &str = "{name}";
+
+/// One input of a run: its source and what it does not share with the other streams.
 #[derive(Clone, Debug)]
-pub struct PipelineConfig {
+pub struct StreamSpec {
+    /// `[A-Za-z0-9_-]+`; `stream<index>` when the input is not named.
+    pub name: String,
     pub input: InputSpec,
     pub scheduling: Scheduling,
+    /// This stream's video outputs, in place of the run's.
+    pub outputs: Option<Vec<OutputSpec>>,
+    /// This stream's reconnect policy, in place of the run's.
+    pub reconnect: Option<Reconnect>,
+}
+
+impl StreamSpec {
+    /// `NAME=INPUT` or `INPUT` (named `stream<index>`); `mode` or the input's default scheduling.
+    pub fn parse(text: &str, index: usize, mode: Option<Scheduling>) -> Result<Self> {
+        let (name, input) = match text.split_once('=') {
+            Some((name, input)) if is_stream_name(name) => (name.to_owned(), input),
+            _ => (format!("stream{index}"), text),
+        };
+        let input = InputSpec::parse(input)?;
+        Ok(StreamSpec {
+            name,
+            scheduling: mode.unwrap_or_else(|| Scheduling::default_for(&input)),
+            input,
+            outputs: None,
+            reconnect: None,
+        })
+    }
+}
+
+/// A stream name: `[A-Za-z0-9_-]+`, so it fits in paths, URLs, topics and labels as it is.
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `template` with every `{name}` replaced by the stream's name.
+pub fn for_stream(template: &str, name: &str) -> String {
+    template.replace(NAME_PLACEHOLDER, name)
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// The inputs, each a stream of its own; none only when the HTTP server can add them.
+    pub streams: Vec<StreamSpec>,
     /// Set (by a signal handler) to stop taking frames; frames in flight are finished and every
     /// output is flushed and finalised.
     pub stop: Arc<AtomicBool>,
     pub models: ModelPaths,
-    /// Overlay video outputs (files, RTSP), all fed the same frames; none: no video.
+    /// Overlay video outputs (files, RTSP) of every stream that has none of its own; `{name}`
+    /// in a path makes one per stream. None: no video.
     pub outputs: Vec<OutputSpec>,
     /// The overlay video encoder's speed preset.
     pub video_preset: VideoPreset,
-    /// JSON-lines results file, `-` for stdout.
+    /// JSON-lines results file, `-` for stdout; with `{name}` in the path, one per stream.
     pub results: Option<PathBuf>,
     /// Folder and number of leading frames to dump.
     pub dump: Option<(PathBuf, u64)>,
@@ -155,8 +204,10 @@ pub struct PipelineConfig {
     pub dense_dir: Option<PathBuf>,
     /// Body-part classes whose union is written as a mask per frame (needs `dense_dir`).
     pub mask_classes: Vec<u8>,
-    /// Person crops per pose inference call.
+    /// Person crops per pose inference call (frames per dense call), over every stream.
     pub max_batch: usize,
+    /// How long a batch waits for the other streams' frames once it has one.
+    pub batch_timeout: Duration,
     pub max_frames: Option<u64>,
     /// Show a progress bar when stderr is a terminal.
     pub progress: bool,
@@ -164,30 +215,30 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// What can be checked before anything opens: output folders, at least one model, the
-    /// options that need another; creates the dense-output folder.
+    /// What can be checked before anything opens: the streams, output folders, at least one
+    /// model, the options that need another; creates the dense-output folder.
     pub(super) fn check(&self) -> Result<()> {
-        let files = self.outputs.iter().filter_map(|spec| match spec {
-            OutputSpec::File(path) => Some(path),
-            _ => None,
-        });
-        for path in files
-            .chain(self.results.as_ref())
-            .filter(|p| p.as_os_str() != "-")
-        {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-            if parent.is_some_and(|p| !p.is_dir()) {
-                return Err(Error::Output {
-                    path: path.clone(),
-                    message: "its folder does not exist".into(),
+        self.check_streams()?;
+        for stream in &self.streams {
+            let files = self
+                .outputs_of(stream)
+                .into_iter()
+                .filter_map(|spec| match spec {
+                    OutputSpec::File(path) => Some(path),
+                    _ => None,
                 });
+            let results = self.results_of(&stream.name);
+            for path in files.chain(results).filter(|p| p.as_os_str() != "-") {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                if parent.is_some_and(|p| !p.is_dir()) {
+                    return Err(Error::Output {
+                        path: path.clone(),
+                        message: "its folder does not exist".into(),
+                    });
+                }
             }
         }
         let models = &self.models;
-        let invalid = |input: &str, reason: &str| Error::InputInvalid {
-            input: input.into(),
-            reason: reason.into(),
-        };
         if [&models.pose, &models.seg, &models.depth, &models.normal]
             .iter()
             .all(|m| m.is_none())
@@ -210,6 +261,85 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// Names unique and well formed; what only one stream can use given to one only.
+    fn check_streams(&self) -> Result<()> {
+        if self.streams.is_empty() && self.network.http.is_none() {
+            return Err(invalid(
+                "--input",
+                "give an input (or --http, to add streams while running)",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for stream in &self.streams {
+            if !is_stream_name(&stream.name) {
+                return Err(invalid(
+                    &stream.name,
+                    "a stream name is made of letters, digits, '_' and '-'",
+                ));
+            }
+            if !names.insert(&stream.name) {
+                return Err(invalid(&stream.name, "two streams have this name"));
+            }
+        }
+        if self.streams.len() < 2 {
+            return Ok(());
+        }
+        let shared = self.outputs.iter().find(|spec| !spec.has_placeholder());
+        if let Some(spec) = shared.filter(|_| self.streams.iter().any(|s| s.outputs.is_none())) {
+            return Err(invalid(
+                &format!("--output {spec}"),
+                "several streams cannot share one video: put {name} in the path",
+            ));
+        }
+        if self.dump.is_some() {
+            return Err(invalid("--dump", "dumps one stream: give one --input"));
+        }
+        if matches!(self.persons, PersonSource::BoxesFile(_)) {
+            return Err(invalid("--boxes", "boxes one stream: give one --input"));
+        }
+        Ok(())
+    }
+
+    /// Several streams, now or later (the HTTP server can add them): each stream's own
+    /// files then go in folders or names of their own.
+    pub(super) fn many_streams(&self) -> bool {
+        self.streams.len() > 1 || self.network.http.is_some()
+    }
+
+    /// Whether files and topics every stream shares are split per stream (dense-output
+    /// folders, MQTT topics): with any number of streams but one, so a run of one stream names
+    /// them as it always did.
+    pub(super) fn splits_per_stream(&self) -> bool {
+        self.streams.len() != 1
+    }
+
+    /// A stream's video outputs: its own, else the run's (with `{name}` filled in). A stream
+    /// added while running takes only the run's outputs made per stream by `{name}`.
+    pub(super) fn outputs_of(&self, stream: &StreamSpec) -> Vec<OutputSpec> {
+        stream.outputs.clone().unwrap_or_else(|| {
+            let added = !self.streams.iter().any(|s| s.name == stream.name);
+            self.outputs
+                .iter()
+                .filter(|spec| !added || spec.has_placeholder())
+                .map(|spec| spec.for_stream(&stream.name))
+                .collect()
+        })
+    }
+
+    /// A stream's own results file, when `--results` has `{name}`.
+    pub(super) fn results_of(&self, name: &str) -> Option<PathBuf> {
+        let path = self.results.as_ref()?.to_str()?;
+        path.contains(NAME_PLACEHOLDER)
+            .then(|| PathBuf::from(for_stream(path, name)))
+    }
+
+    /// The one results file every stream writes to, when `--results` has no `{name}`.
+    pub(super) fn shared_results(&self) -> Option<&PathBuf> {
+        self.results
+            .as_ref()
+            .filter(|p| !p.to_string_lossy().contains(NAME_PLACEHOLDER))
+    }
+
     /// What reads a frame's pixels as RGBA, and so has the source convert them; `None` when
     /// frames may stay as decoded. On the CPU nothing does: the preprocessing and the detector
     /// convert the rows they read, and the overlay is drawn into the frame's own planes. On the
@@ -217,5 +347,12 @@ impl PipelineConfig {
     /// and draws the overlay on an RGBA copy it makes itself, only `--dump`'s host path does.
     pub(super) fn rgba_needed_by(&self, on_gpu: bool) -> Option<&'static str> {
         (on_gpu && self.dump.is_some()).then_some("--dump")
+    }
+}
+
+fn invalid(input: &str, reason: &str) -> Error {
+    Error::InputInvalid {
+        input: input.into(),
+        reason: reason.into(),
     }
 }

@@ -1,14 +1,13 @@
 //! The decode stage: frames from the source, timed and counted, into the first link.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::links::Handoff;
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::metrics::{Metrics, StageStats};
-use crate::source::FrameSource;
+use crate::source::{FrameSource, StopSignal};
 
 /// What a stage hands back when it ends: frames it counted (when it counts them) and its timings.
 pub(super) type StageOutcome = Result<(u64, Vec<StageStats>)>;
@@ -16,13 +15,13 @@ pub(super) type StageOutcome = Result<(u64, Vec<StageStats>)>;
 pub(super) fn decode_stage(
     mut source: Box<dyn FrameSource>,
     max_frames: Option<u64>,
-    stop: &AtomicBool,
+    stop: &StopSignal,
     out: Handoff<Frame>,
     metrics: &Arc<Metrics>,
 ) -> StageOutcome {
     let mut stats = StageStats::new("decode").reporting_to(metrics);
     let mut count = 0;
-    while max_frames.is_none_or(|m| count < m) && !stop.load(Ordering::Relaxed) {
+    while max_frames.is_none_or(|m| count < m) && !stop.is_set() {
         let start = Instant::now();
         let Some(frame) = source.next_frame()? else {
             break;

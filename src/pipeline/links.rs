@@ -45,6 +45,8 @@ impl Pool {
 /// its oldest item to make room so the consumer always gets the newest.
 pub(super) struct Handoff<T> {
     metrics: Arc<Metrics>,
+    /// The stream whose drops are counted.
+    stream: u32,
     send: Sender<T>,
     /// The sender's own view of the queue, to take out the stale item; `None` when blocking.
     stale: Option<Receiver<T>>,
@@ -52,15 +54,17 @@ pub(super) struct Handoff<T> {
 }
 
 impl<T> Handoff<T> {
-    fn blocking(
-        capacity: usize,
-        dropped: Arc<AtomicU64>,
-        metrics: Arc<Metrics>,
-    ) -> (Self, Receiver<T>) {
+    fn blocking(capacity: usize, drops: &Drops) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(capacity);
+        let Drops {
+            stream,
+            dropped,
+            metrics,
+        } = drops.clone();
         (
             Handoff {
                 metrics,
+                stream,
                 send,
                 stale: None,
                 dropped,
@@ -69,12 +73,18 @@ impl<T> Handoff<T> {
         )
     }
 
-    fn latest_wins(dropped: Arc<AtomicU64>, metrics: Arc<Metrics>) -> (Self, Receiver<T>) {
+    fn latest_wins(drops: &Drops) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(1);
         let stale = Some(receive.clone());
+        let Drops {
+            stream,
+            dropped,
+            metrics,
+        } = drops.clone();
         (
             Handoff {
                 metrics,
+                stream,
                 send,
                 stale,
                 dropped,
@@ -96,7 +106,7 @@ impl<T> Handoff<T> {
                 Err(TrySendError::Full(back)) => {
                     if stale.try_recv().is_ok() {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.frame_dropped(0);
+                        self.metrics.frame_dropped(self.stream);
                     }
                     item = back;
                 }
@@ -109,20 +119,29 @@ impl<T> Handoff<T> {
 /// is free (a rendezvous), so a frame waits at most one inference. Offline: backpressure throughout.
 pub(super) type Link<T> = (Handoff<T>, Receiver<T>);
 
-pub(super) fn stage_links(
-    scheduling: Scheduling,
-    dropped: &Arc<AtomicU64>,
-    metrics: &Arc<Metrics>,
-) -> (Link<Frame>, Link<Work>) {
-    let (d, m) = (dropped, metrics);
+/// Where a stream's live drops are counted.
+#[derive(Clone)]
+pub(super) struct Drops {
+    pub(super) stream: u32,
+    pub(super) dropped: Arc<AtomicU64>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+pub(super) fn stage_links(scheduling: Scheduling, drops: &Drops) -> (Link<Frame>, Link<Work>) {
     match scheduling {
-        Scheduling::Live => (
-            Handoff::latest_wins(d.clone(), m.clone()),
-            Handoff::blocking(0, d.clone(), m.clone()),
-        ),
+        Scheduling::Live => (Handoff::latest_wins(drops), Handoff::blocking(0, drops)),
         Scheduling::Offline => (
-            Handoff::blocking(CHANNEL_DEPTH, d.clone(), m.clone()),
-            Handoff::blocking(CHANNEL_DEPTH, d.clone(), m.clone()),
+            Handoff::blocking(CHANNEL_DEPTH, drops),
+            Handoff::blocking(CHANNEL_DEPTH, drops),
         ),
     }
+}
+
+/// A stream as the shared inference stage sees it: where its prepared frames come from, where
+/// they go on, and the pools of its buffers.
+pub(super) struct StreamPort {
+    pub(super) prepared: Receiver<Work>,
+    pub(super) inferred: Sender<Work>,
+    pub(super) input_pool: Pool,
+    pub(super) output_pool: Pool,
 }

@@ -33,14 +33,18 @@ mod prepare;
 #[cfg(feature = "gstreamer")]
 mod run;
 #[cfg(feature = "gstreamer")]
+mod stream;
+#[cfg(feature = "gstreamer")]
+mod streams;
+#[cfg(feature = "gstreamer")]
 mod track_crops;
 #[cfg(feature = "gstreamer")]
 mod work;
 
 #[cfg(feature = "gstreamer")]
 pub use config::{
-    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, SegUpsample, Smoothing,
-    View,
+    ModelPaths, NAME_PLACEHOLDER, PersonSource, PipelineConfig, PublishTargets, Scheduling,
+    SegUpsample, Smoothing, StreamSpec, View, is_stream_name,
 };
 
 /// Runs the whole job and reports what it did.

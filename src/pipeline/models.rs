@@ -2,7 +2,7 @@
 //! where the persons of a frame come from.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::cuda::Gpu;
 use crate::engine::device::ComputeStream;
@@ -20,11 +20,13 @@ use crate::tasks::{OutputLayout, Task, validate_model};
 
 use super::config::{PersonSource, PipelineConfig};
 
-/// Finds the persons of a frame; lives on the preprocess thread.
+/// Finds the persons of a frame, on each stream's preprocess thread; one detector serves them
+/// all, a call at a time.
+#[derive(Clone)]
 pub(super) enum PersonFinder {
     WholeFrame,
-    Detector(Box<PersonDetector>),
-    File(BoxesFile),
+    Detector(Arc<Mutex<PersonDetector>>),
+    File(Arc<BoxesFile>),
     /// The detector runs on the GPU, in the inference stage, on the frame it has uploaded.
     OnGpu,
 }
@@ -37,9 +39,9 @@ impl PersonFinder {
                 let environment = runtime::environment(ort_lib)?;
                 let detector = PersonDetector::load(model, environment, options)?;
                 tracing::info!(model = %model.display(), layout = ?detector.layout(), "person detector loaded");
-                PersonFinder::Detector(Box::new(detector))
+                PersonFinder::Detector(Arc::new(Mutex::new(detector)))
             }
-            PersonSource::BoxesFile(path) => PersonFinder::File(BoxesFile::load(path)?),
+            PersonSource::BoxesFile(path) => PersonFinder::File(Arc::new(BoxesFile::load(path)?)),
         })
     }
 
@@ -49,7 +51,10 @@ impl PersonFinder {
             PersonFinder::WholeFrame => {
                 vec![PersonBox::whole_frame(frame.width(), frame.height())]
             }
-            PersonFinder::Detector(detector) => frame.with_host_frame(|f| detector.detect(*f))?,
+            PersonFinder::Detector(detector) => {
+                let mut detector = detector.lock().unwrap_or_else(PoisonError::into_inner);
+                frame.with_host_frame(|f| detector.detect(*f))?
+            }
             PersonFinder::File(file) => file.boxes_for(frame.index),
             PersonFinder::OnGpu => Vec::new(),
         };
@@ -60,6 +65,7 @@ impl PersonFinder {
 
 /// A model loaded for one task, with its checked output layout.
 pub(super) struct TaskModel {
+    pub(super) task: Task,
     pub(super) engine: Box<dyn Engine>,
     pub(super) layout: OutputLayout,
     /// Items per call: the model's fixed batch size if it has one, else `--max-batch`.
@@ -119,8 +125,8 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         let options = OnnxOptions {
             threads: config.threads,
             execution: selection.execution,
-            // Dense tasks run one frame at a time.
-            max_batch: if task == Task::Pose {
+            // Dense tasks run one frame at a time, unless frames of several streams batch.
+            max_batch: if task == Task::Pose || config.many_streams() {
                 config.max_batch
             } else {
                 1
@@ -133,6 +139,7 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         tracing::info!(task = task.name(), model = %path.display(), provider = %engine.info().provider, "model loaded");
         let max_batch = engine.info().input_shape[0].unwrap_or(config.max_batch.max(1));
         Ok(Some(TaskModel {
+            task,
             engine: Box::new(engine),
             layout,
             max_batch,

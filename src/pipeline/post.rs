@@ -13,6 +13,7 @@ use crate::metrics::{Metrics, StageStats};
 use crate::publish::frame_hub::FrameHub;
 use crate::publish::{
     DepthSummary, FrameResult, NormalsSummary, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
+    StreamId,
 };
 use crate::render::tracks::TrackMark;
 use crate::render::{self, Canvas, PoseStyle};
@@ -26,9 +27,11 @@ use super::config::{SegUpsample, View};
 use super::decode::StageOutcome;
 use super::links::Pool;
 use super::models::ModelSummary;
+use super::stream::RunShared;
 use super::track_crops::TrackFeedback;
 use super::work::{Delivery, DenseOutput, Done, PoseOutput, SegOutput, Work};
 
+#[derive(Clone)]
 pub(super) struct PostOptions {
     pub(super) threshold: f32,
     pub(super) seg_upsample: SegUpsample,
@@ -38,6 +41,8 @@ pub(super) struct PostOptions {
     pub(super) mask_classes: Vec<u8>,
     /// Persons tracked across frames; `None`: every frame alone.
     pub(super) tracking: Option<TrackerOptions>,
+    /// The stream's video for browser viewers.
+    pub(super) frame_hub: Option<Arc<FrameHub>>,
 }
 
 /// Frame-size maps the post stage reuses from frame to frame.
@@ -59,14 +64,14 @@ struct FrameOutputs {
 
 pub(super) fn post_stage(
     (inferred, out): (Receiver<Work>, Sender<Delivery>),
-    summary: &ModelSummary,
-    options: &PostOptions,
-    pool: &Pool,
-    frame_hub: Option<Arc<FrameHub>>,
+    stream: &StreamId,
+    shared: &RunShared,
+    (options, pool): (&PostOptions, &Pool),
     feedback: Option<TrackFeedback>,
-    metrics: &Arc<Metrics>,
 ) -> StageOutcome {
+    let (summary, metrics, frame_hub) = (&shared.summary, &shared.metrics, &options.frame_hub);
     let mut stage = PostStage {
+        stream,
         summary,
         options,
         pool,
@@ -91,7 +96,6 @@ pub(super) fn post_stage(
     if let Some(tracking) = &mut stage.tracking {
         // The deliver stage gone means it failed; it reports why.
         let _ = out.send(Delivery::TracksEnded {
-            stream: tracking.stream,
             track_events: tracking.tracker.finish(),
         });
     }
@@ -100,6 +104,7 @@ pub(super) fn post_stage(
 
 /// The post stage's settings and what it reuses from frame to frame.
 struct PostStage<'a> {
+    stream: &'a StreamId,
     summary: &'a ModelSummary,
     options: &'a PostOptions,
     /// Where the host outputs go back once read.
@@ -174,7 +179,7 @@ impl PostStage<'_> {
                 .time(|| draw(frame, view_drawn, &outputs, maps, summary, options))?;
         }
         Ok((
-            frame_result(&work.frame, self.summary, outputs),
+            frame_result(&work.frame, self.stream, self.summary, outputs),
             track_events,
         ))
     }
@@ -492,7 +497,6 @@ fn draw(
 /// go on from where they were.
 struct Tracking {
     tracker: Tracker,
-    stream: u32,
     last_time: Option<f64>,
 }
 
@@ -500,7 +504,6 @@ impl Tracking {
     fn new(options: TrackerOptions, frame: &Frame) -> Self {
         Tracking {
             tracker: Tracker::new(options, frame.height()),
-            stream: frame.stream_id,
             last_time: None,
         }
     }
@@ -517,7 +520,12 @@ impl Tracking {
     }
 }
 
-fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) -> FrameResult {
+fn frame_result(
+    frame: &Frame,
+    stream: &StreamId,
+    summary: &ModelSummary,
+    outputs: FrameOutputs,
+) -> FrameResult {
     let FrameOutputs {
         persons,
         segmentation,
@@ -528,6 +536,7 @@ fn frame_result(frame: &Frame, summary: &ModelSummary, outputs: FrameOutputs) ->
         schema: SCHEMA_NAME,
         version: SCHEMA_VERSION,
         stream: frame.stream_id,
+        stream_name: stream.name.clone(),
         frame: frame.index,
         pts_ns: frame.pts_ns,
         capture_unix_ns: frame

@@ -1,31 +1,26 @@
-//! The second phase of a run: the stages on their own threads, joined by links, until the
-//! source ends or the run is stopped; then every output is finished and the run reported.
+//! The second phase of a run: the shared inference stage on its thread, each stream on its own
+//! threads (see `stream`), until every stream has ended or the run is stopped; then every output
+//! is finished and the run reported.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Instant;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::unbounded;
 
-use super::build::Started;
-use super::config::{PipelineConfig, Scheduling};
-use super::decode::{StageOutcome, decode_stage};
-use super::deliver::deliver_stage;
-use super::infer::{Inference, inference_stage, paint_for};
-use super::links::{CHANNEL_DEPTH, Pool, stage_links};
-use super::models::PersonFinder;
-use super::post::{PostOptions, post_stage};
-use super::prepare::{Preparation, preprocess_stage};
-use super::track_crops::{TrackCrops, TrackFeedback};
+use super::build::{Started, set_progress_length};
+use super::config::PipelineConfig;
+use super::decode::StageOutcome;
+use super::deliver::CAPTURE_TO_PUBLISH;
+use super::infer::{Batching, Inference, inference_stage, paint_for};
+use super::post::PostOptions;
+use super::stream::{RunShared, StreamOutcome};
+use super::streams::Streams;
 use crate::error::{Error, Result};
-use crate::metrics::RunReport;
-use crate::preprocess::StretchPlan;
-use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH};
+use crate::metrics::{RunReport, StageStats, StreamReport};
 
 impl Started<'_> {
-    /// Runs the stages: decode, prepare and infer on their threads, post on its own, deliver
-    /// on this one.
+    /// Starts the inference stage and the streams, waits for them, finishes the outputs.
     pub(super) fn run(self) -> Result<RunReport> {
         let Started {
             config,
@@ -33,135 +28,168 @@ impl Started<'_> {
             models,
             summary,
             persons,
-            source,
-            statuses,
-            videos,
+            yuv_frames,
             publishers,
             server,
             dumper,
+            banner,
             progress,
         } = self;
         let started = Instant::now();
-        let info = source.info().clone();
-        let frame_hub = server.as_ref().map(|s| s.frames().clone());
-        let dropped = Arc::new(AtomicU64::new(0));
-        let ((frames_tx, frames_rx), (prepared_tx, prepared_rx)) =
-            stage_links(config.scheduling, &dropped, &metrics);
-        let (inferred_tx, inferred_rx) = bounded(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = bounded(CHANNEL_DEPTH);
-        let input_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
-        let output_pool = Pool::new(2 * CHANNEL_DEPTH + 2);
-        let (track_crops, feedback) = track_crops(config, &persons);
-        let preparation = Preparation {
-            metrics: metrics.clone(),
-            pool: input_pool.clone(),
-            stretch: StretchPlan::new(info.width, info.height, INPUT_WIDTH, INPUT_HEIGHT),
-            persons,
-            track_crops,
-            needs_dense: models.needs_dense_input(),
-            inputs_on_device: models.device.is_some(),
-            dumped_frames: config.dump.as_ref().map_or(0, |(_, frames)| *frames),
+        let (inference, post) = frame_options(config);
+        let batching = Batching {
+            max_batch: config.max_batch,
+            timeout: config.batch_timeout,
         };
-        let (inference, post) = frame_options(config, !videos.is_empty());
-
-        thread::scope(|scope| {
-            let metrics = &metrics;
-            let (max_frames, stop) = (config.max_frames, &config.stop);
-            let decode_thread =
-                scope.spawn(move || decode_stage(source, max_frames, stop, frames_tx, metrics));
-            let preprocess_thread =
-                scope.spawn(move || preprocess_stage(frames_rx, prepared_tx, preparation));
-            let pools = (&input_pool, &output_pool);
-            let dumper = dumper.as_ref();
-            let inference_thread = scope.spawn(move || {
-                inference_stage(prepared_rx, inferred_tx, models, inference, pools, dumper)
-            });
-            let (summary, post, pool) = (&summary, &post, &output_pool);
-            let post_thread = scope.spawn(move || {
-                post_stage(
-                    (inferred_rx, done_tx),
-                    summary,
-                    post,
-                    pool,
-                    frame_hub,
-                    feedback,
-                    metrics,
-                )
-            });
-            let delivered = deliver_stage(
-                (done_rx, statuses),
-                videos,
-                publishers,
-                progress.as_ref(),
-                metrics,
-            );
-            let [decoded, prepared, inferred, posted] = [
-                decode_thread,
-                preprocess_thread,
-                inference_thread,
-                post_thread,
-            ]
-            .map(join);
-            let (frames_in, mut stages) = decoded?;
-            for outcome in [prepared, inferred, posted] {
-                stages.extend(outcome?.1);
+        let (joining, joined) = unbounded();
+        let inputs_on_device = models.device.is_some();
+        let needs_dense = models.needs_dense_input();
+        let inference_thread = thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || inference_stage(joined, models, inference, batching, dumper))
+            .map_err(|e| Error::io("starting the inference thread", e))?;
+        let shared = Arc::new(RunShared {
+            config: config.clone(),
+            metrics,
+            summary,
+            persons,
+            yuv_frames,
+            inputs_on_device,
+            needs_dense,
+            publishers: Arc::new(Mutex::new(publishers)),
+            frame_hubs: server.as_ref().map(|s| s.frames().clone()),
+            post,
+            banner,
+            progress,
+        });
+        let streams = Arc::new(Streams::new(shared.clone(), joining));
+        let opened = config.streams.iter().try_for_each(|spec| {
+            streams
+                .start(spec)
+                .map(drop)
+                .map_err(|refused| refused.into_error(&spec.name))
+        });
+        if opened.is_ok() {
+            if let Some(bar) = &shared.progress {
+                set_progress_length(bar, config, streams.expected_frames());
             }
-            if let Some(server) = server {
-                server.shutdown();
+            if let Some(server) = &server {
+                server.control_streams(streams.clone());
             }
-            let (frames_out, deliver_stats) = delivered?;
-            stages.extend(deliver_stats);
-            Ok(RunReport {
-                frames_in,
-                frames_out,
-                frames_dropped: dropped.load(Ordering::Relaxed),
-                elapsed: started.elapsed(),
-                stages,
-            })
-        })
-    }
-}
-
-/// The two ends of `--detect-every`'s loop, when it applies: tracking on, a detector on the
-/// host (a detector on the GPU runs on every frame).
-fn track_crops(
-    config: &PipelineConfig,
-    persons: &Option<PersonFinder>,
-) -> (Option<TrackCrops>, Option<TrackFeedback>) {
-    let detector_on_host = matches!(persons, Some(PersonFinder::Detector(_)));
-    match config.detect_every {
-        Some(every) if every > 1 && detector_on_host && config.tracking.is_some() => {
-            let wait = config.scheduling == Scheduling::Offline;
-            let (crops, feedback) = TrackCrops::new(every, wait);
-            (Some(crops), Some(feedback))
+            streams.wait(&config.stop, config.streams.is_empty());
         }
-        _ => (None, None),
+        let outcomes = streams.close();
+        let inferred = join(inference_thread);
+        let shared_publishers = std::mem::take(
+            &mut *shared
+                .publishers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let finished = shared_publishers
+            .into_iter()
+            .try_for_each(|publisher| publisher.finish());
+        if let Some(server) = server {
+            server.shutdown();
+        }
+        if let Some(bar) = &shared.progress {
+            bar.finish_and_clear();
+        }
+        opened?;
+        let (_, inference_stages) = inferred?;
+        finished?;
+        report(outcomes, inference_stages, started)
     }
 }
 
-/// How the inference and post stages treat each frame; `draw` when a video output takes the
-/// overlay.
-fn frame_options(config: &PipelineConfig, draw: bool) -> (Inference, PostOptions) {
+/// The run's report, the streams' figures added up; the first stream error, if any.
+fn report(
+    outcomes: Vec<StreamOutcome>,
+    inference_stages: Vec<StageStats>,
+    started: Instant,
+) -> Result<RunReport> {
+    let mut report = RunReport {
+        frames_in: 0,
+        frames_out: 0,
+        frames_dropped: 0,
+        elapsed: started.elapsed(),
+        stages: Vec::new(),
+        streams: Vec::new(),
+    };
+    let mut first_error = None;
+    let mut stream_stages = Vec::new();
+    for outcome in outcomes {
+        report.frames_in += outcome.frames_in;
+        report.frames_out += outcome.frames_out;
+        report.frames_dropped += outcome.dropped;
+        if let Some(error) = outcome.error {
+            first_error.get_or_insert(error);
+        }
+        let mut latency = StageStats::new(CAPTURE_TO_PUBLISH);
+        for stats in outcome
+            .stages
+            .iter()
+            .filter(|s| s.name == CAPTURE_TO_PUBLISH)
+        {
+            latency.merge(stats);
+        }
+        report.streams.push(StreamReport {
+            name: outcome.name,
+            frames_in: outcome.frames_in,
+            frames_out: outcome.frames_out,
+            frames_dropped: outcome.dropped,
+            latency,
+        });
+        stream_stages.extend(outcome.stages);
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    // The stages in a frame's order: decode and prepare, the models, post and deliver.
+    let (before, after): (Vec<_>, Vec<_>) = stream_stages
+        .into_iter()
+        .partition(|s| matches!(s.name, "decode" | "detect" | "preprocess"));
+    for stats in before.into_iter().chain(inference_stages).chain(after) {
+        merge_stage(&mut report.stages, stats);
+    }
+    Ok(report)
+}
+
+/// Adds a stage's figures to the one of that name, or lists it.
+fn merge_stage(stages: &mut Vec<StageStats>, stats: StageStats) {
+    match stages.iter_mut().find(|s| s.name == stats.name) {
+        Some(existing) => existing.merge(&stats),
+        None => stages.push(stats),
+    }
+}
+
+/// How the inference and post stages treat each frame; the GPU paints the overlay when any
+/// stream may have a video output.
+fn frame_options(config: &PipelineConfig) -> (Inference, PostOptions) {
     let view = config.view.resolve(&config.models);
+    let any_video = !config.outputs.is_empty()
+        || config.network.http.is_some()
+        || config.streams.iter().any(|s| s.outputs.is_some());
     let inference = Inference {
         flip_test: config.flip_test,
         seg_upsample: config.seg_upsample,
         dense_maps: config.dense_dir.is_some(),
-        paint: draw.then(|| paint_for(view)),
+        paint: any_video.then(|| paint_for(view)),
     };
     let post = PostOptions {
         threshold: config.keypoint_threshold,
         seg_upsample: config.seg_upsample,
-        draw,
+        draw: false,
         view,
         dense_dir: config.dense_dir.clone(),
         mask_classes: config.mask_classes.clone(),
         tracking: config.tracking,
+        frame_hub: None,
     };
     (inference, post)
 }
 
-fn join(handle: thread::ScopedJoinHandle<'_, StageOutcome>) -> StageOutcome {
+fn join(handle: thread::JoinHandle<StageOutcome>) -> StageOutcome {
     handle
         .join()
         .unwrap_or_else(|_| Err(Error::Gstreamer("a pipeline stage panicked".into())))

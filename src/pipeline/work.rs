@@ -64,6 +64,11 @@ impl Work {
         }
     }
 
+    /// The inputs the frame brings to a batch: its crops, or the one frame of the dense models.
+    pub(super) fn batch_inputs(&self) -> usize {
+        self.boxes.len().max(1)
+    }
+
     /// Keeps a dense model's raw host output as its task's.
     pub(super) fn set_dense_output(&mut self, task: Task, output: Vec<f32>) {
         match task {
@@ -80,7 +85,6 @@ pub(super) enum Delivery {
     Frame(Box<Done>),
     /// The input ended: the tracks still held are lost.
     TracksEnded {
-        stream: u32,
         track_events: Vec<TrackEvent>,
     },
 }

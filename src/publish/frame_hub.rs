@@ -6,6 +6,8 @@
 //! network runtime turns the slot into RGB (from whatever layout the frame has) and a JPEG (the
 //! `image` crate's encoder), on a blocking thread, that every viewer shares. The pipeline never
 //! waits for an encoder or a viewer, nor converts a frame for one.
+//!
+//! Each stream has a hub of its own ([`FrameHubs`]), made when the stream or a viewer first asks.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,6 +17,7 @@ use axum::body::Bytes;
 use image::ExtendedColorType;
 use image::codecs::jpeg::JpegEncoder;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use crate::frame::{FrameGeometry, HostFrame};
 
@@ -208,6 +211,57 @@ impl VideoWatcher {
 impl Drop for VideoWatcher {
     fn drop(&mut self) {
         self.hub.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The hub of each stream, by name, each with its encoder task on the network runtime.
+pub struct FrameHubs {
+    max_fps: f64,
+    runtime: tokio::runtime::Handle,
+    hubs: Mutex<Vec<StreamHub>>,
+}
+
+struct StreamHub {
+    stream: String,
+    hub: Arc<FrameHub>,
+    encoder: JoinHandle<()>,
+}
+
+impl FrameHubs {
+    pub(crate) fn new(max_fps: f64, runtime: tokio::runtime::Handle) -> Self {
+        FrameHubs {
+            max_fps,
+            runtime,
+            hubs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The hub of stream `name`, made (and its encoder started) the first time.
+    pub fn hub(&self, name: &str) -> Arc<FrameHub> {
+        let mut hubs = lock(&self.hubs);
+        if let Some(known) = hubs.iter().find(|h| h.stream == name) {
+            return Arc::clone(&known.hub);
+        }
+        let hub = Arc::new(FrameHub::new(self.max_fps));
+        let encoder = self.runtime.spawn(Arc::clone(&hub).run_encoder());
+        hubs.push(StreamHub {
+            stream: name.to_owned(),
+            hub: Arc::clone(&hub),
+            encoder,
+        });
+        hub
+    }
+
+    /// The first stream's hub (the only one of a run of one stream); `stream0`'s before any.
+    pub fn first(&self) -> Arc<FrameHub> {
+        let first = lock(&self.hubs).first().map(|h| Arc::clone(&h.hub));
+        first.unwrap_or_else(|| self.hub("stream0"))
+    }
+
+    pub(crate) fn stop_encoders(&self) {
+        for hub in lock(&self.hubs).iter() {
+            hub.encoder.abort();
+        }
     }
 }
 

@@ -40,7 +40,9 @@ pub const TRACK_VERSION: u32 = 1;
 pub struct FrameResult {
     pub schema: &'static str,
     pub version: u32,
+    /// The stream's index: its place among the inputs, streams added later after them.
     pub stream: u32,
+    pub stream_name: String,
     pub frame: u64,
     pub pts_ns: Option<u64>,
     /// Wall-clock time the frame was decoded, nanoseconds since the Unix epoch.
@@ -189,6 +191,7 @@ pub struct StreamStatusMessage {
     pub schema: &'static str,
     pub version: u32,
     pub stream: u32,
+    pub stream_name: String,
     pub status: StreamState,
     /// Why the stream is down; absent with `up`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,8 +202,24 @@ pub struct StreamStatusMessage {
     pub reconnects: u64,
 }
 
+/// A stream as messages name it: its index and its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamId {
+    pub index: u32,
+    pub name: String,
+}
+
+impl StreamId {
+    pub fn new(index: u32, name: &str) -> Self {
+        StreamId {
+            index,
+            name: name.to_owned(),
+        }
+    }
+}
+
 impl StreamStatusMessage {
-    pub fn down(stream: u32, reason: &str, reconnects: u64, at: SystemTime) -> Self {
+    pub fn down(stream: &StreamId, reason: &str, reconnects: u64, at: SystemTime) -> Self {
         Self::new(
             stream,
             StreamState::Down,
@@ -210,12 +229,12 @@ impl StreamStatusMessage {
         )
     }
 
-    pub fn up(stream: u32, reconnects: u64, at: SystemTime) -> Self {
+    pub fn up(stream: &StreamId, reconnects: u64, at: SystemTime) -> Self {
         Self::new(stream, StreamState::Up, None, reconnects, at)
     }
 
     fn new(
-        stream: u32,
+        stream: &StreamId,
         status: StreamState,
         reason: Option<String>,
         reconnects: u64,
@@ -224,7 +243,8 @@ impl StreamStatusMessage {
         StreamStatusMessage {
             schema: STATUS_SCHEMA,
             version: STATUS_VERSION,
-            stream,
+            stream: stream.index,
+            stream_name: stream.name.clone(),
             status,
             reason,
             unix_ns: at
@@ -259,6 +279,7 @@ pub struct TrackMessage {
     pub schema: &'static str,
     pub version: u32,
     pub stream: u32,
+    pub stream_name: String,
     pub event: TrackEventKind,
     pub track_id: u64,
     /// Stream time (seconds) of the track's first and last detection.
@@ -269,11 +290,12 @@ pub struct TrackMessage {
 }
 
 impl TrackMessage {
-    pub fn new(stream: u32, event: &TrackEvent) -> Self {
+    pub fn new(stream: &StreamId, event: &TrackEvent) -> Self {
         TrackMessage {
             schema: TRACK_SCHEMA,
             version: TRACK_VERSION,
-            stream,
+            stream: stream.index,
+            stream_name: stream.name.clone(),
             event: event.kind,
             track_id: event.track_id,
             first_seen_s: event.first_seen_s,
@@ -438,17 +460,17 @@ mod tests {
     #[test]
     fn status_messages_follow_the_documented_schema() {
         let at = UNIX_EPOCH + std::time::Duration::from_nanos(1_795_256_905_210_704_214);
-        let down = StreamStatusMessage::down(0, "end of stream", 1, at);
+        let down = StreamStatusMessage::down(&StreamId::new(0, "stream0"), "end of stream", 1, at);
         let json = PublishedStatus::new(&down).json;
         // Field order and presence as in the README's "Stream status" example.
         assert_eq!(
             &*json,
-            r#"{"schema":"sapiens-stream/status","version":1,"stream":0,"status":"down","reason":"end of stream","unix_ns":1795256905210704214,"reconnects":1}"#
+            r#"{"schema":"sapiens-stream/status","version":1,"stream":0,"stream_name":"stream0","status":"down","reason":"end of stream","unix_ns":1795256905210704214,"reconnects":1}"#
         );
-        let up = StreamStatusMessage::up(2, 2, at);
+        let up = StreamStatusMessage::up(&StreamId::new(2, "door"), 2, at);
         assert_eq!(
             &*PublishedStatus::new(&up).json,
-            r#"{"schema":"sapiens-stream/status","version":1,"stream":2,"status":"up","unix_ns":1795256905210704214,"reconnects":2}"#
+            r#"{"schema":"sapiens-stream/status","version":1,"stream":2,"stream_name":"door","status":"up","unix_ns":1795256905210704214,"reconnects":2}"#
         );
         // Told apart from results by `schema` alone.
         assert_ne!(STATUS_SCHEMA, SCHEMA_NAME);
@@ -459,7 +481,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.jsonl");
         let mut writer = ResultsWriter::create(&path).unwrap();
-        let down = StreamStatusMessage::down(0, "no frame for 5 s", 0, UNIX_EPOCH);
+        let down = StreamStatusMessage::down(
+            &StreamId::new(0, "stream0"),
+            "no frame for 5 s",
+            0,
+            UNIX_EPOCH,
+        );
         writer.publish_status(&PublishedStatus::new(&down)).unwrap();
         // Readable at once, without a frame after it or `finish`.
         let text = std::fs::read_to_string(&path).unwrap();

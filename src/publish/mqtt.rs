@@ -17,6 +17,9 @@
 //!   out.
 //! - `<topic>/track` gets the track events ([`super::TRACK_SCHEMA`] JSON, with `--track` or
 //!   `--smooth`) at QoS 1, not retained, from a queue of their own.
+//! - With several streams (`per_stream`), each has topics of its own: `<topic>/<NAME>` for its
+//!   results, `<topic>/<NAME>/stream` and `<topic>/<NAME>/track`; `<topic>/status` stays the
+//!   connection's. A stream's retained status is cleared before its first message.
 //! - QoS 1 keeps the broker session (clean session off), so results in flight when a connection
 //!   drops are sent again on reconnect if the broker kept the session: give a stable client id
 //!   (`sapiens-stream-<pid>` by default). A broker that restarted without persistence lost the
@@ -99,6 +102,8 @@ pub struct MqttConfig {
     pub max_reconnect_delay: Duration,
     /// How long [`Publisher::finish`] waits for the broker to take the last results.
     pub flush_timeout: Duration,
+    /// Topics per stream (`<topic>/<NAME>/...`), for runs of several streams.
+    pub per_stream: bool,
 }
 
 impl MqttConfig {
@@ -128,6 +133,7 @@ impl MqttConfig {
             queue_capacity: 256,
             max_reconnect_delay: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(5),
+            per_stream: false,
         };
         config.validate()?;
         Ok(config)
@@ -149,6 +155,24 @@ impl MqttConfig {
             return Err(invalid("the client id is empty"));
         }
         Ok(())
+    }
+
+    /// Where a stream's results go: `<topic>`, or `<topic>/<NAME>` per stream.
+    pub fn results_topic(&self, stream: &str) -> String {
+        match self.per_stream {
+            true => format!("{}/{stream}", self.topic),
+            false => self.topic.clone(),
+        }
+    }
+
+    /// Where a stream's retained status goes: `<topic>/stream`, or `<topic>/<NAME>/stream`.
+    pub fn stream_status_topic(&self, stream: &str) -> String {
+        format!("{}/stream", self.results_topic(stream))
+    }
+
+    /// Where a stream's track events go: `<topic>/track`, or `<topic>/<NAME>/track`.
+    pub fn stream_track_topic(&self, stream: &str) -> String {
+        format!("{}/track", self.results_topic(stream))
     }
 
     /// `<topic>/status`: retained `online` / `offline` (the connection to the broker).
@@ -210,23 +234,26 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
+/// A message for the broker: its topic and payload.
+type Message = (String, Vec<u8>);
+
 /// A bounded queue whose sender drops the oldest message when it is full.
 struct DropOldest {
-    queue: Sender<Vec<u8>>,
+    queue: Sender<Message>,
     /// The queue's other end, to drop the oldest message.
-    oldest: Receiver<Vec<u8>>,
+    oldest: Receiver<Message>,
 }
 
 impl DropOldest {
     /// The queue and the receiver the feeder takes messages from.
-    fn new(capacity: usize) -> (Self, Receiver<Vec<u8>>) {
+    fn new(capacity: usize) -> (Self, Receiver<Message>) {
         let (queue, oldest) = crossbeam_channel::bounded(capacity.max(1));
         let receiver = oldest.clone();
         (DropOldest { queue, oldest }, receiver)
     }
 
     /// Queues `payload`; returns how many older messages were dropped for it.
-    fn push(&self, mut payload: Vec<u8>) -> u64 {
+    fn push(&self, mut payload: Message) -> u64 {
         let mut dropped = 0;
         loop {
             match self.queue.try_send(payload) {
@@ -259,6 +286,9 @@ pub struct MqttPublisher {
     target: String,
     flush_timeout: Duration,
     warned_oversize: bool,
+    config: MqttConfig,
+    /// Streams whose retained status was cleared (per stream).
+    cleared: std::collections::HashSet<String>,
 }
 
 impl MqttPublisher {
@@ -269,22 +299,23 @@ impl MqttPublisher {
         let (results, queued) = DropOldest::new(config.queue_capacity);
         let (statuses, statuses_queued) = DropOldest::new(STATUS_QUEUE_CAPACITY);
         let (tracks, tracks_queued) = DropOldest::new(TRACK_QUEUE_CAPACITY);
-        // An empty retained message deletes the one an earlier run may have left.
-        statuses.push(Vec::new());
+        // An empty retained message deletes the one an earlier run may have left (per stream:
+        // before the stream's first message).
+        if !config.per_stream {
+            statuses.push((config.stream_topic(), Vec::new()));
+        }
         let (flushed_tx, flushed) = crossbeam_channel::bounded(1);
         let (abandon, abandoned) = crossbeam_channel::bounded(0);
         let counters = Arc::<PublisherCounters>::default();
         let feeder = Feeder {
             client,
-            topic: config.topic.clone(),
             status_topic: config.status_topic(),
-            stream_topic: config.stream_topic(),
-            track_topic: config.track_topic(),
             qos: config.qos.level(),
         };
         let driver = Driver {
             target: config.describe(),
             topic: config.topic.clone(),
+            per_stream: config.per_stream,
             status_topic: config.status_topic(),
             counters: Arc::clone(&counters),
             max_delay: config.max_reconnect_delay.max(FIRST_RETRY_DELAY),
@@ -311,7 +342,18 @@ impl MqttPublisher {
             target: config.describe(),
             flush_timeout: config.flush_timeout,
             warned_oversize: false,
+            config: config.clone(),
+            cleared: std::collections::HashSet::new(),
         })
+    }
+
+    /// Per stream, clears the stream's retained status before its first message.
+    fn first_of(&mut self, stream: &str) {
+        if self.config.per_stream && self.cleared.insert(stream.to_owned()) {
+            let topic = self.config.stream_status_topic(stream);
+            let dropped = self.statuses.push((topic, Vec::new()));
+            self.counters.count_dropped_many(dropped);
+        }
     }
 
     pub fn counters(&self) -> Arc<PublisherCounters> {
@@ -337,19 +379,28 @@ impl Publisher for MqttPublisher {
             }
             return Ok(());
         }
-        let dropped = self.results.push(frame.json.as_bytes().to_vec());
+        let stream = &frame.result.stream_name;
+        self.first_of(stream);
+        let topic = self.config.results_topic(stream);
+        let dropped = self.results.push((topic, frame.json.as_bytes().to_vec()));
         self.counters.count_dropped_many(dropped);
         Ok(())
     }
 
     fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
-        let dropped = self.statuses.push(status.json.as_bytes().to_vec());
+        let stream = &status.message.stream_name;
+        self.first_of(stream);
+        let topic = self.config.stream_status_topic(stream);
+        let dropped = self.statuses.push((topic, status.json.as_bytes().to_vec()));
         self.counters.count_dropped_many(dropped);
         Ok(())
     }
 
     fn publish_track(&mut self, track: &PublishedTrack) -> Result<()> {
-        let dropped = self.tracks.push(track.json.as_bytes().to_vec());
+        let stream = &track.message.stream_name;
+        self.first_of(stream);
+        let topic = self.config.stream_track_topic(stream);
+        let dropped = self.tracks.push((topic, track.json.as_bytes().to_vec()));
         self.counters.count_dropped_many(dropped);
         Ok(())
     }
@@ -398,19 +449,16 @@ impl Publisher for MqttPublisher {
 /// connection is busy or away.
 struct Feeder {
     client: Client,
-    topic: String,
     status_topic: String,
-    stream_topic: String,
-    track_topic: String,
     qos: QoS,
 }
 
 impl Feeder {
     fn run(
         self,
-        results: Receiver<Vec<u8>>,
-        mut statuses: Receiver<Vec<u8>>,
-        mut tracks: Receiver<Vec<u8>>,
+        results: Receiver<Message>,
+        mut statuses: Receiver<Message>,
+        mut tracks: Receiver<Message>,
     ) {
         loop {
             // An error means the connection thread is gone (abandoned): nothing can be sent.
@@ -431,9 +479,7 @@ impl Feeder {
                     }
                 },
                 recv(results) -> result => match result {
-                    Ok(payload) => self
-                        .client
-                        .publish(&self.topic, self.qos, false, payload),
+                    Ok((topic, payload)) => self.client.publish(topic, self.qos, false, payload),
                     Err(_) => break,
                 },
             };
@@ -462,18 +508,19 @@ impl Feeder {
     /// Retained at QoS 1 whatever the results' QoS: a lost change would leave a wrong state.
     fn publish_stream_status(
         &self,
-        payload: Vec<u8>,
+        (topic, payload): Message,
     ) -> std::result::Result<(), rumqttc::ClientError> {
-        self.client
-            .publish(&self.stream_topic, QoS::AtLeastOnce, true, payload)
+        self.client.publish(topic, QoS::AtLeastOnce, true, payload)
     }
 }
 
 impl Feeder {
     /// At QoS 1 whatever the results' QoS: an analytics back end counts on every event.
-    fn publish_track(&self, payload: Vec<u8>) -> std::result::Result<(), rumqttc::ClientError> {
-        self.client
-            .publish(&self.track_topic, QoS::AtLeastOnce, false, payload)
+    fn publish_track(
+        &self,
+        (topic, payload): Message,
+    ) -> std::result::Result<(), rumqttc::ClientError> {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload)
     }
 }
 
@@ -481,6 +528,7 @@ impl Feeder {
 struct Driver {
     target: String,
     topic: String,
+    per_stream: bool,
     status_topic: String,
     counters: Arc<PublisherCounters>,
     max_delay: Duration,
@@ -564,8 +612,21 @@ impl Driver {
             .eventloop
             .pending
             .iter()
-            .filter(|request| matches!(request, Request::Publish(p) if p.topic == self.topic))
+            .filter(
+                |request| matches!(request, Request::Publish(p) if self.is_results_topic(&p.topic)),
+            )
             .count() as u64
+    }
+
+    /// `<topic>`, or per stream `<topic>/<NAME>` (not the status topic).
+    fn is_results_topic(&self, topic: &str) -> bool {
+        let per_stream = || {
+            topic
+                .strip_prefix(self.topic.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|name| !name.contains('/') && topic != self.status_topic)
+        };
+        topic == self.topic || (self.per_stream && per_stream())
     }
 }
 

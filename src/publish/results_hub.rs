@@ -9,6 +9,9 @@
 //! Stream status messages ([`super::STATUS_SCHEMA`]) go to every client like results, and the
 //! hub keeps the latest one per stream: a client that connects later gets it first, so a page
 //! opened while the camera is down knows at once (what a retained MQTT message does).
+//!
+//! A client may follow one stream ([`ResultsHub::subscribe_to`]): it then gets that stream's
+//! messages only (and those of no stream).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -64,9 +67,19 @@ struct ClientQueue {
     queue: Mutex<Queue>,
     ready: Notify,
     capacity: usize,
+    /// The one stream the client follows; `None`: every stream.
+    stream: Option<String>,
 }
 
 impl ClientQueue {
+    /// Whether a message of `stream` (`None`: of no stream) is for this client.
+    fn follows(&self, stream: Option<&str>) -> bool {
+        match (&self.stream, stream) {
+            (Some(followed), Some(stream)) => followed == stream,
+            _ => true,
+        }
+    }
+
     /// Appends `message`, dropping the oldest when full; returns whether one was dropped.
     fn push(&self, message: &Utf8Bytes) -> bool {
         let mut queue = lock(&self.queue);
@@ -95,7 +108,8 @@ impl ClientQueue {
 #[derive(Default)]
 struct Clients {
     queues: Vec<Arc<ClientQueue>>,
-    status: BTreeMap<u32, Utf8Bytes>,
+    /// Per stream index: its name and latest status.
+    status: BTreeMap<u32, (String, Utf8Bytes)>,
 }
 
 /// Distributes published messages to every subscribed client.
@@ -119,31 +133,33 @@ impl ResultsHub {
     /// Queues `json` (one JSON text, e.g. a serialized `FrameResult`) for every client; never
     /// blocks on the network. The text is copied once, then shared by all clients.
     pub fn publish(&self, json: &str) {
-        let message = Utf8Bytes::from(json);
-        let clients = lock(&self.clients);
-        self.push_to_all(&clients, &message);
+        self.publish_event(None, json);
     }
 
-    /// Queues a stream status message (JSON) for every client, like [`ResultsHub::publish`], and
-    /// keeps it as the stream's current status for clients that subscribe later.
-    pub fn publish_status(&self, stream: u32, json: &str) {
+    /// Queues a stream status message (JSON) for every client of the stream, like
+    /// [`ResultsHub::publish`], and keeps it as the stream's current status for clients that
+    /// subscribe later.
+    pub fn publish_status(&self, stream: u32, name: &str, json: &str) {
         let message = Utf8Bytes::from(json);
         let mut clients = lock(&self.clients);
-        clients.status.insert(stream, message.clone());
-        self.push_to_all(&clients, &message);
+        clients
+            .status
+            .insert(stream, (name.to_owned(), message.clone()));
+        self.push_to_all(&clients, &message, Some(name));
     }
 
-    /// A message every client gets once (not kept for clients that join later).
-    pub fn publish_event(&self, json: &str) {
+    /// A message of stream `stream` (`None`: of none) every client of it gets once (not kept
+    /// for clients that join later).
+    pub fn publish_event(&self, stream: Option<&str>, json: &str) {
         let clients = lock(&self.clients);
-        self.push_to_all(&clients, &Utf8Bytes::from(json));
+        self.push_to_all(&clients, &Utf8Bytes::from(json), stream);
     }
 
-    fn push_to_all(&self, clients: &Clients, message: &Utf8Bytes) {
+    fn push_to_all(&self, clients: &Clients, message: &Utf8Bytes, stream: Option<&str>) {
         let dropped = clients
             .queues
             .iter()
-            .filter(|client| client.push(message))
+            .filter(|client| client.follows(stream) && client.push(message))
             .count();
         if dropped > 0 {
             self.metrics.publisher_drops(PUBLISHER, dropped as u64);
@@ -163,14 +179,22 @@ impl ResultsHub {
     /// Registers a client; it receives the current status of each stream that has one, then what
     /// is published from now on until the subscription is dropped.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        self.subscribe_to(None)
+    }
+
+    /// Like [`ResultsHub::subscribe`], for the messages of one stream (by name) only.
+    pub fn subscribe_to(self: &Arc<Self>, stream: Option<String>) -> Subscription {
         let client = Arc::new(ClientQueue {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             capacity: self.capacity,
+            stream,
         });
         let mut clients = lock(&self.clients);
-        for status in clients.status.values() {
-            client.push(status);
+        for (name, status) in clients.status.values() {
+            if client.follows(Some(name)) {
+                client.push(status);
+            }
         }
         clients.queues.push(Arc::clone(&client));
         drop(clients);
@@ -190,17 +214,21 @@ impl Publisher for WebSocketPublisher {
     }
 
     fn publish(&mut self, frame: &Published) -> Result<()> {
-        self.0.publish(&frame.json);
+        let stream = Some(frame.result.stream_name.as_str());
+        self.0.publish_event(stream, &frame.json);
         Ok(())
     }
 
     fn publish_status(&mut self, status: &PublishedStatus) -> Result<()> {
-        self.0.publish_status(status.message.stream, &status.json);
+        let message = status.message;
+        self.0
+            .publish_status(message.stream, &message.stream_name, &status.json);
         Ok(())
     }
 
     fn publish_track(&mut self, track: &PublishedTrack) -> Result<()> {
-        self.0.publish_event(&track.json);
+        let stream = Some(track.message.stream_name.as_str());
+        self.0.publish_event(stream, &track.json);
         Ok(())
     }
 
@@ -286,6 +314,34 @@ mod tests {
     }
 
     #[test]
+    fn a_client_of_one_stream_gets_its_messages_only() {
+        let hub = Arc::new(ResultsHub::new(8, Arc::new(Metrics::new())));
+        hub.publish_status(1, "door", r#"{"door":"down"}"#);
+        hub.publish_status(0, "hall", r#"{"hall":"down"}"#);
+        let door = hub.subscribe_to(Some("door".into()));
+        let every = hub.subscribe();
+        hub.publish_event(Some("hall"), &json(1));
+        hub.publish_event(Some("door"), &json(2));
+        hub.publish(&json(3));
+        let taken = |s: &Subscription| std::iter::from_fn(|| s.try_next()).collect::<Vec<_>>();
+        let text = |t: &str| Outgoing::Message(t.into());
+        assert_eq!(
+            taken(&door),
+            [text(r#"{"door":"down"}"#), message(2), message(3)]
+        );
+        assert_eq!(
+            taken(&every),
+            [
+                text(r#"{"hall":"down"}"#),
+                text(r#"{"door":"down"}"#),
+                message(1),
+                message(2),
+                message(3)
+            ]
+        );
+    }
+
+    #[test]
     fn dropping_a_subscription_unsubscribes() {
         let hub = Arc::new(ResultsHub::new(4, Arc::new(Metrics::new())));
         let first = hub.subscribe();
@@ -302,10 +358,10 @@ mod tests {
         let hub = Arc::new(ResultsHub::new(4, Arc::new(Metrics::new())));
         let early = hub.subscribe();
         let (down, up) = (r#"{"status":"down"}"#, r#"{"status":"up"}"#);
-        hub.publish_status(0, down);
+        hub.publish_status(0, "stream0", down);
         hub.publish(&json(1));
         let during = hub.subscribe();
-        hub.publish_status(0, up);
+        hub.publish_status(0, "stream0", up);
         hub.publish(&json(2));
         let after = hub.subscribe();
         let text = |outgoing: Option<Outgoing>| outgoing.map(|o| o.text().to_string());

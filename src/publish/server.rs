@@ -1,7 +1,8 @@
 //! The network side, on a tokio runtime of its own so the pipeline's threads never await:
 //!
-//! - `--http ADDR`: `/` the browser view, `/ws` the results WebSocket, `/video.mjpeg` the raw
-//!   video as MJPEG, `/keypoints/<set>.json` and `/classes/<set>.json` the keypoint and class
+//! - `--http ADDR`: `/` the browser view (a grid of every stream; `/?stream=NAME` one), `/ws`
+//!   the results WebSocket (`?stream=NAME`: one stream's), `/video.mjpeg?stream=NAME` a stream's
+//!   raw video as MJPEG (the first stream's without `stream`), `/keypoints/<set>.json` and `/classes/<set>.json` the keypoint and class
 //!   sets the view draws with (names, colours, skeleton, palette), `/metrics`
 //!   (OpenMetrics text, which Prometheus scrapes), `/health` (liveness: 200 while the server
 //!   runs) and `/ready` (readiness: 503 until the first frame was published, then 200).
@@ -12,6 +13,11 @@
 //! `{"schema":"sapiens-stream/dropped","version":1,"count":N}` where a slow client lost N
 //! messages (see [`super::results_hub`]).
 //!
+//! - `/streams` (with `--http`): `GET` lists the running streams, `POST` starts one from a JSON
+//!   body `{"name", "input", "output"?}` (201 with its entry; 400 with a one-line reason; 409
+//!   for a name in use), `DELETE /streams/NAME` stops one once its outputs are finished (204; 404
+//!   for an unknown name). See [`StreamControl`].
+//!
 //! With a token, every path but `/health` and `/ready` needs `Authorization: Bearer TOKEN`, or
 //! `?token=TOKEN` in the query for browsers, which cannot set headers on a WebSocket or an
 //! `<img>`; others get 401. Without a token, browsers may open the WebSocket only from a page of
@@ -20,9 +26,10 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -30,14 +37,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::serve::ListenerExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::frame_hub::{DEFAULT_VIDEO_FPS, FrameHub};
+use super::frame_hub::{DEFAULT_VIDEO_FPS, FrameHubs};
 use super::results_hub::{DEFAULT_CLIENT_QUEUE, ResultsHub, Subscription};
 use crate::error::{Error, Result};
 use crate::metrics::{METRICS_CONTENT_TYPE, Metrics};
@@ -100,30 +107,81 @@ pub fn listen_address(flag: &str, spec: &str, default_host: IpAddr) -> Result<So
         .ok_or_else(|| invalid("the host name has no address".into()))
 }
 
+/// A stream as `GET /streams` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    pub name: String,
+    /// The stream's index, as in its results.
+    pub stream: u32,
+    pub input: String,
+    /// Delivers frames (false while a camera is down and reconnecting).
+    pub up: bool,
+    /// Frames processed and published so far.
+    pub frames: u64,
+    /// Frames live scheduling dropped before inference so far.
+    pub dropped: u64,
+}
+
+/// `POST /streams`'s body.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRequest {
+    pub name: String,
+    pub input: String,
+    /// The stream's video output; `{name}` is filled in.
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+/// Why a `/streams` request was refused.
+#[derive(Debug)]
+pub enum StreamControlError {
+    /// 400: a bad name, input or output; the one-line reason.
+    Invalid(String),
+    /// 409: the name is taken.
+    InUse(String),
+    /// 404: no stream has this name.
+    Unknown(String),
+    /// 503: the run is ending.
+    Closed,
+}
+
+/// What `/streams` asks of the run; the calls may block (opening an input waits for its first
+/// frame, stopping a stream for its outputs to finish).
+pub trait StreamControl: Send + Sync {
+    fn list(&self) -> Vec<StreamEntry>;
+    fn add(&self, request: StreamRequest) -> std::result::Result<StreamEntry, StreamControlError>;
+    fn remove(&self, name: &str) -> std::result::Result<(), StreamControlError>;
+}
+
+/// Where `/streams` finds the run, once it has started.
+type ControlSlot = Arc<OnceLock<Arc<dyn StreamControl>>>;
+
 /// The running servers; see the module docs.
 pub struct NetworkServer {
     runtime: Option<Runtime>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
-    encoder: JoinHandle<()>,
     /// Ends (yields `None`) once every WebSocket session is over.
     sessions_done: mpsc::Receiver<()>,
     results: Arc<ResultsHub>,
-    frames: Arc<FrameHub>,
+    frames: Arc<FrameHubs>,
     http_address: Option<SocketAddr>,
     ws_address: Option<SocketAddr>,
+    control: ControlSlot,
 }
 
 /// What every request handler shares.
 #[derive(Clone)]
 struct AppState {
     results: Arc<ResultsHub>,
-    frames: Arc<FrameHub>,
+    frames: Arc<FrameHubs>,
     metrics: Arc<Metrics>,
     token: Option<Arc<str>>,
     stop: watch::Receiver<bool>,
     /// Cloned into each WebSocket session; the server waits for all clones to go.
     session: mpsc::Sender<()>,
+    control: ControlSlot,
 }
 
 impl NetworkServer {
@@ -139,17 +197,19 @@ impl NetworkServer {
             .transpose()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .max_blocking_threads(2)
+            .max_blocking_threads(8)
             .thread_name("network")
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| Error::io("starting the network runtime", e))?;
         let results = Arc::new(ResultsHub::new(options.client_queue, metrics.clone()));
-        let frames = Arc::new(FrameHub::new(options.video_fps));
+        let frames = Arc::new(FrameHubs::new(options.video_fps, runtime.handle().clone()));
         let (stop, stop_rx) = watch::channel(false);
         let (session, sessions_done) = mpsc::channel(1);
+        let control = ControlSlot::default();
         let state = AppState {
+            control: control.clone(),
             results: Arc::clone(&results),
             frames: Arc::clone(&frames),
             metrics,
@@ -178,19 +238,23 @@ impl NetworkServer {
             servers.push(runtime.spawn(serve(name, listener, router, state.stop.clone())));
             tracing::info!("{name} server listening on {address}");
         }
-        let encoder = runtime.spawn(Arc::clone(&frames).run_encoder());
         let [http_address, ws_address] = addresses;
         Ok(NetworkServer {
             runtime: Some(runtime),
             stop,
             servers,
-            encoder,
             sessions_done,
             results,
             frames,
             http_address,
             ws_address,
+            control,
         })
+    }
+
+    /// Serves `/streams` from now on (503 before).
+    pub fn control_streams(&self, control: Arc<dyn StreamControl>) {
+        let _ = self.control.set(control);
     }
 
     /// Where the pipeline publishes one JSON message per processed frame.
@@ -198,8 +262,8 @@ impl NetworkServer {
         &self.results
     }
 
-    /// Where the pipeline offers each raw frame for `/video.mjpeg`.
-    pub fn frames(&self) -> &Arc<FrameHub> {
+    /// Where the pipeline offers each stream's raw frames for `/video.mjpeg`.
+    pub fn frames(&self) -> &Arc<FrameHubs> {
         &self.frames
     }
 
@@ -236,7 +300,7 @@ impl NetworkServer {
         if finished.is_err() {
             tracing::warn!("network clients still busy after {SHUTDOWN_GRACE:?}; closing them");
         }
-        self.encoder.abort();
+        self.frames.stop_encoders();
         runtime.shutdown_timeout(Duration::from_millis(200));
     }
 }
@@ -305,6 +369,8 @@ fn http_router(state: AppState) -> Router {
         .route("/keypoints/{file}", get(keypoint_set))
         .route("/classes/{file}", get(class_set))
         .route("/metrics", get(metrics))
+        .route("/streams", get(list_streams).post(add_stream))
+        .route("/streams/{name}", delete(remove_stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -384,6 +450,72 @@ fn same_origin(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host))
 }
 
+/// The answer to `/streams` before the run has started its streams.
+fn streams_starting() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the streams are starting\n",
+    )
+        .into_response()
+}
+
+/// Runs a blocking control call off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> std::result::Result<T, StreamControlError> + Send + 'static,
+) -> std::result::Result<T, StreamControlError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or(Err(StreamControlError::Closed))
+}
+
+fn refused(error: StreamControlError) -> Response {
+    let (status, reason) = match error {
+        StreamControlError::Invalid(reason) => (StatusCode::BAD_REQUEST, reason),
+        StreamControlError::InUse(name) => {
+            (StatusCode::CONFLICT, format!("a stream is named {name}"))
+        }
+        StreamControlError::Unknown(name) => {
+            (StatusCode::NOT_FOUND, format!("no stream is named {name}"))
+        }
+        StreamControlError::Closed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the run is ending".to_owned(),
+        ),
+    };
+    (status, format!("{}\n", reason.replace('\n', " "))).into_response()
+}
+
+async fn list_streams(State(state): State<AppState>) -> Response {
+    match state.control.get() {
+        Some(control) => Json(control.list()).into_response(),
+        None => streams_starting(),
+    }
+}
+
+async fn add_stream(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(control) = state.control.get().cloned() else {
+        return streams_starting();
+    };
+    let request: StreamRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return refused(StreamControlError::Invalid(format!("body: {e}"))),
+    };
+    match blocking(move || control.add(request)).await {
+        Ok(entry) => (StatusCode::CREATED, Json(entry)).into_response(),
+        Err(error) => refused(error),
+    }
+}
+
+async fn remove_stream(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(control) = state.control.get().cloned() else {
+        return streams_starting();
+    };
+    match blocking(move || control.remove(&name)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => refused(error),
+    }
+}
+
 async fn view_page() -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Html(VIEW_PAGE)).into_response()
 }
@@ -427,8 +559,15 @@ fn json_asset(json: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
+/// `?stream=NAME`: the one stream a client follows.
+#[derive(Deserialize)]
+struct StreamQuery {
+    stream: Option<String>,
+}
+
 async fn websocket(
     State(state): State<AppState>,
+    Query(query): Query<StreamQuery>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -440,7 +579,7 @@ async fn websocket(
             .into_response();
     }
     // Subscribed before the handshake completes: the client gets everything published after it.
-    let subscription = state.results.subscribe();
+    let subscription = state.results.subscribe_to(query.stream);
     let AppState { stop, session, .. } = state;
     upgrade.on_upgrade(move |socket| send_results(socket, subscription, stop, session))
 }
@@ -481,8 +620,12 @@ async fn send_results(
 
 /// `multipart/x-mixed-replace` of JPEGs. Each part is followed at once by the next boundary, so
 /// browsers show a frame as soon as it arrives rather than when the next one starts.
-async fn video(State(state): State<AppState>) -> Response {
-    let watcher = state.frames.watch();
+async fn video(State(state): State<AppState>, Query(query): Query<StreamQuery>) -> Response {
+    let hub = match &query.stream {
+        Some(name) => state.frames.hub(name),
+        None => state.frames.first(),
+    };
+    let watcher = hub.watch();
     let opening = Bytes::from(format!("--{MJPEG_BOUNDARY}\r\n"));
     let parts = futures_util::stream::unfold(
         (watcher, state.stop, Some(opening)),

@@ -1,7 +1,6 @@
 //! Video through GStreamer: a pipeline built element by element, frames pulled from its
 //! appsink, and the connection rebuilt when the stream fails, stalls or ends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use gstreamer as gst;
@@ -11,8 +10,8 @@ use gstreamer_video as gst_video;
 
 use super::reconnect::{Backoff, Rebase, Timeline};
 use super::{
-    FrameSource, InputSpec, Reconnect, RtspTransport, SourceInfo, SourceOptions, StreamStatus,
-    describe,
+    FrameSource, InputSpec, Reconnect, RtspTransport, SourceInfo, SourceOptions, StopSignal,
+    StreamStatus, describe,
 };
 use crate::error::{Error, Result};
 use crate::frame::{Frame, FrameGeometry, SourceLayout, YuvToRgb};
@@ -124,10 +123,7 @@ impl GstSource {
     }
 
     fn stopped(&self) -> bool {
-        self.options
-            .stop
-            .as_ref()
-            .is_some_and(|stop| stop.load(Ordering::Relaxed))
+        self.options.stop.is_set()
     }
 
     fn describe_stream(&mut self, sample: &gst::Sample) -> Result<()> {
@@ -179,7 +175,7 @@ impl GstSource {
                 (true, true) => Some(Instant::now() + stall_timeout),
                 (true, false) => None,
             };
-            let reason = match decoder.pull(deadline, self.options.stop.as_deref()) {
+            let reason = match decoder.pull(deadline, &self.options.stop) {
                 Pulled::Sample(sample) => {
                     self.came_up();
                     return Ok(Some(sample));
@@ -217,7 +213,7 @@ impl GstSource {
                     self.options.stream_id,
                     delay.as_secs_f64()
                 );
-                if !sleep_unless_stopped(delay, self.options.stop.as_deref()) {
+                if !sleep_unless_stopped(delay, &self.options.stop) {
                     return Ok(());
                 }
                 outage.attempts += 1;
@@ -338,10 +334,10 @@ impl FrameSource for GstSource {
 }
 
 /// Sleeps, unless told to stop; false when stopped.
-fn sleep_unless_stopped(duration: Duration, stop: Option<&AtomicBool>) -> bool {
+fn sleep_unless_stopped(duration: Duration, stop: &StopSignal) -> bool {
     let deadline = Instant::now() + duration;
     loop {
-        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if stop.is_set() {
             return false;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -381,7 +377,7 @@ impl Decoder {
     }
 
     /// Waits for the next sample, watching the bus so that errors end the wait.
-    fn pull(&self, deadline: Option<Instant>, stop: Option<&AtomicBool>) -> Pulled {
+    fn pull(&self, deadline: Option<Instant>, stop: &StopSignal) -> Pulled {
         loop {
             let poll = gst::ClockTime::from_mseconds(PULL_POLL.as_millis() as u64);
             if let Some(sample) = self.appsink.try_pull_sample(poll) {
@@ -393,7 +389,7 @@ impl Decoder {
             if self.appsink.is_eos() {
                 return Pulled::Eos;
             }
-            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            if stop.is_set() {
                 return Pulled::Stopped;
             }
             if deadline.is_some_and(|d| Instant::now() > d) {

@@ -18,7 +18,7 @@ mod reconnect;
 mod spec;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -67,6 +67,26 @@ pub fn open(spec: &InputSpec, options: &SourceOptions) -> Result<Box<dyn FrameSo
     }
 }
 
+/// Flags that stop a source once any is set: a run's, a stream's own.
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal(Vec<Arc<AtomicBool>>);
+
+impl StopSignal {
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        StopSignal(vec![flag])
+    }
+
+    /// Also stops once `flag` is set.
+    pub fn or(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.0.push(flag);
+        self
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.iter().any(|flag| flag.load(Ordering::Relaxed))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
     pub stream_id: u32,
@@ -83,7 +103,7 @@ pub struct SourceOptions {
     /// Start a file or bounded test pattern again at its end (a fresh pipeline each time).
     pub loop_input: bool,
     /// Once set, waits for frames or reconnects end and `next_frame` returns `Ok(None)`.
-    pub stop: Option<Arc<AtomicBool>>,
+    pub stop: StopSignal,
     /// Video frames may come as NV12 or I420, as decoded (other layouts are converted to one
     /// of those rather than to RGBA); still images stay RGBA.
     pub yuv_frames: bool,
@@ -119,14 +139,15 @@ impl Default for SourceOptions {
             rtsp_transport: None,
             reconnect: ReconnectOptions::default(),
             loop_input: false,
-            stop: None,
+            stop: StopSignal::default(),
             yuv_frames: false,
             status: None,
         }
     }
 }
 
-fn describe(spec: &InputSpec) -> String {
+/// The input as messages and listings name it.
+pub fn describe(spec: &InputSpec) -> String {
     match spec {
         InputSpec::File(p)
         | InputSpec::Image(p)

@@ -63,7 +63,7 @@ pub(super) fn run_batched(
         .enumerate()
     {
         let batch = chunk.len() / INPUT_LEN;
-        model.metrics.batch_size(batch);
+        model.metrics.batch_size(model.task.name(), batch);
         let before = output.len();
         model.engine.run(chunk, batch, output)?;
         let expected = batch * model.layout.item_len();

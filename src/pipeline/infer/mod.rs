@@ -4,9 +4,11 @@
 
 pub mod device;
 #[cfg(feature = "gstreamer")]
+mod gather;
+#[cfg(feature = "gstreamer")]
 mod host;
 #[cfg(feature = "gstreamer")]
 mod stage;
 
 #[cfg(feature = "gstreamer")]
-pub(super) use stage::{Inference, inference_stage, paint_for};
+pub(super) use stage::{Batching, Inference, inference_stage, paint_for};

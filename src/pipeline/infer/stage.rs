@@ -3,21 +3,22 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use super::device::{DenseRequest, FrameRequest, Paint, Persons, PoseRequest};
+use super::gather::Gatherer;
 use super::host::{dump_tensors, run_batched, run_pose};
 use crate::error::Result;
 use crate::metrics::{Metrics, StageStats};
 use crate::pipeline::config::{SegUpsample, View};
 use crate::pipeline::decode::StageOutcome;
-use crate::pipeline::links::Pool;
+use crate::pipeline::links::{Pool, StreamPort};
 use crate::pipeline::models::{Models, TaskModel};
 use crate::pipeline::work::{DenseOutput, PoseOutput, SegOutput, Work};
 use crate::sink::Dumper;
-use crate::tasks::Task;
 use crate::tasks::keypoint_sets;
 use crate::tasks::pose::PersonBox;
+use crate::tasks::{INPUT_LEN, Task};
 
 /// How the models run on each frame.
 #[derive(Clone, Copy)]
@@ -78,13 +79,23 @@ impl InferenceStats {
     }
 }
 
+/// How batches are made across streams.
+#[derive(Clone, Copy)]
+pub(in crate::pipeline) struct Batching {
+    /// Inputs per batch (crops, or frames for the dense models).
+    pub(in crate::pipeline) max_batch: usize,
+    /// How long a batch with a frame waits for the other streams'.
+    pub(in crate::pipeline) timeout: Duration,
+}
+
+/// The shared stage: batches of the streams' frames (see [`Gatherer`]) through the models,
+/// each frame then handed on to its stream's post stage.
 pub(in crate::pipeline) fn inference_stage(
-    prepared: Receiver<Work>,
-    out: Sender<Work>,
+    joining: Receiver<StreamPort>,
     mut models: Models,
     inference: Inference,
-    (input_pool, output_pool): (&Pool, &Pool),
-    dumper: Option<&Dumper>,
+    batching: Batching,
+    dumper: Option<Dumper>,
 ) -> StageOutcome {
     let metrics = [&models.pose, &models.seg, &models.depth, &models.normal]
         .into_iter()
@@ -93,35 +104,169 @@ pub(in crate::pipeline) fn inference_stage(
         .next()
         .expect("a run has at least one model");
     let mut stats = InferenceStats::new(&metrics);
-    for mut work in prepared {
-        let index = work.frame.index;
-        let dump = dumper.filter(|d| d.wants(index));
-        if let Some(dumper) = dump {
-            dumper.frame_png(&work.frame)?;
-        }
-        let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
-        if models.device.is_some() && !inputs_on_host {
-            let detection = stats
-                .gpu_frame
-                .time(|| infer_on_device(&mut work, &mut models, inference))?;
-            if let Some(detection) = detection {
-                stats.detect.record(detection);
+    let mut gatherer = Gatherer::new(joining, batching.max_batch, batching.timeout);
+    let mut scratch = Scratch::default();
+    while let Some(mut batch) = gatherer.next_batch() {
+        let mut on_host = Vec::new();
+        for entry in &mut batch {
+            let work = &mut entry.work;
+            if let Some(dumper) = dumper.as_ref().filter(|d| d.wants(work.frame.index)) {
+                dumper.frame_png(&work.frame)?;
             }
-        } else {
+            let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
+            if models.device.is_some() && !inputs_on_host {
+                let detection = stats
+                    .gpu_frame
+                    .time(|| infer_on_device(work, &mut models, inference))?;
+                if let Some(detection) = detection {
+                    stats.detect.record(detection);
+                }
+            } else {
+                on_host.push(entry);
+            }
+        }
+        let mut frames: Vec<_> = on_host
+            .into_iter()
+            .map(|entry| {
+                let port = gatherer.port_of(entry.port_index());
+                (&mut entry.work, port)
+            })
+            .collect();
+        if let [(work, port)] = &mut frames[..] {
+            let dump = dumper.as_ref().filter(|d| d.wants(work.frame.index));
+            let pools = (&port.input_pool, &port.output_pool);
             infer_on_host(
-                &mut work,
+                work,
                 &mut models,
                 &mut stats,
                 inference.flip_test,
-                (input_pool, output_pool),
+                pools,
                 dump,
             )?;
+        } else if !frames.is_empty() {
+            let flip_test = inference.flip_test;
+            infer_batch_on_host(
+                &mut frames,
+                &mut models,
+                &mut stats,
+                flip_test,
+                &mut scratch,
+            )?;
         }
-        if out.send(work).is_err() {
-            break;
-        }
+        gatherer.dispatch(batch);
     }
     Ok((0, stats.ran()))
+}
+
+/// The batched calls' inputs and outputs, kept from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+/// Frames of several streams through host buffers in shared calls: every crop in one pose
+/// call (in chunks of the model's batch), the frames in one call per dense model; each frame's
+/// outputs copied into its own stream's buffers.
+fn infer_batch_on_host(
+    frames: &mut [(&mut Work, &StreamPort)],
+    models: &mut Models,
+    stats: &mut InferenceStats,
+    flip_test: bool,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    if let Some(model) = models.pose.as_mut() {
+        let persons = gather_inputs(frames, &mut scratch.input, |w| w.pose_input.take());
+        let total: usize = persons.iter().flatten().sum();
+        let (input_pool, output_pool) = (&frames[0].1.input_pool, &frames[0].1.output_pool);
+        stats.pose.time(|| {
+            let output = &mut scratch.output;
+            run_pose(
+                model,
+                &scratch.input,
+                total,
+                flip_test,
+                input_pool,
+                output_pool,
+                output,
+            )
+        })?;
+        let item = model.layout.item_len();
+        scatter_outputs(frames, &persons, item, &scratch.output, |work, heatmaps| {
+            work.pose = Some(PoseOutput::Heatmaps(heatmaps))
+        });
+    }
+    let dense = [
+        (Task::Seg, models.seg.as_mut(), &mut stats.seg),
+        (Task::Depth, models.depth.as_mut(), &mut stats.depth),
+        (Task::Normal, models.normal.as_mut(), &mut stats.normal),
+    ];
+    let mut inputs: Vec<Option<Vec<f32>>> = frames
+        .iter_mut()
+        .map(|(work, _)| work.dense_input.take())
+        .collect();
+    let counts: Vec<Option<usize>> = inputs.iter().map(|i| i.as_ref().map(|_| 1)).collect();
+    scratch.input.clear();
+    for input in inputs.iter().flatten() {
+        scratch.input.extend_from_slice(&input[..INPUT_LEN]);
+    }
+    let items = counts.iter().flatten().count();
+    for (task, model, stats) in dense {
+        let Some(model) = model.filter(|_| items > 0) else {
+            continue;
+        };
+        stats.time(|| run_batched(model, &scratch.input, items, &mut scratch.output))?;
+        let item = model.layout.item_len();
+        scatter_outputs(frames, &counts, item, &scratch.output, |work, output| {
+            work.set_dense_output(task, output)
+        });
+    }
+    for ((_, port), input) in frames.iter().zip(&mut inputs) {
+        if let Some(input) = input.take() {
+            port.input_pool.put(input);
+        }
+    }
+    Ok(())
+}
+
+/// Each frame's input (`take`n from it) appended to `batch`, the buffer back to its pool; the
+/// items each frame brought, `None` for a frame without this input.
+fn gather_inputs(
+    frames: &mut [(&mut Work, &StreamPort)],
+    batch: &mut Vec<f32>,
+    take: impl Fn(&mut Work) -> Option<Vec<f32>>,
+) -> Vec<Option<usize>> {
+    batch.clear();
+    frames
+        .iter_mut()
+        .map(|(work, port)| {
+            let input = take(work)?;
+            let items = input.len() / INPUT_LEN;
+            batch.extend_from_slice(&input[..items * INPUT_LEN]);
+            port.input_pool.put(input);
+            Some(items)
+        })
+        .collect()
+}
+
+/// The batch's output split back: each frame's items, `item` values each, copied into a buffer
+/// of its stream's pool and handed to `keep`.
+fn scatter_outputs(
+    frames: &mut [(&mut Work, &StreamPort)],
+    items: &[Option<usize>],
+    item: usize,
+    output: &[f32],
+    keep: impl Fn(&mut Work, Vec<f32>),
+) {
+    let mut offset = 0;
+    for ((work, port), count) in frames.iter_mut().zip(items) {
+        let Some(count) = count else { continue };
+        let len = count * item;
+        let mut own = port.output_pool.get(len);
+        own.copy_from_slice(&output[offset..offset + len]);
+        offset += len;
+        keep(work, own);
+    }
 }
 
 /// Every model of a frame through host buffers: the inputs go back to their pool, the outputs
