@@ -30,7 +30,6 @@ mod defaults {
     pub const THREADS: usize = 0;
     pub const DUMP_FRAMES: u64 = 1;
     pub const KEYPOINT_THRESHOLD: f32 = 0.3;
-    pub const MAX_BATCH: usize = 8;
     /// nvstreammux's advice is a frame interval; a tenth of a 10 fps camera's costs little
     /// latency and catches frames that are a moment behind.
     pub const BATCH_TIMEOUT_MS: u64 = 10;
@@ -101,7 +100,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
                 .transpose()?
                 .unwrap_or_default(),
             dense_dir: args.dense_dir,
-            max_batch: args.max_batch.unwrap_or(defaults::MAX_BATCH),
+            max_batch: args.max_batch,
             batch_timeout: Duration::from_millis(
                 args.batch_timeout_ms.unwrap_or(defaults::BATCH_TIMEOUT_MS),
             ),

@@ -204,8 +204,10 @@ pub struct PipelineConfig {
     pub dense_dir: Option<PathBuf>,
     /// Body-part classes whose union is written as a mask per frame (needs `dense_dir`).
     pub mask_classes: Vec<u8>,
-    /// Person crops per pose inference call (frames per dense call), over every stream.
-    pub max_batch: usize,
+    /// Person crops per pose inference call (frames per dense call), over every stream; `None`:
+    /// 8 on a GPU, 1 on the CPU, where a larger batch runs no faster and holds activations for
+    /// every input at once (`benches/README.md`, issue 13).
+    pub max_batch: Option<usize>,
     /// How long a batch waits for the other streams' frames once it has one.
     pub batch_timeout: Duration,
     pub max_frames: Option<u64>,

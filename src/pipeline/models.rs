@@ -84,6 +84,8 @@ pub(super) struct Models {
     /// On a GPU with its kernels: model inputs made, and outputs decoded, on the device. Last,
     /// so it drops after the engines: its bound batches hold their sessions' last references.
     pub(super) device: Option<DeviceInference>,
+    /// Inputs per batch over the streams (`--max-batch`, or the device's default).
+    pub(super) batch: usize,
 }
 
 impl Models {
@@ -112,12 +114,22 @@ pub(super) struct ModelSummary {
     pub(super) normal_layout: Option<OutputLayout>,
 }
 
+/// `--max-batch` unless given: a GPU runs a batch in about the time of one input.
+const GPU_BATCH: usize = 8;
+/// On the CPU a batch takes as long as its inputs one by one, and holds the activations of
+/// every input at once (about 200 MB each for the tiny pose model).
+const CPU_BATCH: usize = 1;
+
 pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models> {
     let environment = runtime::environment(config.ort_lib.as_deref())?;
     let selection = crate::engine::select(config.execution, || {
         Capabilities::probe(config.ort_lib.as_deref())
     })?;
     tracing::info!("{}", selection.describe(config.execution));
+    let on_gpu = selection.execution.device().is_some();
+    let batch = config
+        .max_batch
+        .unwrap_or(if on_gpu { GPU_BATCH } else { CPU_BATCH });
     let gpu = selection.execution.device().and_then(open_kernels);
     let compute_stream = gpu.as_ref().map(|g| ComputeStream(g.stream().clone()));
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
@@ -127,7 +139,7 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
             execution: selection.execution,
             // Dense tasks run one frame at a time, unless frames of several streams batch.
             max_batch: if task == Task::Pose || config.many_streams() {
-                config.max_batch
+                batch
             } else {
                 1
             },
@@ -137,7 +149,7 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         let engine = OnnxEngine::load(path, environment, &options)?;
         let layout = validate_model(task, engine.info())?;
         tracing::info!(task = task.name(), model = %path.display(), provider = %engine.info().provider, "model loaded");
-        let max_batch = engine.info().input_shape[0].unwrap_or(config.max_batch.max(1));
+        let max_batch = engine.info().input_shape[0].unwrap_or(batch.max(1));
         Ok(Some(TaskModel {
             task,
             engine: Box::new(engine),
@@ -166,6 +178,7 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         normal: load(Task::Normal, &config.models.normal)?,
         detector,
         device: gpu.map(DeviceInference::new),
+        batch,
     })
 }
 

@@ -38,7 +38,7 @@ impl Started<'_> {
         let started = Instant::now();
         let (inference, post) = frame_options(config);
         let batching = Batching {
-            max_batch: config.max_batch,
+            max_batch: models.batch,
             timeout: config.batch_timeout,
         };
         let (joining, joined) = unbounded();
