@@ -250,9 +250,6 @@ impl StreamHandle {
                 }
             }
         }
-        if let Some(error) = &outcome.error {
-            tracing::error!("stream {}: {error}", outcome.name);
-        }
         outcome
     }
 }

@@ -92,7 +92,7 @@ impl Streams {
             registry.running.remove(position)
         };
         handle.stop();
-        let outcome = handle.join();
+        let outcome = self.ended(handle);
         tracing::info!(stream = %name, frames = outcome.frames_out, "stream stopped");
         self.lock().ended.push(outcome);
         self.changed.notify_all();
@@ -117,7 +117,7 @@ impl Streams {
                 .into_iter()
                 .partition(StreamHandle::is_finished);
             registry.running = running;
-            let outcomes: Vec<_> = done.into_iter().map(StreamHandle::join).collect();
+            let outcomes: Vec<_> = done.into_iter().map(|h| self.ended(h)).collect();
             registry.ended.extend(outcomes);
             let idle = registry.running.is_empty() && registry.starting.is_empty();
             if idle && (stopping || !keep_open) {
@@ -137,13 +137,35 @@ impl Streams {
         let running = {
             let mut registry = self.lock();
             registry.joining = None;
+            // A stream still opening joins the others before they are stopped.
+            while !registry.starting.is_empty() {
+                registry = self
+                    .changed
+                    .wait_timeout(registry, REAP_EVERY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
             std::mem::take(&mut registry.running)
         };
         running.iter().for_each(StreamHandle::stop);
-        let outcomes: Vec<_> = running.into_iter().map(StreamHandle::join).collect();
+        let outcomes: Vec<_> = running.into_iter().map(|h| self.ended(h)).collect();
         let mut registry = self.lock();
         registry.ended.extend(outcomes);
         std::mem::take(&mut registry.ended)
+    }
+
+    /// A stream's outcome once its threads are over; with other streams, its error is logged
+    /// now (a run of one stream ends with it).
+    fn ended(&self, handle: StreamHandle) -> StreamOutcome {
+        let outcome = handle.join();
+        if let Some(error) = outcome
+            .error
+            .as_ref()
+            .filter(|_| self.shared.config.splits_per_stream())
+        {
+            tracing::error!("stream {}: {error}", outcome.name);
+        }
+        outcome
     }
 
     fn list(&self) -> Vec<StreamEntry> {
