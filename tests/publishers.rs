@@ -669,3 +669,47 @@ fn osc_track_events_follow_the_documented_layout() {
         ]
     );
 }
+
+#[test]
+fn mqtt_streams_have_topics_of_their_own() {
+    let broker = Broker::start();
+    let config = MqttConfig {
+        per_stream: true,
+        ..config(&broker, "site", MqttQos::AtLeastOnce)
+    };
+    let subscriber = Subscriber::start(broker.port, "sub-site", &["site/#"]);
+    let mut publisher = MqttPublisher::start(&config).unwrap();
+    let door = StreamId::new(1, "door");
+    let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let down = StreamStatusMessage::down(&door, "no frame for 5 s", 0, at);
+    publisher
+        .publish_status(&PublishedStatus::new(&down))
+        .unwrap();
+    let mut results = Vec::new();
+    for (index, stream) in [(0, "hall"), (1, "door"), (0, "hall")] {
+        let mut result = frame_result(results.len() as u64, index, Vec::new());
+        result.stream_name = stream.to_owned();
+        publisher.publish(&Published::new(&result)).unwrap();
+        results.push(result);
+    }
+    Box::new(publisher).finish().unwrap();
+
+    // `offline` comes last, after everything the publisher queued.
+    let (_, others) = subscriber.collect("site/status", 2);
+    let on = |topic: &str| -> Vec<Vec<u8>> {
+        others
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, payload)| payload.clone())
+            .collect()
+    };
+    assert_eq!(
+        on("site/door/stream"),
+        [Vec::new(), serde_json::to_vec(&down).unwrap()],
+        "the stream's retained status cleared before its first"
+    );
+    assert_eq!(on("site/hall/stream"), [Vec::<u8>::new()]);
+    assert_eq!(on("site/hall"), [json(&results[0]), json(&results[2])]);
+    assert_eq!(on("site/door"), [json(&results[1])]);
+    assert!(on("site/stream").is_empty(), "no shared stream topic");
+}

@@ -35,21 +35,6 @@ const OUTAGE: Duration = Duration::from_secs(5);
 /// RSS growth allowed over two reconnects.
 const RSS_GROWTH_LIMIT_KB: u64 = 30 * 1024;
 
-impl Sapiens {
-    /// The simulated camera: a test pattern, through the model, served on rtsp://127.0.0.1:PORT/cam.
-    fn camera(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Self {
-        let output = format!("rtsp://127.0.0.1:{port}/cam");
-        let mut args = vec!["--input", CAMERA, "--output", output.as_str()];
-        args.extend(extra);
-        let camera = Sapiens::start(dir, name, &args);
-        wait_for(&format!("camera {name} listening"), || {
-            camera.assert_running();
-            camera.log().contains("serving the overlay video on")
-        });
-        camera
-    }
-}
-
 fn read_complete_results(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(
@@ -166,7 +151,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
     let stream_topic = "cam/stream";
     let mqtt_live = Subscriber::start(broker.port, "live", &[stream_topic, "cam"]);
 
-    let mut camera = Sapiens::camera(d, "camera-1", port, &[]);
+    let mut camera = Sapiens::camera(d, "camera-1", port, CAMERA, &[]);
     let viewer = Sapiens::start(
         d,
         "viewer",
@@ -232,7 +217,7 @@ fn camera_that_drops_and_returns_twice_is_followed() {
             "up while the camera is off"
         );
 
-        camera = Sapiens::camera(d, &format!("camera-{}", round + 1), port, &[]);
+        camera = Sapiens::camera(d, &format!("camera-{}", round + 1), port, CAMERA, &[]);
         let before = complete_lines(&results);
         wait_for("the viewer to report the stream up and resume", || {
             viewer.count_in_log("stream 0 up") == round && complete_lines(&results) >= before + 5
@@ -339,6 +324,7 @@ fn two_clients_at_once_and_nobody_watching_never_stall_the_camera() {
         d,
         "camera",
         port,
+        CAMERA,
         &[
             "--results",
             camera_results.to_str().unwrap(),

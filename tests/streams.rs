@@ -97,6 +97,8 @@ fn offline_streams_match_runs_of_their_own_in_fewer_pose_calls() {
         "out/{name}.mp4",
         "--batch-timeout-ms",
         "200",
+        "--max-batch",
+        "8",
         "--no-progress",
     ]);
     let output = sapiens(d, &args);
@@ -274,6 +276,14 @@ fn streams_are_added_and_removed_over_http() {
         run.assert_running();
         frames_of(&results, "cam1").len() >= 3 && frames_of(&results, "cam2").len() >= 3
     });
+    let followed = format!("ws://127.0.0.1:{port}/ws?stream=cam2&token={TOKEN}");
+    let (mut socket, _) = tungstenite::connect(followed.as_str()).unwrap();
+    for _ in 0..4 {
+        let message: Value =
+            serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(message["stream_name"], "cam2", "?stream=cam2: {message}");
+    }
+    drop(socket);
     let (status, body) = request("GET", &url("/streams"), None);
     assert_eq!(status, 200);
     let listed: Vec<Value> = serde_json::from_str(&body).unwrap();
@@ -344,24 +354,8 @@ fn rates(port: &str, window: Duration) -> BTreeMap<String, f64> {
 
 /// A camera: `sapiens-stream` serving a test pattern through the model on RTSP.
 fn camera(dir: &Path, name: &str, port: u16) -> Sapiens {
-    let output = format!("rtsp://127.0.0.1:{port}/cam");
-    let camera = Sapiens::start(
-        dir,
-        name,
-        &[
-            "--input",
-            "test://ball?width=160&height=120&fps=10",
-            "--output",
-            &output,
-            "--threads",
-            "1",
-        ],
-    );
-    wait_for(&format!("camera {name} listening"), || {
-        camera.assert_running();
-        camera.log().contains("serving the overlay video on")
-    });
-    camera
+    let pattern = "test://ball?width=160&height=120&fps=10";
+    Sapiens::camera(dir, name, port, pattern, &["--threads", "1"])
 }
 
 #[test]

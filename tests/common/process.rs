@@ -49,6 +49,19 @@ impl Sapiens {
         Sapiens { child, stderr }
     }
 
+    /// A simulated camera: `input` through the model, served on rtsp://127.0.0.1:PORT/cam.
+    pub fn camera(dir: &Path, name: &str, port: u16, input: &str, extra: &[&str]) -> Self {
+        let output = format!("rtsp://127.0.0.1:{port}/cam");
+        let mut args = vec!["--input", input, "--output", output.as_str()];
+        args.extend(extra);
+        let camera = Sapiens::start(dir, name, &args);
+        wait_for(&format!("camera {name} listening"), || {
+            camera.assert_running();
+            camera.log().contains("serving the overlay video on")
+        });
+        camera
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
