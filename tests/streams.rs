@@ -467,3 +467,62 @@ fn streams_serve_their_overlays_on_one_rtsp_port() {
     let status = run.terminate();
     assert!(status.success(), "exit {status:?}");
 }
+
+#[test]
+fn a_stream_that_ends_ends_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let cam = camera(d, "cam", port);
+    let http = free_port().to_string();
+    let camera_input = format!("cam=rtsp://127.0.0.1:{port}/cam");
+    let viewer = Sapiens::start(
+        d,
+        "viewer",
+        &[
+            "--input",
+            &camera_input,
+            "--input",
+            "pattern=test://ball?width=160&height=120&fps=10",
+            "--reconnect",
+            "never",
+            "--rtsp-transport",
+            "tcp",
+            "--http",
+            &http,
+        ],
+    );
+    let listed = || -> Vec<String> {
+        let body = ureq::get(&format!("http://127.0.0.1:{http}/streams"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let streams: Vec<Value> = serde_json::from_str(&body).unwrap();
+        streams
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_for("both streams' results", || {
+        viewer.assert_running();
+        ureq::get(&format!("http://127.0.0.1:{http}/metrics"))
+            .call()
+            .is_ok()
+            && frames_out(&http).values().filter(|n| **n >= 3.0).count() == 2
+    });
+    // Its camera gone and no reconnecting: the stream ends, the run goes on with the other.
+    cam.kill_hard();
+    wait_for("the camera's stream to end", || {
+        viewer.assert_running();
+        listed() == ["pattern"]
+    });
+    let before = frames_out(&http)["pattern"];
+    wait_for("the pattern to go on", || {
+        viewer.assert_running();
+        frames_out(&http)["pattern"] >= before + 10.0
+    });
+    let status = viewer.terminate();
+    assert!(status.success(), "exit {status:?}:\n{}", viewer_log(d));
+}

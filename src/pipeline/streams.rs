@@ -93,7 +93,6 @@ impl Streams {
         };
         handle.stop();
         let outcome = self.ended(handle);
-        tracing::info!(stream = %name, frames = outcome.frames_out, "stream stopped");
         self.lock().ended.push(outcome);
         self.changed.notify_all();
         true
@@ -158,6 +157,7 @@ impl Streams {
     /// now (a run of one stream ends with it).
     fn ended(&self, handle: StreamHandle) -> StreamOutcome {
         let outcome = handle.join();
+        tracing::info!(stream = %outcome.name, frames = outcome.frames_out, "stream ended");
         if let Some(error) = outcome
             .error
             .as_ref()
