@@ -161,7 +161,10 @@ impl StreamHandle {
                 input_pool,
                 output_pool: output_pool.clone(),
             })
-            .map_err(|_| Error::Gstreamer("the run is ending: no stream can join".into()))?;
+            .map_err(|_| Error::InputInvalid {
+                input: spec.name.clone(),
+                reason: "the run is ending: no stream can start".into(),
+            })?;
 
         let name = &spec.name;
         let max_frames = config.max_frames;

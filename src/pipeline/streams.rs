@@ -188,7 +188,10 @@ impl Refused {
                 input: name.into(),
                 reason: "two streams have this name".into(),
             },
-            Refused::Closed => Error::Gstreamer("the run is ending: no stream can start".into()),
+            Refused::Closed => Error::InputInvalid {
+                input: name.into(),
+                reason: "the run is ending: no stream can start".into(),
+            },
             Refused::Failed(error) => error,
         }
     }
