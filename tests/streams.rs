@@ -1,4 +1,4 @@
-//! Many streams in one process, with the real binary: offline inputs give each stream the
+//! Many streams in one process, with the real binary: four offline inputs give each stream the
 //! results of a run of its own, in fewer pose calls than crops; four live streams (two RTSP
 //! cameras served by `sapiens-stream` itself, a test pattern, a file) keep their pace while a
 //! camera is lost and come back with it; streams added and removed over HTTP; settings that
@@ -57,8 +57,14 @@ fn offline_streams_match_runs_of_their_own_in_fewer_pose_calls() {
     let d = dir.path();
     make_clip(&d.join("a.mp4"), 9, 320, 240);
     make_clip(&d.join("b.mp4"), 7, 256, 192);
-    let pattern = "test://smpte?width=288&height=216&fps=30&frames=8";
-    let inputs = [("a", "a.mp4"), ("b", "b.mp4"), ("c", pattern)];
+    let smpte = "test://smpte?width=288&height=216&fps=30&frames=8";
+    let gradient = "test://gradient?width=200&height=150&fps=30&frames=6";
+    let inputs = [
+        ("a", "a.mp4"),
+        ("b", "b.mp4"),
+        ("c", smpte),
+        ("d", gradient),
+    ];
     let model = pose_model();
 
     let mut alone = BTreeMap::new();
@@ -131,7 +137,7 @@ fn offline_streams_match_runs_of_their_own_in_fewer_pose_calls() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let crops = stage_frames(&stderr, "sink");
     let calls = stage_frames(&stderr, "pose infer");
-    assert_eq!(crops, 24);
+    assert_eq!(crops, 30);
     assert!(
         calls < crops,
         "{calls} pose calls for {crops} crops:\n{stderr}"
