@@ -149,7 +149,7 @@ fn open_publishers(config: &PipelineConfig, metrics: &Metrics) -> Result<Vec<Box
     Ok(publishers)
 }
 
-/// A bar without a length yet: it is set once the streams are open ([`set_progress_length`]).
+/// A bar without a length yet: it is set once the streams are open.
 fn progress_bar(config: &PipelineConfig) -> Option<indicatif::ProgressBar> {
     if !config.progress || !std::io::stderr().is_terminal() {
         return None;
@@ -161,21 +161,4 @@ fn progress_bar(config: &PipelineConfig) -> Option<indicatif::ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
-}
-
-/// The frames the streams expect in all (each up to `--max-frames`), when each knows.
-pub(super) fn set_progress_length(
-    bar: &indicatif::ProgressBar,
-    config: &PipelineConfig,
-    expected: Option<u64>,
-) {
-    let per_stream = config.max_frames;
-    let streams = config.streams.len() as u64;
-    let total = match (expected, per_stream) {
-        (Some(expected), Some(max)) => Some(expected.min(max * streams)),
-        (expected, max) => expected.or(max.map(|m| m * streams)),
-    };
-    if let Some(total) = total {
-        bar.set_length(total);
-    }
 }

@@ -157,6 +157,22 @@ pub fn is_stream_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A well-formed stream name, else why not.
+pub(super) fn check_stream_name(name: &str) -> Result<()> {
+    if is_stream_name(name) {
+        return Ok(());
+    }
+    Err(invalid(
+        &format!("name {name:?}"),
+        "a stream name is made of letters, digits, '_' and '-'",
+    ))
+}
+
+/// Two streams under one name.
+pub(super) fn name_in_use(name: &str) -> Error {
+    invalid(name, "two streams have this name")
+}
+
 /// `template` with every `{name}` replaced by the stream's name.
 pub fn for_stream(template: &str, name: &str) -> String {
     template.replace(NAME_PLACEHOLDER, name)
@@ -273,14 +289,9 @@ impl PipelineConfig {
         }
         let mut names = std::collections::HashSet::new();
         for stream in &self.streams {
-            if !is_stream_name(&stream.name) {
-                return Err(invalid(
-                    &stream.name,
-                    "a stream name is made of letters, digits, '_' and '-'",
-                ));
-            }
+            check_stream_name(&stream.name)?;
             if !names.insert(&stream.name) {
-                return Err(invalid(&stream.name, "two streams have this name"));
+                return Err(name_in_use(&stream.name));
             }
         }
         if self.streams.len() < 2 {

@@ -4,13 +4,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::links::Handoff;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::metrics::{Metrics, StageStats};
 use crate::source::{FrameSource, StopSignal};
 
 /// What a stage hands back when it ends: frames it counted (when it counts them) and its timings.
 pub(super) type StageOutcome = Result<(u64, Vec<StageStats>)>;
+
+/// Waits for a stage's thread; a panic in it becomes an error.
+pub(super) fn join_stage(thread: std::thread::JoinHandle<StageOutcome>) -> StageOutcome {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(Error::Gstreamer("a pipeline stage panicked".into())))
+}
 
 pub(super) fn decode_stage(
     mut source: Box<dyn FrameSource>,

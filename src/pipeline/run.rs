@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use crossbeam_channel::unbounded;
 
-use super::build::{Started, set_progress_length};
+use super::build::Started;
 use super::config::PipelineConfig;
-use super::decode::StageOutcome;
+use super::decode::join_stage;
 use super::deliver::CAPTURE_TO_PUBLISH;
 use super::infer::{Batching, Inference, inference_stage, paint_for};
 use super::post::PostOptions;
@@ -70,8 +70,9 @@ impl Started<'_> {
                 .map_err(|refused| refused.into_error(&spec.name))
         });
         if opened.is_ok() {
-            if let Some(bar) = &shared.progress {
-                set_progress_length(bar, config, streams.expected_frames());
+            let expected = streams.expected_frames(config.max_frames);
+            if let (Some(bar), Some(total)) = (&shared.progress, expected) {
+                bar.set_length(total);
             }
             if let Some(server) = &server {
                 server.control_streams(streams.clone());
@@ -79,7 +80,7 @@ impl Started<'_> {
             streams.wait(&config.stop, config.streams.is_empty());
         }
         let outcomes = streams.close();
-        let inferred = join(inference_thread);
+        let inferred = join_stage(inference_thread);
         let shared_publishers = std::mem::take(
             &mut *shared
                 .publishers
@@ -187,10 +188,4 @@ fn frame_options(config: &PipelineConfig) -> (Inference, PostOptions) {
         frame_hub: None,
     };
     (inference, post)
-}
-
-fn join(handle: thread::JoinHandle<StageOutcome>) -> StageOutcome {
-    handle
-        .join()
-        .unwrap_or_else(|_| Err(Error::Gstreamer("a pipeline stage panicked".into())))
 }

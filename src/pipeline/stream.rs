@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{Sender, TrySendError, bounded};
 
 use super::config::{PipelineConfig, Scheduling, StreamSpec};
-use super::decode::{StageOutcome, decode_stage};
+use super::decode::{StageOutcome, decode_stage, join_stage};
 use super::deliver::{Delivering, SharedPublishers, StreamPublishers, deliver_stage};
 use super::links::{CHANNEL_DEPTH, Drops, Pool, StreamPort, stage_links};
 use super::models::{ModelSummary, PersonFinder};
@@ -161,10 +161,7 @@ impl StreamHandle {
                 input_pool,
                 output_pool: output_pool.clone(),
             })
-            .map_err(|_| Error::InputInvalid {
-                input: spec.name.clone(),
-                reason: "the run is ending: no stream can start".into(),
-            })?;
+            .map_err(|_| run_ending(&spec.name))?;
 
         let name = &spec.name;
         let max_frames = config.max_frames;
@@ -236,10 +233,7 @@ impl StreamHandle {
         };
         let last = self.threads.len() - 1;
         for (position, thread) in self.threads.into_iter().enumerate() {
-            let result = thread
-                .join()
-                .unwrap_or_else(|_| Err(Error::Gstreamer("a pipeline stage panicked".into())));
-            match result {
+            match join_stage(thread) {
                 Ok((frames, stages)) => {
                     match position {
                         0 => outcome.frames_in = frames,
@@ -254,6 +248,14 @@ impl StreamHandle {
             }
         }
         outcome
+    }
+}
+
+/// Why a stream cannot start once the run's inference stage is gone.
+pub(super) fn run_ending(name: &str) -> Error {
+    Error::InputInvalid {
+        input: name.into(),
+        reason: "the run is ending: no stream can start".into(),
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use super::config::{Scheduling, StreamSpec};
+use super::config::{Scheduling, StreamSpec, check_stream_name, name_in_use};
 use super::links::StreamPort;
-use super::stream::{RunShared, StreamHandle, StreamOutcome};
+use super::stream::{RunShared, StreamHandle, StreamOutcome, run_ending};
 use crate::error::{Error, Result};
 use crate::publish::server::{StreamControl, StreamControlError, StreamEntry, StreamRequest};
 use crate::sink::OutputSpec;
@@ -98,9 +98,19 @@ impl Streams {
         true
     }
 
-    /// Frames the streams started so far expect in all, when each knows.
-    pub(super) fn expected_frames(&self) -> Option<u64> {
-        self.lock().running.iter().map(|s| s.expected_frames).sum()
+    /// Frames the streams started so far will deliver in all (each up to `max_frames`), when
+    /// each knows.
+    pub(super) fn expected_frames(&self, max_frames: Option<u64>) -> Option<u64> {
+        let each = |expected: Option<u64>| match (expected, max_frames) {
+            (Some(expected), Some(max)) => Some(expected.min(max)),
+            (expected, max) => expected.or(max),
+        };
+        self.lock()
+            .running
+            .iter()
+            .map(|s| each(s.expected_frames))
+            .sum::<Option<u64>>()
+            .filter(|total| *total > 0)
     }
 
     /// Runs until every stream has ended; with `keep_open` (a run that waits for streams over
@@ -184,14 +194,8 @@ impl Refused {
     /// As the command line reports it.
     pub(super) fn into_error(self, name: &str) -> Error {
         match self {
-            Refused::InUse => Error::InputInvalid {
-                input: name.into(),
-                reason: "two streams have this name".into(),
-            },
-            Refused::Closed => Error::InputInvalid {
-                input: name.into(),
-                reason: "the run is ending: no stream can start".into(),
-            },
+            Refused::InUse => name_in_use(name),
+            Refused::Closed => run_ending(name),
             Refused::Failed(error) => error,
         }
     }
@@ -234,12 +238,7 @@ impl StreamControl for Streams {
 
 /// A `POST /streams` body as a stream: a well-formed name, an input, its own output if any.
 fn stream_spec(request: &StreamRequest) -> Result<StreamSpec> {
-    if !super::config::is_stream_name(&request.name) {
-        return Err(Error::InputInvalid {
-            input: format!("name {:?}", request.name),
-            reason: "a stream name is made of letters, digits, '_' and '-'".into(),
-        });
-    }
+    check_stream_name(&request.name)?;
     let input = InputSpec::parse(&request.input)?;
     let outputs = request
         .output

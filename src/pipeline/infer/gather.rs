@@ -76,7 +76,7 @@ impl Gatherer {
         let mut deadline = None;
         loop {
             self.take_joining();
-            inputs += self.take_ready(&mut batch, inputs);
+            self.take_ready(&mut batch, &mut inputs);
             if batch.is_empty() {
                 // No entry points into the ports: an ended stream's post stage is let go now.
                 self.ports.retain(|p| !p.ended);
@@ -134,12 +134,11 @@ impl Gatherer {
             .filter(move |&i| !self.ports[i].ended && !batch.iter().any(|e| e.port == i))
     }
 
-    /// Takes the frames that are ready, a stream at a time; the inputs they bring.
-    fn take_ready(&mut self, batch: &mut Vec<Entry>, mut inputs: usize) -> usize {
-        let before = inputs;
+    /// Takes the frames that are ready, a stream at a time, counting the inputs they bring.
+    fn take_ready(&mut self, batch: &mut Vec<Entry>, inputs: &mut usize) {
         let candidates: Vec<usize> = self.waiting_ports(batch).collect();
         for index in candidates {
-            if inputs >= self.max_batch {
+            if *inputs >= self.max_batch {
                 break;
             }
             let port = &mut self.ports[index];
@@ -148,14 +147,13 @@ impl Gatherer {
             }
             match port.port.prepared.try_recv() {
                 Ok(work) => {
-                    inputs += work.batch_inputs();
+                    *inputs += work.batch_inputs();
                     batch.push(Entry { port: index, work });
                 }
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => port.ended = true,
             }
         }
-        inputs - before
     }
 
     /// Waits until a stream not in the batch may have a frame, a stream joins, or `deadline`.

@@ -201,16 +201,8 @@ fn infer_batch_on_host(
         (Task::Depth, models.depth.as_mut(), &mut stats.depth),
         (Task::Normal, models.normal.as_mut(), &mut stats.normal),
     ];
-    let mut inputs: Vec<Option<Vec<f32>>> = frames
-        .iter_mut()
-        .map(|(work, _)| work.dense_input.take())
-        .collect();
-    let counts: Vec<Option<usize>> = inputs.iter().map(|i| i.as_ref().map(|_| 1)).collect();
-    scratch.input.clear();
-    for input in inputs.iter().flatten() {
-        scratch.input.extend_from_slice(&input[..INPUT_LEN]);
-    }
-    let items = counts.iter().flatten().count();
+    let counts = gather_inputs(frames, &mut scratch.input, |w| w.dense_input.take());
+    let items: usize = counts.iter().flatten().sum();
     for (task, model, stats) in dense {
         let Some(model) = model.filter(|_| items > 0) else {
             continue;
@@ -220,11 +212,6 @@ fn infer_batch_on_host(
         scatter_outputs(frames, &counts, item, &scratch.output, |work, output| {
             work.set_dense_output(task, output)
         });
-    }
-    for ((_, port), input) in frames.iter().zip(&mut inputs) {
-        if let Some(input) = input.take() {
-            port.input_pool.put(input);
-        }
     }
     Ok(())
 }
