@@ -255,22 +255,26 @@ impl StreamStatusMessage {
     }
 }
 
-/// A status change as every publisher sees it: the message and its JSON, serialized once.
-pub struct PublishedStatus<'a> {
-    pub message: &'a StreamStatusMessage,
+/// A message beside the results (a status change, a track event) as every publisher sees it:
+/// the message and its JSON, serialized once.
+pub struct PublishedMessage<'a, T> {
+    pub message: &'a T,
     pub json: Arc<str>,
 }
 
-impl<'a> PublishedStatus<'a> {
-    pub fn new(message: &'a StreamStatusMessage) -> Self {
+impl<'a, T: Serialize> PublishedMessage<'a, T> {
+    pub fn new(message: &'a T) -> Self {
         let json = serde_json::to_string(message)
-            .expect("a StreamStatusMessage always serializes: string keys, no fallible fields");
-        PublishedStatus {
+            .expect("status and track messages always serialize: string keys, finite numbers");
+        PublishedMessage {
             message,
             json: json.into(),
         }
     }
 }
+
+/// A status change as every publisher sees it.
+pub type PublishedStatus<'a> = PublishedMessage<'a, StreamStatusMessage>;
 
 /// A track confirmed or lost, as published next to the results (documented in the README,
 /// "Track events").
@@ -305,22 +309,8 @@ impl TrackMessage {
     }
 }
 
-/// A track event as every publisher sees it: the message and its JSON, serialized once.
-pub struct PublishedTrack<'a> {
-    pub message: &'a TrackMessage,
-    pub json: Arc<str>,
-}
-
-impl<'a> PublishedTrack<'a> {
-    pub fn new(message: &'a TrackMessage) -> Self {
-        let json = serde_json::to_string(message)
-            .expect("a TrackMessage always serializes: string keys, finite times");
-        PublishedTrack {
-            message,
-            json: json.into(),
-        }
-    }
-}
+/// A track event as every publisher sees it.
+pub type PublishedTrack<'a> = PublishedMessage<'a, TrackMessage>;
 
 /// One processed frame as every publisher sees it: the structured result and its JSON, serialized
 /// once (shared, so a publisher that fans out to many clients need not copy it).

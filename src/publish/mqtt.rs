@@ -464,7 +464,7 @@ impl Feeder {
             // An error means the connection thread is gone (abandoned): nothing can be sent.
             let sent = select! {
                 recv(statuses) -> status => match status {
-                    Ok(payload) => self.publish_stream_status(payload),
+                    Ok(message) => self.publish_event(message, Retained::Yes),
                     // Closed just before the results in `finish`; what it held was taken.
                     Err(_) => {
                         statuses = crossbeam_channel::never();
@@ -472,7 +472,7 @@ impl Feeder {
                     }
                 },
                 recv(tracks) -> track => match track {
-                    Ok(payload) => self.publish_track(payload),
+                    Ok(message) => self.publish_event(message, Retained::No),
                     Err(_) => {
                         tracks = crossbeam_channel::never();
                         Ok(())
@@ -487,13 +487,10 @@ impl Feeder {
                 return;
             }
         }
-        for payload in statuses.try_iter() {
-            if self.publish_stream_status(payload).is_err() {
-                return;
-            }
-        }
-        for payload in tracks.try_iter() {
-            if self.publish_track(payload).is_err() {
+        let left = (statuses.try_iter().map(|m| (m, Retained::Yes)))
+            .chain(tracks.try_iter().map(|m| (m, Retained::No)));
+        for (message, retained) in left {
+            if self.publish_event(message, retained).is_err() {
                 return;
             }
         }
@@ -505,23 +502,24 @@ impl Feeder {
         let _ = self.client.disconnect();
     }
 
-    /// Retained at QoS 1 whatever the results' QoS: a lost change would leave a wrong state.
-    fn publish_stream_status(
+    /// A stream status (retained) or a track event, at QoS 1 whatever the results' QoS: a lost
+    /// status would leave a wrong state, and an analytics back end counts on every event.
+    fn publish_event(
         &self,
         (topic, payload): Message,
+        retained: Retained,
     ) -> std::result::Result<(), rumqttc::ClientError> {
-        self.client.publish(topic, QoS::AtLeastOnce, true, payload)
+        let retain = retained == Retained::Yes;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
     }
 }
 
-impl Feeder {
-    /// At QoS 1 whatever the results' QoS: an analytics back end counts on every event.
-    fn publish_track(
-        &self,
-        (topic, payload): Message,
-    ) -> std::result::Result<(), rumqttc::ClientError> {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload)
-    }
+/// Whether the broker keeps a message for subscribers that come later.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retained {
+    Yes,
+    No,
 }
 
 /// Polls the connection, which is what makes rumqttc send, receive and reconnect.
