@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::cli::{make_clip, probe};
 use common::mqtt::{Broker, Subscriber};
-use common::process::{PATIENCE, Sapiens, complete_lines, free_port, wait_for};
+use common::process::{PATIENCE, Sapiens, complete_lines, free_port, http_get, wait_for};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -130,12 +130,7 @@ fn frames_follow_each_up(messages: &[Value]) -> bool {
 }
 
 fn metrics(http_port: &str) -> String {
-    ureq::get(&format!("http://127.0.0.1:{http_port}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
+    http_get(http_port, "/metrics")
 }
 
 #[test]

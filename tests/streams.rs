@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cli::{assert_clean_failure, assert_success, make_clip, probe, read_results, sapiens};
 use common::path_arg;
-use common::process::{PATIENCE, Sapiens, free_port, wait_for};
+use common::process::{PATIENCE, Sapiens, free_port, http_get, wait_for};
 use sapiens_stream::source::{self, InputSpec, RtspTransport, SourceOptions};
 use serde_json::Value;
 
@@ -329,13 +329,8 @@ fn streams_are_added_and_removed_over_http() {
 
 /// `sapiens_frames_out_total` per stream.
 fn frames_out(port: &str) -> BTreeMap<String, f64> {
-    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
+    http_get(port, "/metrics")
+        .lines()
         .filter_map(|l| l.strip_prefix("sapiens_frames_out_total{stream=\""))
         .filter_map(|rest| rest.split_once("\"} "))
         .map(|(name, value)| (name.to_owned(), value.parse().unwrap()))
@@ -499,13 +494,7 @@ fn a_stream_that_ends_ends_alone() {
         ],
     );
     let listed = || -> Vec<String> {
-        let body = ureq::get(&format!("http://127.0.0.1:{http}/streams"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        let streams: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let streams: Vec<Value> = serde_json::from_str(&http_get(&http, "/streams")).unwrap();
         streams
             .iter()
             .map(|s| s["name"].as_str().unwrap().to_owned())

@@ -134,6 +134,16 @@ impl Drop for Sapiens {
     }
 }
 
+/// The body of `GET http://127.0.0.1:PORT/PATH` (no token).
+pub fn http_get(port: &str, path: &str) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
