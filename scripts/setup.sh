@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian 12: GStreamer 1.22 and its plugins, Rust (if absent), the Python
 # environment (.venv: onnxruntime, whose libonnxruntime.so the program loads, plus the test
-# references), and the tiny random-weight test models under engines/models/.
+# references), the tiny random-weight test models under engines/models/, and the Triton test
+# server's own environment (.venv-triton).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ packages=(
   gstreamer1.0-x
   # test peers: an MQTT broker and a headless browser
   mosquitto chromium
+  # the Triton test server's Python backend stub loads the system libpython (.venv-triton below)
+  libpython3.11
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -48,3 +51,13 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
 
 .venv/bin/python engines/generate_models.py --out engines/models --arch tiny
+
+# The Triton test server (tests/reference/triton_server.py) in its own environment: made with
+# Debian's python3, since the Python backend stub that nvidia-pytriton ships loads the system
+# libpython of the interpreter's version (a pyenv interpreter fails inside it), and pytriton
+# needs numpy < 2. Pinned, so a no-op once installed.
+if [ ! -x .venv-triton/bin/pip ]; then
+  echo "setup: creating the Triton test environment in .venv-triton"
+  /usr/bin/python3 -m venv .venv-triton
+fi
+.venv-triton/bin/pip install -q --disable-pip-version-check -r scripts/requirements-triton.txt
