@@ -22,6 +22,11 @@ pub enum Error {
     Model { path: PathBuf, reason: String },
     #[error("inference with {model}: {message}")]
     Inference { model: String, message: String },
+    /// A remote model's server did not answer (down, unreachable, past the deadline) in a live
+    /// run, which drops the frame and goes on. Offline, a server that never answered is an
+    /// [`Error::Inference`].
+    #[error("inference with {model}: {message}")]
+    RemoteUnavailable { model: String, message: String },
     #[error("boxes file {path}, line {line}: {reason}")]
     BoxesFile {
         path: PathBuf,

@@ -15,6 +15,8 @@
 //! | `name_stream(stream, name)`           | a stream started: its series are labelled `stream="NAME"`  |
 //! | `capture_to_publish(stream, elapsed)` | a result was published, measured from the frame's capture  |
 //! | `batch_size(model, items)`            | an inference call of a model ran on `items` inputs         |
+//! | `inference_error(model)`              | a remote model's server did not answer: the frame dropped, not ready |
+//! | `inference_recovered()`               | the remote server answered again after an error            |
 //! | `reconnect(stream)`                   | a source reconnected after it was lost                     |
 //! | `stream_up(stream, up)`               | a source opened (up), went down, or came back              |
 //! | `tracks(stream, held, confirmed)`     | the tracker ran on a frame: tracks held, newly confirmed    |
@@ -26,7 +28,8 @@
 //! (gauge, 1 while the stream delivers frames, 0 while it is down and reconnecting; label
 //! `stream`), `stage_latency_seconds` (histogram, label `stage`), `capture_to_publish_seconds`
 //! (histogram, label `stream`), `inference_batch_size` (histogram of the inputs per call, label
-//! `model`: the task), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`);
+//! `model`: the task), `inference_errors_total` (frames a remote model's server did not answer for,
+//! label `model`), `publisher_drops_total` and `publisher_reconnects_total` (label `publisher`);
 //! with tracking, `tracks` (gauge: confirmed tracks held, the people present) and
 //! `tracks_confirmed_total` (people seen so far), label `stream`.
 
@@ -90,12 +93,15 @@ pub struct Metrics {
     stage_latency: HistogramFamily<StageLabel>,
     capture_to_publish: HistogramFamily<StreamLabel>,
     batch_size: HistogramFamily<ModelLabel>,
+    inference_errors: Family<ModelLabel, Counter>,
     /// Stream index -> name, for the labels.
     names: Mutex<std::collections::HashMap<u32, String>>,
     publisher_drops: Family<PublisherLabel, Counter>,
     publisher_reconnects: Family<PublisherLabel, Counter>,
     tracked: Mutex<Vec<TrackedPublisher>>,
     ready: AtomicBool,
+    /// A remote model's server stopped answering and has not answered since.
+    remote_down: AtomicBool,
 }
 
 /// A publisher's own counters and how much of them the metrics already hold.
@@ -130,6 +136,7 @@ impl Metrics {
             HistogramFamily::new_with_constructor(batch_histogram as fn() -> Histogram);
         let publisher_drops = Family::default();
         let publisher_reconnects = Family::default();
+        let inference_errors = Family::default();
         registry.register(
             "frames_in",
             "Frames delivered by the source",
@@ -181,6 +188,11 @@ impl Metrics {
             batch_size.clone(),
         );
         registry.register(
+            "inference_errors",
+            "Frames dropped because a remote model's server did not answer (live mode)",
+            inference_errors.clone(),
+        );
+        registry.register(
             "publisher_drops",
             "Messages a publisher dropped (slow client, full queue)",
             publisher_drops.clone(),
@@ -202,11 +214,13 @@ impl Metrics {
             stage_latency,
             capture_to_publish,
             batch_size,
+            inference_errors,
             publisher_drops,
             publisher_reconnects,
             names: Mutex::new(std::collections::HashMap::new()),
             tracked: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
+            remote_down: AtomicBool::new(false),
         }
     }
 
@@ -321,9 +335,23 @@ impl Metrics {
         }
     }
 
-    /// True once a frame was published.
+    /// A remote model's server did not answer for a frame of `model` (a task name): the run
+    /// is not ready until it answers again.
+    pub fn inference_error(&self, model: &'static str) {
+        self.inference_errors
+            .get_or_create(&ModelLabel { model })
+            .inc();
+        self.remote_down.store(true, Ordering::Relaxed);
+    }
+
+    /// The remote server answered again.
+    pub fn inference_recovered(&self) {
+        self.remote_down.store(false, Ordering::Relaxed);
+    }
+
+    /// True once a frame was published, while every remote model's server answers.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && !self.remote_down.load(Ordering::Relaxed)
     }
 
     /// Every series in the OpenMetrics text format (which Prometheus scrapes), ending in `# EOF`.

@@ -157,6 +157,18 @@ pub struct RunArgs {
     /// milliseconds, 0 to 1000 [default: 10].
     #[arg(long, value_parser = checks::parser(checks::batch_timeout_ms))]
     pub batch_timeout_ms: Option<u64>,
+    /// Models given as triton://HOST:PORT/MODEL: offline, how long a request is retried while
+    /// the server does not answer before the run ends, in seconds [default: 60].
+    #[arg(long, value_parser = checks::parser(checks::seconds))]
+    pub remote_timeout: Option<f64>,
+    /// Models on Triton: a request not answered by then has failed, in seconds [default: 10].
+    #[arg(long, value_parser = checks::parser(checks::seconds))]
+    pub remote_deadline: Option<f64>,
+    /// Models on Triton: tensors through system shared memory instead of the request (the
+    /// server on this host).
+    #[arg(long)]
+    #[serde(default)]
+    pub triton_shm: bool,
     /// Stop after this many frames.
     #[arg(long, value_parser = checks::parser(checks::frames))]
     pub max_frames: Option<u64>,
@@ -264,6 +276,9 @@ impl RunArgs {
             seg_upsample: self.seg_upsample.or(preset.seg_upsample),
             max_batch: self.max_batch.or(preset.max_batch),
             batch_timeout_ms: self.batch_timeout_ms.or(preset.batch_timeout_ms),
+            remote_timeout: self.remote_timeout.or(preset.remote_timeout),
+            remote_deadline: self.remote_deadline.or(preset.remote_deadline),
+            triton_shm: self.triton_shm || preset.triton_shm,
             max_frames: self.max_frames.or(preset.max_frames),
             ort_lib: self.ort_lib.or(preset.ort_lib),
             engine: self.engine.or(preset.engine),
@@ -304,6 +319,8 @@ impl RunArgs {
         preset_value("smooth-min-cutoff", self.smooth_min_cutoff, checks::hertz)?;
         preset_value("smooth-beta", self.smooth_beta, checks::non_negative)?;
         preset_value("smooth-d-cutoff", self.smooth_d_cutoff, checks::hertz)?;
+        preset_value("remote-timeout", self.remote_timeout, checks::seconds)?;
+        preset_value("remote-deadline", self.remote_deadline, checks::seconds)?;
         preset_value("max-frames", self.max_frames, checks::frames)?;
         preset_value("threads", self.threads, checks::threads)?;
         preset_value("image-fps", self.image_fps, checks::image_fps)?;

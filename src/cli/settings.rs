@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sapiens_stream::engine::ExecutionChoice;
 use sapiens_stream::pipeline::{
-    ModelPaths, PersonSource, PipelineConfig, PublishTargets, Scheduling, Smoothing, StreamSpec,
+    ModelPaths, PersonSource, PipelineConfig, PublishTargets, RemoteSettings, Scheduling,
+    Smoothing, StreamSpec,
 };
 use sapiens_stream::publish::mqtt::{MqttConfig, MqttQos};
 use sapiens_stream::publish::server::{NetworkOptions, listen_address};
@@ -44,6 +45,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
         let streams = streams(&args)?;
         let threads = args.threads.unwrap_or(defaults::THREADS);
         let tracking = tracking(&args)?;
+        let remote = remote_settings(&args);
         Ok(PipelineConfig {
             streams,
             stop: Arc::new(AtomicBool::new(false)),
@@ -104,6 +106,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
             batch_timeout: Duration::from_millis(
                 args.batch_timeout_ms.unwrap_or(defaults::BATCH_TIMEOUT_MS),
             ),
+            remote,
             max_frames: args.max_frames,
             progress: !args.no_progress,
             source: SourceOptions {
@@ -157,6 +160,19 @@ fn outputs(outputs: &[String]) -> anyhow::Result<Vec<OutputSpec>> {
 }
 
 /// `--detector` (with its thresholds) or `--boxes`, else the whole frame.
+fn remote_settings(args: &RunArgs) -> RemoteSettings {
+    let defaults = RemoteSettings::default();
+    RemoteSettings {
+        timeout: args
+            .remote_timeout
+            .map_or(defaults.timeout, Duration::from_secs_f64),
+        deadline: args
+            .remote_deadline
+            .map_or(defaults.deadline, Duration::from_secs_f64),
+        shared_memory: args.triton_shm,
+    }
+}
+
 fn persons(
     (detector, boxes): (Option<PathBuf>, Option<PathBuf>),
     score_threshold: Option<f32>,

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod runtime;
 mod session;
 pub mod tensorrt;
+pub mod triton;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -52,10 +52,7 @@ impl<'c> Started<'c> {
         }
         let persons = match (&models.pose, &models.detector) {
             (Some(_), Some(_)) => Some(PersonFinder::OnGpu),
-            (Some(_), None) => Some(PersonFinder::open(
-                &config.persons,
-                config.ort_lib.as_deref(),
-            )?),
+            (Some(_), None) => Some(PersonFinder::open(config)?),
             (None, _) => None,
         };
         let yuv_frames = yuv_frames(config, &models);

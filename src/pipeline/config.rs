@@ -226,13 +226,50 @@ pub struct PipelineConfig {
     pub max_batch: Option<usize>,
     /// How long a batch waits for the other streams' frames once it has one.
     pub batch_timeout: Duration,
+    /// How models on a Triton server are reached.
+    pub remote: RemoteSettings,
     pub max_frames: Option<u64>,
     /// Show a progress bar when stderr is a terminal.
     pub progress: bool,
     pub source: SourceOptions,
 }
 
+/// `--remote-timeout`, `--remote-deadline`, `--triton-shm`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RemoteSettings {
+    /// Offline: how long a request is retried while the server does not answer.
+    pub timeout: Duration,
+    /// A request not answered by then has failed.
+    pub deadline: Duration,
+    pub shared_memory: bool,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        let options = crate::engine::triton::RemoteOptions::default();
+        RemoteSettings {
+            timeout: options.retry_for.unwrap_or(Duration::from_secs(60)),
+            deadline: options.deadline,
+            shared_memory: false,
+        }
+    }
+}
+
 impl PipelineConfig {
+    /// How models on a Triton server behave when it does not answer: retried while every
+    /// stream is offline (no frame may be lost), failing the frame at once when one is live.
+    pub(super) fn remote_options(&self) -> crate::engine::triton::RemoteOptions {
+        let live = self
+            .streams
+            .iter()
+            .any(|s| s.scheduling == Scheduling::Live);
+        crate::engine::triton::RemoteOptions {
+            deadline: self.remote.deadline,
+            retry_for: (!live).then_some(self.remote.timeout),
+            shared_memory: self.remote.shared_memory,
+        }
+    }
+
     /// What can be checked before anything opens: the streams, output folders, at least one
     /// model, the options that need another; creates the dense-output folder.
     pub(super) fn check(&self) -> Result<()> {

@@ -44,30 +44,22 @@ impl Pool {
 /// The link between two stages: blocking (backpressure), or latest-wins, where a full link drops
 /// its oldest item to make room so the consumer always gets the newest.
 pub(super) struct Handoff<T> {
-    metrics: Arc<Metrics>,
-    /// The stream whose drops are counted.
-    stream: u32,
     send: Sender<T>,
     /// The sender's own view of the queue, to take out the stale item; `None` when blocking.
     stale: Option<Receiver<T>>,
-    dropped: Arc<AtomicU64>,
+    /// Where the stream's drops are counted.
+    drops: Drops,
 }
 
 impl<T> Handoff<T> {
     fn blocking(capacity: usize, drops: &Drops) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(capacity);
-        let Drops {
-            stream,
-            dropped,
-            metrics,
-        } = drops.clone();
+        let drops = drops.clone();
         (
             Handoff {
-                metrics,
-                stream,
                 send,
                 stale: None,
-                dropped,
+                drops,
             },
             receive,
         )
@@ -76,21 +68,13 @@ impl<T> Handoff<T> {
     fn latest_wins(drops: &Drops) -> (Self, Receiver<T>) {
         let (send, receive) = bounded(1);
         let stale = Some(receive.clone());
-        let Drops {
-            stream,
-            dropped,
-            metrics,
-        } = drops.clone();
-        (
-            Handoff {
-                metrics,
-                stream,
-                send,
-                stale,
-                dropped,
-            },
-            receive,
-        )
+        let drops = drops.clone();
+        (Handoff { send, stale, drops }, receive)
+    }
+
+    /// Counts a frame of this stream dropped on its way.
+    pub(super) fn count_drop(&self) {
+        self.drops.count();
     }
 
     /// False once the consumer has gone.
@@ -105,8 +89,7 @@ impl<T> Handoff<T> {
                 Err(TrySendError::Disconnected(_)) => return false,
                 Err(TrySendError::Full(back)) => {
                     if stale.try_recv().is_ok() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.frame_dropped(self.stream);
+                        self.count_drop();
                     }
                     item = back;
                 }
@@ -127,6 +110,14 @@ pub(super) struct Drops {
     pub(super) metrics: Arc<Metrics>,
 }
 
+impl Drops {
+    /// Counts a dropped frame (the run report's and `/metrics`').
+    pub(super) fn count(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.metrics.frame_dropped(self.stream);
+    }
+}
+
 pub(super) fn stage_links(scheduling: Scheduling, drops: &Drops) -> (Link<Frame>, Link<Work>) {
     match scheduling {
         Scheduling::Live => (Handoff::latest_wins(drops), Handoff::blocking(0, drops)),
@@ -144,4 +135,6 @@ pub(super) struct StreamPort {
     pub(super) inferred: Sender<Work>,
     pub(super) input_pool: Pool,
     pub(super) output_pool: Pool,
+    /// Where the frames the stage drops are counted.
+    pub(super) drops: Drops,
 }

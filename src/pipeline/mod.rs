@@ -43,8 +43,8 @@ mod work;
 
 #[cfg(feature = "gstreamer")]
 pub use config::{
-    ModelPaths, NAME_PLACEHOLDER, PersonSource, PipelineConfig, PublishTargets, Scheduling,
-    SegUpsample, Smoothing, StreamSpec, View, is_stream_name,
+    ModelPaths, NAME_PLACEHOLDER, PersonSource, PipelineConfig, PublishTargets, RemoteSettings,
+    Scheduling, SegUpsample, Smoothing, StreamSpec, View, is_stream_name,
 };
 
 /// Runs the whole job and reports what it did.

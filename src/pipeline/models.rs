@@ -8,6 +8,7 @@ use crate::cuda::Gpu;
 use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::probe::Capabilities;
+use crate::engine::triton::{TritonEngine, TritonUrl};
 use crate::engine::{Engine, runtime};
 use crate::error::Result;
 use crate::frame::Frame;
@@ -32,9 +33,16 @@ pub(super) enum PersonFinder {
 }
 
 impl PersonFinder {
-    pub(super) fn open(source: &PersonSource, ort_lib: Option<&std::path::Path>) -> Result<Self> {
-        Ok(match source {
+    pub(super) fn open(config: &PipelineConfig) -> Result<Self> {
+        let ort_lib = config.ort_lib.as_deref();
+        Ok(match &config.persons {
             PersonSource::WholeFrame => PersonFinder::WholeFrame,
+            PersonSource::Detector { model, options } if TritonUrl::of_path(model).is_some() => {
+                let url = triton_url(model)?;
+                let detector = PersonDetector::connect(&url, config.remote_options(), options)?;
+                tracing::info!(model = %url, layout = ?detector.layout(), "person detector on Triton");
+                PersonFinder::Detector(Arc::new(Mutex::new(detector)))
+            }
             PersonSource::Detector { model, options } => {
                 let environment = runtime::environment(ort_lib)?;
                 let detector = PersonDetector::load(model, environment, options)?;
@@ -98,6 +106,14 @@ impl Models {
         ]
     }
 
+    /// The task of the model at `path` (a remote model's URL), for the error counters.
+    pub(super) fn task_of(&self, path: &str) -> &'static str {
+        self.by_task()
+            .into_iter()
+            .find(|(_, model)| model.is_some_and(|m| m.engine.info().path.as_os_str() == path))
+            .map_or("detect", |(task, _)| task.name())
+    }
+
     pub(super) fn needs_dense_input(&self) -> bool {
         self.seg.is_some() || self.depth.is_some() || self.normal.is_some()
     }
@@ -134,6 +150,10 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
     let compute_stream = gpu.as_ref().map(|g| ComputeStream(g.stream().clone()));
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
+        if TritonUrl::of_path(path).is_some() {
+            let engine = TritonEngine::connect(&triton_url(path)?, config.remote_options())?;
+            return task_model(task, Box::new(engine), batch, metrics).map(Some);
+        }
         let options = OnnxOptions {
             threads: config.threads,
             execution: selection.execution,
@@ -147,21 +167,12 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
             ..OnnxOptions::default()
         };
         let engine = OnnxEngine::load(path, environment, &options)?;
-        let layout = validate_model(task, engine.info())?;
-        tracing::info!(task = task.name(), model = %path.display(), provider = %engine.info().provider, "model loaded");
-        let max_batch = engine.info().input_shape[0].unwrap_or(batch.max(1));
-        Ok(Some(TaskModel {
-            task,
-            engine: Box::new(engine),
-            layout,
-            max_batch,
-            metrics: metrics.clone(),
-        }))
+        task_model(task, Box::new(engine), batch, metrics).map(Some)
     };
     let pose = load(Task::Pose, &config.models.pose)?;
     let detector = match (&pose, &config.persons, &compute_stream) {
         (Some(_), PersonSource::Detector { model, options }, Some(stream))
-            if config.dump.is_none() =>
+            if config.dump.is_none() && TritonUrl::of_path(model).is_none() =>
         {
             let device = stream.0.context().ordinal();
             let detector =
@@ -180,6 +191,37 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         device: gpu.map(DeviceInference::new),
         batch,
     })
+}
+
+/// A loaded engine checked against its task.
+fn task_model(
+    task: Task,
+    engine: Box<dyn Engine>,
+    batch: usize,
+    metrics: &Arc<Metrics>,
+) -> Result<TaskModel> {
+    let layout = validate_model(task, engine.info())?;
+    let info = engine.info();
+    tracing::info!(task = task.name(), model = %info.path.display(), provider = %info.provider, "model loaded");
+    let max_batch = info.input_shape[0].unwrap_or(batch.max(1));
+    Ok(TaskModel {
+        task,
+        engine,
+        layout,
+        max_batch,
+        metrics: metrics.clone(),
+    })
+}
+
+/// The Triton URL given as a model path, or why it is not one.
+fn triton_url(path: &std::path::Path) -> Result<TritonUrl> {
+    match TritonUrl::of_path(path) {
+        Some(Ok(url)) => Ok(url),
+        Some(Err(reason)) => Err(crate::error::Error::model(path)(reason)),
+        None => Err(crate::error::Error::model(path)(
+            "not a triton:// URL".into(),
+        )),
+    }
 }
 
 /// The CUDA kernels on `device`; without them (no NVRTC, say) the models still run on the GPU,

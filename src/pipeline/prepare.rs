@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+use crate::error::Error;
 use crate::frame::Frame;
 use crate::metrics::{Metrics, StageStats};
 use crate::preprocess::{Normalization, StretchPlan};
@@ -42,10 +43,11 @@ pub(super) fn preprocess_stage(
     let mut detect_stats = StageStats::new("detect").reporting_to(&prep.metrics);
     let mut stats = StageStats::new("preprocess").reporting_to(&prep.metrics);
     let norm = Normalization::SAPIENS;
+    let mut remote_failing = false;
     for frame in frames {
         // Only a detector on this thread is timed as `detect`: the GPU's reports from the
         // inference stage, and boxes that are given cost nothing to find.
-        let boxes = match prep.persons.as_mut() {
+        let found = match prep.persons.as_mut() {
             Some(finder @ PersonFinder::Detector(_)) => {
                 // Between detector runs (`--detect-every`) the tracks give the crops.
                 let tracked = prep
@@ -55,13 +57,32 @@ pub(super) fn preprocess_stage(
                 match tracked {
                     Some(mut boxes) => {
                         boxes.retain(PersonBox::is_croppable);
-                        boxes
+                        Ok(boxes)
                     }
-                    None => detect_stats.time(|| finder.boxes(&frame))?,
+                    None => detect_stats.time(|| finder.boxes(&frame)),
                 }
             }
-            Some(finder) => finder.boxes(&frame)?,
-            None => Vec::new(),
+            Some(finder) => finder.boxes(&frame),
+            None => Ok(Vec::new()),
+        };
+        let boxes = match found {
+            Ok(boxes) => {
+                if std::mem::take(&mut remote_failing) {
+                    prep.metrics.inference_recovered();
+                }
+                boxes
+            }
+            // Live: a frame the detector's server did not answer for is dropped.
+            Err(Error::RemoteUnavailable { model, message }) => {
+                if !remote_failing {
+                    tracing::warn!("{model}: {message}; dropping frames until it answers");
+                }
+                remote_failing = true;
+                prep.metrics.inference_error("detect");
+                out.count_drop();
+                continue;
+            }
+            Err(error) => return Err(error),
         };
         let work = stats.time(|| {
             let on_host = !prep.inputs_on_device || frame.index < prep.dumped_frames;

@@ -160,6 +160,7 @@ impl StreamHandle {
                 inferred: inferred_tx,
                 input_pool,
                 output_pool: output_pool.clone(),
+                drops: drops.clone(),
             })
             .map_err(|_| run_ending(&spec.name))?;
 

@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.models.model import Model
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 DTYPES = {
@@ -71,6 +72,20 @@ def infer_function(session):
         return {name: np.concatenate([r[j] for r in runs]) for j, name in enumerate(names)}
 
     return infer
+
+
+def keep_onnx_metadata(metadata_by_model):
+    """Puts each ONNX file's metadata (the random-weights mark) in its model config's
+    `parameters`, as `sapiens-stream models triton-repo` writes them for a real Triton: pytriton's
+    public ModelConfig has no field for them, so its config maker is wrapped."""
+    make_config = Model._get_triton_model_config
+
+    def with_metadata(self):
+        config = make_config(self)
+        config.backend_parameters.update(metadata_by_model.get(self.model_name, {}))
+        return config
+
+    Model._get_triton_model_config = with_metadata
 
 
 def wait_for_free_ports(address, ports, timeout_s=30.0):
@@ -124,6 +139,8 @@ def main():
     triton = Triton(
         config=config, workspace=workspace, security_config=TritonSecurityConfig(restricted_endpoints=[])
     )
+    metadata_by_model = {}
+    keep_onnx_metadata(metadata_by_model)
     for spec in args.models:
         name, _, path = spec.partition("=")
         options = ort.SessionOptions()
@@ -132,6 +149,7 @@ def main():
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         if len(session.get_inputs()) != 1:
             sys.exit(f"triton_server: {path}: one image input expected")
+        metadata_by_model[name] = dict(session.get_modelmeta().custom_metadata_map)
         triton.bind(
             model_name=name,
             infer_func=infer_function(session),

@@ -6,9 +6,9 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use super::device::{DenseRequest, FrameRequest, Paint, Persons, PoseRequest};
-use super::gather::Gatherer;
+use super::gather::{Entry, Gatherer};
 use super::host::{dump_tensors, run_batched, run_pose};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::{Metrics, StageStats};
 use crate::pipeline::config::{SegUpsample, View};
 use crate::pipeline::decode::StageOutcome;
@@ -106,56 +106,103 @@ pub(in crate::pipeline) fn inference_stage(
     let mut stats = InferenceStats::new(&metrics);
     let mut gatherer = Gatherer::new(joining, batching.max_batch, batching.timeout);
     let mut scratch = Scratch::default();
+    let mut remote_failing = false;
     while let Some(mut batch) = gatherer.next_batch() {
-        let mut on_host = Vec::new();
-        for entry in &mut batch {
-            let work = &mut entry.work;
-            if let Some(dumper) = dumper.as_ref().filter(|d| d.wants(work.frame.index)) {
-                dumper.frame_png(&work.frame)?;
-            }
-            let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
-            if models.device.is_some() && !inputs_on_host {
-                let detection = stats
-                    .gpu_frame
-                    .time(|| infer_on_device(work, &mut models, inference))?;
-                if let Some(detection) = detection {
-                    stats.detect.record(detection);
+        let mut stage = StageState {
+            models: &mut models,
+            stats: &mut stats,
+            scratch: &mut scratch,
+            dumper: dumper.as_ref(),
+        };
+        match infer_batch(&mut batch, &gatherer, &mut stage, inference) {
+            Ok(()) => {
+                if std::mem::take(&mut remote_failing) {
+                    metrics.inference_recovered();
                 }
-            } else {
-                on_host.push(entry);
+                gatherer.dispatch(batch);
             }
+            // Live: the frames whose model's server did not answer are dropped, the run goes on.
+            Err(Error::RemoteUnavailable { model, message }) => {
+                if !remote_failing {
+                    tracing::warn!("{model}: {message}; dropping frames until it answers");
+                }
+                remote_failing = true;
+                let task = models.task_of(&model);
+                for entry in &batch {
+                    metrics.inference_error(task);
+                    gatherer.port_of(entry.port_index()).drops.count();
+                }
+            }
+            Err(error) => return Err(error),
         }
-        let mut frames: Vec<_> = on_host
-            .into_iter()
-            .map(|entry| {
-                let port = gatherer.port_of(entry.port_index());
-                (&mut entry.work, port)
-            })
-            .collect();
-        if let [(work, port)] = &mut frames[..] {
-            let dump = dumper.as_ref().filter(|d| d.wants(work.frame.index));
-            let pools = (&port.input_pool, &port.output_pool);
-            infer_on_host(
-                work,
-                &mut models,
-                &mut stats,
-                inference.flip_test,
-                pools,
-                dump,
-            )?;
-        } else if !frames.is_empty() {
-            let flip_test = inference.flip_test;
-            infer_batch_on_host(
-                &mut frames,
-                &mut models,
-                &mut stats,
-                flip_test,
-                &mut scratch,
-            )?;
-        }
-        gatherer.dispatch(batch);
     }
     Ok((0, stats.ran()))
+}
+
+/// What the stage keeps from batch to batch.
+struct StageState<'a> {
+    models: &'a mut Models,
+    stats: &'a mut InferenceStats,
+    scratch: &'a mut Scratch,
+    dumper: Option<&'a Dumper>,
+}
+
+/// Every frame of a batch through the models: on the GPU where its inputs were left to it,
+/// else through host buffers (one frame alone, or all of them in shared calls).
+fn infer_batch(
+    batch: &mut [Entry],
+    gatherer: &Gatherer,
+    stage: &mut StageState,
+    inference: Inference,
+) -> Result<()> {
+    let mut on_host = Vec::new();
+    for entry in batch.iter_mut() {
+        let work = &mut entry.work;
+        if let Some(dumper) = stage.dumper.filter(|d| d.wants(work.frame.index)) {
+            dumper.frame_png(&work.frame)?;
+        }
+        let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
+        if stage.models.device.is_some() && !inputs_on_host {
+            let detection = stage
+                .stats
+                .gpu_frame
+                .time(|| infer_on_device(work, stage.models, inference))?;
+            if let Some(detection) = detection {
+                stage.stats.detect.record(detection);
+            }
+        } else {
+            on_host.push(entry);
+        }
+    }
+    let mut frames: Vec<_> = on_host
+        .into_iter()
+        .map(|entry| {
+            let port = gatherer.port_of(entry.port_index());
+            (&mut entry.work, port)
+        })
+        .collect();
+    if let [(work, port)] = &mut frames[..] {
+        let dump = stage.dumper.filter(|d| d.wants(work.frame.index));
+        let pools = (&port.input_pool, &port.output_pool);
+        infer_on_host(
+            work,
+            stage.models,
+            stage.stats,
+            inference.flip_test,
+            pools,
+            dump,
+        )
+    } else if !frames.is_empty() {
+        infer_batch_on_host(
+            &mut frames,
+            stage.models,
+            stage.stats,
+            inference.flip_test,
+            stage.scratch,
+        )
+    } else {
+        Ok(())
+    }
 }
 
 /// The batched calls' inputs and outputs, kept from batch to batch.

@@ -11,8 +11,10 @@ mod decode;
 use std::path::Path;
 
 use crate::engine::device::ComputeStream;
+use crate::engine::graph::TensorSpec;
 use crate::engine::multi_output::MultiOutputModel;
 use crate::engine::runtime::Environment;
+use crate::engine::triton::{RemoteModel, RemoteOptions, TritonUrl};
 use crate::error::{Error, Result};
 use crate::frame::HostFrame;
 use crate::preprocess::Normalization;
@@ -87,7 +89,7 @@ impl From<DetectorLayout> for LetterboxStyle {
 /// ([`Self::load_on_gpu`]) its input is a tensor in device memory that the letterbox kernel
 /// writes (`crate::pipeline::infer::device`), and only its outputs come back to the host.
 pub struct PersonDetector {
-    model: MultiOutputModel,
+    model: DetectorModel,
     layout: DetectorLayout,
     outputs: OutputPlan,
     input: LetterboxInput,
@@ -98,7 +100,21 @@ impl PersonDetector {
     /// A detector on the CPU.
     pub fn load(path: &Path, environment: &Environment, options: &DetectorOptions) -> Result<Self> {
         let model = MultiOutputModel::load(path, environment, options.threads)?;
-        Self::recognise(path, model, options)
+        Self::recognise(path, DetectorModel::Local(model), options)
+    }
+
+    /// A detector on a Triton server; frames are letterboxed here and sent.
+    pub fn connect(
+        url: &TritonUrl,
+        remote: RemoteOptions,
+        options: &DetectorOptions,
+    ) -> Result<Self> {
+        let model = RemoteModel::connect(url, remote)?;
+        Self::recognise(
+            Path::new(&url.to_string()),
+            DetectorModel::Remote(model),
+            options,
+        )
     }
 
     /// A detector on CUDA device `device`, on the kernels' `stream`, its input bound in device
@@ -112,16 +128,16 @@ impl PersonDetector {
     ) -> Result<Self> {
         let model =
             MultiOutputModel::load_on_gpu(path, environment, options.threads, device, stream)?;
-        let mut detector = Self::recognise(path, model, options)?;
+        let mut detector = Self::recognise(path, DetectorModel::Local(model), options)?;
         detector.bind()?;
         Ok(detector)
     }
 
     /// The detector family from the model's outputs, the input size from its input.
-    fn recognise(path: &Path, model: MultiOutputModel, options: &DetectorOptions) -> Result<Self> {
+    fn recognise(path: &Path, model: DetectorModel, options: &DetectorOptions) -> Result<Self> {
         let model_error = Error::model(path);
-        let outputs = recognise_outputs(model.outputs()).map_err(model_error)?;
-        let (input_w, input_h) = image_input(model.inputs()).map_err(model_error)?;
+        let outputs = recognise_outputs(&model.outputs()).map_err(model_error)?;
+        let (input_w, input_h) = image_input(&model.inputs()).map_err(model_error)?;
         let layout = match outputs {
             OutputPlan::RtmDet { .. } => DetectorLayout::RtmDet,
             OutputPlan::Yolo => DetectorLayout::Yolo,
@@ -137,8 +153,8 @@ impl PersonDetector {
 
     /// Binds the input in the model's memory and every output to host memory.
     fn bind(&mut self) -> Result<()> {
-        self.model
-            .bind_input([1, 3, self.input.input_h, self.input.input_w])
+        let shape = [1, 3, self.input.input_h, self.input.input_w];
+        self.model.local().bind_input(shape)
     }
 
     pub fn layout(&self) -> DetectorLayout {
@@ -153,7 +169,10 @@ impl PersonDetector {
     /// The bound input's address and length in values (1 x 3 x H x W), for the letterbox
     /// kernel; `None` on the CPU.
     pub fn bound_input(&mut self) -> Option<(u64, usize)> {
-        self.model.bound_input()
+        match &mut self.model {
+            DetectorModel::Local(model) => model.bound_input(),
+            DetectorModel::Remote(_) => None,
+        }
     }
 
     /// Person boxes in frame pixels from a frame the caller letterboxed into the bound input
@@ -161,7 +180,7 @@ impl PersonDetector {
     /// sorted by score (highest first), clipped to the frame.
     pub fn detect_bound(&mut self, frame_w: usize, frame_h: usize) -> Result<Vec<PersonBox>> {
         let letterbox = self.input.plan(frame_w, frame_h).letterbox;
-        let outputs = self.model.run_bound()?;
+        let outputs = self.model.local().run_bound()?;
         persons_in_frame(
             self.outputs,
             &outputs,
@@ -178,7 +197,10 @@ impl PersonDetector {
         let frame = frame.into();
         let letterbox = self.input.prepare(frame);
         let shape = [1, 3, self.input.input_h, self.input.input_w];
-        let outputs = self.model.run(self.input.tensor(), shape)?;
+        let outputs = match &mut self.model {
+            DetectorModel::Local(model) => model.run(self.input.tensor(), shape)?,
+            DetectorModel::Remote(model) => model.run(self.input.tensor(), &shape)?,
+        };
         let size = (frame.geometry.width, frame.geometry.height);
         persons_in_frame(self.outputs, &outputs, &self.options, &letterbox, size)
             .map_err(|message| self.inference_error(message))
@@ -186,8 +208,46 @@ impl PersonDetector {
 
     fn inference_error(&self, message: String) -> Error {
         Error::Inference {
-            model: self.model.id().to_owned(),
+            model: self.model.id(),
             message,
+        }
+    }
+}
+
+/// Where the detector runs: an ONNX Runtime session here, or a Triton server.
+enum DetectorModel {
+    Local(MultiOutputModel),
+    Remote(RemoteModel),
+}
+
+impl DetectorModel {
+    fn id(&self) -> String {
+        match self {
+            DetectorModel::Local(model) => model.id().to_owned(),
+            DetectorModel::Remote(model) => model.url().to_string(),
+        }
+    }
+
+    fn inputs(&self) -> Vec<TensorSpec> {
+        match self {
+            DetectorModel::Local(model) => model.inputs().to_vec(),
+            DetectorModel::Remote(model) => model.inputs(),
+        }
+    }
+
+    fn outputs(&self) -> Vec<TensorSpec> {
+        match self {
+            DetectorModel::Local(model) => model.outputs().to_vec(),
+            DetectorModel::Remote(model) => model.outputs(),
+        }
+    }
+
+    /// The local model: only a detector loaded on the GPU binds its input, and remote ones
+    /// never are.
+    fn local(&mut self) -> &mut MultiOutputModel {
+        match self {
+            DetectorModel::Local(model) => model,
+            DetectorModel::Remote(_) => unreachable!("a Triton detector is not bound"),
         }
     }
 }
@@ -239,14 +299,14 @@ mod tests {
             assert_eq!(expected.len(), 2, "{layout}: {expected:?}");
 
             detector.bind().unwrap();
-            let values = detector.model.bound_host_input().unwrap();
+            let values = detector.model.local().bound_host_input().unwrap();
             values.fill(0.0);
             let unfilled = detector.detect_bound(width, height).unwrap();
             assert_ne!(unfilled, expected, "{layout}: the input changes the boxes");
 
             detector.input.prepare(&view);
             let letterboxed = detector.input.tensor().to_vec();
-            let bound = detector.model.bound_host_input().unwrap();
+            let bound = detector.model.local().bound_host_input().unwrap();
             bound.copy_from_slice(&letterboxed);
             let found = detector.detect_bound(width, height).unwrap();
             assert_eq!(found, expected, "{layout}");

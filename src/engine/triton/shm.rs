@@ -1,0 +1,183 @@
+//! `--triton-shm`: a request's tensors in POSIX shared memory that the Triton server on the same
+//! host maps too (its system shared memory extension), so the request carries region names and
+//! offsets instead of megabytes. One region per request in flight: the input, then each output.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use memmap2::MmapMut;
+
+use super::client::TritonClient;
+use super::proto::{
+    InferParameter, SystemSharedMemoryRegisterRequest, SystemSharedMemoryRegisterResponse,
+    SystemSharedMemoryUnregisterRequest, SystemSharedMemoryUnregisterResponse,
+};
+
+/// Where `shm_open` keeps its objects on Linux.
+const SHM_FOLDER: &str = "/dev/shm";
+
+/// The regions of one model, registered with its server.
+pub struct Regions {
+    client: TritonClient,
+    prefix: String,
+    slots: Vec<Option<Slot>>,
+}
+
+struct Slot {
+    /// The name the server knows the region by.
+    name: String,
+    file: PathBuf,
+    map: MmapMut,
+    input_len: usize,
+    /// (offset, length) of each output.
+    outputs: Vec<(usize, usize)>,
+}
+
+/// The parameters that point a request's tensors into a region.
+pub struct Placed {
+    pub input: HashMap<String, InferParameter>,
+    pub outputs: Vec<HashMap<String, InferParameter>>,
+}
+
+impl Regions {
+    pub fn new(client: &TritonClient, model: &str) -> Result<Self, String> {
+        static MODELS: AtomicUsize = AtomicUsize::new(0);
+        let safe: String = model
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Ok(Regions {
+            client: client.clone(),
+            prefix: format!(
+                "sapiens_{}_{}_{safe}",
+                std::process::id(),
+                MODELS.fetch_add(1, Ordering::Relaxed)
+            ),
+            slots: Vec::new(),
+        })
+    }
+
+    /// Writes `input` into request `slot`'s region (made or grown, and registered, as needed)
+    /// with room for outputs of `output_sizes` bytes.
+    pub fn place(
+        &mut self,
+        slot: usize,
+        input: &[u8],
+        output_sizes: &[usize],
+    ) -> Result<Placed, String> {
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
+        }
+        let needed = input.len() + output_sizes.iter().sum::<usize>();
+        let fits = self.slots[slot]
+            .as_ref()
+            .is_some_and(|s| s.map.len() >= needed && s.outputs.len() == output_sizes.len());
+        if !fits {
+            if let Some(old) = self.slots[slot].take() {
+                unregister(&self.client, &old);
+            }
+            self.slots[slot] = Some(self.create(slot, needed)?);
+        }
+        let region = self.slots[slot].as_mut().expect("made above");
+        region.map[..input.len()].copy_from_slice(input);
+        region.input_len = input.len();
+        let mut offset = input.len();
+        region.outputs = output_sizes
+            .iter()
+            .map(|&len| {
+                let at = (offset, len);
+                offset += len;
+                at
+            })
+            .collect();
+        let parameters = |offset: usize, len: usize| {
+            HashMap::from([
+                (
+                    "shared_memory_region".to_owned(),
+                    InferParameter::text(&region.name),
+                ),
+                (
+                    "shared_memory_offset".to_owned(),
+                    InferParameter::int(offset as i64),
+                ),
+                (
+                    "shared_memory_byte_size".to_owned(),
+                    InferParameter::int(len as i64),
+                ),
+            ])
+        };
+        Ok(Placed {
+            input: parameters(0, region.input_len),
+            outputs: region
+                .outputs
+                .iter()
+                .map(|&(offset, len)| parameters(offset, len))
+                .collect(),
+        })
+    }
+
+    /// The first `len` bytes of output `index` of request `slot`, as the server wrote them.
+    pub fn output(&self, slot: usize, index: usize, len: usize) -> Vec<u8> {
+        let Some(region) = self.slots.get(slot).and_then(Option::as_ref) else {
+            return Vec::new();
+        };
+        let (offset, room) = region.outputs[index];
+        region.map[offset..offset + len.min(room)].to_vec()
+    }
+
+    fn create(&self, slot: usize, size: usize) -> Result<Slot, String> {
+        let client = &self.client;
+        let name = format!("{}_{slot}", self.prefix);
+        let file = PathBuf::from(SHM_FOLDER).join(&name);
+        let error = |e: std::io::Error| format!("shared memory {}: {e}", file.display());
+        let handle = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&file)
+            .map_err(error)?;
+        handle.set_len(size as u64).map_err(error)?;
+        // SAFETY: the file is this process's own, sized above; only the server maps it too, and
+        // it writes the outputs' ranges only while a request that names them is in flight.
+        let map = unsafe { MmapMut::map_mut(&handle) }.map_err(error)?;
+        let request = SystemSharedMemoryRegisterRequest {
+            name: name.clone(),
+            key: format!("/{name}"),
+            offset: 0,
+            byte_size: size as u64,
+        };
+        client
+            .call::<_, SystemSharedMemoryRegisterResponse>("SystemSharedMemoryRegister", request)
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&file);
+                format!("the Triton server at {} cannot map shared memory (--triton-shm needs the server on this host, sharing /dev/shm): {e}", client.address())
+            })?;
+        Ok(Slot {
+            name,
+            file,
+            map,
+            input_len: 0,
+            outputs: Vec::new(),
+        })
+    }
+}
+
+fn unregister(client: &TritonClient, slot: &Slot) {
+    let request = SystemSharedMemoryUnregisterRequest {
+        name: slot.name.clone(),
+    };
+    let _ = client
+        .call::<_, SystemSharedMemoryUnregisterResponse>("SystemSharedMemoryUnregister", request);
+    let _ = std::fs::remove_file(&slot.file);
+}
+
+impl Drop for Regions {
+    fn drop(&mut self) {
+        for slot in self.slots.iter().flatten() {
+            unregister(&self.client, slot);
+        }
+    }
+}
