@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::engine::probe::{Capabilities, LibraryProbe};
 use crate::engine::tensorrt::DEFAULT_CACHE_ROOT;
+use crate::engine::triton::TritonUrl;
 use crate::engine::{ExecutionChoice, select};
+use crate::zoo::{REMOTE_DEADLINE, remote_report};
 
 /// Elements every pipeline needs: decoding, conversion, and the hand-over to and from our code.
 const ESSENTIAL_ELEMENTS: [&str; 5] = [
@@ -34,8 +36,9 @@ pub struct Diagnosis {
     pub can_run: bool,
 }
 
-/// Examines the machine for `choice` (`ort_lib` as `--ort-lib`).
-pub fn diagnose(choice: ExecutionChoice, ort_lib: Option<&Path>) -> Diagnosis {
+/// Examines the machine for `choice` (`ort_lib` as `--ort-lib`), and the models on Triton
+/// servers at `remote` (triton:// URLs).
+pub fn diagnose(choice: ExecutionChoice, ort_lib: Option<&Path>, remote: &[String]) -> Diagnosis {
     let mut lines = Vec::new();
     let gstreamer_ok = report_gstreamer(&mut lines);
     let capabilities = Capabilities::probe(ort_lib);
@@ -72,9 +75,31 @@ pub fn diagnose(choice: ExecutionChoice, ort_lib: Option<&Path>) -> Diagnosis {
             choice.engine, choice.device
         )),
     }
+    let remote_ok = remote.iter().all(|url| report_remote(url, &mut lines));
     Diagnosis {
         lines,
-        can_run: gstreamer_ok && ort_ok && requested.is_ok(),
+        can_run: gstreamer_ok && ort_ok && requested.is_ok() && remote_ok,
+    }
+}
+
+/// A model on a Triton server, as `models inspect` describes it; false when `run` could not
+/// use it now.
+fn report_remote(url: &str, lines: &mut Vec<String>) -> bool {
+    let report = match TritonUrl::parse(url) {
+        None => Err(format!("{url}: not a triton://HOST:PORT/MODEL URL")),
+        Some(Err(reason)) => Err(reason),
+        Some(Ok(url)) => remote_report(&url, REMOTE_DEADLINE).map_err(|e| e.to_string()),
+    };
+    match report {
+        Ok(report) => {
+            lines.push(format!("Triton model {url}:"));
+            lines.extend(report.text.lines().map(|line| format!("  {line}")));
+            report.runnable
+        }
+        Err(e) => {
+            lines.push(format!("Triton model {url}: CANNOT RUN: {e}"));
+            false
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::engine::graph::{self, GraphDescription, TensorSpec};
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
+use crate::engine::triton::{self, TritonUrl};
 use crate::engine::{Engine, ModelInfo, runtime};
 use crate::error::{Error, Result};
 use crate::tasks::{self, OutputLayout, Task, keypoint_sets};
@@ -261,6 +262,10 @@ enum Admission<'a> {
 /// What `sapiens-stream models inspect FILE` prints: the graph's inputs and outputs, the task it
 /// fits, and whether `run` would load it, by the same checks `run` makes.
 pub fn inspect_report(path: &Path, ort_lib: Option<&Path>) -> Result<String> {
+    if let Some(url) = TritonUrl::of_path(path) {
+        let url = url.map_err(Error::model(path))?;
+        return Ok(remote_report(&url, REMOTE_DEADLINE)?.text);
+    }
     if !path.is_file() {
         return Err(Error::Model {
             path: path.to_owned(),
@@ -354,6 +359,112 @@ fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String
         );
     }
     out
+}
+
+/// How long `models inspect` and `doctor` wait for a Triton server's answers.
+pub const REMOTE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the Triton server says about a model, as `models inspect` and `doctor` print it.
+pub struct RemoteReport {
+    pub text: String,
+    /// The server is ready and `run` takes the model.
+    pub runnable: bool,
+}
+
+/// The server's health and version, the model's readiness and config, its tensors and the
+/// task it fits, by the checks `run` makes; an unreachable server or unknown model is an error.
+pub fn remote_report(url: &TritonUrl, deadline: std::time::Duration) -> Result<RemoteReport> {
+    let remote = triton::describe(url, deadline)?;
+    let mut out = String::new();
+    let yes_no = |b: bool| if b { "yes" } else { "NO" };
+    let _ = writeln!(out, "model     {url}");
+    let _ = writeln!(
+        out,
+        "server    {} {} at {}: live {}, ready {}",
+        remote.server_name,
+        remote.server_version,
+        url.address,
+        yes_no(remote.server_live),
+        yes_no(remote.server_ready)
+    );
+    let versions = match remote.versions.is_empty() {
+        true => "none".to_owned(),
+        false => remote.versions.join(", "),
+    };
+    let _ = writeln!(
+        out,
+        "state     ready {}; platform {}; versions {versions}",
+        yes_no(remote.model_ready),
+        remote.platform
+    );
+    let batching = match remote.dynamic_batching {
+        Some(delay) => format!("dynamic batching, queue delay {delay} us"),
+        None => "no dynamic batching".to_owned(),
+    };
+    let instances: Vec<String> = remote
+        .instance_groups
+        .iter()
+        .map(|(kind, count)| format!("{count} on {kind}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "config    max batch {}; {batching}; instances {}",
+        remote.max_batch_size,
+        if instances.is_empty() {
+            "server default".to_owned()
+        } else {
+            instances.join(", ")
+        }
+    );
+    write_tensors(&mut out, "inputs", &remote.inputs);
+    write_tensors(&mut out, "outputs", &remote.outputs);
+    let shapes = (remote.inputs.len() == 1)
+        .then(|| (remote.inputs.first(), remote.outputs.first()))
+        .and_then(|(input, output)| {
+            Some(ModelInfo {
+                path: PathBuf::from(url.to_string()),
+                id: url.model.clone(),
+                input_name: input?.name.clone(),
+                input_shape: input?.shape.clone()?,
+                output_name: output?.name.clone(),
+                output_shape: output?.shape.clone()?,
+                metadata: remote.parameters.clone(),
+                provider: String::new(),
+            })
+        });
+    let fitted = shapes.as_ref().and_then(fitting_task);
+    let _ = writeln!(
+        out,
+        "task      {}",
+        task_report(fitted.as_ref(), shapes.as_ref())
+    );
+    let runnable = remote.server_ready && remote.model_ready && fitted.is_some();
+    let run_line = match &fitted {
+        Some((task, _)) if runnable => format!("accepted: `run --{}-model {url}`", task.name()),
+        Some(_) => "refused: the server or the model is not ready".to_owned(),
+        None => "refused as a task model (a person detector is given with --detector)".to_owned(),
+    };
+    let _ = writeln!(out, "run       {run_line}");
+    let metadata: BTreeMap<String, String> = remote
+        .parameters
+        .iter()
+        .filter(|(key, _)| key.starts_with("sapiens_stream.") || key.starts_with("sapiens."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    write_metadata(&mut out, &metadata);
+    if metadata
+        .get("sapiens_stream.random_weights")
+        .is_some_and(|v| v == "true")
+    {
+        let _ = writeln!(
+            out,
+            "WARNING   RANDOM WEIGHTS: a test model from engines/generate_models.py; its outputs are noise, not results"
+        );
+    }
+    Ok(RemoteReport {
+        text: out,
+        runnable,
+    })
 }
 
 /// Input and output shapes for the task checks, whatever the element types.

@@ -300,3 +300,132 @@ fn inspect_errors_are_one_line() {
         );
     }
 }
+
+/// `.venv-triton`'s Python (scripts/setup.sh makes it): it has tritonclient, whose
+/// model_config_pb2 is Triton's own ModelConfig message.
+fn triton_python() -> PathBuf {
+    let python = common::repo_root().join(".venv-triton/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh",
+        python.display()
+    );
+    python
+}
+
+/// `models triton-repo` writes what Triton reads: every config.pbtxt parses into Triton's
+/// ModelConfig and matches ONNX Runtime's reading of the model beside it (names, types, dims,
+/// metadata as parameters; tests/reference/check_triton_repo.py), with the options asked for; a
+/// model exported for batch 1 is served without batching; external weights travel with it.
+#[test]
+fn triton_repo_writes_configs_that_triton_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(common::python())
+        .arg(common::repo_root().join("engines/generate_models.py"))
+        .args([
+            "--arch",
+            "tiny",
+            "--tasks",
+            "pose17",
+            "--external-data-threshold-mb",
+            "0",
+            "--out",
+        ])
+        .arg(dir.path())
+        .status()
+        .expect("start generate_models.py");
+    assert!(status.success());
+    let pose = dir.path().join("sapiens_tiny_pose17.onnx");
+    let spec = serde_json::json!([{"name": "rtmdet", "layout": "rtmdet", "input": [640, 640],
+        "boxes": [[200.0, 150.0, 320.0, 360.0, 0.9, 0]]}]);
+    common::run_reference(
+        "make_detectors.py",
+        &[common::path_arg(dir.path()), &spec.to_string()],
+    );
+    let detector = dir.path().join("rtmdet.onnx");
+    let repo = dir.path().join("repo");
+    let seg = tiny("seg");
+    let written = stdout_of(&sapiens(&[
+        "models",
+        "triton-repo",
+        common::path_arg(&repo),
+        common::path_arg(&seg),
+        common::path_arg(&pose),
+        common::path_arg(&detector),
+        "--max-batch",
+        "4",
+        "--queue-delay-us",
+        "500",
+        "--instances",
+        "2",
+        "--tensorrt-fp16",
+    ]));
+    assert_eq!(written.lines().count(), 3, "{written}");
+
+    let checked = Command::new(triton_python())
+        .arg(common::repo_root().join("tests/reference/check_triton_repo.py"))
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let configs: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    for name in ["sapiens_tiny_seg", "sapiens_tiny_pose17"] {
+        let config = &configs[name];
+        assert_eq!(config["platform"], "onnxruntime_onnx", "{name}");
+        assert_eq!(config["maxBatchSize"], 4, "{name}");
+        assert_eq!(
+            config["dynamicBatching"]["maxQueueDelayMicroseconds"], "500",
+            "{name}"
+        );
+        assert_eq!(config["instanceGroup"][0]["count"], 2, "{name}");
+        assert_eq!(config["instanceGroup"][0]["kind"], "KIND_GPU", "{name}");
+        let accelerator =
+            &config["optimization"]["executionAccelerators"]["gpuExecutionAccelerator"][0];
+        assert_eq!(accelerator["name"], "tensorrt");
+        assert_eq!(accelerator["parameters"]["precision_mode"], "FP16");
+        assert_eq!(
+            config["parameters"]["sapiens_stream.random_weights"]["stringValue"],
+            "true"
+        );
+    }
+    // mmdeploy's export takes batch 1 only: served as it is, the batcher would refuse it.
+    let rtmdet = &configs["rtmdet"];
+    assert!(
+        rtmdet.get("maxBatchSize").is_none() && rtmdet.get("dynamicBatching").is_none(),
+        "{rtmdet}"
+    );
+    assert_eq!(
+        rtmdet["input"][0]["dims"],
+        serde_json::json!(["1", "3", "640", "640"])
+    );
+
+    let served = repo.join("sapiens_tiny_pose17/1");
+    assert_eq!(
+        std::fs::read(served.join("model.onnx")).unwrap(),
+        std::fs::read(&pose).unwrap()
+    );
+    let data = "sapiens_tiny_pose17.onnx.data";
+    assert_eq!(
+        std::fs::read(served.join(data)).unwrap(),
+        std::fs::read(dir.path().join(data)).unwrap()
+    );
+
+    let twice = sapiens(&[
+        "models",
+        "triton-repo",
+        common::path_arg(&repo),
+        common::path_arg(&seg),
+        common::path_arg(&seg),
+    ]);
+    assert!(!twice.status.success());
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        stderr.contains("a second model named 'sapiens_tiny_seg'"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

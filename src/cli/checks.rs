@@ -38,6 +38,11 @@ pub fn max_batch(batch: usize) -> Result<usize, String> {
 }
 
 /// `--batch-timeout-ms`: up to a second.
+/// Model instances per GPU in a Triton repository.
+pub fn instances(count: usize) -> Result<usize, String> {
+    within(count, 1..=64, "1 to 64")
+}
+
 pub fn batch_timeout_ms(milliseconds: u64) -> Result<u64, String> {
     within(milliseconds, 0..=1000, "0 to 1000")
 }

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod proto;
+pub mod repository;
 pub mod shm;
 
 use std::collections::BTreeMap;
