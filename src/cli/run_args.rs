@@ -150,7 +150,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub seg_upsample: Option<SegUpsample>,
     /// Person crops per pose inference call (frames per dense call), over every stream, 1 to 256
-    /// [default: 8 on a GPU, 1 on the CPU].
+    /// [default: 8 on a GPU or with every model on Triton, 1 on the CPU].
     #[arg(long, value_parser = checks::parser(checks::max_batch))]
     pub max_batch: Option<usize>,
     /// Once a batch has a frame, how long it waits for the other streams' frames, in

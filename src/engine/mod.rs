@@ -57,6 +57,11 @@ pub trait Engine: Send {
     /// first and contiguous, to `output`.
     fn run(&mut self, input: &[f32], batch: usize, output: &mut Vec<f32>) -> Result<()>;
 
+    /// The model runs on another process or machine (its calls wait on the network).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// The engine's device side, when it runs on the GPU stream the kernels use.
     fn device(&mut self) -> Option<&mut dyn device::DeviceEngine> {
         None

@@ -9,7 +9,7 @@ use crate::engine::device::ComputeStream;
 use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::probe::Capabilities;
 use crate::engine::triton::{TritonEngine, TritonUrl};
-use crate::engine::{Engine, runtime};
+use crate::engine::{Engine, Execution, Selection, runtime};
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
@@ -106,6 +106,14 @@ impl Models {
         ]
     }
 
+    /// Every model runs on a remote server (whose requests may be in flight together).
+    pub(super) fn all_remote(&self) -> bool {
+        self.by_task()
+            .into_iter()
+            .filter_map(|(_, model)| model)
+            .all(|m| m.engine.is_remote())
+    }
+
     /// The task of the model at `path` (a remote model's URL), for the error counters.
     pub(super) fn task_of(&self, path: &str) -> &'static str {
         self.by_task()
@@ -138,14 +146,27 @@ const CPU_BATCH: usize = 1;
 
 pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Result<Models> {
     let environment = runtime::environment(config.ort_lib.as_deref())?;
-    let selection = crate::engine::select(config.execution, || {
-        Capabilities::probe(config.ort_lib.as_deref())
-    })?;
-    tracing::info!("{}", selection.describe(config.execution));
+    let remote = every_model_remote(config);
+    let selection = if remote {
+        tracing::info!("every model runs on Triton: no local engine");
+        Selection {
+            execution: Execution::Cpu,
+            passed_over: Vec::new(),
+        }
+    } else {
+        let selection = crate::engine::select(config.execution, || {
+            Capabilities::probe(config.ort_lib.as_deref())
+        })?;
+        tracing::info!("{}", selection.describe(config.execution));
+        selection
+    };
     let on_gpu = selection.execution.device().is_some();
-    let batch = config
-        .max_batch
-        .unwrap_or(if on_gpu { GPU_BATCH } else { CPU_BATCH });
+    // Triton's GPUs run a batch in about the time of one input, as a local GPU does.
+    let batch = config.max_batch.unwrap_or(if on_gpu || remote {
+        GPU_BATCH
+    } else {
+        CPU_BATCH
+    });
     let gpu = selection.execution.device().and_then(open_kernels);
     let compute_stream = gpu.as_ref().map(|g| ComputeStream(g.stream().clone()));
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
@@ -191,6 +212,20 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         device: gpu.map(DeviceInference::new),
         batch,
     })
+}
+
+/// Every model given, the detector too, is a triton:// URL.
+fn every_model_remote(config: &PipelineConfig) -> bool {
+    let models = &config.models;
+    let detector = match &config.persons {
+        PersonSource::Detector { model, .. } => Some(model),
+        _ => None,
+    };
+    [&models.pose, &models.seg, &models.depth, &models.normal]
+        .into_iter()
+        .flatten()
+        .chain(detector)
+        .all(|path| TritonUrl::of_path(path).is_some())
 }
 
 /// A loaded engine checked against its task.

@@ -5,7 +5,8 @@
 //!   raw video as MJPEG (the first stream's without `stream`), `/keypoints/<set>.json` and `/classes/<set>.json` the keypoint and class
 //!   sets the view draws with (names, colours, skeleton, palette), `/metrics`
 //!   (OpenMetrics text, which Prometheus scrapes), `/health` (liveness: 200 while the server
-//!   runs) and `/ready` (readiness: 503 until the first frame was published, then 200).
+//!   runs) and `/ready` (readiness: 503 until the first frame was published, and while a remote
+//!   model's server does not answer; else 200).
 //! - `--ws ADDR`: the results WebSocket alone, on `/` (and `/ws`).
 //!
 //! WebSocket messages are text: each published JSON result, each stream status change

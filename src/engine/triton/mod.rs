@@ -766,6 +766,10 @@ impl Engine for TritonEngine {
         &self.info
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn run(&mut self, input: &[f32], batch: usize, output: &mut Vec<f32>) -> Result<()> {
         let mut shape = vec![batch];
         shape.extend_from_slice(&self.item);

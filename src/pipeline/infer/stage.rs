@@ -208,8 +208,11 @@ fn infer_batch(
 /// The batched calls' inputs and outputs, kept from batch to batch.
 #[derive(Default)]
 struct Scratch {
-    input: Vec<f32>,
-    output: Vec<f32>,
+    pose_input: Vec<f32>,
+    pose_output: Vec<f32>,
+    dense_input: Vec<f32>,
+    /// Seg, depth, normal.
+    dense_outputs: [Vec<f32>; 3],
 }
 
 /// Frames of several streams through host buffers in shared calls: every crop in one pose
@@ -222,45 +225,94 @@ fn infer_batch_on_host(
     flip_test: bool,
     scratch: &mut Scratch,
 ) -> Result<()> {
-    if let Some(model) = models.pose.as_mut() {
-        let persons = gather_inputs(frames, &mut scratch.input, |w| w.pose_input.take());
-        let total: usize = persons.iter().flatten().sum();
-        let (input_pool, output_pool) = (&frames[0].1.input_pool, &frames[0].1.output_pool);
-        stats.pose.time(|| {
-            let output = &mut scratch.output;
-            run_pose(
-                model,
-                &scratch.input,
-                total,
-                flip_test,
-                input_pool,
-                output_pool,
-                output,
-            )
-        })?;
-        let item = model.layout.item_len();
-        scatter_outputs(frames, &persons, item, &scratch.output, |work, heatmaps| {
-            work.pose = Some(PoseOutput::Heatmaps(heatmaps))
-        });
-    }
-    let dense = [
-        (Task::Seg, models.seg.as_mut(), &mut stats.seg),
-        (Task::Depth, models.depth.as_mut(), &mut stats.depth),
-        (Task::Normal, models.normal.as_mut(), &mut stats.normal),
-    ];
-    let counts = gather_inputs(frames, &mut scratch.input, |w| w.dense_input.take());
+    let together = models.all_remote();
+    let persons = gather_inputs(frames, &mut scratch.pose_input, |w| w.pose_input.take());
+    let counts = gather_inputs(frames, &mut scratch.dense_input, |w| w.dense_input.take());
+    let total: usize = persons.iter().flatten().sum();
     let items: usize = counts.iter().flatten().sum();
-    for (task, model, stats) in dense {
+    let (input_pool, output_pool) = (&frames[0].1.input_pool, &frames[0].1.output_pool);
+    let mut jobs: Vec<Job> = Vec::new();
+    if let Some(model) = models.pose.as_mut() {
+        let (input, output, stats) = (
+            &scratch.pose_input,
+            &mut scratch.pose_output,
+            &mut stats.pose,
+        );
+        jobs.push(Box::new(move || {
+            stats.time(|| {
+                run_pose(
+                    model,
+                    input,
+                    total,
+                    flip_test,
+                    input_pool,
+                    output_pool,
+                    output,
+                )
+            })
+        }));
+    }
+    let [seg_output, depth_output, normal_output] = &mut scratch.dense_outputs;
+    let dense = [
+        (models.seg.as_mut(), &mut stats.seg, seg_output),
+        (models.depth.as_mut(), &mut stats.depth, depth_output),
+        (models.normal.as_mut(), &mut stats.normal, normal_output),
+    ];
+    for (model, stats, output) in dense {
         let Some(model) = model.filter(|_| items > 0) else {
             continue;
         };
-        stats.time(|| run_batched(model, &scratch.input, items, &mut scratch.output))?;
+        let input = &scratch.dense_input;
+        jobs.push(Box::new(move || {
+            stats.time(|| run_batched(model, input, items, output))
+        }));
+    }
+    run_jobs(jobs, together)?;
+    if let Some(model) = models.pose.as_ref() {
         let item = model.layout.item_len();
-        scatter_outputs(frames, &counts, item, &scratch.output, |work, output| {
+        scatter_outputs(
+            frames,
+            &persons,
+            item,
+            &scratch.pose_output,
+            |work, heatmaps| work.pose = Some(PoseOutput::Heatmaps(heatmaps)),
+        );
+    }
+    let dense = [
+        (Task::Seg, models.seg.as_ref()),
+        (Task::Depth, models.depth.as_ref()),
+        (Task::Normal, models.normal.as_ref()),
+    ];
+    for ((task, model), output) in dense.into_iter().zip(&scratch.dense_outputs) {
+        let Some(model) = model.filter(|_| items > 0) else {
+            continue;
+        };
+        let item = model.layout.item_len();
+        scatter_outputs(frames, &counts, item, output, |work, output| {
             work.set_dense_output(task, output)
         });
     }
     Ok(())
+}
+
+/// One model's calls for a batch, on borrowed inputs, outputs and timings.
+type Job<'a> = Box<dyn FnOnce() -> Result<()> + Send + 'a>;
+
+/// Runs the jobs one after another; or, when `together` (every model remote), each on a thread
+/// of its own, so the requests of all the models are in flight at once and the round trips
+/// overlap. Locally they would only compete for the same cores.
+fn run_jobs(jobs: Vec<Job>, together: bool) -> Result<()> {
+    if !together || jobs.len() < 2 {
+        return jobs.into_iter().try_for_each(|job| job());
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = jobs.into_iter().map(|job| scope.spawn(job)).collect();
+        running.into_iter().try_for_each(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
 }
 
 /// Each frame's input (`take`n from it) appended to `batch`, the buffer back to its pool; the
@@ -314,41 +366,72 @@ fn infer_on_host(
     dump: Option<&Dumper>,
 ) -> Result<()> {
     let index = work.frame.index;
-    if let (Some(model), Some(input)) = (models.pose.as_mut(), work.pose_input.take()) {
-        let persons = work.boxes.len();
-        let mut heatmaps = output_pool.get(0);
-        stats.pose.time(|| {
-            run_pose(
-                model,
-                &input,
-                persons,
-                flip_test,
-                input_pool,
-                output_pool,
-                &mut heatmaps,
-            )
-        })?;
-        if let Some(dumper) = dump {
-            dump_tensors(dumper, index, Task::Pose, model.layout, &input, &heatmaps)?;
-        }
-        input_pool.put(input);
-        work.pose = Some(PoseOutput::Heatmaps(heatmaps));
+    let together = models.all_remote();
+    let persons = work.boxes.len();
+    let pose_input = work.pose_input.take();
+    let dense_input = work.dense_input.take();
+    let mut heatmaps = output_pool.get(0);
+    let mut dense_outputs = [output_pool.get(0), output_pool.get(0), output_pool.get(0)];
+    let mut jobs: Vec<Job> = Vec::new();
+    if let (Some(model), Some(input)) = (models.pose.as_mut(), pose_input.as_deref()) {
+        let (heatmaps, stats) = (&mut heatmaps, &mut stats.pose);
+        jobs.push(Box::new(move || {
+            stats.time(|| {
+                run_pose(
+                    model,
+                    input,
+                    persons,
+                    flip_test,
+                    input_pool,
+                    output_pool,
+                    heatmaps,
+                )
+            })
+        }));
     }
-    if let Some(input) = work.dense_input.take() {
+    if let Some(input) = dense_input.as_deref() {
+        let [seg_output, depth_output, normal_output] = &mut dense_outputs;
         let dense = [
-            (Task::Seg, models.seg.as_mut(), &mut stats.seg),
-            (Task::Depth, models.depth.as_mut(), &mut stats.depth),
-            (Task::Normal, models.normal.as_mut(), &mut stats.normal),
+            (models.seg.as_mut(), &mut stats.seg, seg_output),
+            (models.depth.as_mut(), &mut stats.depth, depth_output),
+            (models.normal.as_mut(), &mut stats.normal, normal_output),
         ];
-        for (task, model, stats) in dense {
+        for (model, stats, output) in dense {
             let Some(model) = model else { continue };
-            let mut output = output_pool.get(0);
-            stats.time(|| run_batched(model, &input, 1, &mut output))?;
-            if let Some(dumper) = dump {
-                dump_tensors(dumper, index, task, model.layout, &input, &output)?;
-            }
-            work.set_dense_output(task, output);
+            jobs.push(Box::new(move || {
+                stats.time(|| run_batched(model, input, 1, output))
+            }));
         }
+    }
+    run_jobs(jobs, together)?;
+    // The buffers no model filled go back to the pool with their capacity.
+    match (models.pose.as_ref(), pose_input) {
+        (Some(model), Some(input)) => {
+            if let Some(dumper) = dump {
+                dump_tensors(dumper, index, Task::Pose, model.layout, &input, &heatmaps)?;
+            }
+            input_pool.put(input);
+            work.pose = Some(PoseOutput::Heatmaps(heatmaps));
+        }
+        _ => output_pool.put(heatmaps),
+    }
+    let dense = [
+        (Task::Seg, models.seg.as_ref()),
+        (Task::Depth, models.depth.as_ref()),
+        (Task::Normal, models.normal.as_ref()),
+    ];
+    for ((task, model), output) in dense.into_iter().zip(dense_outputs) {
+        match (model, dense_input.as_deref()) {
+            (Some(model), Some(input)) => {
+                if let Some(dumper) = dump {
+                    dump_tensors(dumper, index, task, model.layout, input, &output)?;
+                }
+                work.set_dense_output(task, output);
+            }
+            _ => output_pool.put(output),
+        }
+    }
+    if let Some(input) = dense_input {
         input_pool.put(input);
     }
     Ok(())
