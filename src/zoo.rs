@@ -349,15 +349,6 @@ fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String
     };
     let _ = writeln!(out, "run       {run_line}");
     write_metadata(&mut out, metadata);
-    if metadata
-        .get("sapiens_stream.random_weights")
-        .is_some_and(|v| v == "true")
-    {
-        let _ = writeln!(
-            out,
-            "WARNING   RANDOM WEIGHTS: a test model from engines/generate_models.py; its outputs are noise, not results"
-        );
-    }
     out
 }
 
@@ -452,15 +443,6 @@ pub fn remote_report(url: &TritonUrl, deadline: std::time::Duration) -> Result<R
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     write_metadata(&mut out, &metadata);
-    if metadata
-        .get("sapiens_stream.random_weights")
-        .is_some_and(|v| v == "true")
-    {
-        let _ = writeln!(
-            out,
-            "WARNING   RANDOM WEIGHTS: a test model from engines/generate_models.py; its outputs are noise, not results"
-        );
-    }
     Ok(RemoteReport {
         text: out,
         runnable,
@@ -547,6 +529,7 @@ fn describe_type(tensor: &TensorSpec) -> String {
     }
 }
 
+/// The metadata, and a warning when it marks random weights.
 fn write_metadata(out: &mut String, metadata: &BTreeMap<String, String>) {
     if metadata.is_empty() {
         let _ = writeln!(out, "metadata  none");
@@ -554,6 +537,15 @@ fn write_metadata(out: &mut String, metadata: &BTreeMap<String, String>) {
     for (i, (key, value)) in metadata.iter().enumerate() {
         let heading = if i == 0 { "metadata" } else { "" };
         let _ = writeln!(out, "{heading:<9} {key} = {value}");
+    }
+    if metadata
+        .get("sapiens_stream.random_weights")
+        .is_some_and(|v| v == "true")
+    {
+        let _ = writeln!(
+            out,
+            "WARNING   RANDOM WEIGHTS: a test model from engines/generate_models.py; its outputs are noise, not results"
+        );
     }
 }
 

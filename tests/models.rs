@@ -222,27 +222,30 @@ fn null_models_have_the_sapiens_contract_and_say_so() {
 /// A model with float16 input fits the pose shapes but `run` feeds float32, so it is refused, with
 /// the reason;
 /// its weights in an external file count towards its size.
-#[test]
-fn inspect_explains_refusals_and_counts_external_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let generator = common::repo_root().join("engines/generate_models.py");
+/// A tiny pose17 model with its weights in an external file, in `dir`.
+fn generate_external_pose17(dir: &Path, extra: &[&str]) {
     let status = Command::new(common::python())
-        .arg(&generator)
+        .arg(common::repo_root().join("engines/generate_models.py"))
         .args([
             "--arch",
             "tiny",
             "--tasks",
             "pose17",
-            "--fp16",
-            "--fp16-io",
             "--external-data-threshold-mb",
             "0",
-            "--out",
         ])
-        .arg(dir.path())
+        .args(extra)
+        .arg("--out")
+        .arg(dir)
         .status()
         .expect("start generate_models.py");
     assert!(status.success());
+}
+
+#[test]
+fn inspect_explains_refusals_and_counts_external_data() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_external_pose17(dir.path(), &["--fp16", "--fp16-io"]);
     let path = dir.path().join("sapiens_tiny_pose17_fp16io.onnx");
     let data = dir.path().join("sapiens_tiny_pose17_fp16io.onnx.data");
     assert!(data.is_file(), "the generator wrote no external data");
@@ -320,21 +323,7 @@ fn triton_python() -> PathBuf {
 #[test]
 fn triton_repo_writes_configs_that_triton_parses() {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(common::python())
-        .arg(common::repo_root().join("engines/generate_models.py"))
-        .args([
-            "--arch",
-            "tiny",
-            "--tasks",
-            "pose17",
-            "--external-data-threshold-mb",
-            "0",
-            "--out",
-        ])
-        .arg(dir.path())
-        .status()
-        .expect("start generate_models.py");
-    assert!(status.success());
+    generate_external_pose17(dir.path(), &[]);
     let pose = dir.path().join("sapiens_tiny_pose17.onnx");
     let spec = serde_json::json!([{"name": "rtmdet", "layout": "rtmdet", "input": [640, 640],
         "boxes": [[200.0, 150.0, 320.0, 360.0, 0.9, 0]]}]);
