@@ -101,3 +101,4 @@ pub fn read_npy_u8(path: &Path) -> (Vec<u64>, Vec<u8>) {
 pub mod cli;
 pub mod mqtt;
 pub mod process;
+pub mod triton;

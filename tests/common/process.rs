@@ -28,15 +28,18 @@ pub struct Sapiens {
 
 impl Sapiens {
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        let pose = model("pose17");
+        let mut args = args.to_vec();
+        args.extend(["--pose-model", pose.to_str().unwrap(), "--no-progress"]);
+        Sapiens::run(dir, name, &args)
+    }
+
+    /// `sapiens-stream run ARGS`, the models among the arguments.
+    pub fn run(dir: &Path, name: &str, args: &[&str]) -> Self {
         let stderr = dir.join(format!("{name}.stderr"));
         let child = Command::new(env!("CARGO_BIN_EXE_sapiens-stream"))
             .arg("run")
             .args(args)
-            .args([
-                "--pose-model",
-                model("pose17").to_str().unwrap(),
-                "--no-progress",
-            ])
             .env(
                 "RUST_LOG",
                 "sapiens_stream=info,sapiens_stream::sink::rtsp=debug",
