@@ -501,6 +501,17 @@ fn offline_run(dir: &Path, name: &str, input: &str, url: &str, extra: &[&str]) -
 /// every frame has results, the same as the local engine's.
 #[test]
 fn an_offline_run_loses_no_frame_to_a_server_restart() {
+    assert_offline_run_survives_a_restart(&[]);
+}
+
+/// The same through shared memory: the restarted server has forgotten the regions, which are
+/// registered again.
+#[test]
+fn an_offline_run_through_shared_memory_loses_no_frame_to_a_server_restart() {
+    assert_offline_run_survives_a_restart(&["--triton-shm"]);
+}
+
+fn assert_offline_run_survives_a_restart(transport: &[&str]) {
     const INPUT: &str = "test://ball?width=160&height=120&frames=40";
     let mut server = TritonServer::start(&[("pose", &model("pose17"))]);
     let dir = tempfile::tempdir().unwrap();
@@ -513,7 +524,8 @@ fn an_offline_run_loses_no_frame_to_a_server_restart() {
     );
 
     // A request in flight when the server dies fails within 3 s, and is retried.
-    let extra = ["--remote-deadline", "3"];
+    let mut extra = vec!["--remote-deadline", "3"];
+    extra.extend(transport);
     let mut run = offline_run(d, "remote", INPUT, &server.url("pose"), &extra);
     wait_on(
         &run,
@@ -592,4 +604,82 @@ fn an_offline_run_whose_server_never_returns_ends_with_one_error_line() {
     );
     assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
     assert!((numbers.len() as u64) < FRAMES_IN);
+}
+
+/// `models inspect` and `doctor` on a URL report what the server says: its version and health,
+/// the model's readiness, config (batching as the server runs it) and task; `doctor` fails when
+/// one of the models given cannot run.
+#[test]
+fn inspect_and_doctor_report_the_server_and_the_model() {
+    let server = &shared().server;
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("seg");
+    let output = sapiens(dir.path(), &["models", "inspect", &url]);
+    assert_success(&output);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |label: &str| {
+        report
+            .lines()
+            .find_map(|line| line.strip_prefix(label).map(str::trim))
+            .unwrap_or_else(|| panic!("no '{label}' line in:\n{report}"))
+            .to_owned()
+    };
+    let server_line = field("server");
+    assert!(server_line.starts_with("triton 2."), "{server_line}");
+    assert!(
+        server_line.ends_with("live yes, ready yes"),
+        "{server_line}"
+    );
+    assert_eq!(field("state"), "ready yes; platform python; versions 1");
+    // What tests/common/triton.rs starts the server with.
+    assert_eq!(
+        field("config"),
+        "max batch 8; dynamic batching, queue delay 2000 us; instances 1 on cpu"
+    );
+    assert_eq!(field("inputs"), "input  FP32 (N, 3, 1024, 768)");
+    assert_eq!(field("outputs"), "output  FP32 (N, 28, 512, 384)");
+    assert_eq!(field("task"), "seg, 28 classes (goliath_parts28)");
+    assert_eq!(field("run"), format!("accepted: `run --seg-model {url}`"));
+    assert!(
+        report.contains("sapiens_stream.random_weights = true"),
+        "{report}"
+    );
+
+    let detector = sapiens(dir.path(), &["models", "inspect", &server.url("detector")]);
+    let detector = String::from_utf8_lossy(&detector.stdout).into_owned();
+    // The three boxes the shared server's detector was made with, and mmdeploy's padding row.
+    assert!(detector.contains("dets  FP32 (N, 4, 5)"), "{detector}");
+    assert!(detector.contains("labels  INT64 (N, 4)"), "{detector}");
+    assert!(
+        detector.contains("run       refused as a task model"),
+        "{detector}"
+    );
+
+    let healthy = sapiens(dir.path(), &["doctor", &server.url("pose")]);
+    assert_success(&healthy);
+    let text = String::from_utf8_lossy(&healthy.stdout).into_owned();
+    assert!(
+        text.contains(&format!("Triton model {}:", server.url("pose"))),
+        "{text}"
+    );
+    assert!(
+        text.contains("task      pose, 17 keypoints (coco17)"),
+        "{text}"
+    );
+    let missing = format!("triton://127.0.0.1:{}/pose", free_port());
+    let unhealthy = sapiens(dir.path(), &["doctor", &server.url("pose"), &missing]);
+    assert!(!unhealthy.status.success());
+    let text = String::from_utf8_lossy(&unhealthy.stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "Triton model {missing}: CANNOT RUN: model {missing}: Triton server at"
+        )),
+        "{text}"
+    );
+    let unknown = sapiens(dir.path(), &["doctor", &server.url("nope")]);
+    let text = String::from_utf8_lossy(&unknown.stdout).into_owned();
+    assert!(
+        !unknown.status.success() && text.contains("does not serve model 'nope'"),
+        "{text}"
+    );
 }

@@ -44,9 +44,18 @@ impl Started<'_> {
         let (joining, joined) = unbounded();
         let inputs_on_device = models.device.is_some();
         let needs_dense = models.needs_dense_input();
+        let stop = config.stop.clone();
         let inference_thread = thread::Builder::new()
             .name("inference".into())
-            .spawn(move || inference_stage(joined, models, inference, batching, dumper))
+            .spawn(move || {
+                let outcome = inference_stage(joined, models, inference, batching, dumper);
+                // Without inference no stream can go on: stop them all (live sources would
+                // otherwise keep capturing and dropping), and the run ends with this error.
+                if outcome.is_err() {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                outcome
+            })
             .map_err(|e| Error::io("starting the inference thread", e))?;
         let shared = Arc::new(RunShared {
             config: config.clone(),

@@ -128,6 +128,9 @@ def main():
         metrics_address=args.address,
         metrics_port=args.metrics_port,
         allow_gpu_metrics=False,
+        # A stopping Triton waits this long for requests in flight, keeping its ports and
+        # answering NOT_FOUND meanwhile (30 s by default): a restart on the same ports waits it out.
+        exit_timeout_secs=2,
     )
     wait_for_free_ports(args.address, [args.grpc_port, args.http_port, args.metrics_port])
     # A workspace per gRPC port (Triton's binaries and model store, 22 MB): a clean stop removes it,

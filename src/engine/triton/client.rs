@@ -14,18 +14,30 @@ use super::proto::*;
 
 const SERVICE: &str = "/inference.GRPCInferenceService/";
 
-/// Why a call failed: the server could not be reached (or did not answer in time), or it
-/// answered with an error.
+/// Why a call failed: the server could not be reached (or did not answer in time), it does not
+/// serve the model (unknown, or not loaded: a server stopping or starting says so too), or it
+/// answered with another error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallError {
     Unreachable(String),
+    NotServed(String),
     Refused(String),
+}
+
+impl CallError {
+    /// The server is away (down, restarting, loading its models): worth another try once the
+    /// model was found at start.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CallError::Unreachable(_) | CallError::NotServed(_))
+    }
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unreachable(m) | CallError::Refused(m) => f.write_str(m),
+            CallError::Unreachable(m) | CallError::NotServed(m) | CallError::Refused(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -175,6 +187,7 @@ fn status_error(status: tonic::Status) -> CallError {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             CallError::Unreachable(message)
         }
+        Code::NotFound => CallError::NotServed(message),
         _ => CallError::Refused(message),
     }
 }

@@ -272,7 +272,7 @@ fn unreachable_text(client: &TritonClient, error: &CallError) -> String {
 fn model_unknown(client: &TritonClient, url: &TritonUrl, error: &CallError) -> String {
     match error {
         CallError::Unreachable(_) => unreachable_text(client, error),
-        CallError::Refused(message) => format!(
+        CallError::NotServed(message) | CallError::Refused(message) => format!(
             "the Triton server at {} does not serve model '{}'{}: {message}",
             client.address(),
             url.model,
@@ -410,6 +410,7 @@ impl RemoteModel {
     /// in flight together.
     pub fn run(&mut self, values: &[f32], shape: &[usize]) -> Result<Vec<HostTensor>> {
         let started = Instant::now();
+        let mut remapped = false;
         loop {
             if let Some(wait) = self.backoff.wait_left() {
                 if self.options.retry_for.is_none() {
@@ -428,13 +429,31 @@ impl RemoteModel {
                     }
                     return Ok(outputs);
                 }
+                // A server restarted between two requests no longer knows the regions named.
+                Err(CallError::Refused(message))
+                    if self.shared_memory.is_some()
+                        && message.contains("shared memory")
+                        && !remapped =>
+                {
+                    tracing::info!(model = %self.url, "registering the shared memory again: {message}");
+                    if let Some(regions) = self.shared_memory.as_mut() {
+                        regions.forget();
+                    }
+                    remapped = true;
+                }
                 Err(CallError::Refused(message)) => {
                     return Err(Error::Inference {
                         model: self.url.to_string(),
                         message,
                     });
                 }
-                Err(CallError::Unreachable(message)) => {
+                // Gone, or back without the model loaded yet: a restart. A restarted server has
+                // also forgotten the shared memory it had mapped.
+                Err(error) => {
+                    let message = error.to_string();
+                    if let Some(regions) = self.shared_memory.as_mut() {
+                        regions.forget();
+                    }
                     if self.backoff.failed() {
                         tracing::warn!(model = %self.url, "Triton request failed: {message}; retrying with backoff");
                     }
@@ -535,9 +554,7 @@ impl RemoteModel {
                     .iter()
                     .map(|o| output_bytes(o, shape[0]))
                     .collect::<Vec<_>>();
-                let placed = regions
-                    .place(slot, &bytes, &output_sizes)
-                    .map_err(CallError::Refused)?;
+                let placed = regions.place(slot, &bytes, &output_sizes)?;
                 input.parameters = placed.input;
                 for (output, parameters) in outputs.iter_mut().zip(placed.outputs) {
                     output.parameters = parameters;

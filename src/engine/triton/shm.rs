@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::MmapMut;
 
-use super::client::TritonClient;
+use super::client::{CallError, TritonClient};
 use super::proto::{
     InferParameter, SystemSharedMemoryRegisterRequest, SystemSharedMemoryRegisterResponse,
     SystemSharedMemoryUnregisterRequest, SystemSharedMemoryUnregisterResponse,
@@ -66,7 +66,7 @@ impl Regions {
         slot: usize,
         input: &[u8],
         output_sizes: &[usize],
-    ) -> Result<Placed, String> {
+    ) -> Result<Placed, CallError> {
         if self.slots.len() <= slot {
             self.slots.resize_with(slot + 1, || None);
         }
@@ -118,6 +118,16 @@ impl Regions {
         })
     }
 
+    /// Lets go of every region, unregistering what the server may still hold: a server that
+    /// went away comes back without them, and they are made and registered again on use.
+    pub fn forget(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if let Some(region) = slot.take() {
+                unregister(&self.client, &region);
+            }
+        }
+    }
+
     /// The first `len` bytes of output `index` of request `slot`, as the server wrote them.
     pub fn output(&self, slot: usize, index: usize, len: usize) -> Vec<u8> {
         let Some(region) = self.slots.get(slot).and_then(Option::as_ref) else {
@@ -127,11 +137,12 @@ impl Regions {
         region.map[offset..offset + len.min(room)].to_vec()
     }
 
-    fn create(&self, slot: usize, size: usize) -> Result<Slot, String> {
-        let client = &self.client;
+    fn create(&self, slot: usize, size: usize) -> Result<Slot, CallError> {
         let name = format!("{}_{slot}", self.prefix);
         let file = PathBuf::from(SHM_FOLDER).join(&name);
-        let error = |e: std::io::Error| format!("shared memory {}: {e}", file.display());
+        let error = |e: std::io::Error| {
+            CallError::Refused(format!("shared memory {}: {e}", file.display()))
+        };
         let handle = OpenOptions::new()
             .read(true)
             .write(true)
@@ -143,35 +154,62 @@ impl Regions {
         // SAFETY: the file is this process's own, sized above; only the server maps it too, and
         // it writes the outputs' ranges only while a request that names them is in flight.
         let map = unsafe { MmapMut::map_mut(&handle) }.map_err(error)?;
-        let request = SystemSharedMemoryRegisterRequest {
-            name: name.clone(),
-            key: format!("/{name}"),
-            offset: 0,
-            byte_size: size as u64,
-        };
-        client
-            .call::<_, SystemSharedMemoryRegisterResponse>("SystemSharedMemoryRegister", request)
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&file);
-                format!("the Triton server at {} cannot map shared memory (--triton-shm needs the server on this host, sharing /dev/shm): {e}", client.address())
-            })?;
-        Ok(Slot {
+        let region = Slot {
             name,
             file,
             map,
             input_len: 0,
             outputs: Vec::new(),
-        })
+        };
+        let registered = self.register(&region, size).or_else(|first| match first {
+            // Still registered from before a failure the server did not see: once more, fresh.
+            CallError::Refused(_) => {
+                unregister_on_server(&self.client, &region.name);
+                self.register(&region, size)
+            }
+            transient => Err(transient),
+        });
+        match registered {
+            Ok(()) => Ok(region),
+            Err(error) => {
+                let _ = std::fs::remove_file(&region.file);
+                Err(match error {
+                    CallError::Refused(message) => CallError::Refused(format!(
+                        "the Triton server at {} cannot map shared memory (--triton-shm needs the server on this host, sharing /dev/shm): {message}",
+                        self.client.address()
+                    )),
+                    transient => transient,
+                })
+            }
+        }
+    }
+
+    fn register(&self, region: &Slot, size: usize) -> Result<(), CallError> {
+        let request = SystemSharedMemoryRegisterRequest {
+            name: region.name.clone(),
+            key: format!("/{}", region.name),
+            offset: 0,
+            byte_size: size as u64,
+        };
+        self.client
+            .call::<_, SystemSharedMemoryRegisterResponse>("SystemSharedMemoryRegister", request)
+            .map(drop)
     }
 }
 
+/// Unregisters a region (best effort: a server that went away has forgotten it) and removes
+/// its file.
 fn unregister(client: &TritonClient, slot: &Slot) {
+    unregister_on_server(client, &slot.name);
+    let _ = std::fs::remove_file(&slot.file);
+}
+
+fn unregister_on_server(client: &TritonClient, name: &str) {
     let request = SystemSharedMemoryUnregisterRequest {
-        name: slot.name.clone(),
+        name: name.to_owned(),
     };
     let _ = client
         .call::<_, SystemSharedMemoryUnregisterResponse>("SystemSharedMemoryUnregister", request);
-    let _ = std::fs::remove_file(&slot.file);
 }
 
 impl Drop for Regions {
