@@ -561,7 +561,15 @@ fn an_offline_run_whose_server_never_returns_ends_with_one_error_line() {
     let mut server = TritonServer::start(&[("pose", &model("pose17"))]);
     let url = server.url("pose");
     let dir = tempfile::tempdir().unwrap();
-    let extra = ["--remote-timeout", "3", "--remote-deadline", "2"];
+    let video = dir.path().join("remote.mp4");
+    let extra = [
+        "--remote-timeout",
+        "3",
+        "--remote-deadline",
+        "2",
+        "--output",
+        path_arg(&video),
+    ];
     let mut run = offline_run(dir.path(), "remote", &input, &url, &extra);
     wait_on(
         &run,
@@ -604,6 +612,17 @@ fn an_offline_run_whose_server_never_returns_ends_with_one_error_line() {
     );
     assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
     assert!((numbers.len() as u64) < FRAMES_IN);
+    // The overlay video was finalised: a playable file with a frame for every result.
+    let probe: Value = serde_json::from_str(&common::run_reference(
+        "video_probe.py",
+        &[path_arg(&video)],
+    ))
+    .unwrap();
+    assert_eq!(
+        probe["frames"].as_u64(),
+        Some(numbers.len() as u64),
+        "{probe}"
+    );
 }
 
 /// `models inspect` and `doctor` on a URL report what the server says: its version and health,
