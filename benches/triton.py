@@ -6,7 +6,9 @@ Starts the project's test Triton (tests/reference/triton_server.py: Triton 2.51 
 nvidia-pytriton, the model run by ONNX Runtime on the CPU, dynamic batching), serving the tiny
 random-weight pose17 model, and runs the program on a clip, offline, the whole frame one person:
 
-- local vs remote: the same run with the ONNX file and with triton://; wall time per frame.
+- local vs remote: the same run with the ONNX file (every core, and one thread as the test
+  server runs it) and with triton:// (tensors in the request, and --triton-shm); wall time per
+  frame.
 - bytes per frame: the loopback interface's transmitted bytes (the kernel's count, both
   directions, /sys/class/net/lo/statistics/tx_bytes) over a run, per frame, without and with
   --triton-shm; on an otherwise quiet machine that is the gRPC traffic.
@@ -88,11 +90,17 @@ def main():
     remote = f"triton://127.0.0.1:{grpc}/pose"
     try:
         run(args.binary, remote, args.clip)  # warm-up
-        local_s = statistics.median(timed(lambda: run(args.binary, str(MODEL), args.clip)) for _ in range(args.repeats))
-        remote_s = statistics.median(timed(lambda: run(args.binary, remote, args.clip)) for _ in range(args.repeats))
+        engines = [
+            ("local ONNX Runtime, every core", str(MODEL), ()),
+            ("local ONNX Runtime, 1 thread (as the test server runs the model)", str(MODEL), ("--threads", "1")),
+            ("Triton on this host, tensors in the request", remote, ()),
+            ("Triton on this host, --triton-shm", remote, ("--triton-shm",)),
+        ]
         print("| engine | ms per frame |\n|---|---|")
-        print(f"| local ONNX Runtime | {1000 * local_s / args.frames:.1f} |")
-        print(f"| Triton (same host) | {1000 * remote_s / args.frames:.1f} |\n")
+        for label, model, extra in engines:
+            seconds = statistics.median(timed(lambda: run(args.binary, model, args.clip, extra)) for _ in range(args.repeats))
+            print(f"| {label} | {1000 * seconds / args.frames:.1f} |")
+        print()
 
         print("| transport | bytes per frame on loopback |\n|---|---|")
         for label, extra in [("raw tensors in the request", ()), ("--triton-shm", ("--triton-shm",))]:
