@@ -3,7 +3,9 @@
 //! kill and start again on the same ports.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,11 +16,21 @@ use super::repo_root;
 /// Starting takes 10-15 s alone; several servers and runs sharing two cores take longer.
 const STARTUP: Duration = Duration::from_secs(180);
 
-/// Stops the server when the test process ends without dropping it (a server in a `static`):
-/// the test process holds this shell's stdin, which the kernel closes when it exits.
-const WATCHDOG: &str = r#"read line; kill -TERM "$1" 2>/dev/null
-i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-rm -rf "$2""#;
+/// Ends every server this `TritonServer` started, when it is dropped or when the test process
+/// ends without dropping it (a server in a `static`): the test process holds this shell's stdin,
+/// which the kernel closes when it exits. Each start is a process group of its own (the script,
+/// its tritonserver and the Python backend stubs, which can outlive a killed server) listed in
+/// `$1/groups`: SIGTERM, up to 10 s to stop, then SIGKILL; the shared memory pytriton names after
+/// the script's process (left when it was killed) and the directory go too.
+const WATCHDOG: &str = r#"read line
+groups=$(cat "$1/groups" 2>/dev/null)
+for g in $groups; do kill -TERM "-$g" 2>/dev/null; done
+i=0; while [ $i -lt 100 ]; do
+  alive=; for g in $groups; do kill -0 "-$g" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && break; sleep 0.1; i=$((i+1))
+done
+for g in $groups; do kill -KILL "-$g" 2>/dev/null; rm -f /dev/shm/pytrtion"$g"-*; done
+rm -rf "$1""#;
 
 /// The Python that runs Triton: `SAPIENS_TRITON_PYTHON`, else the project's `.venv-triton`.
 fn python() -> PathBuf {
@@ -41,6 +53,7 @@ pub struct TritonServer {
     /// `NAME=PATH.onnx` arguments.
     models: Vec<String>,
     process: Option<Child>,
+    /// Started with the server, ended last (see [`WATCHDOG`]).
     watchdog: Option<Child>,
     starts: u32,
     dir: tempfile::TempDir,
@@ -74,6 +87,15 @@ impl TritonServer {
             starts: 0,
             dir,
         };
+        server.watchdog = Some(
+            Command::new("sh")
+                .args(["-c", WATCHDOG, "sh"])
+                .arg(server.dir.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start sh"),
+        );
         server.restart();
         server
     }
@@ -126,18 +148,15 @@ impl TritonServer {
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).unwrap())
             .stderr(File::create(&stderr).unwrap())
+            .process_group(0)
             .spawn()
             .expect("start tests/reference/triton_server.py");
-        self.watchdog = Some(
-            Command::new("sh")
-                .args(["-c", WATCHDOG, "sh"])
-                .arg(process.id().to_string())
-                .arg(self.dir.path())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start sh"),
-        );
+        let mut groups = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("groups"))
+            .unwrap();
+        writeln!(groups, "{}", process.id()).unwrap();
         let deadline = Instant::now() + STARTUP;
         let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
         while !std::fs::read_to_string(&stdout)
@@ -163,7 +182,6 @@ impl TritonServer {
     /// SIGKILL to the server process, as a crash: its Triton (started with a parent-death
     /// SIGTERM) unloads the models and exits by itself moments later.
     pub fn kill(&mut self) {
-        self.retire_watchdog();
         if let Some(mut process) = self.process.take() {
             process.kill().unwrap();
             process.wait().unwrap();
@@ -172,7 +190,6 @@ impl TritonServer {
 
     /// SIGTERM, the way the server stops cleanly, and waits for it.
     pub fn stop(&mut self) {
-        self.retire_watchdog();
         if let Some(mut process) = self.process.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &process.id().to_string()])
@@ -189,9 +206,10 @@ impl TritonServer {
         }
     }
 
-    fn retire_watchdog(&mut self) {
+    /// Ends what is left of every start and waits for it (see [`WATCHDOG`]).
+    fn end_every_start(&mut self) {
         if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
+            drop(watchdog.stdin.take());
             let _ = watchdog.wait();
         }
     }
@@ -218,6 +236,7 @@ impl TritonServer {
 impl Drop for TritonServer {
     fn drop(&mut self) {
         self.stop();
+        self.end_every_start();
         self.remove_model_folders();
     }
 }
