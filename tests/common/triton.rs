@@ -100,11 +100,6 @@ impl TritonServer {
         server
     }
 
-    /// The directory given to [`Self::start_in`].
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// `triton://127.0.0.1:PORT/MODEL`.
     pub fn url(&self, model: &str) -> String {
         format!("triton://127.0.0.1:{}/{model}", self.grpc_port)

@@ -396,11 +396,6 @@ impl RemoteModel {
         self.outputs.iter().map(RemoteTensor::spec).collect()
     }
 
-    /// The model's config parameters (where `models triton-repo` puts the ONNX metadata).
-    pub fn parameters(&self) -> &BTreeMap<String, String> {
-        &self.parameters
-    }
-
     pub fn url(&self) -> &TritonUrl {
         &self.url
     }
