@@ -262,8 +262,7 @@ enum Admission<'a> {
 /// What `sapiens-stream models inspect FILE` prints: the graph's inputs and outputs, the task it
 /// fits, and whether `run` would load it, by the same checks `run` makes.
 pub fn inspect_report(path: &Path, ort_lib: Option<&Path>) -> Result<String> {
-    if let Some(url) = TritonUrl::of_path(path) {
-        let url = url.map_err(Error::model(path))?;
+    if let Some(url) = TritonUrl::of_path(path)? {
         return Ok(remote_report(&url, REMOTE_DEADLINE)?.text);
     }
     if !path.is_file() {
@@ -308,7 +307,7 @@ fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String
 
     let shapes = match &admission {
         Admission::Accepted(info) => Some((*info).clone()),
-        Admission::Refused(_) => shapes_only(path, graph),
+        Admission::Refused(_) => shapes_only(path, &graph.inputs, &graph.outputs),
     };
     let fitted = shapes.as_ref().and_then(fitting_task);
     let _ = writeln!(
@@ -410,19 +409,8 @@ pub fn remote_report(url: &TritonUrl, deadline: std::time::Duration) -> Result<R
     write_tensors(&mut out, "inputs", &remote.inputs);
     write_tensors(&mut out, "outputs", &remote.outputs);
     let shapes = (remote.inputs.len() == 1)
-        .then(|| (remote.inputs.first(), remote.outputs.first()))
-        .and_then(|(input, output)| {
-            Some(ModelInfo {
-                path: PathBuf::from(url.to_string()),
-                id: url.model.clone(),
-                input_name: input?.name.clone(),
-                input_shape: input?.shape.clone()?,
-                output_name: output?.name.clone(),
-                output_shape: output?.shape.clone()?,
-                metadata: remote.parameters.clone(),
-                provider: String::new(),
-            })
-        });
+        .then(|| shapes_only(Path::new(&url.to_string()), &remote.inputs, &remote.outputs))
+        .flatten();
     let fitted = shapes.as_ref().and_then(fitting_task);
     let _ = writeln!(
         out,
@@ -450,8 +438,8 @@ pub fn remote_report(url: &TritonUrl, deadline: std::time::Duration) -> Result<R
 }
 
 /// Input and output shapes for the task checks, whatever the element types.
-fn shapes_only(path: &Path, graph: &GraphDescription) -> Option<ModelInfo> {
-    let (input, output) = (graph.inputs.first()?, graph.outputs.first()?);
+fn shapes_only(path: &Path, inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Option<ModelInfo> {
+    let (input, output) = (inputs.first()?, outputs.first()?);
     Some(ModelInfo {
         path: path.to_owned(),
         id: String::new(),

@@ -118,6 +118,46 @@ impl Drops {
     }
 }
 
+/// A stage's view of a remote model's server being away (live runs, whose frames it drops
+/// meanwhile): one warning when it goes, the run's readiness given back when it answers again.
+pub(super) struct RemoteOutage {
+    metrics: Arc<Metrics>,
+    away: bool,
+}
+
+impl RemoteOutage {
+    pub(super) fn new(metrics: &Arc<Metrics>) -> Self {
+        RemoteOutage {
+            metrics: metrics.clone(),
+            away: false,
+        }
+    }
+
+    /// The stage's models answered.
+    pub(super) fn answered(&mut self) {
+        if std::mem::take(&mut self.away) {
+            self.metrics.inference_recovered();
+        }
+    }
+
+    /// `frames` frames of `task` got no answer from `model`: counted as inference errors.
+    pub(super) fn unanswered(
+        &mut self,
+        model: &str,
+        message: &str,
+        task: &'static str,
+        frames: usize,
+    ) {
+        if !self.away {
+            tracing::warn!("{model}: {message}; dropping frames until it answers");
+        }
+        self.away = true;
+        for _ in 0..frames {
+            self.metrics.inference_error(task);
+        }
+    }
+}
+
 pub(super) fn stage_links(scheduling: Scheduling, drops: &Drops) -> (Link<Frame>, Link<Work>) {
     match scheduling {
         Scheduling::Live => (Handoff::latest_wins(drops), Handoff::blocking(0, drops)),

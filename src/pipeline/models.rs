@@ -37,8 +37,8 @@ impl PersonFinder {
         let ort_lib = config.ort_lib.as_deref();
         Ok(match &config.persons {
             PersonSource::WholeFrame => PersonFinder::WholeFrame,
-            PersonSource::Detector { model, options } if TritonUrl::of_path(model).is_some() => {
-                let url = triton_url(model)?;
+            PersonSource::Detector { model, options } if TritonUrl::is_url(model) => {
+                let url = TritonUrl::of_path(model)?.expect("a triton:// URL");
                 let detector = PersonDetector::connect(&url, config.remote_options(), options)?;
                 tracing::info!(model = %url, layout = ?detector.layout(), "person detector on Triton");
                 PersonFinder::Detector(Arc::new(Mutex::new(detector)))
@@ -171,8 +171,8 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
     let compute_stream = gpu.as_ref().map(|g| ComputeStream(g.stream().clone()));
     let load = |task: Task, path: &Option<PathBuf>| -> Result<Option<TaskModel>> {
         let Some(path) = path else { return Ok(None) };
-        if TritonUrl::of_path(path).is_some() {
-            let engine = TritonEngine::connect(&triton_url(path)?, config.remote_options())?;
+        if let Some(url) = TritonUrl::of_path(path)? {
+            let engine = TritonEngine::connect(&url, config.remote_options())?;
             return task_model(task, Box::new(engine), batch, metrics).map(Some);
         }
         let options = OnnxOptions {
@@ -193,7 +193,7 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
     let pose = load(Task::Pose, &config.models.pose)?;
     let detector = match (&pose, &config.persons, &compute_stream) {
         (Some(_), PersonSource::Detector { model, options }, Some(stream))
-            if config.dump.is_none() && TritonUrl::of_path(model).is_none() =>
+            if config.dump.is_none() && !TritonUrl::is_url(model) =>
         {
             let device = stream.0.context().ordinal();
             let detector =
@@ -225,7 +225,7 @@ fn every_model_remote(config: &PipelineConfig) -> bool {
         .into_iter()
         .flatten()
         .chain(detector)
-        .all(|path| TritonUrl::of_path(path).is_some())
+        .all(|path| TritonUrl::is_url(path))
 }
 
 /// A loaded engine checked against its task.
@@ -246,17 +246,6 @@ fn task_model(
         max_batch,
         metrics: metrics.clone(),
     })
-}
-
-/// The Triton URL given as a model path, or why it is not one.
-fn triton_url(path: &std::path::Path) -> Result<TritonUrl> {
-    match TritonUrl::of_path(path) {
-        Some(Ok(url)) => Ok(url),
-        Some(Err(reason)) => Err(crate::error::Error::model(path)(reason)),
-        None => Err(crate::error::Error::model(path)(
-            "not a triton:// URL".into(),
-        )),
-    }
 }
 
 /// The CUDA kernels on `device`; without them (no NVRTC, say) the models still run on the GPU,

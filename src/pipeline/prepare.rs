@@ -13,7 +13,7 @@ use crate::tasks::INPUT_LEN;
 use crate::tasks::pose::{self, PersonBox};
 
 use super::decode::StageOutcome;
-use super::links::{Handoff, Pool};
+use super::links::{Handoff, Pool, RemoteOutage};
 use super::models::PersonFinder;
 use super::track_crops::TrackCrops;
 use super::work::Work;
@@ -43,7 +43,7 @@ pub(super) fn preprocess_stage(
     let mut detect_stats = StageStats::new("detect").reporting_to(&prep.metrics);
     let mut stats = StageStats::new("preprocess").reporting_to(&prep.metrics);
     let norm = Normalization::SAPIENS;
-    let mut remote_failing = false;
+    let mut outage = RemoteOutage::new(&prep.metrics);
     for frame in frames {
         // Only a detector on this thread is timed as `detect`: the GPU's reports from the
         // inference stage, and boxes that are given cost nothing to find.
@@ -67,18 +67,12 @@ pub(super) fn preprocess_stage(
         };
         let boxes = match found {
             Ok(boxes) => {
-                if std::mem::take(&mut remote_failing) {
-                    prep.metrics.inference_recovered();
-                }
+                outage.answered();
                 boxes
             }
             // Live: a frame the detector's server did not answer for is dropped.
             Err(Error::RemoteUnavailable { model, message }) => {
-                if !remote_failing {
-                    tracing::warn!("{model}: {message}; dropping frames until it answers");
-                }
-                remote_failing = true;
-                prep.metrics.inference_error("detect");
+                outage.unanswered(&model, &message, "detect", 1);
                 out.count_drop();
                 continue;
             }

@@ -67,9 +67,19 @@ impl TritonUrl {
         }))
     }
 
-    /// The URL of a model given where a path is taken (`--pose-model` and the like).
-    pub fn of_path(path: &Path) -> Option<std::result::Result<Self, String>> {
-        path.to_str().and_then(Self::parse)
+    /// Whether a model given where a path is taken (`--pose-model` and the like) is a
+    /// triton:// URL.
+    pub fn is_url(path: &Path) -> bool {
+        path.to_str().is_some_and(|text| text.starts_with(SCHEME))
+    }
+
+    /// The URL of a model given where a path is taken; `None` for a file, an [`Error::Model`]
+    /// for a malformed URL.
+    pub fn of_path(path: &Path) -> Result<Option<Self>> {
+        path.to_str()
+            .and_then(Self::parse)
+            .transpose()
+            .map_err(Error::model(path))
     }
 
     fn request(&self) -> ModelRequest {
@@ -211,15 +221,13 @@ pub fn describe(url: &TritonUrl, deadline: Duration) -> Result<RemoteDescription
     let server_live = client.server_live().map_err(unreachable)?;
     let server = client.server_metadata().map_err(unreachable)?;
     let server_ready = client.server_ready().map_err(unreachable)?;
-    let request = url.request();
-    let model_ready = client.model_ready(&request).unwrap_or(false);
-    let metadata = client
-        .model_metadata(&request)
-        .map_err(|e| fail(model_unknown(&client, url, &e)))?;
-    let config = client
-        .model_config(&request)
-        .map_err(|e| fail(model_unknown(&client, url, &e)))?;
-    let (inputs, outputs) = tensors(&metadata).map_err(fail)?;
+    let model_ready = client.model_ready(&url.request()).unwrap_or(false);
+    let Served {
+        metadata,
+        config,
+        inputs,
+        outputs,
+    } = served(&client, url)?;
     Ok(RemoteDescription {
         server_name: server.name,
         server_version: server.version,
@@ -285,6 +293,35 @@ fn model_unknown(client: &TritonClient, url: &TritonUrl, error: &CallError) -> S
     }
 }
 
+/// A model as its server declares it.
+struct Served {
+    metadata: ModelMetadataResponse,
+    config: ModelConfig,
+    inputs: Vec<RemoteTensor>,
+    outputs: Vec<RemoteTensor>,
+}
+
+/// Reads `url`'s model metadata and config; a server that cannot be reached or does not serve
+/// the model is an [`Error::Model`] naming the URL.
+fn served(client: &TritonClient, url: &TritonUrl) -> Result<Served> {
+    let path = PathBuf::from(url.to_string());
+    let fail = Error::model(&path);
+    let request = url.request();
+    let metadata = client
+        .model_metadata(&request)
+        .map_err(|e| fail(model_unknown(client, url, &e)))?;
+    let config = client
+        .model_config(&request)
+        .map_err(|e| fail(model_unknown(client, url, &e)))?;
+    let (inputs, outputs) = tensors(&metadata).map_err(fail)?;
+    Ok(Served {
+        metadata,
+        config,
+        inputs,
+        outputs,
+    })
+}
+
 fn tensors(
     metadata: &ModelMetadataResponse,
 ) -> std::result::Result<(Vec<RemoteTensor>, Vec<RemoteTensor>), String> {
@@ -336,15 +373,14 @@ impl RemoteModel {
         let path = PathBuf::from(url.to_string());
         let fail = Error::model(&path);
         let client = TritonClient::new(&url.address, options.deadline).map_err(fail)?;
-        let request = url.request();
-        let metadata = client
-            .model_metadata(&request)
-            .map_err(|e| fail(model_unknown(&client, url, &e)))?;
-        let config = client
-            .model_config(&request)
-            .map_err(|e| fail(model_unknown(&client, url, &e)))?;
+        let Served {
+            config,
+            inputs,
+            outputs,
+            ..
+        } = served(&client, url)?;
         if !client
-            .model_ready(&request)
+            .model_ready(&url.request())
             .map_err(|e| fail(unreachable_text(&client, &e)))?
         {
             return Err(fail(format!(
@@ -352,7 +388,6 @@ impl RemoteModel {
                 url.model, url.address
             )));
         }
-        let (inputs, outputs) = tensors(&metadata).map_err(fail)?;
         let [input] = &inputs[..] else {
             return Err(fail(format!("expected 1 input, found {}", inputs.len())));
         };
@@ -371,10 +406,9 @@ impl RemoteModel {
             (_, Some(Some(fixed))) => *fixed,
             _ => 1,
         };
-        let shared_memory = match options.shared_memory {
-            true => Some(shm::Regions::new(&client, &url.model).map_err(fail)?),
-            false => None,
-        };
+        let shared_memory = options
+            .shared_memory
+            .then(|| shm::Regions::new(&client, &url.model));
         Ok(RemoteModel {
             client,
             url: url.clone(),
@@ -490,19 +524,13 @@ impl RemoteModel {
         values: &[f32],
         shape: &[usize],
     ) -> std::result::Result<Vec<HostTensor>, CallError> {
-        let batch = shape[0];
-        let item_len = shape[1..].iter().product::<usize>();
-        let chunks: Vec<(usize, usize)> = (0..batch)
-            .step_by(self.request_items.max(1))
-            .map(|start| (start, (batch - start).min(self.request_items.max(1))))
-            .collect();
-        let requests: Vec<ModelInferRequest> = chunks
-            .iter()
+        let item_len = shape[1..].iter().product::<usize>().max(1);
+        let requests: Vec<ModelInferRequest> = values[..shape[0] * item_len]
+            .chunks(self.request_items.max(1) * item_len)
             .enumerate()
-            .map(|(slot, &(start, items))| {
+            .map(|(slot, chunk)| {
                 let mut chunk_shape = shape.to_vec();
-                chunk_shape[0] = items;
-                let chunk = &values[start * item_len..(start + items) * item_len];
+                chunk_shape[0] = chunk.len() / item_len;
                 self.request(slot, chunk, &chunk_shape)
             })
             .collect::<std::result::Result<_, _>>()?;
@@ -526,7 +554,7 @@ impl RemoteModel {
         values: &[f32],
         shape: &[usize],
     ) -> std::result::Result<ModelInferRequest, CallError> {
-        let bytes = encode(values, self.input.wire);
+        let wire = self.input.wire;
         let mut input = InferInputTensor {
             name: self.input.name.clone(),
             datatype: self.input.wire.name().to_owned(),
@@ -549,13 +577,15 @@ impl RemoteModel {
                     .iter()
                     .map(|o| output_bytes(o, shape[0]))
                     .collect::<Vec<_>>();
-                let placed = regions.place(slot, &bytes, &output_sizes)?;
+                let (placed, bytes) =
+                    regions.place(slot, values.len() * wire.size(), &output_sizes)?;
+                encode_into(values, wire, bytes);
                 input.parameters = placed.input;
                 for (output, parameters) in outputs.iter_mut().zip(placed.outputs) {
                     output.parameters = parameters;
                 }
             }
-            None => raw_input_contents.push(bytes),
+            None => raw_input_contents.push(encode(values, wire)),
         }
         Ok(ModelInferRequest {
             model_name: self.url.model.clone(),
@@ -590,13 +620,11 @@ impl RemoteModel {
                         tensor.name, tensor.datatype
                     ))
                 })?;
-                let owned;
                 let bytes: &[u8] = match self.shared_memory.as_ref() {
                     Some(regions) => {
                         let len =
                             tensor.shape.iter().product::<i64>().max(0) as usize * wire.size();
-                        owned = regions.output(slot, i, len);
-                        &owned
+                        regions.output(slot, i, len)
                     }
                     None => response.raw_output_contents.get(position).ok_or_else(|| {
                         refused(format!("output '{}' has no raw contents", tensor.name))
@@ -615,13 +643,26 @@ fn output_bytes(output: &RemoteTensor, batch: usize) -> usize {
     item * batch * output.wire.size()
 }
 
+/// `values` as a float input on the wire.
 fn encode(values: &[f32], wire: Wire) -> Vec<u8> {
+    let mut bytes = vec![0; values.len() * wire.size()];
+    encode_into(values, wire, &mut bytes);
+    bytes
+}
+
+/// `values` as a float input on the wire, into `bytes` (`values.len() * wire.size()` of them).
+fn encode_into(values: &[f32], wire: Wire, bytes: &mut [u8]) {
     match wire {
-        Wire::F16 => values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Wire::F16 => {
+            for (value, out) in values.iter().zip(bytes.chunks_exact_mut(2)) {
+                out.copy_from_slice(&half::f16::from_f32(*value).to_le_bytes());
+            }
+        }
+        _ => {
+            for (value, out) in values.iter().zip(bytes.chunks_exact_mut(4)) {
+                out.copy_from_slice(&value.to_le_bytes());
+            }
+        }
     }
 }
 

@@ -30,7 +30,6 @@ struct Slot {
     name: String,
     file: PathBuf,
     map: MmapMut,
-    input_len: usize,
     /// (offset, length) of each output.
     outputs: Vec<(usize, usize)>,
 }
@@ -42,13 +41,13 @@ pub struct Placed {
 }
 
 impl Regions {
-    pub fn new(client: &TritonClient, model: &str) -> Result<Self, String> {
+    pub fn new(client: &TritonClient, model: &str) -> Self {
         static MODELS: AtomicUsize = AtomicUsize::new(0);
         let safe: String = model
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        Ok(Regions {
+        Regions {
             client: client.clone(),
             prefix: format!(
                 "sapiens_{}_{}_{safe}",
@@ -56,24 +55,25 @@ impl Regions {
                 MODELS.fetch_add(1, Ordering::Relaxed)
             ),
             slots: Vec::new(),
-        })
+        }
     }
 
-    /// Writes `input` into request `slot`'s region (made or grown, and registered, as needed)
-    /// with room for outputs of `output_sizes` bytes.
+    /// Request `slot`'s region (made or grown, and registered, as needed) with room for an
+    /// input of `input_len` bytes and outputs of `output_sizes` bytes: the parameters that point
+    /// the request there, and the input's bytes for the caller to write.
     pub fn place(
         &mut self,
         slot: usize,
-        input: &[u8],
+        input_len: usize,
         output_sizes: &[usize],
-    ) -> Result<Placed, CallError> {
+    ) -> Result<(Placed, &mut [u8]), CallError> {
         if self.slots.len() <= slot {
             self.slots.resize_with(slot + 1, || None);
         }
-        let needed = input.len() + output_sizes.iter().sum::<usize>();
+        let needed = input_len + output_sizes.iter().sum::<usize>();
         let fits = self.slots[slot]
             .as_ref()
-            .is_some_and(|s| s.map.len() >= needed && s.outputs.len() == output_sizes.len());
+            .is_some_and(|s| s.map.len() >= needed);
         if !fits {
             if let Some(old) = self.slots[slot].take() {
                 unregister(&self.client, &old);
@@ -81,9 +81,7 @@ impl Regions {
             self.slots[slot] = Some(self.create(slot, needed)?);
         }
         let region = self.slots[slot].as_mut().expect("made above");
-        region.map[..input.len()].copy_from_slice(input);
-        region.input_len = input.len();
-        let mut offset = input.len();
+        let mut offset = input_len;
         region.outputs = output_sizes
             .iter()
             .map(|&len| {
@@ -108,14 +106,15 @@ impl Regions {
                 ),
             ])
         };
-        Ok(Placed {
-            input: parameters(0, region.input_len),
+        let placed = Placed {
+            input: parameters(0, input_len),
             outputs: region
                 .outputs
                 .iter()
                 .map(|&(offset, len)| parameters(offset, len))
                 .collect(),
-        })
+        };
+        Ok((placed, &mut region.map[..input_len]))
     }
 
     /// Lets go of every region, unregistering what the server may still hold: a server that
@@ -129,12 +128,12 @@ impl Regions {
     }
 
     /// The first `len` bytes of output `index` of request `slot`, as the server wrote them.
-    pub fn output(&self, slot: usize, index: usize, len: usize) -> Vec<u8> {
+    pub fn output(&self, slot: usize, index: usize, len: usize) -> &[u8] {
         let Some(region) = self.slots.get(slot).and_then(Option::as_ref) else {
-            return Vec::new();
+            return &[];
         };
         let (offset, room) = region.outputs[index];
-        region.map[offset..offset + len.min(room)].to_vec()
+        &region.map[offset..offset + len.min(room)]
     }
 
     fn create(&self, slot: usize, size: usize) -> Result<Slot, CallError> {
@@ -158,7 +157,6 @@ impl Regions {
             name,
             file,
             map,
-            input_len: 0,
             outputs: Vec::new(),
         };
         let registered = self.register(&region, size).or_else(|first| match first {

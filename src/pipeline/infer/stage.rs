@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, StageStats};
 use crate::pipeline::config::{SegUpsample, View};
 use crate::pipeline::decode::StageOutcome;
-use crate::pipeline::links::{Pool, StreamPort};
+use crate::pipeline::links::{Pool, RemoteOutage, StreamPort};
 use crate::pipeline::models::{Models, TaskModel};
 use crate::pipeline::work::{DenseOutput, PoseOutput, SegOutput, Work};
 use crate::sink::Dumper;
@@ -106,7 +106,7 @@ pub(in crate::pipeline) fn inference_stage(
     let mut stats = InferenceStats::new(&metrics);
     let mut gatherer = Gatherer::new(joining, batching.max_batch, batching.timeout);
     let mut scratch = Scratch::default();
-    let mut remote_failing = false;
+    let mut outage = RemoteOutage::new(&metrics);
     while let Some(mut batch) = gatherer.next_batch() {
         let mut stage = StageState {
             models: &mut models,
@@ -116,20 +116,13 @@ pub(in crate::pipeline) fn inference_stage(
         };
         match infer_batch(&mut batch, &gatherer, &mut stage, inference) {
             Ok(()) => {
-                if std::mem::take(&mut remote_failing) {
-                    metrics.inference_recovered();
-                }
+                outage.answered();
                 gatherer.dispatch(batch);
             }
             // Live: the frames whose model's server did not answer are dropped, the run goes on.
             Err(Error::RemoteUnavailable { model, message }) => {
-                if !remote_failing {
-                    tracing::warn!("{model}: {message}; dropping frames until it answers");
-                }
-                remote_failing = true;
-                let task = models.task_of(&model);
+                outage.unanswered(&model, &message, models.task_of(&model), batch.len());
                 for entry in &batch {
-                    metrics.inference_error(task);
                     gatherer.port_of(entry.port_index()).drops.count();
                 }
             }
@@ -370,11 +363,23 @@ fn infer_on_host(
     let persons = work.boxes.len();
     let pose_input = work.pose_input.take();
     let dense_input = work.dense_input.take();
-    let mut heatmaps = output_pool.get(0);
-    let mut dense_outputs = [output_pool.get(0), output_pool.get(0), output_pool.get(0)];
+    // An output buffer for each model that runs on this frame.
+    let mut heatmaps = (models.pose.is_some() && pose_input.is_some()).then(|| output_pool.get(0));
+    let dense_output = |model: &Option<TaskModel>| {
+        (model.is_some() && dense_input.is_some()).then(|| output_pool.get(0))
+    };
+    let mut dense_outputs = [
+        dense_output(&models.seg),
+        dense_output(&models.depth),
+        dense_output(&models.normal),
+    ];
     let mut jobs: Vec<Job> = Vec::new();
-    if let (Some(model), Some(input)) = (models.pose.as_mut(), pose_input.as_deref()) {
-        let (heatmaps, stats) = (&mut heatmaps, &mut stats.pose);
+    if let (Some(model), Some(input), Some(heatmaps)) = (
+        models.pose.as_mut(),
+        pose_input.as_deref(),
+        heatmaps.as_mut(),
+    ) {
+        let stats = &mut stats.pose;
         jobs.push(Box::new(move || {
             stats.time(|| {
                 run_pose(
@@ -389,31 +394,30 @@ fn infer_on_host(
             })
         }));
     }
-    if let Some(input) = dense_input.as_deref() {
-        let [seg_output, depth_output, normal_output] = &mut dense_outputs;
-        let dense = [
-            (models.seg.as_mut(), &mut stats.seg, seg_output),
-            (models.depth.as_mut(), &mut stats.depth, depth_output),
-            (models.normal.as_mut(), &mut stats.normal, normal_output),
-        ];
-        for (model, stats, output) in dense {
-            let Some(model) = model else { continue };
-            jobs.push(Box::new(move || {
-                stats.time(|| run_batched(model, input, 1, output))
-            }));
-        }
+    let [seg_output, depth_output, normal_output] = &mut dense_outputs;
+    let dense = [
+        (models.seg.as_mut(), &mut stats.seg, seg_output),
+        (models.depth.as_mut(), &mut stats.depth, depth_output),
+        (models.normal.as_mut(), &mut stats.normal, normal_output),
+    ];
+    for (model, stats, output) in dense {
+        let (Some(model), Some(output), Some(input)) =
+            (model, output.as_mut(), dense_input.as_deref())
+        else {
+            continue;
+        };
+        jobs.push(Box::new(move || {
+            stats.time(|| run_batched(model, input, 1, output))
+        }));
     }
     run_jobs(jobs, together)?;
-    // The buffers no model filled go back to the pool with their capacity.
-    match (models.pose.as_ref(), pose_input) {
-        (Some(model), Some(input)) => {
-            if let Some(dumper) = dump {
-                dump_tensors(dumper, index, Task::Pose, model.layout, &input, &heatmaps)?;
-            }
-            input_pool.put(input);
-            work.pose = Some(PoseOutput::Heatmaps(heatmaps));
+    if let (Some(model), Some(input), Some(heatmaps)) = (models.pose.as_ref(), pose_input, heatmaps)
+    {
+        if let Some(dumper) = dump {
+            dump_tensors(dumper, index, Task::Pose, model.layout, &input, &heatmaps)?;
         }
-        _ => output_pool.put(heatmaps),
+        input_pool.put(input);
+        work.pose = Some(PoseOutput::Heatmaps(heatmaps));
     }
     let dense = [
         (Task::Seg, models.seg.as_ref()),
@@ -421,15 +425,14 @@ fn infer_on_host(
         (Task::Normal, models.normal.as_ref()),
     ];
     for ((task, model), output) in dense.into_iter().zip(dense_outputs) {
-        match (model, dense_input.as_deref()) {
-            (Some(model), Some(input)) => {
-                if let Some(dumper) = dump {
-                    dump_tensors(dumper, index, task, model.layout, input, &output)?;
-                }
-                work.set_dense_output(task, output);
-            }
-            _ => output_pool.put(output),
+        let (Some(model), Some(output), Some(input)) = (model, output, dense_input.as_deref())
+        else {
+            continue;
+        };
+        if let Some(dumper) = dump {
+            dump_tensors(dumper, index, task, model.layout, input, &output)?;
         }
+        work.set_dense_output(task, output);
     }
     if let Some(input) = dense_input {
         input_pool.put(input);
