@@ -6,13 +6,14 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cli::{assert_clean_failure, assert_success, command, model, read_results, sapiens};
+use common::cli::{
+    assert_clean_failure, assert_success, command, model, read_results, run_to_end, sapiens,
+};
 use common::path_arg;
 use common::process::{PATIENCE, Sapiens, free_port, http_get};
 use common::triton::TritonServer;
@@ -73,30 +74,9 @@ fn shared() -> &'static Shared {
 
 /// Runs `sapiens-stream ARGS` in `dir`: its process id (to find what it left behind) and output.
 fn run_in(dir: &Path, args: &[&str]) -> (u32, Output) {
-    let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = command(args)
-        .current_dir(dir)
-        .stdout(File::create(&stdout).unwrap())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .expect("start sapiens-stream");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sapiens-stream {args:?} hung for {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = Output {
-        status,
-        stdout: std::fs::read(&stdout).unwrap(),
-        stderr: std::fs::read(&stderr).unwrap(),
-    };
-    (child.id(), output)
+    let mut run = command(args);
+    run.current_dir(dir);
+    run_to_end(run, dir, PATIENCE)
 }
 
 /// The frame results of a results file (status lines left out).

@@ -32,7 +32,13 @@ pub fn command(args: &[&str]) -> Command {
 }
 
 /// Runs a command to completion, killing it (and failing the test) if it hangs.
-pub fn run_with_timeout(mut command: Command, dir: &Path) -> Output {
+pub fn run_with_timeout(command: Command, dir: &Path) -> Output {
+    run_to_end(command, dir, TIMEOUT).1
+}
+
+/// As [`run_with_timeout`], within `limit`, with the process id the command ran as (to find
+/// what it left).
+pub fn run_to_end(mut command: Command, dir: &Path, limit: Duration) -> (u32, Output) {
     let stdout = dir.join(format!("stdout-{}", std::process::id()));
     let stderr = dir.join(format!("stderr-{}", std::process::id()));
     let mut child = command
@@ -40,22 +46,23 @@ pub fn run_with_timeout(mut command: Command, dir: &Path) -> Output {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("start sapiens-stream");
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{command:?} hung for {TIMEOUT:?}");
+            panic!("{command:?} hung for {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Output {
+    let output = Output {
         status,
         stdout: std::fs::read(&stdout).unwrap(),
         stderr: std::fs::read(&stderr).unwrap(),
-    }
+    };
+    (child.id(), output)
 }
 
 /// Runs `sapiens-stream ARGS` in `dir` (relative paths resolve there).
