@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Export an official Sapiens TorchScript checkpoint (`*_torchscript.pt2`) to ONNX for sapiens-stream.
+"""Export an official Sapiens checkpoint to ONNX for sapiens-stream: a first-family TorchScript file
+(`*_torchscript.pt2`) or a Sapiens2 safetensors file (`*.safetensors`).
 
 The official checkpoints are TorchScript programs traced at batch 1 (see engines/manifest.json for
 the list and where to download them). This script:
@@ -23,11 +24,21 @@ the list and where to download them). This script:
 Task and keypoint count come from the manifest when the checkpoint's file name is listed there,
 otherwise from --task and --keypoints. The output shape is checked against the task.
 
+Sapiens2 (`*.safetensors`): the checkpoints hold weights only, so the model is this project's
+PyTorch Sapiens2 (engines/sapiens2.py), built at the size and task the manifest gives (else
+--size and --task), loaded by parameter name: a file with a missing, extra or misshapen tensor is
+refused, naming them. Weights stored in bfloat16 or float16 are widened to float32 on load, and
+the graph computes in float32 (or float16 with --fp16); the rotary table is the official
+bfloat16 one, the rotation float32 (see engines/sapiens2.py). The pointmap model's output gets
+the scale as a fourth plane (metric points = map / scale). The metadata adds
+`sapiens_stream.family` = `sapiens2` and the checkpoint's tensor dtypes.
+
 Needs: torch, onnx, onnxruntime, numpy (CPU is enough; a 2B model needs about 3x its size in RAM).
 
 Usage:
   python engines/export_onnx.py CHECKPOINT.pt2 [-o OUT.onnx] [--task pose --keypoints 17]
       [--fp16] [--external-data] [--opset 17] [--check-batch 2] [--tolerance T] [--report R.json]
+  python engines/export_onnx.py sapiens2_0.4b_pose.safetensors [--size 0.4b --task pose] [...]
 """
 
 from __future__ import annotations
@@ -47,6 +58,9 @@ INPUT_SHAPE = (3, 1024, 768)
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 DEFAULT_OPSET = 17
 TORCHSCRIPT_SUFFIX = "_torchscript.pt2"
+SAFETENSORS_SUFFIX = ".safetensors"
+SAPIENS2_SIZES = ("tiny", "0.4b", "0.8b", "1b", "5b")
+SAPIENS2_TASKS = ("pose", "seg", "normal", "pointmap")
 META_PREFIX = "sapiens_stream."
 PROTOBUF_LIMIT = 2**31  # bytes; bigger models must keep their weights outside the .onnx file
 GRAPH_MARGIN = 64 * 2**20  # room for the graph itself beside the weights
@@ -83,9 +97,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "-o", "--output", type=Path, help="ONNX file to write (default: beside the checkpoint, NAME[_fp16].onnx)"
     )
     parser.add_argument(
-        "--task", choices=["pose", "seg", "depth", "normal"], help="needed when the checkpoint is not in the manifest"
+        "--task",
+        choices=["pose", "seg", "depth", "normal", "pointmap"],
+        help="needed when the checkpoint is not in the manifest (pointmap: Sapiens2 only, depth: first family only)",
     )
     parser.add_argument("--keypoints", type=int, choices=POSE_KEYPOINTS, help="pose only: 17, 133 or 308")
+    parser.add_argument(
+        "--size", choices=SAPIENS2_SIZES, help="Sapiens2: backbone size, needed when the file is not in the manifest"
+    )
     parser.add_argument("--fp16", action="store_true", help="float16 weights and compute (input/output stay float32)")
     parser.add_argument("--external-data", action="store_true", help="always write weights to <model>.onnx.data")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -107,7 +126,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def default_output(checkpoint: Path, fp16: bool) -> Path:
     name = checkpoint.name
-    stem = name[: -len(TORCHSCRIPT_SUFFIX)] if name.endswith(TORCHSCRIPT_SUFFIX) else checkpoint.stem
+    stem = name.removesuffix(TORCHSCRIPT_SUFFIX) if name.endswith(TORCHSCRIPT_SUFFIX) else checkpoint.stem
     return checkpoint.with_name(stem + ("_fp16" if fp16 else "") + ".onnx")
 
 
@@ -134,6 +153,21 @@ def resolve_task(checkpoint: Path, task: str | None, keypoints: int | None) -> t
     if task != "pose" and keypoints is not None:
         raise ExportError(f"--keypoints is for pose models, not {task}")
     return task, keypoints, None
+
+
+def resolve_sapiens2(checkpoint: Path, task: str | None, size: str | None) -> tuple[str, str, dict | None]:
+    """Task and size of a Sapiens2 checkpoint: the manifest's, else the flags'."""
+    entry = manifest_entry(checkpoint)
+    if entry is not None:
+        for flag, given, listed in (("--task", task, entry["task"]), ("--size", size, entry["size"])):
+            if given is not None and given != listed:
+                raise ExportError(f"{checkpoint.name} is {listed} in the manifest, not {flag} {given}")
+        return entry["task"], entry["size"], entry
+    if task is None or size is None:
+        raise ExportError(f"{checkpoint.name} is not in engines/manifest.json: pass --task and --size")
+    if task not in SAPIENS2_TASKS:
+        raise ExportError(f"Sapiens2 has no {task} model; its tasks are {', '.join(SAPIENS2_TASKS)}")
+    return task, size, None
 
 
 def expected_output(task: str, keypoints: int | None) -> tuple[int, int, int]:
@@ -251,19 +285,51 @@ def check(path: Path, module, batch: int, seed: int, expected: tuple[int, int, i
     }
 
 
-def export(args: argparse.Namespace) -> dict:
-    task, keypoints, entry = resolve_task(args.checkpoint, args.task, args.keypoints)
-    expected = expected_output(task, keypoints)
-    output = args.output or default_output(args.checkpoint, args.fp16)
-    dtype = "float16" if args.fp16 else "float32"
-    tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype]
+def load_sapiens2(args: argparse.Namespace) -> tuple:
+    """The Sapiens2 module with the checkpoint's weights, its task, output shape, metadata and entry."""
+    import sapiens2
 
-    started = time.monotonic()
+    if args.keypoints is not None:
+        raise ExportError("--keypoints is for first-family pose models; Sapiens2 pose predicts 308")
+    task, size, entry = resolve_sapiens2(args.checkpoint, args.task, args.size)
+    module = sapiens2.build(size, task)
+    try:
+        dtypes = sapiens2.load_checkpoint(module, args.checkpoint)
+    except sapiens2.CheckpointError as error:
+        raise ExportError(str(error)) from None
+    module.backbone.freeze_rope()
+    metadata = {"family": "sapiens2", "size": size, "checkpoint_dtypes": ",".join(sorted(dtypes))}
+    if task == "pose":
+        metadata["keypoints"] = str(sapiens2.KEYPOINTS)
+    return module, task, sapiens2.output_shape(task), metadata, entry
+
+
+def load_first_family(args: argparse.Namespace) -> tuple:
+    """The TorchScript module, its task, output shape, metadata and manifest entry."""
+    task, keypoints, entry = resolve_task(args.checkpoint, args.task, args.keypoints)
+    if task == "pointmap":
+        raise ExportError("pointmap models are Sapiens2 (*.safetensors); the first family has depth")
+    expected = expected_output(task, keypoints)
     module = load_torchscript(args.checkpoint)
     probe = run_torchscript(module, np.zeros((1, *INPUT_SHAPE), dtype=np.float32))
     if probe.shape[1:] != expected:
         shape = ", ".join(map(str, expected))
         raise ExportError(f"the checkpoint outputs {tuple(probe.shape)}, but a {task} model must output (N, {shape})")
+    metadata = {"keypoints": str(keypoints)} if keypoints is not None else {}
+    return module, task, expected, metadata, entry
+
+
+def export(args: argparse.Namespace) -> dict:
+    sapiens2 = args.checkpoint.name.endswith(SAFETENSORS_SUFFIX)
+    if args.size is not None and not sapiens2:
+        raise ExportError("--size is for Sapiens2 checkpoints (*.safetensors)")
+    output = args.output or default_output(args.checkpoint, args.fp16)
+    dtype = "float16" if args.fp16 else "float32"
+    tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype]
+
+    started = time.monotonic()
+    module, task, expected, model_metadata, entry = (load_sapiens2 if sapiens2 else load_first_family)(args)
+    keypoints = int(model_metadata["keypoints"]) if "keypoints" in model_metadata else None
 
     with tempfile.TemporaryDirectory(dir=output.parent if output.parent.exists() else None) as scratch:
         exported = Path(scratch) / "exported.onnx"
@@ -276,11 +342,10 @@ def export(args: argparse.Namespace) -> dict:
             "dtype": dtype,
             "io_dtype": "float32",
             "exporter": "engines/export_onnx.py",
+            **model_metadata,
         }
-        if keypoints is not None:
-            metadata["keypoints"] = str(keypoints)
         if entry is not None:
-            metadata["licence"] = json.loads(MANIFEST.read_text())["licence"]
+            metadata["licence"] = entry.get("licence") or json.loads(MANIFEST.read_text())["licence"]
         onnx.helper.set_model_props(model, {META_PREFIX + k: v for k, v in metadata.items()})
         external = args.external_data or weight_bytes(model) > PROTOBUF_LIMIT - GRAPH_MARGIN
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -288,11 +353,13 @@ def export(args: argparse.Namespace) -> dict:
         del model
     onnx.checker.check_model(str(output))
 
-    print(f"checking ONNX Runtime against TorchScript at batch {args.check_batch} ...", file=sys.stderr)
+    reference = "PyTorch" if sapiens2 else "TorchScript"
+    print(f"checking ONNX Runtime against {reference} at batch {args.check_batch} ...", file=sys.stderr)
     report = {
         "checkpoint": str(args.checkpoint),
         "onnx": str(output),
         "external_data": str(data_path) if data_path else None,
+        "family": "sapiens2" if sapiens2 else "sapiens",
         "task": task,
         "keypoints": keypoints,
         "dtype": dtype,
@@ -315,13 +382,13 @@ def main(argv: list[str]) -> int:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"wrote {report['onnx']}" + (f" (+ {report['external_data']})" if report["external_data"] else "") + "\n"
-        f"ONNX Runtime vs TorchScript at batch {report['check_batch']}: max |diff| {report['max_abs_diff']:.3g}, "
+        f"ONNX Runtime vs {'PyTorch' if report['family'] == 'sapiens2' else 'TorchScript'} at batch {report['check_batch']}: max |diff| {report['max_abs_diff']:.3g}, "
         f"mean |diff| {report['mean_abs_diff']:.3g}, largest |output| {report['reference_max_abs']:.3g}, "
         f"relative {report['relative_max_diff']:.3g} (tolerance {report['tolerance']:g}); "
         f"output {tuple(report['onnx_output_shape'])}"
     )
     if not report["passed"]:
-        print("error: ONNX Runtime's output differs from TorchScript's beyond the tolerance", file=sys.stderr)
+        print("error: ONNX Runtime's output differs from the checkpoint's beyond the tolerance", file=sys.stderr)
         return 1
     return 0
 
