@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build Sapiens-architecture ONNX models with random weights.
+"""Build Sapiens- and Sapiens2-architecture ONNX models with random weights.
 
 sapiens-stream needs models to test and benchmark against, but the official Sapiens weights
 are large, licensed CC-BY-NC-4.0 and not published as ONNX. This script writes ONNX graphs
@@ -10,11 +10,29 @@ models (see docs/SAPIENS.md), filled with random weights drawn from a fixed seed
   output `output` pose: (batch, K, 256, 192) K = 17 / 133 / 308; seg: (batch, 28, 512, 384);
                   depth: (batch, 1, 1024, 768); normal: (batch, 3, 512, 384)
 
-THE OUTPUTS OF THESE MODELS ARE RANDOM: they are not poses, segmentations, depths or normals.
+`--family sapiens2` writes Sapiens2 models instead (`sapiens2_<arch>_<task>.onnx`, metadata
+`sapiens_stream.family` = `sapiens2`), computing exactly what the PyTorch module of
+engines/sapiens2.py computes with the same weights (its export's float32 rotation, rope="fp32"),
+with the same input and these outputs:
+
+  output `output` pose: (batch, 308, 256, 192); seg: (batch, 29, 1024, 768);
+                  normal: (batch, 3, 1024, 768); pointmap: (batch, 4, 1024, 768), the point map
+                  and its scale repeated as a fourth plane
+
+Their initializers are named by that module's state_dict: `<key>` holds the entry `<key>` as is,
+except that an nn.Linear applied to tokens is a MatMul with its weight transposed, stored (in,
+out) as `<module>.weight_t`. Every other initializer is a constant that is no state_dict entry:
+int64 shapes, slice bounds and axes, RMSNorm `*.eps`, attention `*.attn.scale`, InstanceNorm
+`*.norm.scale` / `*.norm.bias` (ones and zeros), and the RoPE tables `backbone.rope_sin` /
+`backbone.rope_cos`. engines/check_sapiens2_generator.py loads the weights into the PyTorch
+module by this rule and compares the outputs.
+
+THE OUTPUTS OF THESE MODELS ARE RANDOM: they are not poses, segmentations, depths, normals or
+point maps.
 Every file says so in its metadata (`sapiens_stream.random_weights` = `true`).
 
-The `tiny` preset is small enough for CI on a CPU; `0.3b` .. `2b` match the real sizes and
-compute, for throughput work. `null` has the Sapiens input and outputs and almost no compute (a
+The `tiny` preset is small enough for CI on a CPU; `0.3b` .. `2b` (Sapiens2: `0.4b` .. `5b`) match
+the real sizes and compute, for throughput work. `null` has the Sapiens input and outputs and almost no compute (a
 nearest resize of the input to the output size, then a 1x1 convolution), to measure the
 pipeline itself; its metadata says so (`sapiens_stream.arch` = `null`). Weights larger than a threshold (1 GiB by default) go to an
 external-data file `<model>.onnx.data` beside the model, since protobuf stops at 2 GiB.
@@ -25,6 +43,8 @@ Only `onnx` and NumPy are needed to build; `onnxruntime` only for `--check`.
 Usage:
   python engines/generate_models.py --out engines/models [--arch tiny] [--seed 0]
       [--tasks pose17,pose133,pose308,seg,depth,normal] [--check] [--force] [--fp16 [--fp16-io]]
+  python engines/generate_models.py --family sapiens2 --out engines/models [--arch tiny]
+      [--tasks pose308,seg,normal,pointmap] ...  (arch tiny, 0.4b, 0.8b, 1b or 5b)
 
 --fp16 writes float16 weights and compute with float32 input and output (casts at both ends), as
 engines/export_onnx.py --fp16 exports the real models: what the program runs on a GPU in half
@@ -42,7 +62,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import onnx
@@ -61,6 +81,7 @@ WEIGHT_STD = 0.02  # ViT-style init; keeps activations finite even through 48 ra
 
 DEFAULT_OPSET = 17  # what torch.onnx.export writes for these models; GELU becomes Erf
 GELU_OP_OPSET = 20  # first opset with a native Gelu operator
+REDUCE_AXES_INPUT_OPSET = 18  # ReduceMean takes its axes as an input, no longer an attribute
 # Lowest IR version that may import each opset; pinned so files do not change with the onnx package.
 IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9, 21: 10}
 
@@ -71,11 +92,15 @@ INLINE_TENSOR_MAX_BYTES = 1024  # tiny tensors (shapes, scalars) always stay in 
 
 NULL_ARCH = "null"
 
+# Model families: the file-name prefix, and for Sapiens2 the metadata `family`.
+SAPIENS, SAPIENS2 = "sapiens", "sapiens2"
+
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
     """Backbone and head widths of one model size."""
 
+    family: ClassVar[str] = SAPIENS
     name: str
     embed_dim: int
     num_layers: int
@@ -132,12 +157,162 @@ TASKS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Sapiens2 sizes and tasks. engines/sapiens2.py needs torch, so its tables are copied here: they
+# must match that file, and engines/check_sapiens2_generator.py asserts they do.
+
+SAPIENS2_STORAGE_TOKENS = 8
+SAPIENS2_EXTRA_TOKENS = 1 + SAPIENS2_STORAGE_TOKENS  # class token, then storage tokens
+SAPIENS2_NORM_EPS = 1e-6  # RMSNorm
+SAPIENS2_ROPE_BASE = 100.0
+SAPIENS2_KEYPOINTS = 308
+SAPIENS2_SEG_CLASSES = 29
+# The pointmap scale branch's flatten: three stride-2 convolutions take the 64 x 48 grid to 8 x 6.
+SAPIENS2_SCALE_GRID = (GRID_HEIGHT // 8, GRID_WIDTH // 8)
+# RMSNorm, QK-norm and LayerScale weights are 1 + N(0, 0.1), not the 1 and 1e-4 training starts
+# from: every one of them then changes the output, so the cross-check with PyTorch sees them all.
+SAPIENS2_SCALE_STD = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Sapiens2Arch:
+    """Backbone widths of one Sapiens2 size (sapiens2.Arch)."""
+
+    family: ClassVar[str] = SAPIENS2
+    name: str
+    embed_dim: int
+    layers: int
+    heads: int
+    # Blocks at each end whose keys and values use every head; the rest use half.
+    full_heads_early: int = 8
+    full_heads_late: int = 8
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return 4 * self.embed_dim
+
+    def kv_heads(self, block: int) -> int:
+        full = block < self.full_heads_early or block >= self.layers - self.full_heads_late
+        return self.heads if full else self.heads // 2
+
+
+SAPIENS2_ARCHS = {
+    a.name: a
+    for a in (
+        Sapiens2Arch("tiny", 64, 4, 4, full_heads_early=1, full_heads_late=1),
+        Sapiens2Arch("0.4b", 1024, 24, 16),
+        Sapiens2Arch("0.8b", 1280, 32, 16),
+        Sapiens2Arch("1b", 1536, 40, 24),
+        Sapiens2Arch("5b", 2432, 56, 32),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sapiens2HeadWidths:
+    """Channel widths of the four Sapiens2 task heads at one size (sapiens2.HeadWidths)."""
+
+    pose_deconv: tuple[int, ...]
+    pose_conv: tuple[int, ...]
+    seg_deconv: tuple[int, ...]
+    seg_conv: tuple[int, ...]
+    normal_upsample: tuple[int, ...]
+    normal_conv: tuple[int, ...]
+    pointmap_upsample: tuple[int, ...]
+    pointmap_conv: tuple[int, ...]
+    scale_conv: tuple[int, ...]
+    scale_hidden: tuple[int, ...]
+
+
+SAPIENS2_SEG_WIDTHS = dict(seg_deconv=(512, 256, 128, 64), seg_conv=(64, 64))
+SAPIENS2_SCALE_WIDTHS = dict(scale_conv=(1536, 512, 128), scale_hidden=(512, 128))
+SAPIENS2_HEADS = {
+    "tiny": Sapiens2HeadWidths(
+        pose_deconv=(32, 32),
+        pose_conv=(16, 16, 16),
+        seg_deconv=(16, 16, 8, 8),
+        seg_conv=(8, 8),
+        normal_upsample=(16, 8, 8, 8),
+        normal_conv=(8, 8, 8),
+        pointmap_upsample=(16, 8, 8, 8),
+        pointmap_conv=(8, 8, 8),
+        scale_conv=(16, 16, 8),
+        scale_hidden=(16, 8),
+    ),
+    **{
+        size: Sapiens2HeadWidths(
+            pose_deconv=(1024, 768),
+            pose_conv=(512, 512, 256),
+            normal_upsample=(768, 512, 256, 128),
+            normal_conv=(64, 32, 16),
+            pointmap_upsample=(1536, 768, 512, 256),
+            pointmap_conv=(64, 32, 16),
+            **SAPIENS2_SEG_WIDTHS,
+            **SAPIENS2_SCALE_WIDTHS,
+        )
+        for size in ("0.4b", "0.8b")
+    },
+    "1b": Sapiens2HeadWidths(
+        pose_deconv=(1536, 1024),
+        pose_conv=(768, 512, 256),
+        normal_upsample=(768, 512, 256, 128),
+        normal_conv=(64, 32, 16),
+        pointmap_upsample=(1536, 768, 512, 256),
+        pointmap_conv=(64, 32, 16),
+        **SAPIENS2_SEG_WIDTHS,
+        **SAPIENS2_SCALE_WIDTHS,
+    ),
+    "5b": Sapiens2HeadWidths(
+        pose_deconv=(1024, 768),
+        pose_conv=(512, 512, 256),
+        normal_upsample=(1536, 768, 512, 256),
+        normal_conv=(128, 64, 32),
+        pointmap_upsample=(1536, 768, 768, 768),
+        pointmap_conv=(128, 64, 32),
+        **SAPIENS2_SEG_WIDTHS,
+        **SAPIENS2_SCALE_WIDTHS,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sapiens2Task:
+    """One Sapiens2 task model: its head and output (sapiens2.output_shape)."""
+
+    name: str  # file-name part: pose308, seg, normal, pointmap
+    kind: str  # the task in sapiens2.py and in the metadata: pose / seg / normal / pointmap
+    out_channels: int
+    downsample: int  # the output is the input size divided by this
+    keypoints: int | None = None
+
+    def output_shape(self, batch: int) -> tuple[int, int, int, int]:
+        return (batch, self.out_channels, INPUT_HEIGHT // self.downsample, INPUT_WIDTH // self.downsample)
+
+
+SAPIENS2_TASKS = {
+    t.name: t
+    for t in (
+        Sapiens2Task("pose308", "pose", SAPIENS2_KEYPOINTS, 4, keypoints=SAPIENS2_KEYPOINTS),
+        Sapiens2Task("seg", "seg", SAPIENS2_SEG_CLASSES, 1),
+        Sapiens2Task("normal", "normal", 3, 1),
+        # The canonical point map (3 channels) and its scale repeated as a fourth plane.
+        Sapiens2Task("pointmap", "pointmap", 4, 1),
+    )
+}
+
+FAMILIES = {SAPIENS: (ARCHS, TASKS), SAPIENS2: (SAPIENS2_ARCHS, SAPIENS2_TASKS)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Everything that determines the bytes of one generated model."""
 
-    arch: Arch
-    task: Task
+    arch: Arch | Sapiens2Arch
+    task: Task | Sapiens2Task
     seed: int
     fp16: bool = False
     # With fp16: float16 input and output too (else float32, cast at both ends).
@@ -162,9 +337,13 @@ class ModelSpec:
         return self.fp16 and not self.fp16_io
 
     @property
+    def family(self) -> str:
+        return self.arch.family
+
+    @property
     def file_name(self) -> str:
         suffix = ("_fp16io" if self.fp16_io else "_fp16") if self.fp16 else ""
-        return f"sapiens_{self.arch.name}_{self.task.name}{suffix}.onnx"
+        return f"{self.family}_{self.arch.name}_{self.task.name}{suffix}.onnx"
 
     def metadata(self) -> dict[str, str]:
         meta = {
@@ -180,6 +359,9 @@ class ModelSpec:
             meta["keypoints"] = str(self.task.keypoints)
         if self.arch.name == NULL_ARCH:
             meta["compute"] = "null: nearest resize to the output size, then a 1x1 convolution"
+        # Sapiens files predate the key and stay byte for byte what they were.
+        if self.family != SAPIENS:
+            meta["family"] = self.family
         return {META_PREFIX + k: v for k, v in meta.items()}
 
 
@@ -253,16 +435,24 @@ class GraphBuilder:
             self.initializers.append(tensor)
         return name
 
-    def random(self, name: str, shape: tuple[int, ...], std: float = WEIGHT_STD) -> str:
-        """A trainable weight: N(0, std), seeded by (seed, name) so it is independent of build order."""
+    def random(self, name: str, shape: tuple[int, ...], std: float = WEIGHT_STD, mean: float = 0.0) -> str:
+        """A trainable weight: N(mean, std), seeded by (seed, name) so it is independent of build order."""
         dtype = self.spec.np_dtype
         seed = [self.spec.seed, zlib.crc32(name.encode())]
 
         def make() -> np.ndarray:
             rng = np.random.default_rng(seed)
-            return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(dtype)
+            values = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+            if mean:  # only where asked, so every zero-mean weight keeps its exact bits
+                values = values + np.float32(mean)
+            return values.astype(dtype)
 
         return self._initializer(name, shape, make)
+
+    def computed(self, name: str, shape: tuple[int, ...], make: Callable[[], np.ndarray]) -> str:
+        """A precomputed float constant (the RoPE tables), in the model dtype."""
+        dtype = self.spec.np_dtype
+        return self._initializer(name, shape, lambda: make().astype(dtype))
 
     def filled(self, name: str, shape: tuple[int, ...], value: float) -> str:
         """A constant float tensor in the model dtype (norm scales, GELU constants, ...)."""
@@ -290,9 +480,9 @@ def layer_norm(g: GraphBuilder, x: str, prefix: str, channels: int) -> str:
     return g.op("LayerNormalization", [x, gamma, beta], prefix, axis=-1, epsilon=LAYER_NORM_EPS)
 
 
-def linear(g: GraphBuilder, x: str, prefix: str, in_dim: int, out_dim: int) -> str:
+def linear(g: GraphBuilder, x: str, prefix: str, in_dim: int, out_dim: int, weight_name: str = "weight") -> str:
     # torch exports nn.Linear on 3-D input as MatMul with the transposed weight, then Add.
-    weight = g.random(f"{prefix}.weight", (in_dim, out_dim))
+    weight = g.random(f"{prefix}.{weight_name}", (in_dim, out_dim))
     bias = g.random(f"{prefix}.bias", (out_dim,))
     y = g.op("MatMul", [x, weight], f"{prefix}.matmul")
     return g.op("Add", [y, bias], prefix)
@@ -415,7 +605,298 @@ def null_body(g: GraphBuilder, image: str, task: Task, output: str) -> str:
     return conv1x1(g, x, "null.conv", 3, task.out_channels, output_name=output)
 
 
+# ---------------------------------------------------------------------------------------------
+# Sapiens2 graph: the ops engines/sapiens2.py's module exports to, named by its state_dict.
+
+
+def bfloat16_round(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32: what a
+    torch bfloat16 op does with the float32 result it computes."""
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def bfloat16_of_exact(values: np.ndarray) -> np.ndarray:
+    """A float64 result (pow, sin, cos) as a bfloat16 op returns it: rounded to the float32 that
+    torch computes, then to bfloat16."""
+    return bfloat16_round(values.astype(np.float32))
+
+
+def rope_periods_bf16(head_dim: int) -> np.ndarray:
+    """sapiens2.rope_periods: 100 ** (2k / (head_dim // 2)) for k < head_dim // 4, every op in bfloat16."""
+    k = bfloat16_round(np.arange(head_dim // 4, dtype=np.float32))
+    exponents = bfloat16_round(bfloat16_round(np.float32(2) * k) / np.float32(head_dim // 2))
+    return bfloat16_of_exact(np.power(SAPIENS2_ROPE_BASE, exponents.astype(np.float64)))
+
+
+def rope_table_bf16(head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """sapiens2.rope_table(rope_periods(head_dim), grid): (sin, cos), each (3072, head_dim), with
+    every bfloat16 op emulated, so the float32 tables equal the ones the export casts to float32."""
+    periods = rope_periods_bf16(head_dim)
+    ys, xs = (
+        bfloat16_round(bfloat16_round(np.arange(0.5, n, dtype=np.float32)) / np.float32(n))
+        for n in (GRID_HEIGHT, GRID_WIDTH)
+    )
+    coords = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
+    coords = bfloat16_round(bfloat16_round(np.float32(2.0) * coords) - np.float32(1.0))
+    # `2 * math.pi * coords` is (2 pi) * coords: torch multiplies by the Python float as a float32,
+    # not rounded to bfloat16 first.
+    angles = bfloat16_round(np.float32(2 * math.pi) * coords)
+    angles = bfloat16_round(angles[:, :, None] / periods[None, None, :])
+    angles = np.tile(angles.reshape(len(angles), -1), 2).astype(np.float64)  # [y..., x...] twice: rotate-half layout
+    return bfloat16_of_exact(np.sin(angles)), bfloat16_of_exact(np.cos(angles))
+
+
+def token_linear(g: GraphBuilder, x: str, prefix: str, in_dim: int, out_dim: int) -> str:
+    """nn.Linear on (B, N, C): its weight transposed, (in, out), is `<prefix>.weight_t`."""
+    return linear(g, x, prefix, in_dim, out_dim, weight_name="weight_t")
+
+
+def gemm_linear(g: GraphBuilder, x: str, prefix: str, in_dim: int, out_dim: int) -> str:
+    # torch exports nn.Linear on 2-D input as Gemm with the (out, in) weight as it is.
+    weight = g.random(f"{prefix}.weight", (out_dim, in_dim))
+    bias = g.random(f"{prefix}.bias", (out_dim,))
+    return g.op("Gemm", [x, weight, bias], prefix, transB=1)
+
+
+def rms_norm(g: GraphBuilder, x: str, prefix: str, dim: int) -> str:
+    """x * rsqrt(mean(x^2, last axis) + eps) * weight, as sapiens2.rms_norm exports (ONNX has no
+    RMSNormalization before opset 23)."""
+    weight = g.random(f"{prefix}.weight", (dim,), std=SAPIENS2_SCALE_STD, mean=1.0)
+    square = g.op("Mul", [x, x], f"{prefix}.square")
+    if g.spec.opset >= REDUCE_AXES_INPUT_OPSET:
+        mean = g.op("ReduceMean", [square, g.int64s(f"{prefix}.axes", [-1])], f"{prefix}.mean", keepdims=1)
+    else:
+        mean = g.op("ReduceMean", [square], f"{prefix}.mean", axes=[-1], keepdims=1)
+    y = g.op("Add", [mean, g.filled(f"{prefix}.eps", (), SAPIENS2_NORM_EPS)], f"{prefix}.mean_eps")
+    y = g.op("Reciprocal", [g.op("Sqrt", [y], f"{prefix}.sqrt")], f"{prefix}.rsqrt")
+    y = g.op("Mul", [x, y], f"{prefix}.normalized")
+    return g.op("Mul", [y, weight], prefix)
+
+
+def slice_axis(g: GraphBuilder, x: str, name: str, axis: int, start: int, end: int) -> str:
+    """x[start:end] along `axis`."""
+    bounds = [g.int64s(f"{name}.{part}", [value]) for part, value in (("starts", start), ("ends", end), ("axes", axis))]
+    return g.op("Slice", [x, *bounds], name)
+
+
+def split_heads(g: GraphBuilder, x: str, name: str, heads: int, head_dim: int) -> str:
+    """(B, N, heads * head_dim) -> (B, heads, N, head_dim)."""
+    x = g.op("Reshape", [x, g.int64s(f"{name}.shape", [0, 0, heads, head_dim])], f"{name}.split")
+    return g.op("Transpose", [x], name, perm=[0, 2, 1, 3])
+
+
+def repeat_kv(g: GraphBuilder, x: str, name: str, heads: int, kv_heads: int, head_dim: int) -> str:
+    """(B, kv_heads, N, head_dim) -> (B, heads, N, head_dim), key/value head j serving query heads
+    j*r .. j*r+r-1 (repeat_interleave), by Unsqueeze, Expand and Reshape as sapiens2.repeat_kv."""
+    repeats = heads // kv_heads
+    if repeats == 1:
+        return x
+    x = g.op("Unsqueeze", [x, g.int64s(f"{name}.axes", [2])], f"{name}.unsqueezed")
+    x = g.op("Expand", [x, g.int64s(f"{name}.expand_shape", [1, 1, repeats, 1, 1])], f"{name}.expanded")
+    return g.op("Reshape", [x, g.int64s(f"{name}.shape", [0, heads, -1, head_dim])], name)
+
+
+def apply_rope(g: GraphBuilder, x: str, name: str, rope: tuple[str, str], head_dim: int) -> str:
+    """Rotates the patch tokens of (B, heads, N, head_dim), rotate-half convention:
+    x * cos + [-second half, first half] * sin; the class and storage tokens pass through."""
+    sin, cos = rope
+    extra = slice_axis(g, x, f"{name}.extra", 2, 0, SAPIENS2_EXTRA_TOKENS)
+    patches = slice_axis(
+        g, x, f"{name}.patches", 2, SAPIENS2_EXTRA_TOKENS, SAPIENS2_EXTRA_TOKENS + GRID_HEIGHT * GRID_WIDTH
+    )
+    half = head_dim // 2
+    first = slice_axis(g, patches, f"{name}.first_half", -1, 0, half)
+    second = slice_axis(g, patches, f"{name}.second_half", -1, half, head_dim)
+    second = g.op("Neg", [second], f"{name}.second_half_negated")
+    rotated_half = g.op("Concat", [second, first], f"{name}.rotate_half", axis=-1)
+    with_cos = g.op("Mul", [patches, cos], f"{name}.times_cos")
+    with_sin = g.op("Mul", [rotated_half, sin], f"{name}.times_sin")
+    rotated = g.op("Add", [with_cos, with_sin], f"{name}.rotated")
+    return g.op("Concat", [extra, rotated], name, axis=2)
+
+
+def grouped_query_attention(
+    g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch, block: int, rope: tuple[str, str]
+) -> str:
+    dim, heads, head_dim = arch.embed_dim, arch.heads, arch.head_dim
+    kv_heads = arch.kv_heads(block)
+    q = split_heads(g, token_linear(g, x, f"{prefix}.wq", dim, dim), f"{prefix}.q_heads", heads, head_dim)
+    k = split_heads(
+        g, token_linear(g, x, f"{prefix}.wk", dim, kv_heads * head_dim), f"{prefix}.k_heads", kv_heads, head_dim
+    )
+    v = split_heads(
+        g, token_linear(g, x, f"{prefix}.wv", dim, kv_heads * head_dim), f"{prefix}.v_heads", kv_heads, head_dim
+    )
+    q = rms_norm(g, q, f"{prefix}.q_norm", head_dim)
+    k = rms_norm(g, k, f"{prefix}.k_norm", head_dim)
+    k = repeat_kv(g, k, f"{prefix}.k_repeated", heads, kv_heads, head_dim)
+    v = repeat_kv(g, v, f"{prefix}.v_repeated", heads, kv_heads, head_dim)
+    q = apply_rope(g, q, f"{prefix}.q_rope", rope, head_dim)
+    k = apply_rope(g, k, f"{prefix}.k_rope", rope, head_dim)
+    k_t = g.op("Transpose", [k], f"{prefix}.k_transposed", perm=[0, 1, 3, 2])
+    scores = g.op("MatMul", [q, k_t], f"{prefix}.scores")
+    scores = g.op("Mul", [scores, g.filled(f"{prefix}.scale", (), head_dim**-0.5)], f"{prefix}.scores_scaled")
+    probs = g.op("Softmax", [scores], f"{prefix}.softmax", axis=-1)
+    y = g.op("MatMul", [probs, v], f"{prefix}.context")
+    # (B, heads, N, head_dim) -> (B, N, D)
+    y = g.op("Transpose", [y], f"{prefix}.context_tokens", perm=[0, 2, 1, 3])
+    y = g.op("Reshape", [y, g.int64s(f"{prefix}.merge_shape", [0, 0, dim])], f"{prefix}.context_merged")
+    y = token_linear(g, y, f"{prefix}.proj", dim, dim)
+    gamma = g.random(f"{prefix}.gamma.weight", (dim,), std=SAPIENS2_SCALE_STD, mean=1.0)
+    return g.op("Mul", [y, gamma], f"{prefix}.gamma")
+
+
+def swiglu(g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch) -> str:
+    """w3(silu(gate) * value), gate and value the first and second half of w12(x)."""
+    hidden = arch.ffn_dim
+    y = token_linear(g, x, f"{prefix}.w12", arch.embed_dim, 2 * hidden)
+    gate = silu(g, slice_axis(g, y, f"{prefix}.gate", -1, 0, hidden), f"{prefix}.gate_silu")
+    value = slice_axis(g, y, f"{prefix}.value", -1, hidden, 2 * hidden)
+    y = g.op("Mul", [gate, value], f"{prefix}.gated")
+    return token_linear(g, y, f"{prefix}.w3", hidden, arch.embed_dim)
+
+
+def sapiens2_block(g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch, block: int, rope: tuple[str, str]) -> str:
+    y = grouped_query_attention(g, rms_norm(g, x, f"{prefix}.ln1", arch.embed_dim), f"{prefix}.attn", arch, block, rope)
+    x = g.op("Add", [x, y], f"{prefix}.residual_attn")
+    y = swiglu(g, rms_norm(g, x, f"{prefix}.ln2", arch.embed_dim), f"{prefix}.ffn", arch)
+    return g.op("Add", [x, y], f"{prefix}.residual_ffn")
+
+
+def sapiens2_backbone(g: GraphBuilder, image: str, arch: Sapiens2Arch) -> str:
+    """Pixels (B, 3, 1024, 768) to a feature map (B, D, 64, 48)."""
+    dim, patches = arch.embed_dim, GRID_HEIGHT * GRID_WIDTH
+    weight = g.random("backbone.patch_embed.projection.weight", (dim, 3, PATCH_SIZE, PATCH_SIZE))
+    bias = g.random("backbone.patch_embed.projection.bias", (dim,))
+    x = g.op(
+        "Conv", [image, weight, bias], "backbone.patch_embed", kernel_shape=[PATCH_SIZE] * 2, strides=[PATCH_SIZE] * 2
+    )
+    # (B, D, 64, 48) -> (B, 3072, D), behind the class and storage tokens expanded to the batch.
+    x = g.op("Reshape", [x, g.int64s("backbone.flatten_shape", [0, dim, -1])], "backbone.patch_tokens_cn")
+    x = g.op("Transpose", [x], "backbone.patch_tokens", perm=[0, 2, 1])
+    cls_token = g.random("backbone.cls_token", (1, 1, dim))
+    storage_tokens = g.random("backbone.storage_tokens", (1, SAPIENS2_STORAGE_TOKENS, dim))
+    extra = g.op("Concat", [cls_token, storage_tokens], "backbone.extra_tokens", axis=1)
+    batch = g.op("Shape", [image], "backbone.batch", start=0, end=1)
+    extra_tail = g.int64s("backbone.extra_tokens_tail", [SAPIENS2_EXTRA_TOKENS, dim])
+    extra_shape = g.op("Concat", [batch, extra_tail], "backbone.extra_tokens_shape", axis=0)
+    extra = g.op("Expand", [extra, extra_shape], "backbone.extra_tokens_expanded")
+    x = g.op("Concat", [extra, x], "backbone.tokens", axis=1)
+    rope = (
+        g.computed("backbone.rope_sin", (patches, arch.head_dim), lambda: rope_table_bf16(arch.head_dim)[0]),
+        g.computed("backbone.rope_cos", (patches, arch.head_dim), lambda: rope_table_bf16(arch.head_dim)[1]),
+    )
+    for i in range(arch.layers):
+        x = sapiens2_block(g, x, f"backbone.blocks.{i}", arch, i, rope)
+    x = rms_norm(g, x, "backbone.ln1", dim)
+    x = slice_axis(g, x, "backbone.patch_outputs", 1, SAPIENS2_EXTRA_TOKENS, SAPIENS2_EXTRA_TOKENS + patches)
+    x = g.op("Reshape", [x, g.int64s("backbone.grid_shape", [0, GRID_HEIGHT, GRID_WIDTH, dim])], "backbone.grid_nhwc")
+    return g.op("Transpose", [x], "backbone.features", perm=[0, 3, 1, 2])
+
+
+def conv(
+    g: GraphBuilder,
+    x: str,
+    prefix: str,
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    stride: int = 1,
+    output_name: str | None = None,
+) -> str:
+    """nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2) with bias."""
+    weight = g.random(f"{prefix}.weight", (out_ch, in_ch, kernel, kernel))
+    bias = g.random(f"{prefix}.bias", (out_ch,))
+    return g.op(
+        "Conv",
+        [x, weight, bias],
+        output_name or f"{prefix}.conv",
+        kernel_shape=[kernel] * 2,
+        strides=[stride] * 2,
+        pads=[kernel // 2] * 4,
+    )
+
+
+# The heads are nn.Sequential stacks: weights are named by the index of their module, and an
+# InstanceNorm2d's constants by its own index. Each layer of a conv or deconv stack is three
+# modules: the convolution at 3i, InstanceNorm2d at 3i + 1, SiLU at 3i + 2.
+
+
+def deconv_stack(g: GraphBuilder, x: str, prefix: str, in_ch: int, widths: tuple[int, ...]) -> str:
+    """sapiens2.deconv_stack: x2 upsampling by ConvTranspose k4 s2 p1 without bias, IN, SiLU."""
+    for i, width in enumerate(widths):
+        weight = g.random(f"{prefix}.{3 * i}.weight", (in_ch, width, 4, 4))
+        x = g.op(
+            "ConvTranspose", [x, weight], f"{prefix}.{3 * i}.deconv", kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4
+        )
+        x, in_ch = instance_norm_silu(g, x, f"{prefix}.{3 * i + 1}", width), width
+    return x
+
+
+def conv_stack(
+    g: GraphBuilder, x: str, prefix: str, in_ch: int, widths: tuple[int, ...], kernel: int, stride: int = 1
+) -> str:
+    """sapiens2.conv_stack: Conv, IN, SiLU per width."""
+    for i, width in enumerate(widths):
+        x = conv(g, x, f"{prefix}.{3 * i}", in_ch, width, kernel, stride)
+        x, in_ch = instance_norm_silu(g, x, f"{prefix}.{3 * i + 1}", width), width
+    return x
+
+
+def upsample_trunk(g: GraphBuilder, x: str, dim: int, upsample: tuple[int, ...], convs: tuple[int, ...]) -> str:
+    """sapiens2.UpsampleTrunk: 3x3 conv; per width a 3x3 conv to 4x the channels, PixelShuffle(2),
+    IN, SiLU; then 3x3 convs: (B, D, 64, 48) to full resolution."""
+    x, channels = conv_stack(g, x, "decode_head.input_conv", dim, (dim,), 3), dim
+    for i, width in enumerate(upsample):
+        prefix = f"decode_head.upsample_blocks.{i}"
+        x = conv(g, x, f"{prefix}.0", channels, 4 * width, 3)
+        # PixelShuffle: channel 4c + 2i + j goes to pixel (2h + i, 2w + j) of channel c.
+        x = g.op("DepthToSpace", [x], f"{prefix}.1", blocksize=2, mode="CRD")
+        x, channels = instance_norm_silu(g, x, f"{prefix}.2", width), width
+    return conv_stack(g, x, "decode_head.conv_layers", channels, convs, 3)
+
+
+def pointmap_scale(g: GraphBuilder, features: str, dim: int, widths: Sapiens2HeadWidths) -> str:
+    """The point map's scale (B, 1): three stride-2 1x1 convs to 8 x 6, flattened channel-major,
+    then Linear, SiLU, Linear, SiLU, Linear (scale_final_layer.1, .3, .5)."""
+    x = conv_stack(g, features, "decode_head.scale_conv_layers", dim, widths.scale_conv, 1, stride=2)
+    x = g.op("Flatten", [x], "decode_head.scale_final_layer.0", axis=1)
+    sizes = (widths.scale_conv[-1] * SAPIENS2_SCALE_GRID[0] * SAPIENS2_SCALE_GRID[1], *widths.scale_hidden, 1)
+    for i in range(len(sizes) - 1):
+        if i:
+            x = silu(g, x, f"decode_head.scale_final_layer.{2 * i}")
+        x = gemm_linear(g, x, f"decode_head.scale_final_layer.{2 * i + 1}", sizes[i], sizes[i + 1])
+    return x
+
+
+def sapiens2_head(g: GraphBuilder, features: str, spec: ModelSpec, output: str) -> str:
+    dim, widths, kind = spec.arch.embed_dim, SAPIENS2_HEADS[spec.arch.name], spec.task.kind
+    if kind == "pose":
+        x = deconv_stack(g, features, "decode_head.deconv_layers", dim, widths.pose_deconv)
+        x = conv_stack(g, x, "decode_head.conv_layers", widths.pose_deconv[-1], widths.pose_conv, 1)
+        return conv(g, x, "decode_head.conv_pose", widths.pose_conv[-1], SAPIENS2_KEYPOINTS, 1, output_name=output)
+    if kind == "seg":
+        x = deconv_stack(g, features, "decode_head.deconv_layers", dim, widths.seg_deconv)
+        x = conv_stack(g, x, "decode_head.conv_layers", widths.seg_deconv[-1], widths.seg_conv, 1)
+        return conv(g, x, "decode_head.conv_seg", widths.seg_conv[-1], SAPIENS2_SEG_CLASSES, 1, output_name=output)
+    if kind == "normal":
+        x = upsample_trunk(g, features, dim, widths.normal_upsample, widths.normal_conv)
+        return conv(g, x, "decode_head.conv_normal", widths.normal_conv[-1], 3, 1, output_name=output)
+    x = upsample_trunk(g, features, dim, widths.pointmap_upsample, widths.pointmap_conv)
+    pointmap = conv(g, x, "decode_head.conv_pointmap", widths.pointmap_conv[-1], 3, 1)
+    # The scale (B, 1) repeated as a fourth plane (B, 1, H, W), as Sapiens2Model.forward returns it.
+    scale = pointmap_scale(g, features, dim, widths)
+    plane = g.op("Unsqueeze", [scale, g.int64s("decode_head.scale_plane_axes", [2, 3])], "decode_head.scale_pixel")
+    plane_shape = g.int64s("decode_head.scale_plane_shape", [1, 1, INPUT_HEIGHT, INPUT_WIDTH])
+    plane = g.op("Expand", [plane, plane_shape], "decode_head.scale_plane")
+    return g.op("Concat", [pointmap, plane], output, axis=1)
+
+
 def body(g: GraphBuilder, image: str, spec: ModelSpec, output: str) -> str:
+    if spec.family == SAPIENS2:
+        return sapiens2_head(g, sapiens2_backbone(g, image, spec.arch), spec, output)
     if spec.arch.name == NULL_ARCH:
         return null_body(g, image, spec.task, output)
     features = backbone(g, image, spec.arch, spec.task.patch_padding)
@@ -434,11 +915,11 @@ def build_model(spec: ModelSpec, weights) -> onnx.ModelProto:
     output = helper.make_tensor_value_info("output", spec.io_onnx_dtype, ["batch", *spec.task.output_shape(1)[1:]])
     graph = helper.make_graph(
         g.nodes,
-        f"sapiens_{spec.arch.name}_{spec.task.name}",
+        f"{spec.family}_{spec.arch.name}_{spec.task.name}",
         [image],
         [output],
         initializer=g.initializers,
-        doc_string="Sapiens architecture with RANDOM weights: outputs are meaningless.",
+        doc_string=f"{spec.family.capitalize()} architecture with RANDOM weights: outputs are meaningless.",
     )
     model = helper.make_model(
         graph,
@@ -543,9 +1024,10 @@ def check_model(spec: ModelSpec, path: Path, batch: int) -> None:
     )
 
 
-def self_check() -> None:
-    """Determinism and the external-data path, on tiny models in a temporary folder."""
-    spec = ModelSpec(ARCHS["tiny"], TASKS["pose17"], seed=7)
+def self_check(family: str) -> None:
+    """Determinism and the external-data path, on a tiny model of `family` in a temporary folder."""
+    archs, tasks = FAMILIES[family]
+    spec = ModelSpec(archs["tiny"], next(iter(tasks.values())), seed=7)
     first = build_model(spec, InlineWeights()).SerializeToString(deterministic=True)
     second = build_model(spec, InlineWeights()).SerializeToString(deterministic=True)
     assert first == second, "same seed gave different bytes"
@@ -577,9 +1059,18 @@ def self_check() -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("engines/models"), help="output folder")
-    parser.add_argument("--arch", choices=list(ARCHS), default="tiny")
+    parser.add_argument("--family", choices=list(FAMILIES), default=SAPIENS)
+    parser.add_argument(
+        "--arch",
+        default="tiny",
+        help="; ".join(f"{family}: {', '.join(archs)}" for family, (archs, _) in FAMILIES.items()),
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of {','.join(TASKS)}")
+    parser.add_argument(
+        "--tasks",
+        help="comma list, by default all the family's: "
+        + "; ".join(f"{family}: {','.join(tasks)}" for family, (_, tasks) in FAMILIES.items()),
+    )
     parser.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 input and output")
     parser.add_argument("--fp16-io", action="store_true", help="with --fp16: float16 input and output too")
     parser.add_argument(
@@ -601,20 +1092,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.fp16_io and not args.fp16:
         parser.error("--fp16-io needs --fp16")
-    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in args.tasks if t not in TASKS]
+    archs, tasks = FAMILIES[args.family]
+    if args.arch not in archs:
+        parser.error(f"unknown {args.family} arch {args.arch!r}; choose from {list(archs)}")
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(tasks)
+    unknown = [t for t in args.tasks if t not in tasks]
     if unknown:
-        parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        parser.error(f"unknown {args.family} task(s) {unknown}; choose from {list(tasks)}")
     return args
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.check:
-        self_check()
+        self_check(args.family)
+    archs, tasks = FAMILIES[args.family]
     threshold = int(args.external_data_threshold_mb * 2**20)
     for task_name in args.tasks:
-        spec = ModelSpec(ARCHS[args.arch], TASKS[task_name], args.seed, args.fp16, args.fp16_io, args.opset)
+        spec = ModelSpec(archs[args.arch], tasks[task_name], args.seed, args.fp16, args.fp16_io, args.opset)
         path = args.out / spec.file_name
         if not args.force and is_up_to_date(spec, path):
             print(f"{path}: up to date")
