@@ -131,8 +131,14 @@ def default_output(checkpoint: Path, fp16: bool) -> Path:
 
 
 def manifest_entry(checkpoint: Path) -> dict | None:
+    """The checkpoint's manifest entry, with its family's licence."""
     manifest = json.loads(MANIFEST.read_text())
-    return next((m for m in manifest["models"] if m["file"] == checkpoint.name), None)
+    families = ((manifest["models"], manifest["licence"]), (manifest["sapiens2"]["models"], manifest["sapiens2"]["licence"]))
+    for models, licence in families:
+        entry = next((m for m in models if m["file"] == checkpoint.name), None)
+        if entry is not None:
+            return {**entry, "licence": licence}
+    return None
 
 
 def resolve_task(checkpoint: Path, task: str | None, keypoints: int | None) -> tuple[str, int | None, dict | None]:
@@ -345,7 +351,7 @@ def export(args: argparse.Namespace) -> dict:
             **model_metadata,
         }
         if entry is not None:
-            metadata["licence"] = entry.get("licence") or json.loads(MANIFEST.read_text())["licence"]
+            metadata["licence"] = entry["licence"]
         onnx.helper.set_model_props(model, {META_PREFIX + k: v for k, v in metadata.items()})
         external = args.external_data or weight_bytes(model) > PROTOBUF_LIMIT - GRAPH_MARGIN
         output.parent.mkdir(parents=True, exist_ok=True)

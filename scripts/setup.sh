@@ -51,6 +51,7 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
 
 .venv/bin/python engines/generate_models.py --out engines/models --arch tiny
+.venv/bin/python engines/generate_models.py --out engines/models --family sapiens2 --arch tiny
 
 # The Triton test server (tests/reference/triton_server.py) in its own environment: made with
 # Debian's python3, since the Python backend stub that nvidia-pytriton ships loads the system

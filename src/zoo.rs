@@ -13,7 +13,7 @@ use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::triton::{self, TritonUrl};
 use crate::engine::{Engine, ModelInfo, runtime};
 use crate::error::{Error, Result};
-use crate::tasks::{self, OutputLayout, Task, keypoint_sets};
+use crate::tasks::{self, Family, OutputLayout, Task, keypoint_sets};
 
 /// Every task, in the order `inspect` tries them.
 const TASKS: [Task; 4] = [Task::Pose, Task::Seg, Task::Depth, Task::Normal];
@@ -29,7 +29,20 @@ pub struct Manifest {
     pub licence: String,
     pub input: InputContract,
     pub models: Vec<Checkpoint>,
+    pub sapiens2: Sapiens2Checkpoints,
     pub detector: Detector,
+}
+
+/// The Sapiens2 task checkpoints (safetensors), under their own licence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sapiens2Checkpoints {
+    pub about: String,
+    pub licence: String,
+    pub licence_url: String,
+    /// What the licence allows and forbids, in short.
+    pub licence_terms: String,
+    pub models: Vec<Checkpoint>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,13 +63,13 @@ pub struct InputContract {
 pub struct Checkpoint {
     #[serde(deserialize_with = "task_by_name")]
     pub task: Task,
-    /// Backbone size: 0.3b, 0.6b, 1b or 2b.
+    /// Backbone size: 0.3b, 0.6b, 1b or 2b; Sapiens2 0.4b, 0.8b, 1b or 5b.
     pub size: String,
     pub keypoints: Option<usize>,
     pub classes: Option<usize>,
     /// Output per image: channels, height, width.
     pub output: [usize; 3],
-    /// The official TorchScript file name.
+    /// The official file name: TorchScript (`*_torchscript.pt2`), or Sapiens2 safetensors.
     pub file: String,
     /// Hugging Face repository (`spaces/...` for a Space).
     pub repo: String,
@@ -108,8 +121,14 @@ pub struct DetectorKeep {
     pub nms_iou: f32,
 }
 
+/// Sapiens2's pointmap models take the place of depth models (`--depth-model`).
+const POINTMAP_TASK: &str = "pointmap";
+
 fn task_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Task, D::Error> {
     let name = String::deserialize(deserializer)?;
+    if name == POINTMAP_TASK {
+        return Ok(Task::Depth);
+    }
     TASKS
         .into_iter()
         .find(|task| task.name() == name)
@@ -122,17 +141,28 @@ impl Checkpoint {
         format!("https://huggingface.co/{}/resolve/main/{path}", self.repo)
     }
 
-    /// The checkpoint's name without the TorchScript suffix: what the exported ONNX file is called.
+    /// The checkpoint's name without the TorchScript or safetensors suffix: what the exported
+    /// ONNX file is called.
     pub fn stem(&self) -> &str {
-        self.file
-            .strip_suffix("_torchscript.pt2")
+        ["_torchscript.pt2", ".safetensors"]
+            .iter()
+            .find_map(|suffix| self.file.strip_suffix(suffix))
             .unwrap_or(&self.file)
+    }
+
+    /// The model's kind as its family names it: a task, or `pointmap` for Sapiens2's depth.
+    pub fn kind(&self) -> &'static str {
+        match self.task {
+            Task::Depth if self.output[0] == tasks::POINTMAP_CHANNELS => POINTMAP_TASK,
+            task => task.name(),
+        }
     }
 
     fn outputs_label(&self) -> String {
         match (self.task, self.keypoints, self.classes) {
             (Task::Pose, Some(k), _) => format!("{k} keypoints"),
             (Task::Seg, _, Some(c)) => format!("{c} classes"),
+            (Task::Depth, ..) if self.kind() == POINTMAP_TASK => "metric point map".into(),
             (Task::Depth, ..) => "relative depth".into(),
             (Task::Normal, ..) => "surface normals".into(),
             _ => format!("{:?}", self.output),
@@ -153,49 +183,6 @@ pub fn manifest() -> &'static Manifest {
 pub fn list_report() -> String {
     let manifest = manifest();
     let input = &manifest.input;
-    let mut notes: Vec<&str> = Vec::new();
-    let mut rows = vec![
-        [
-            "TASK",
-            "SIZE",
-            "OUTPUT",
-            "PUBLISHED",
-            "DOWNLOAD",
-            "CHECKPOINT",
-        ]
-        .map(String::from),
-    ];
-    let mut urls = Vec::new();
-    for model in &manifest.models {
-        let mut file = model.file.clone();
-        if let Some(note) = &model.note {
-            let number = match notes.iter().position(|n| n == note) {
-                Some(i) => i + 1,
-                None => {
-                    notes.push(note);
-                    notes.len()
-                }
-            };
-            file.push_str(&format!(" [{number}]"));
-        }
-        rows.push([
-            model.task.name().to_owned(),
-            model.size.clone(),
-            model.outputs_label(),
-            model
-                .published
-                .as_ref()
-                .map_or_else(|| "-".into(), |p| format!("{} {:.1}", p.metric, p.value)),
-            model
-                .download_gb
-                .map_or_else(|| "-".into(), |gb| format!("{gb:.2} GB")),
-            file,
-        ]);
-        urls.push(model.download_url());
-    }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -207,23 +194,15 @@ pub fn list_report() -> String {
         "Model input: {} {}, 1x3x{}x{} float, (x - mean) / std with mean {:?}, std {:?}.\n",
         input.colour, input.layout, input.height, input.width, input.mean, input.std
     );
-    for (i, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, &w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-        if i > 0 {
-            let _ = writeln!(out, "{:indent$}{}", "", urls[i - 1], indent = widths[0] + 2);
-        }
-    }
-    if !notes.is_empty() {
-        out.push('\n');
-        for (i, note) in notes.iter().enumerate() {
-            let _ = writeln!(out, "[{}] {note}", i + 1);
-        }
-    }
+    write_checkpoints(&mut out, &manifest.models);
+    let sapiens2 = &manifest.sapiens2;
+    let _ = writeln!(
+        out,
+        "\nSapiens2 checkpoints (safetensors, licence: {}, {}). Export one to ONNX with engines/export_onnx.py.",
+        sapiens2.licence, sapiens2.licence_url
+    );
+    let _ = writeln!(out, "Licence: {}\n", sapiens2.licence_terms);
+    write_checkpoints(&mut out, &sapiens2.models);
     let detector = &manifest.detector;
     let _ = writeln!(
         out,
@@ -251,6 +230,70 @@ pub fn list_report() -> String {
     );
     let _ = writeln!(out, "  licence: {}", detector.licence);
     out
+}
+
+/// One table row per checkpoint with its download URL under it, then the notes.
+fn write_checkpoints(out: &mut String, models: &[Checkpoint]) {
+    let mut notes: Vec<&str> = Vec::new();
+    let mut rows = vec![
+        [
+            "TASK",
+            "SIZE",
+            "OUTPUT",
+            "PUBLISHED",
+            "DOWNLOAD",
+            "CHECKPOINT",
+        ]
+        .map(String::from),
+    ];
+    let mut urls = Vec::new();
+    for model in models {
+        let mut file = model.file.clone();
+        if let Some(note) = &model.note {
+            let number = match notes.iter().position(|n| n == note) {
+                Some(i) => i + 1,
+                None => {
+                    notes.push(note);
+                    notes.len()
+                }
+            };
+            file.push_str(&format!(" [{number}]"));
+        }
+        rows.push([
+            model.kind().to_owned(),
+            model.size.clone(),
+            model.outputs_label(),
+            model
+                .published
+                .as_ref()
+                .map_or_else(|| "-".into(), |p| format!("{} {:.1}", p.metric, p.value)),
+            model
+                .download_gb
+                .map_or_else(|| "-".into(), |gb| format!("{gb:.2} GB")),
+            file,
+        ]);
+        urls.push(model.download_url());
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        if i > 0 {
+            let _ = writeln!(out, "{:indent$}{}", "", urls[i - 1], indent = widths[0] + 2);
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for (i, note) in notes.iter().enumerate() {
+            let _ = writeln!(out, "[{}] {note}", i + 1);
+        }
+    }
 }
 
 /// How `run` treats a model: loaded as it loads models, or refused and why.
@@ -307,7 +350,12 @@ fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String
 
     let shapes = match &admission {
         Admission::Accepted(info) => Some((*info).clone()),
-        Admission::Refused(_) => shapes_only(path, &graph.inputs, &graph.outputs),
+        Admission::Refused(_) => {
+            shapes_only(path, &graph.inputs, &graph.outputs).map(|info| ModelInfo {
+                metadata: metadata.clone(),
+                ..info
+            })
+        }
     };
     let fitted = shapes.as_ref().and_then(fitting_task);
     let _ = writeln!(
@@ -315,6 +363,9 @@ fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String
         "task      {}",
         task_report(fitted.as_ref(), shapes.as_ref())
     );
+    if let Some((_, layout)) = &fitted {
+        let _ = writeln!(out, "family    {}", family_report(layout.family));
+    }
     if let (Some((task, _)), Some(declared)) = (&fitted, metadata.get(METADATA_TASK))
         && declared != task.name()
     {
@@ -331,11 +382,15 @@ fn render(path: &Path, graph: &GraphDescription, admission: Admission) -> String
         let published = checkpoint.published.as_ref().map_or_else(String::new, |p| {
             format!(", published {} {:.1}", p.metric, p.value)
         });
+        let family = match checkpoint.file.ends_with(".safetensors") {
+            true => "Sapiens2",
+            false => "Sapiens",
+        };
         let _ = writeln!(
             out,
-            "official  Sapiens {} {} ({}){published}",
+            "official  {family} {} {} ({}){published}",
             checkpoint.size,
-            checkpoint.task.name(),
+            checkpoint.kind(),
             checkpoint.file
         );
     }
@@ -461,6 +516,22 @@ fn fitting_task(info: &ModelInfo) -> Option<(Task, OutputLayout)> {
     })
 }
 
+/// The family line of `models inspect`: which generation, and under which licence its official
+/// weights come.
+fn family_report(family: Family) -> String {
+    let manifest = manifest();
+    match family {
+        Family::Sapiens => format!(
+            "Sapiens (first family; official weights {})",
+            manifest.licence
+        ),
+        Family::Sapiens2 => format!(
+            "Sapiens2 (official weights under the {}: {})",
+            manifest.sapiens2.licence, manifest.sapiens2.licence_url
+        ),
+    }
+}
+
 fn task_report(fitted: Option<&(Task, OutputLayout)>, shapes: Option<&ModelInfo>) -> String {
     match fitted {
         Some((Task::Pose, layout)) => {
@@ -469,12 +540,13 @@ fn task_report(fitted: Option<&(Task, OutputLayout)>, shapes: Option<&ModelInfo>
             format!("pose, {} keypoints ({set})", layout.channels)
         }
         Some((Task::Seg, layout)) => {
-            format!(
-                "seg, {} classes ({})",
-                layout.channels,
-                keypoint_sets::body_parts().name
-            )
+            let set = keypoint_sets::class_set(layout.channels).map_or("unknown set", |s| &s.name);
+            format!("seg, {} classes ({set})", layout.channels)
         }
+        Some((Task::Depth, layout)) if layout.is_pointmap() => format!(
+            "pointmap (as depth), x, y, z and scale planes at {}x{}",
+            layout.height, layout.width
+        ),
         Some((task, layout)) => format!(
             "{}, {} channel(s) at {}x{}",
             task.name(),
@@ -483,7 +555,7 @@ fn task_report(fitted: Option<&(Task, OutputLayout)>, shapes: Option<&ModelInfo>
             layout.width
         ),
         None if shapes.is_some() => format!(
-            "not a Sapiens task model (Sapiens models take (N, 3, {}, {}) and give pose (N, 17|133|308, 256, 192), seg (N, 28, 512, 384), depth (N, 1, 1024, 768) or normal (N, 3, 512, 384))",
+            "not a Sapiens task model (Sapiens models take (N, 3, {}, {}) and give pose (N, 17|133|308, 256, 192), seg (N, 28, 512, 384), depth (N, 1, 1024, 768) or normal (N, 3, 512, 384); Sapiens2 seg (N, 29, 1024, 768), pointmap (N, 4, 1024, 768) or normal (N, 3, 1024, 768))",
             tasks::INPUT_HEIGHT,
             tasks::INPUT_WIDTH
         ),
@@ -583,7 +655,12 @@ fn human_bytes(bytes: u64) -> String {
 /// The manifest entry an exported model came from, by its recorded source checkpoint name.
 fn find_checkpoint(source: &str) -> Option<&'static Checkpoint> {
     let name = Path::new(source).file_name()?.to_str()?;
-    manifest().models.iter().find(|m| m.file == name)
+    let manifest = manifest();
+    manifest
+        .models
+        .iter()
+        .chain(&manifest.sapiens2.models)
+        .find(|m| m.file == name)
 }
 
 #[cfg(test)]
@@ -603,7 +680,8 @@ mod tests {
         }
     }
 
-    /// Every entry's output is what `run` demands of its task, and names the set it decodes with.
+    /// Every entry's output is what `run` demands of its task, and names the set it decodes with;
+    /// Sapiens2 entries are recognised as Sapiens2 (pose by the exporter's metadata).
     #[test]
     fn manifest_entries_meet_their_task_contracts() {
         let manifest = manifest();
@@ -611,10 +689,22 @@ mod tests {
             (manifest.input.height, manifest.input.width),
             (tasks::INPUT_HEIGHT, tasks::INPUT_WIDTH)
         );
-        for model in &manifest.models {
-            let info = info_for(model.output);
+        let families = [
+            (&manifest.models, Family::Sapiens),
+            (&manifest.sapiens2.models, Family::Sapiens2),
+        ];
+        for (model, family) in families
+            .iter()
+            .flat_map(|(models, family)| models.iter().map(move |m| (m, *family)))
+        {
+            let mut info = info_for(model.output);
+            if family == Family::Sapiens2 {
+                info.metadata
+                    .insert(tasks::METADATA_FAMILY.into(), "sapiens2".into());
+            }
             let layout = tasks::validate_model(model.task, &info)
                 .unwrap_or_else(|e| panic!("{}: {e}", model.file));
+            assert_eq!(layout.family, family, "{}", model.file);
             assert_eq!(
                 fitting_task(&info).map(|(t, _)| t),
                 Some(model.task),
@@ -628,7 +718,7 @@ mod tests {
                 }
                 Task::Seg => assert_eq!(
                     model.classes,
-                    Some(keypoint_sets::body_parts().classes.len())
+                    keypoint_sets::class_set(layout.channels).map(|s| s.classes.len())
                 ),
                 Task::Depth | Task::Normal => {
                     assert!(model.keypoints.is_none() && model.classes.is_none())
@@ -712,9 +802,32 @@ mod tests {
     }
 
     #[test]
+    fn sapiens2_names_follow_the_model_zoo() {
+        let sapiens2 = &manifest().sapiens2;
+        assert_eq!(sapiens2.models.len(), 16, "4 tasks x 4 sizes");
+        for model in &sapiens2.models {
+            let (size, kind) = (&model.size, model.kind());
+            assert!(
+                ["0.4b", "0.8b", "1b", "5b"].contains(&size.as_str()),
+                "{size}"
+            );
+            assert_eq!(model.file, format!("sapiens2_{size}_{kind}.safetensors"));
+            assert_eq!(model.repo, format!("facebook/sapiens2-{kind}-{size}"));
+            assert_eq!(model.stem(), format!("sapiens2_{size}_{kind}"));
+        }
+        let kinds: std::collections::BTreeSet<&str> =
+            sapiens2.models.iter().map(Checkpoint::kind).collect();
+        assert_eq!(kinds, ["normal", "pointmap", "pose", "seg"].into());
+        for forbidden in ["surveillance", "biometric"] {
+            assert!(sapiens2.licence_terms.contains(forbidden), "{forbidden}");
+        }
+    }
+
+    #[test]
     fn list_report_has_every_checkpoint_and_url() {
         let report = list_report();
-        for model in &manifest().models {
+        assert!(report.contains("Sapiens2 License"), "{report}");
+        for model in manifest().models.iter().chain(&manifest().sapiens2.models) {
             assert!(report.contains(&model.file), "{}", model.file);
             assert!(report.contains(&model.download_url()), "{}", model.file);
         }

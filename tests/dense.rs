@@ -10,10 +10,11 @@ use std::path::Path;
 use common::{max_abs_diff, path_arg};
 use sapiens_stream::Error;
 use sapiens_stream::tasks::dense::{
-    DepthRange, class_mask, draw_depth, draw_normals, normalise_depth, normalise_normals,
-    parse_mask_classes, resize_planar, write_class_map_png, write_depth_png, write_mask_png,
-    write_normals_png,
+    DepthRange, class_mask, draw_depth, draw_normals, mask_class_indices, normalise_depth,
+    normalise_normals, parse_mask_classes, resize_planar, write_class_map_png, write_depth_png,
+    write_mask_png, write_normals_png,
 };
+use sapiens_stream::tasks::keypoint_sets::class_set;
 use sapiens_stream::testkit::synthetic::XorShift;
 
 /// Rust vs OpenCV resize, relative to the maps' value range (measured: about 2e-7).
@@ -459,7 +460,8 @@ fn png_files_read_back_with_opencv() {
         }
     }
 
-    let selected = parse_mask_classes("Upper_Clothing,lower_clothing,Torso").unwrap();
+    let names = parse_mask_classes("Upper_Clothing,lower_clothing,Torso").unwrap();
+    let selected = mask_class_indices(&names, class_set(28).unwrap()).unwrap();
     let mut mask = vec![0u8; plane];
     class_mask(&classes, &selected, &mut mask);
     let (classes_path, union_path) = (dir.path().join("classes.npy"), dir.path().join("union.npy"));

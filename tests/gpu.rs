@@ -742,7 +742,7 @@ fn dense_frames_on_the_device_equal_the_host_path() {
                 height,
                 width * 4,
                 &class_map,
-                &keypoint_sets::body_parts().palette,
+                &keypoint_sets::class_set(28).unwrap().palette,
                 0.5,
             ),
         }

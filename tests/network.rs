@@ -75,6 +75,7 @@ fn frame_result(
         segmentation: None,
         depth: None,
         normals: None,
+        pointmap: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn frame_result(frame: u64, stream: u32, persons: Vec<Person>) -> FrameResult {
         segmentation: None,
         depth: None,
         normals: None,
+        pointmap: None,
     }
 }
 

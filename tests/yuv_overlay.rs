@@ -192,7 +192,7 @@ fn person() -> Vec<[f32; 3]> {
 
 fn draw(canvas: &mut Canvas, overlay: Overlay) {
     let classes = class_map();
-    let parts = keypoint_sets::body_parts();
+    let parts = keypoint_sets::class_set(28).unwrap();
     match overlay {
         Overlay::Classes => canvas.blend_class_map(&classes, &parts.palette, 0.5),
         Overlay::Depth => canvas.draw_depth(&depth(), Some(&classes)),

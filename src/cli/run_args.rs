@@ -79,13 +79,13 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub flip_test: bool,
-    /// Sapiens body-part segmentation model (ONNX; 28 classes).
+    /// Sapiens body-part segmentation model (ONNX; 28 classes, Sapiens2 29).
     #[arg(long)]
     pub seg_model: Option<PathBuf>,
-    /// Sapiens depth model (ONNX).
+    /// Sapiens depth model, or Sapiens2 pointmap model (metric depth, point clouds) (ONNX).
     #[arg(long)]
     pub depth_model: Option<PathBuf>,
-    /// Sapiens surface-normal model (ONNX).
+    /// Sapiens or Sapiens2 surface-normal model (ONNX).
     #[arg(long)]
     pub normal_model: Option<PathBuf>,
     /// Overlay video: H.264 in MP4 (or MKV by extension), or rtsp://HOST:PORT/PATH (a host of
@@ -102,9 +102,13 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub view: Option<View>,
     /// Folder for per-frame dense outputs: class map (8-bit PNG), depth (16-bit PNG, scale in the
-    /// results), normals (8-bit RGB PNG), mask.
+    /// results; millimetres from a Sapiens2 pointmap model), normals (8-bit RGB PNG), mask.
     #[arg(long)]
     pub dense_dir: Option<PathBuf>,
+    /// Folder for a point cloud per frame (binary PLY, metres, coloured from the frame) from a
+    /// Sapiens2 pointmap model given as --depth-model; persons only when a seg model runs.
+    #[arg(long)]
+    pub pointcloud_dir: Option<PathBuf>,
     /// Body-part classes (e.g. Upper_Clothing,Lower_Clothing) whose union is written per frame as a
     /// binary mask PNG into --dense-dir.
     #[arg(long)]
@@ -260,6 +264,7 @@ impl RunArgs {
             video_preset: self.video_preset.or(preset.video_preset),
             view: self.view.or(preset.view),
             dense_dir: self.dense_dir.or(preset.dense_dir),
+            pointcloud_dir: self.pointcloud_dir.or(preset.pointcloud_dir),
             mask_classes: self.mask_classes.or(preset.mask_classes),
             http: self.http.or(preset.http),
             ws: self.ws.or(preset.ws),

@@ -102,6 +102,7 @@ impl TryFrom<RunArgs> for PipelineConfig {
                 .transpose()?
                 .unwrap_or_default(),
             dense_dir: args.dense_dir,
+            pointcloud_dir: args.pointcloud_dir,
             max_batch: args.max_batch,
             batch_timeout: Duration::from_millis(
                 args.batch_timeout_ms.unwrap_or(defaults::BATCH_TIMEOUT_MS),

@@ -218,8 +218,11 @@ pub struct PipelineConfig {
     pub view: View,
     /// Per-frame dense outputs as PNG files (class map, depth, normals, mask).
     pub dense_dir: Option<PathBuf>,
-    /// Body-part classes whose union is written as a mask per frame (needs `dense_dir`).
-    pub mask_classes: Vec<u8>,
+    /// Per-frame point clouds as PLY files, from a Sapiens2 pointmap model.
+    pub pointcloud_dir: Option<PathBuf>,
+    /// Body-part class names whose union is written as a mask per frame (needs `dense_dir`);
+    /// their indices come from the seg model's class set.
+    pub mask_classes: Vec<String>,
     /// Person crops per pose inference call (frames per dense call), over every stream; `None`:
     /// 8 on a GPU, 1 on the CPU, where a larger batch runs no faster and holds activations for
     /// every input at once (`benches/README.md`, issue 13).
@@ -309,7 +312,16 @@ impl PipelineConfig {
                 "needs --seg-model and --dense-dir",
             ));
         }
-        if let Some(dir) = &self.dense_dir {
+        if self.pointcloud_dir.is_some() && models.depth.is_none() {
+            return Err(invalid(
+                "--pointcloud-dir",
+                "needs --depth-model with a Sapiens2 pointmap model",
+            ));
+        }
+        for dir in [&self.dense_dir, &self.pointcloud_dir]
+            .into_iter()
+            .flatten()
+        {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }

@@ -10,7 +10,7 @@ use crate::engine::onnx::{OnnxEngine, OnnxOptions};
 use crate::engine::probe::Capabilities;
 use crate::engine::triton::{TritonEngine, TritonUrl};
 use crate::engine::{Engine, Execution, Selection, runtime};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::pipeline::infer::device::DeviceInference;
@@ -122,9 +122,27 @@ impl Models {
             .map_or("detect", |(task, _)| task.name())
     }
 
-    pub(super) fn needs_dense_input(&self) -> bool {
-        self.seg.is_some() || self.depth.is_some() || self.normal.is_some()
+    /// Which whole-frame inputs the dense models take.
+    pub(super) fn dense_inputs(&self) -> DenseInputs {
+        let takes = |model: &Option<TaskModel>, padded: bool| {
+            model
+                .as_ref()
+                .is_some_and(|m| m.layout.takes_padded_input() == padded)
+        };
+        let dense = [&self.seg, &self.depth, &self.normal];
+        DenseInputs {
+            stretched: dense.iter().any(|m| takes(m, false)),
+            padded: dense.iter().any(|m| takes(m, true)),
+        }
     }
+}
+
+/// The whole-frame inputs a frame needs: stretched to the model input (the first family's dense
+/// models, Sapiens2 seg), and kept in aspect with padding (Sapiens2 normal and pointmap).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct DenseInputs {
+    pub(super) stretched: bool,
+    pub(super) padded: bool,
 }
 
 /// Everything the post-processing needs to know about the models, shared with the sink.
@@ -203,15 +221,31 @@ pub(super) fn load_models(config: &PipelineConfig, metrics: &Arc<Metrics>) -> Re
         }
         _ => None,
     };
+    let depth = load(Task::Depth, &config.models.depth)?;
+    let normal = load(Task::Normal, &config.models.normal)?;
+    if gpu.is_some() {
+        refuse_padded_on_gpu([&depth, &normal])?;
+    }
     Ok(Models {
         pose,
         seg: load(Task::Seg, &config.models.seg)?,
-        depth: load(Task::Depth, &config.models.depth)?,
-        normal: load(Task::Normal, &config.models.normal)?,
+        depth,
+        normal,
         detector,
         device: gpu.map(DeviceInference::new),
         batch,
     })
+}
+
+/// The GPU kernels make stretched inputs only, and know neither the point map nor the
+/// padding to take off: Sapiens2 normal and pointmap models run on the CPU path for now.
+fn refuse_padded_on_gpu(models: [&Option<TaskModel>; 2]) -> Result<()> {
+    match models.into_iter().flatten().find(|m| m.layout.takes_padded_input()) {
+        Some(model) => Err(Error::model(&model.engine.info().path)(
+            "is a Sapiens2 normal or pointmap model, whose padded input and post-processing have no GPU kernels yet: run it with --device cpu".into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Every model given, the detector too, is a triton:// URL.

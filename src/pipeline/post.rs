@@ -10,18 +10,23 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::metrics::{Metrics, StageStats};
+use crate::preprocess::letterbox::{Letterbox, SAPIENS2_PADDING};
 use crate::publish::frame_hub::FrameHub;
 use crate::publish::{
-    DepthSummary, FrameResult, NormalsSummary, SCHEMA_NAME, SCHEMA_VERSION, SegmentationSummary,
-    StreamId,
+    DepthSummary, FrameResult, NormalsSummary, POINTMAP_VERSION, PointmapSummary, SCHEMA_NAME,
+    SCHEMA_VERSION, SegmentationSummary, StreamId,
 };
 use crate::render::tracks::TrackMark;
 use crate::render::{self, Canvas, PoseStyle};
+use crate::tasks::dense::pointmap::{self, PointmapScale};
 use crate::tasks::keypoint_sets;
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::pose::{self, Person};
 use crate::tasks::track::{TrackEvent, TrackEventKind, Tracker, TrackerOptions};
-use crate::tasks::{OutputLayout, dense, seg};
+use crate::tasks::{self, OutputLayout, dense, seg};
+
+/// Units of a Sapiens2 pointmap model's depth and points.
+const METRES: &str = "m";
 
 use super::config::{SegUpsample, View};
 use super::decode::StageOutcome;
@@ -39,6 +44,8 @@ pub(super) struct PostOptions {
     pub(super) view: View,
     pub(super) dense_dir: Option<PathBuf>,
     pub(super) mask_classes: Vec<u8>,
+    /// `--pointcloud-dir`: a PLY per frame from a pointmap model.
+    pub(super) pointcloud_dir: Option<PathBuf>,
     /// Persons tracked across frames; `None`: every frame alone.
     pub(super) tracking: Option<TrackerOptions>,
     /// The stream's video for browser viewers.
@@ -52,6 +59,10 @@ struct DenseMaps {
     depth: Vec<f32>,
     depth_normalised: Vec<f32>,
     normals: Vec<f32>,
+    /// A pointmap model's metric points (x, y, z planes).
+    points: Vec<f32>,
+    /// A padded model's output with the padding taken off.
+    cropped: Vec<f32>,
 }
 
 /// What the post stage made of one frame's outputs.
@@ -60,6 +71,7 @@ struct FrameOutputs {
     segmentation: Option<SegmentationSummary>,
     depth: Option<DepthSummary>,
     normals: Option<NormalsSummary>,
+    pointmap: Option<PointmapSummary>,
 }
 
 pub(super) fn post_stage(
@@ -149,11 +161,13 @@ impl PostStage<'_> {
         };
         let segmentation = self.segmentation(work);
         let foreground = segmentation.is_some();
+        let (depth, pointmap) = self.depth(work, foreground);
         let mut outputs = FrameOutputs {
             persons,
             segmentation,
-            depth: self.depth(work, foreground),
+            depth,
             normals: self.normals(work),
+            pointmap,
         };
         let options = self.options;
         if let Some(dir) = &options.dense_dir {
@@ -161,6 +175,13 @@ impl PostStage<'_> {
             self.stats.dense_files.time(|| {
                 write_dense_files(dir, frame, maps, &options.mask_classes, &mut outputs)
             })?;
+        }
+        if let (Some(dir), Some(pointmap)) = (&options.pointcloud_dir, outputs.pointmap.as_mut()) {
+            let (frame, maps) = (&work.frame, &self.maps);
+            let classes = foreground.then_some(&maps.class_map[..]);
+            self.stats
+                .dense_files
+                .time(|| write_pointcloud(dir, frame, &maps.points, classes, pointmap))?;
         }
         // Browsers draw the overlay themselves: they get the frame as decoded.
         if let Some(hub) = frame_hub {
@@ -216,18 +237,48 @@ impl PostStage<'_> {
                 self.pool.put(logits);
                 Some(summary)
             }
-            (SegOutput::ClassMap(class_map), _) => {
+            (SegOutput::ClassMap(class_map), Some(layout)) => {
                 self.maps.class_map = class_map;
-                Some(summarise_classes(&self.maps.class_map))
+                Some(summarise_classes(&self.maps.class_map, layout))
             }
+            (SegOutput::ClassMap(_), None) => None,
             (SegOutput::Logits(_), None) => None,
         }
     }
 
-    /// The frame-size depth map and its range, over the persons when `foreground`.
-    fn depth(&mut self, work: &mut Work, foreground: bool) -> Option<DepthSummary> {
+    /// The frame-size depth map and its range, over the persons when `foreground`; from a
+    /// pointmap model, metric, with the frame's points.
+    fn depth(
+        &mut self,
+        work: &mut Work,
+        foreground: bool,
+    ) -> (Option<DepthSummary>, Option<PointmapSummary>) {
         let (width, height) = (work.frame.width(), work.frame.height());
-        match (work.depth.take()?, self.summary.depth_layout) {
+        let Some(output) = work.depth.take() else {
+            return (None, None);
+        };
+        match (output, self.summary.depth_layout) {
+            (DenseOutput::Raw(raw), Some(layout)) if layout.is_pointmap() => {
+                let maps = &mut self.maps;
+                let (range, scale) = self
+                    .stats
+                    .dense_post
+                    .time(|| pointmap_depth(&raw, layout, width, height, foreground, maps));
+                self.pool.put(raw);
+                let depth = DepthSummary {
+                    units: Some(METRES),
+                    ..DepthSummary::new(range, foreground)
+                };
+                let pointmap = PointmapSummary {
+                    version: POINTMAP_VERSION,
+                    units: METRES,
+                    scale: scale.scale,
+                    focal_length_px: scale.focal_length_px,
+                    pointcloud_file: None,
+                    points: None,
+                };
+                (Some(depth), Some(pointmap))
+            }
             (DenseOutput::Raw(raw), Some(layout)) => {
                 let maps = &mut self.maps;
                 let range = self
@@ -235,15 +286,15 @@ impl PostStage<'_> {
                     .dense_post
                     .time(|| depth_map(&raw, layout, width, height, foreground, maps));
                 self.pool.put(raw);
-                Some(DepthSummary::new(range, foreground))
+                (Some(DepthSummary::new(range, foreground)), None)
             }
             (DenseOutput::Device(result), _) => {
                 if let Some(map) = result.map {
                     self.maps.depth = map;
                 }
-                Some(DepthSummary::new(result.range, foreground))
+                (Some(DepthSummary::new(result.range, foreground)), None)
             }
-            (DenseOutput::Raw(_), None) => None,
+            (DenseOutput::Raw(_), None) => (None, None),
         }
     }
 
@@ -326,11 +377,11 @@ fn class_map(
             seg::argmax_nearest(logits, c, h, w, width, height, &mut maps.class_map)
         }
     }
-    summarise_classes(&maps.class_map)
+    summarise_classes(&maps.class_map, layout)
 }
 
-fn summarise_classes(class_map: &[u8]) -> SegmentationSummary {
-    let parts = keypoint_sets::body_parts();
+fn summarise_classes(class_map: &[u8], layout: OutputLayout) -> SegmentationSummary {
+    let parts = seg_classes(layout);
     SegmentationSummary {
         class_set: parts.name.clone(),
         class_pixels: count_classes(class_map, parts.classes.len()),
@@ -364,7 +415,47 @@ fn depth_map(
     dense::normalise_depth(&maps.depth, mask, &mut maps.depth_normalised)
 }
 
-/// Surface normals at frame size, unit length.
+/// A pointmap model's metric points at frame size, their z as the depth map normalised over
+/// the person foreground when a class map exists; the range and the model's scale.
+fn pointmap_depth(
+    raw: &[f32],
+    layout: OutputLayout,
+    width: usize,
+    height: usize,
+    foreground: bool,
+    maps: &mut DenseMaps,
+) -> (Option<dense::DepthRange>, PointmapScale) {
+    let letterbox = padding_of(width, height);
+    let scale = pointmap::metric_points(
+        raw,
+        layout,
+        &letterbox,
+        (width, height),
+        &mut maps.cropped,
+        &mut maps.points,
+    );
+    let pixels = width * height;
+    maps.depth.clear();
+    maps.depth.extend_from_slice(&maps.points[2 * pixels..]);
+    maps.depth_normalised.resize(pixels, 0.0);
+    let mask = foreground.then_some(&maps.class_map[..]);
+    let range = dense::normalise_depth(&maps.depth, mask, &mut maps.depth_normalised);
+    (range, scale)
+}
+
+/// Where a frame lies in the padded input of Sapiens2 normal and pointmap models.
+fn padding_of(width: usize, height: usize) -> Letterbox {
+    Letterbox::new(
+        SAPIENS2_PADDING.fit,
+        width,
+        height,
+        tasks::INPUT_WIDTH,
+        tasks::INPUT_HEIGHT,
+    )
+}
+
+/// Surface normals at frame size, unit length. A Sapiens2 model's are made unit at its own
+/// resolution, then the padding comes off and they are resized, as its demo does.
 fn normal_map(
     raw: &[f32],
     layout: OutputLayout,
@@ -373,6 +464,19 @@ fn normal_map(
     maps: &mut DenseMaps,
 ) {
     maps.normals.resize(3 * width * height, 0.0);
+    if layout.takes_padded_input() {
+        let letterbox = padding_of(width, height);
+        let (maps_size, frame) = ((layout.height, layout.width), (width, height));
+        dense::padded_normals(
+            raw,
+            maps_size,
+            &letterbox,
+            frame,
+            &mut maps.cropped,
+            &mut maps.normals,
+        );
+        return;
+    }
     dense::resize_planar(
         raw,
         3,
@@ -410,7 +514,10 @@ fn write_dense_files(
     }
     if let Some(depth) = outputs.depth.as_mut() {
         let path = name("depth");
-        let encoding = dense::write_depth_png(&path, &maps.depth, width, height)?;
+        let encoding = match depth.units {
+            Some(METRES) => dense::write_depth_mm_png(&path, &maps.depth, width, height)?,
+            _ => dense::write_depth_png(&path, &maps.depth, width, height)?,
+        };
         depth.file = Some(label(&path));
         depth.encoding = Some(encoding);
     }
@@ -419,6 +526,28 @@ fn write_dense_files(
         dense::write_normals_png(&path, &maps.normals, width, height)?;
         normals.file = Some(label(&path));
     }
+    Ok(())
+}
+
+/// The class set of a checked seg model (28 or 29 classes).
+fn seg_classes(layout: OutputLayout) -> &'static keypoint_sets::ClassSet {
+    keypoint_sets::class_set(layout.channels).expect("a checked seg model has a known class set")
+}
+
+/// `--pointcloud-dir`: the frame's points as PLY, coloured from the frame, persons only when
+/// a class map exists.
+fn write_pointcloud(
+    dir: &std::path::Path,
+    frame: &Frame,
+    points: &[f32],
+    foreground: Option<&[u8]>,
+    pointmap: &mut PointmapSummary,
+) -> Result<()> {
+    let path = dir.join(format!("frame_{:06}.ply", frame.index));
+    let size = (frame.width(), frame.height());
+    let count = pointmap::write_ply(&path, points, &frame.to_rgb(), size, foreground)?;
+    pointmap.pointcloud_file = Some(path.display().to_string());
+    pointmap.points = Some(count);
     Ok(())
 }
 
@@ -464,8 +593,8 @@ fn draw(
                 canvas.draw_normals(&maps.normals, foreground)
             }
             _ => {
-                if let Some(class_map) = foreground {
-                    canvas.blend_class_map(class_map, &keypoint_sets::body_parts().palette, 0.5);
+                if let (Some(class_map), Some(layout)) = (foreground, summary.seg_layout) {
+                    canvas.blend_class_map(class_map, &seg_classes(layout).palette, 0.5);
                 }
             }
         }
@@ -531,6 +660,7 @@ fn frame_result(
         segmentation,
         depth,
         normals,
+        pointmap,
     } = outputs;
     FrameResult {
         schema: SCHEMA_NAME,
@@ -555,5 +685,6 @@ fn frame_result(
         segmentation,
         depth,
         normals,
+        pointmap,
     }
 }

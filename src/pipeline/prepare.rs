@@ -8,13 +8,14 @@ use crossbeam_channel::Receiver;
 use crate::error::Error;
 use crate::frame::Frame;
 use crate::metrics::{Metrics, StageStats};
+use crate::preprocess::letterbox::LetterboxInput;
 use crate::preprocess::{Normalization, StretchPlan};
 use crate::tasks::INPUT_LEN;
 use crate::tasks::pose::{self, PersonBox};
 
 use super::decode::StageOutcome;
 use super::links::{Handoff, Pool, RemoteOutage};
-use super::models::PersonFinder;
+use super::models::{DenseInputs, PersonFinder};
 use super::track_crops::TrackCrops;
 use super::work::Work;
 
@@ -25,7 +26,9 @@ pub(super) struct Preparation {
     pub(super) stretch: StretchPlan,
     /// `None` when no pose model runs.
     pub(super) persons: Option<PersonFinder>,
-    pub(super) needs_dense: bool,
+    pub(super) dense: DenseInputs,
+    /// Makes the padded input of Sapiens2 normal and pointmap models, when one runs.
+    pub(super) padding: Option<LetterboxInput>,
     /// The GPU makes the model inputs from the frame itself.
     pub(super) inputs_on_device: bool,
     /// Crops from the tracks between detector runs (`--detect-every`).
@@ -85,14 +88,20 @@ pub(super) fn preprocess_stage(
                 frame.with_host_frame(|f| pose::prepare_crops(*f, &boxes, &mut input, &norm));
                 input
             });
-            let dense_input = (on_host && prep.needs_dense).then(|| {
+            let dense_input = (on_host && prep.dense.stretched).then(|| {
                 let mut input = prep.pool.get(INPUT_LEN);
                 frame.with_host_frame(|f| prep.stretch.run(*f, &mut input, &norm));
+                input
+            });
+            let padded_input = prep.padding.as_mut().filter(|_| on_host).map(|padding| {
+                let mut input = prep.pool.get(INPUT_LEN);
+                frame.with_host_frame(|f| padding.prepare_into(*f, &mut input));
                 input
             });
             Work {
                 pose_input,
                 dense_input,
+                padded_input,
                 ..Work::new(frame, boxes)
             }
         });

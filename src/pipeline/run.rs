@@ -13,11 +13,14 @@ use super::config::PipelineConfig;
 use super::decode::join_stage;
 use super::deliver::CAPTURE_TO_PUBLISH;
 use super::infer::{Batching, Inference, inference_stage, paint_for};
+use super::models::ModelSummary;
 use super::post::PostOptions;
 use super::stream::{RunShared, StreamOutcome};
 use super::streams::Streams;
 use crate::error::{Error, Result};
 use crate::metrics::{RunReport, StageStats, StreamReport};
+use crate::tasks::dense;
+use crate::tasks::keypoint_sets::class_set;
 
 impl Started<'_> {
     /// Starts the inference stage and the streams, waits for them, finishes the outputs.
@@ -36,14 +39,14 @@ impl Started<'_> {
             progress,
         } = self;
         let started = Instant::now();
-        let (inference, post) = frame_options(config);
+        let (inference, post) = frame_options(config, &summary)?;
         let batching = Batching {
             max_batch: models.batch,
             timeout: config.batch_timeout,
         };
         let (joining, joined) = unbounded();
         let inputs_on_device = models.device.is_some();
-        let needs_dense = models.needs_dense_input();
+        let dense_inputs = models.dense_inputs();
         let stop = config.stop.clone();
         let inference_thread = thread::Builder::new()
             .name("inference".into())
@@ -64,7 +67,7 @@ impl Started<'_> {
             persons,
             yuv_frames,
             inputs_on_device,
-            needs_dense,
+            dense_inputs,
             publishers: Arc::new(Mutex::new(publishers)),
             frame_hubs: server.as_ref().map(|s| s.frames().clone()),
             post,
@@ -175,7 +178,10 @@ fn merge_stage(stages: &mut Vec<StageStats>, stats: StageStats) {
 
 /// How the inference and post stages treat each frame; the GPU paints the overlay when any
 /// stream may have a video output.
-fn frame_options(config: &PipelineConfig) -> (Inference, PostOptions) {
+fn frame_options(
+    config: &PipelineConfig,
+    summary: &ModelSummary,
+) -> Result<(Inference, PostOptions)> {
     let view = config.view.resolve(&config.models);
     let any_video = !config.outputs.is_empty()
         || config.network.http.is_some()
@@ -192,9 +198,16 @@ fn frame_options(config: &PipelineConfig) -> (Inference, PostOptions) {
         draw: false,
         view,
         dense_dir: config.dense_dir.clone(),
-        mask_classes: config.mask_classes.clone(),
+        mask_classes: match summary.seg_layout {
+            Some(layout) if !config.mask_classes.is_empty() => {
+                let set = class_set(layout.channels).expect("a checked seg model has a class set");
+                dense::mask_class_indices(&config.mask_classes, set)?
+            }
+            _ => Vec::new(),
+        },
+        pointcloud_dir: config.pointcloud_dir.clone(),
         tracking: config.tracking,
         frame_hub: None,
     };
-    (inference, post)
+    Ok((inference, post))
 }

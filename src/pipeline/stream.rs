@@ -13,13 +13,14 @@ use super::config::{PipelineConfig, Scheduling, StreamSpec};
 use super::decode::{StageOutcome, decode_stage, join_stage};
 use super::deliver::{Delivering, SharedPublishers, StreamPublishers, deliver_stage};
 use super::links::{CHANNEL_DEPTH, Drops, Pool, StreamPort, stage_links};
-use super::models::{ModelSummary, PersonFinder};
+use super::models::{DenseInputs, ModelSummary, PersonFinder};
 use super::post::{PostOptions, post_stage};
 use super::prepare::{Preparation, preprocess_stage};
 use super::track_crops::{TrackCrops, TrackFeedback};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, StageStats};
 use crate::preprocess::StretchPlan;
+use crate::preprocess::letterbox::{LetterboxInput, SAPIENS2_PADDING};
 use crate::publish::frame_hub::FrameHubs;
 use crate::publish::{Publisher, ResultsWriter, StreamId, StreamStatusMessage};
 use crate::sink::{VideoOutput, VideoSinkOptions};
@@ -40,7 +41,7 @@ pub(super) struct RunShared {
     pub(super) yuv_frames: bool,
     /// The GPU makes the model inputs from the frame itself.
     pub(super) inputs_on_device: bool,
-    pub(super) needs_dense: bool,
+    pub(super) dense_inputs: DenseInputs,
     pub(super) publishers: SharedPublishers,
     pub(super) frame_hubs: Option<Arc<FrameHubs>>,
     pub(super) post: PostOptions,
@@ -150,7 +151,11 @@ impl StreamHandle {
             stretch: StretchPlan::new(info.width, info.height, INPUT_WIDTH, INPUT_HEIGHT),
             persons,
             track_crops,
-            needs_dense: shared.needs_dense,
+            dense: shared.dense_inputs,
+            padding: shared
+                .dense_inputs
+                .padded
+                .then(|| LetterboxInput::new(SAPIENS2_PADDING, INPUT_WIDTH, INPUT_HEIGHT)),
             inputs_on_device: shared.inputs_on_device,
             dumped_frames: config.dump.as_ref().map_or(0, |(_, frames)| *frames),
         };

@@ -17,6 +17,8 @@ pub(super) struct Work {
     pub(super) pose_input: Option<Vec<f32>>,
     /// The stretched frame for the dense models, when made on the host.
     pub(super) dense_input: Option<Vec<f32>>,
+    /// The frame kept in aspect and padded, for Sapiens2 normal and pointmap models.
+    pub(super) padded_input: Option<Vec<f32>>,
     pub(super) pose: Option<PoseOutput>,
     pub(super) seg: Option<SegOutput>,
     pub(super) depth: Option<DenseOutput>,
@@ -56,6 +58,7 @@ impl Work {
             boxes,
             pose_input: None,
             dense_input: None,
+            padded_input: None,
             pose: None,
             seg: None,
             depth: None,

@@ -26,6 +26,26 @@ pub enum Fit {
     /// ultralytics' `LetterBox`: sizes rounded half to even, the frame centred, boxes mapped
     /// back with the single gain (YOLO).
     Centred,
+    /// Sapiens2's `NormalResizePadImage` (normal and pointmap models): sizes truncated
+    /// (`int()`), the frame centred (the floor of half the padding before), black padding.
+    CentredTruncated,
+}
+
+/// How Sapiens2 normal and pointmap models take a frame: kept in aspect, centred, black padding.
+pub const SAPIENS2_PADDING: LetterboxStyle = LetterboxStyle {
+    fit: Fit::CentredTruncated,
+    norm: Normalization::SAPIENS,
+    blue_first: false,
+};
+
+impl Fit {
+    /// The padding's value on the 0..255 scale, before normalisation.
+    fn pad_value(self) -> f32 {
+        match self {
+            Fit::TopLeft | Fit::Centred => PAD_VALUE,
+            Fit::CentredTruncated => 0.0,
+        }
+    }
 }
 
 /// Where a frame lands inside the detector input, and the way back.
@@ -71,11 +91,13 @@ impl Letterbox {
             // ultralytics rounds with Python's `round` (half to even), splits the padding as
             // `round(d / 2 - 0.1)` before and the rest after (the floor of half before), and
             // maps boxes back with the single gain.
-            Fit::Centred => {
-                let (resized_w, resized_h) = (
-                    fitted(frame_w, f64::round_ties_even),
-                    fitted(frame_h, f64::round_ties_even),
-                );
+            Fit::Centred | Fit::CentredTruncated => {
+                let round = if fit == Fit::Centred {
+                    f64::round_ties_even
+                } else {
+                    f64::floor
+                };
+                let (resized_w, resized_h) = (fitted(frame_w, round), fitted(frame_h, round));
                 Letterbox {
                     resized_w,
                     resized_h,
@@ -136,7 +158,7 @@ impl LetterboxPlan {
             letterbox,
             stretch: StretchPlan::new(frame_w, frame_h, letterbox.resized_w, letterbox.resized_h),
             norm,
-            pad: std::array::from_fn(|c| (PAD_VALUE - norm.mean[c]) / norm.std[c]),
+            pad: std::array::from_fn(|c| (fit.pad_value() - norm.mean[c]) / norm.std[c]),
             blue_first,
         }
     }
@@ -186,10 +208,30 @@ impl LetterboxInput {
     }
 
     /// Letterboxes a frame of any layout into [`Self::tensor`] (bilinear resize with
-    /// `cv2.resize` INTER_LINEAR values, padding 114, the layout's channel order and
+    /// `cv2.resize` INTER_LINEAR values, the fit's padding, the layout's channel order and
     /// normalisation) and returns the fit.
     pub fn prepare<'a>(&mut self, frame: impl Into<HostFrame<'a>>) -> Letterbox {
+        let mut tensor = std::mem::take(&mut self.tensor);
+        let letterbox = self.prepare_into(frame, &mut tensor);
+        self.tensor = tensor;
+        letterbox
+    }
+
+    /// [`Self::prepare`] into `tensor` (3 x input height x input width values) instead.
+    ///
+    /// # Panics
+    /// If `tensor` does not hold the input.
+    pub fn prepare_into<'a>(
+        &mut self,
+        frame: impl Into<HostFrame<'a>>,
+        tensor: &mut [f32],
+    ) -> Letterbox {
         let frame = frame.into();
+        assert_eq!(
+            tensor.len(),
+            3 * self.input_w * self.input_h,
+            "letterbox tensor size"
+        );
         let (input_w, input_h) = (self.input_w, self.input_h);
         self.plan(frame.geometry.width, frame.geometry.height);
         let plan = self.plan.as_ref().expect("made above");
@@ -202,7 +244,7 @@ impl LetterboxInput {
             .resized
             .chunks_exact(letterbox.resized_w * letterbox.resized_h);
         for (rgb_channel, plane) in resized_planes.enumerate() {
-            let out = &mut self.tensor[plan.plane_of(rgb_channel) * plane_len..][..plane_len];
+            let out = &mut tensor[plan.plane_of(rgb_channel) * plane_len..][..plane_len];
             out.fill(plan.pad[rgb_channel]);
             let out_rows = out.chunks_exact_mut(input_w).skip(letterbox.top);
             for (out_row, row) in out_rows.zip(plane.chunks_exact(letterbox.resized_w)) {

@@ -63,6 +63,31 @@ pub struct FrameResult {
     pub depth: Option<DepthSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normals: Option<NormalsSummary>,
+    /// A Sapiens2 pointmap model's frame (see [`PointmapSummary`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointmap: Option<PointmapSummary>,
+}
+
+/// Version of the [`PointmapSummary`] entry, bumped on any change a consumer could notice.
+pub const POINTMAP_VERSION: u32 = 1;
+
+/// Per-frame Sapiens2 point map: camera-frame points in metres (x right, y down, z forward, as
+/// OpenCV), their z being the frame's `depth`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PointmapSummary {
+    pub version: u32,
+    pub units: &'static str,
+    /// The model's scale: metric points are its canonical map divided by it.
+    pub scale: f32,
+    /// The horizontal focal length in frame pixels the scale implies (the model's canonical
+    /// focal of 768 input pixels over the scale, back to the frame).
+    pub focal_length_px: f32,
+    /// `--pointcloud-dir`: the frame's points as binary PLY (persons only with a seg model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointcloud_file: Option<String>,
+    /// Points in that file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<usize>,
 }
 
 /// Per-frame segmentation summary; the full-size class map itself is drawn, not inlined.
@@ -95,6 +120,10 @@ pub struct DepthSummary {
     /// How the PNG's values map back: depth = offset + value * scale.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<crate::tasks::dense::DepthEncoding>,
+    /// `m` for a Sapiens2 pointmap model's metric depth (its PNG in millimetres); absent for
+    /// the first family's relative depth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<&'static str>,
 }
 
 impl DepthSummary {
@@ -105,6 +134,7 @@ impl DepthSummary {
             max: range.as_ref().map(|r| r.max),
             file: None,
             encoding: None,
+            units: None,
         }
     }
 }

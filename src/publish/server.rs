@@ -49,6 +49,7 @@ use super::frame_hub::{DEFAULT_VIDEO_FPS, FrameHubs};
 use super::results_hub::{DEFAULT_CLIENT_QUEUE, ResultsHub, Subscription};
 use crate::error::{Error, Result};
 use crate::metrics::{METRICS_CONTENT_TYPE, Metrics};
+use crate::tasks::keypoint_sets;
 
 /// How long [`NetworkServer::shutdown`] lets clients take their last messages.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -550,9 +551,12 @@ async fn keypoint_set(Path(file): Path<String>) -> Response {
 
 /// The segmentation class sets (names, palette) of `assets/`.
 async fn class_set(Path(file): Path<String>) -> Response {
-    match file.as_str() {
-        "goliath_parts28.json" => json_asset(include_str!("../../assets/seg_goliath_parts28.json")),
-        _ => (StatusCode::NOT_FOUND, "no such class set\n").into_response(),
+    let found = keypoint_sets::CLASS_SETS
+        .iter()
+        .find(|(name, _)| file.strip_suffix(".json") == Some(name));
+    match found {
+        Some((_, json)) => json_asset(json),
+        None => (StatusCode::NOT_FOUND, "no such class set\n").into_response(),
     }
 }
 

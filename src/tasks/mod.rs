@@ -24,12 +24,65 @@ pub enum Task {
     Normal,
 }
 
-/// The per-item output a task's model must produce: channels (any of), height, width.
+/// The model generation: Sapiens2 changes the seg classes, the dense output sizes, the
+/// normal and pointmap input geometry, and replaces relative depth with a metric point map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Family {
+    #[default]
+    Sapiens,
+    Sapiens2,
+}
+
+/// Metadata key the exporter and the model generator write a Sapiens2 model's family under.
+pub const METADATA_FAMILY: &str = "sapiens_stream.family";
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sapiens => "sapiens",
+            Family::Sapiens2 => "sapiens2",
+        }
+    }
+
+    /// The family a model's metadata declares, if any.
+    fn declared(info: &ModelInfo) -> Option<Family> {
+        match info.metadata.get(METADATA_FAMILY)?.as_str() {
+            "sapiens2" => Some(Family::Sapiens2),
+            "sapiens" => Some(Family::Sapiens),
+            _ => None,
+        }
+    }
+}
+
+/// One per-item output a task's model may produce: channels (any of), height, width.
 struct OutputContract {
+    family: Family,
     channels: &'static [usize],
     height: usize,
     width: usize,
 }
+
+impl OutputContract {
+    fn fits(&self, dims: &DeclaredShape) -> bool {
+        dims.len() == 4
+            && dims[1].is_some_and(|c| self.channels.contains(&c))
+            && dims[2] == Some(self.height)
+            && dims[3] == Some(self.width)
+    }
+
+    fn describe(&self) -> String {
+        let channels: Vec<String> = self.channels.iter().map(|c| c.to_string()).collect();
+        format!(
+            "(N, {}, {}, {})",
+            channels.join("|"),
+            self.height,
+            self.width
+        )
+    }
+}
+
+/// Sapiens2 pointmap models put the scale behind the point map as a fourth plane.
+pub const POINTMAP_CHANNELS: usize = 4;
 
 impl Task {
     pub fn name(self) -> &'static str {
@@ -41,31 +94,50 @@ impl Task {
         }
     }
 
-    fn output_contract(self) -> OutputContract {
+    /// What each family's model for the task outputs; Sapiens2 pose has the first family's
+    /// shape (its family comes from the metadata).
+    fn output_contracts(self) -> &'static [OutputContract] {
         match self {
-            Task::Pose => OutputContract {
-                channels: &[17, 133, 308],
-                height: 256,
-                width: 192,
-            },
-            Task::Seg => OutputContract {
-                channels: &[28],
-                height: 512,
-                width: 384,
-            },
-            Task::Depth => OutputContract {
-                channels: &[1],
-                height: 1024,
-                width: 768,
-            },
-            Task::Normal => OutputContract {
-                channels: &[3],
-                height: 512,
-                width: 384,
-            },
+            Task::Pose => &POSE_OUTPUTS,
+            Task::Seg => &SEG_OUTPUTS,
+            Task::Depth => &DEPTH_OUTPUTS,
+            Task::Normal => &NORMAL_OUTPUTS,
         }
     }
 }
+
+const fn contract(
+    family: Family,
+    channels: &'static [usize],
+    height: usize,
+    width: usize,
+) -> OutputContract {
+    OutputContract {
+        family,
+        channels,
+        height,
+        width,
+    }
+}
+
+const POSE_OUTPUTS: [OutputContract; 1] = [contract(Family::Sapiens, &[17, 133, 308], 256, 192)];
+const SEG_OUTPUTS: [OutputContract; 2] = [
+    contract(Family::Sapiens, &[28], 512, 384),
+    contract(Family::Sapiens2, &[29], INPUT_HEIGHT, INPUT_WIDTH),
+];
+const DEPTH_OUTPUTS: [OutputContract; 2] = [
+    contract(Family::Sapiens, &[1], INPUT_HEIGHT, INPUT_WIDTH),
+    contract(
+        Family::Sapiens2,
+        &[POINTMAP_CHANNELS],
+        INPUT_HEIGHT,
+        INPUT_WIDTH,
+    ),
+];
+const NORMAL_OUTPUTS: [OutputContract; 2] = [
+    contract(Family::Sapiens, &[3], 512, 384),
+    contract(Family::Sapiens2, &[3], INPUT_HEIGHT, INPUT_WIDTH),
+];
 
 /// A model's output layout once checked against its task: channels x height x width per item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,15 +145,29 @@ pub struct OutputLayout {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    pub family: Family,
 }
 
 impl OutputLayout {
     pub fn item_len(&self) -> usize {
         self.channels * self.height * self.width
     }
+
+    /// A Sapiens2 pointmap: x, y, z planes and the scale plane (metric = map / scale).
+    pub fn is_pointmap(&self) -> bool {
+        self.family == Family::Sapiens2 && self.channels == POINTMAP_CHANNELS
+    }
+
+    /// The model takes the frame resized keeping its aspect and centred with zero padding
+    /// (Sapiens2 normal and pointmap), not stretched.
+    pub fn takes_padded_input(&self) -> bool {
+        self.family == Family::Sapiens2 && matches!(self.channels, 3 | POINTMAP_CHANNELS)
+    }
 }
 
-/// Checks a loaded model against what its task needs; the error names both shapes.
+/// Checks a loaded model against what its task needs; the error names both shapes. The family
+/// comes from the output shape where the families differ, else from the metadata; metadata
+/// that contradicts the shape is an error.
 pub fn validate_model(task: Task, info: &ModelInfo) -> Result<OutputLayout> {
     let fail = Error::model(&info.path);
     let expected_input = format!("(N, 3, {INPUT_HEIGHT}, {INPUT_WIDTH})");
@@ -95,32 +181,47 @@ pub fn validate_model(task: Task, info: &ModelInfo) -> Result<OutputLayout> {
             format_shape(&info.input_shape)
         )));
     }
-    let contract = task.output_contract();
     let dims = &info.output_shape;
-    let output_ok = dims.len() == 4
-        && dims[1].is_some_and(|c| contract.channels.contains(&c))
-        && dims[2] == Some(contract.height)
-        && dims[3] == Some(contract.width);
-    if !output_ok {
-        let channels = contract
-            .channels
+    let contracts = task.output_contracts();
+    let Some(contract) = contracts.iter().find(|c| c.fits(dims)) else {
+        let expected: Vec<String> = contracts
             .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join("|");
+            .map(|c| format!("{} ({})", c.describe(), c.family.name()))
+            .collect();
         return Err(fail(format!(
-            "does not fit the {} task: output '{}' expected (N, {channels}, {}, {}), found {}",
+            "does not fit the {} task: output '{}' expected {}, found {}",
             task.name(),
             info.output_name,
-            contract.height,
-            contract.width,
+            expected.join(" or "),
             format_shape(dims)
         )));
-    }
+    };
+    let channels = dims[1].unwrap_or_default();
+    let declared = Family::declared(info);
+    let family = match (contracts.len(), declared) {
+        // Pose: both families output the same shape; Sapiens2 predicts the 308 set only.
+        (1, Some(Family::Sapiens2)) if channels != 308 => {
+            return Err(fail(format!(
+                "says it is a Sapiens2 model, but Sapiens2 pose predicts 308 keypoints, not {channels}"
+            )));
+        }
+        (1, declared) => declared.unwrap_or(contract.family),
+        (_, Some(declared)) if declared != contract.family => {
+            return Err(fail(format!(
+                "says it is a {} model, but its output {} is a {} {} model's",
+                declared.name(),
+                format_shape(dims),
+                contract.family.name(),
+                task.name()
+            )));
+        }
+        _ => contract.family,
+    };
     Ok(OutputLayout {
-        channels: dims[1].unwrap_or_default(),
+        channels,
         height: contract.height,
         width: contract.width,
+        family,
     })
 }
 

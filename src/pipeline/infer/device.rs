@@ -22,7 +22,7 @@ use crate::tasks::dense::DepthRange;
 use crate::tasks::dense::cuda::{self as dense, RangeBuffers};
 use crate::tasks::detect::PersonDetector;
 use crate::tasks::flip::cuda as flip;
-use crate::tasks::keypoint_sets::body_parts;
+use crate::tasks::keypoint_sets::class_set;
 use crate::tasks::pose::PersonBox;
 use crate::tasks::pose::cuda::{DevicePeak, queue_decode};
 use crate::tasks::pose::decode::HeatmapPeak;
@@ -538,8 +538,10 @@ impl DeviceInference {
                 dense::draw_normals(&self.gpu, canvas, size, &buffers.normals, classes)?
             }
             _ => {
-                if let Some(classes) = classes {
-                    let palette = &body_parts().palette;
+                if let (Some(classes), Some(seg)) = (classes, dense[0]) {
+                    let palette = &class_set(seg.channels)
+                        .expect("a checked seg model has a known class set")
+                        .palette;
                     blend_class_map(&self.gpu, canvas, size, classes, palette, 0.5)?;
                 }
             }

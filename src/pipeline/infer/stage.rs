@@ -154,7 +154,8 @@ fn infer_batch(
         if let Some(dumper) = stage.dumper.filter(|d| d.wants(work.frame.index)) {
             dumper.frame_png(&work.frame)?;
         }
-        let inputs_on_host = work.pose_input.is_some() || work.dense_input.is_some();
+        let inputs_on_host =
+            work.pose_input.is_some() || work.dense_input.is_some() || work.padded_input.is_some();
         if stage.models.device.is_some() && !inputs_on_host {
             let detection = stage
                 .stats
@@ -204,6 +205,7 @@ struct Scratch {
     pose_input: Vec<f32>,
     pose_output: Vec<f32>,
     dense_input: Vec<f32>,
+    padded_input: Vec<f32>,
     /// Seg, depth, normal.
     dense_outputs: [Vec<f32>; 3],
 }
@@ -220,8 +222,15 @@ fn infer_batch_on_host(
 ) -> Result<()> {
     let together = models.all_remote();
     let persons = gather_inputs(frames, &mut scratch.pose_input, |w| w.pose_input.take());
-    let counts = gather_inputs(frames, &mut scratch.dense_input, |w| w.dense_input.take());
+    let stretched = gather_inputs(frames, &mut scratch.dense_input, |w| w.dense_input.take());
+    let padded = gather_inputs(frames, &mut scratch.padded_input, |w| w.padded_input.take());
     let total: usize = persons.iter().flatten().sum();
+    // Every frame brings each whole-frame input the models take.
+    let counts = if padded.iter().any(Option::is_some) {
+        padded
+    } else {
+        stretched
+    };
     let items: usize = counts.iter().flatten().sum();
     let (input_pool, output_pool) = (&frames[0].1.input_pool, &frames[0].1.output_pool);
     let mut jobs: Vec<Job> = Vec::new();
@@ -255,7 +264,10 @@ fn infer_batch_on_host(
         let Some(model) = model.filter(|_| items > 0) else {
             continue;
         };
-        let input = &scratch.dense_input;
+        let input = match model.layout.takes_padded_input() {
+            true => &scratch.padded_input,
+            false => &scratch.dense_input,
+        };
         jobs.push(Box::new(move || {
             stats.time(|| run_batched(model, input, items, output))
         }));
@@ -363,10 +375,19 @@ fn infer_on_host(
     let persons = work.boxes.len();
     let pose_input = work.pose_input.take();
     let dense_input = work.dense_input.take();
+    let padded_input = work.padded_input.take();
+    // The whole-frame input each dense model takes.
+    let input_of = |model: &TaskModel| match model.layout.takes_padded_input() {
+        true => padded_input.as_deref(),
+        false => dense_input.as_deref(),
+    };
     // An output buffer for each model that runs on this frame.
     let mut heatmaps = (models.pose.is_some() && pose_input.is_some()).then(|| output_pool.get(0));
     let dense_output = |model: &Option<TaskModel>| {
-        (model.is_some() && dense_input.is_some()).then(|| output_pool.get(0))
+        model
+            .as_ref()
+            .and_then(input_of)
+            .map(|_| output_pool.get(0))
     };
     let mut dense_outputs = [
         dense_output(&models.seg),
@@ -401,9 +422,10 @@ fn infer_on_host(
         (models.normal.as_mut(), &mut stats.normal, normal_output),
     ];
     for (model, stats, output) in dense {
-        let (Some(model), Some(output), Some(input)) =
-            (model, output.as_mut(), dense_input.as_deref())
-        else {
+        let (Some(model), Some(output)) = (model, output.as_mut()) else {
+            continue;
+        };
+        let Some(input) = input_of(model) else {
             continue;
         };
         jobs.push(Box::new(move || {
@@ -425,8 +447,10 @@ fn infer_on_host(
         (Task::Normal, models.normal.as_ref()),
     ];
     for ((task, model), output) in dense.into_iter().zip(dense_outputs) {
-        let (Some(model), Some(output), Some(input)) = (model, output, dense_input.as_deref())
-        else {
+        let (Some(model), Some(output)) = (model, output) else {
+            continue;
+        };
+        let Some(input) = input_of(model) else {
             continue;
         };
         if let Some(dumper) = dump {
@@ -434,7 +458,7 @@ fn infer_on_host(
         }
         work.set_dense_output(task, output);
     }
-    if let Some(input) = dense_input {
+    for input in [dense_input, padded_input].into_iter().flatten() {
         input_pool.put(input);
     }
     Ok(())

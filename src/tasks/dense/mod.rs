@@ -7,6 +7,7 @@
 //! that background pixels keep the video frame instead of a flat grey or black.
 
 pub mod cuda;
+pub mod pointmap;
 
 use std::ops::Range;
 use std::path::Path;
@@ -17,8 +18,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::preprocess::letterbox::Letterbox;
 use crate::render::check_frame;
-use crate::tasks::keypoint_sets::body_parts;
+use crate::tasks::keypoint_sets::{ClassSet, class_set};
 use crate::tasks::seg::{LinearTap, linear_taps};
 
 /// Output rows per rayon task: enough that consecutive rows reuse the resampled source rows.
@@ -27,6 +29,10 @@ const ROWS_PER_TASK: usize = 8;
 const VALUES_PER_TASK: usize = 1 << 14;
 /// Added to a normal's length before dividing, as the official demo does.
 const NORMAL_EPS: f32 = 1e-5;
+/// Sapiens2's demo divides normals by their length clamped to at least this.
+const SAPIENS2_NORMAL_MIN_LENGTH: f32 = 1e-8;
+/// Millimetres per metre: Sapiens2 depth PNGs hold millimetres.
+const MILLIMETRES_PER_METRE: f32 = 1000.0;
 /// Largest 16-bit PNG sample.
 const DEPTH_LEVELS: f32 = u16::MAX as f32;
 
@@ -268,11 +274,28 @@ pub(crate) fn inferno() -> &'static [[u8; 3]; 256] {
     })
 }
 
-/// Divides each normal of a frame-size 3 x H x W map by its length (+ 1e-5), in place.
+/// Divides each normal of a frame-size 3 x H x W map by its length (+ 1e-5), in place, as the
+/// first family's demo does.
 ///
 /// # Panics
 /// If the length is not a multiple of 3.
 pub fn normalise_normals(normals: &mut [f32]) {
+    scale_normals(normals, |length| 1.0 / (length + NORMAL_EPS));
+}
+
+/// Divides each normal of a 3 x H x W map by its length, at least 1e-8, in place, as the Sapiens2
+/// demo does (at the model's resolution, before the padding is taken off and the map resized).
+///
+/// # Panics
+/// If the length is not a multiple of 3.
+pub fn normalise_normals_clamped(normals: &mut [f32]) {
+    scale_normals(normals, |length| {
+        1.0 / length.max(SAPIENS2_NORMAL_MIN_LENGTH)
+    });
+}
+
+/// Multiplies each normal by `factor(its length)`.
+fn scale_normals(normals: &mut [f32], factor: impl Fn(f32) -> f32 + Sync) {
     assert_eq!(normals.len() % 3, 0, "normals must be 3 planes");
     let plane = normals.len() / 3;
     let (xs, rest) = normals.split_at_mut(plane);
@@ -282,7 +305,7 @@ pub fn normalise_normals(normals: &mut [f32]) {
         .zip(zs.par_chunks_mut(VALUES_PER_TASK))
         .for_each(|((xs, ys), zs)| {
             for ((x, y), z) in xs.iter_mut().zip(ys.iter_mut()).zip(zs.iter_mut()) {
-                let inv = 1.0 / ((*x * *x + *y * *y + *z * *z).sqrt() + NORMAL_EPS);
+                let inv = factor((*x * *x + *y * *y + *z * *z).sqrt());
                 *x *= inv;
                 *y *= inv;
                 *z *= inv;
@@ -434,6 +457,89 @@ pub fn write_depth_png(
     Ok(encoding)
 }
 
+/// Writes metric depth (metres, frame size) as a 16-bit grayscale PNG of millimetres:
+/// value = round(depth * 1000), clamped to 0..=65535 (65.5 m), NaN written as 0.
+pub fn write_depth_mm_png(
+    path: &Path,
+    depth: &[f32],
+    width: usize,
+    height: usize,
+) -> Result<DepthEncoding> {
+    check_plane(path, depth.len(), 1, width, height)?;
+    // The saturating cast clamps and sends NaN to 0.
+    let levels: Vec<u16> = depth
+        .par_iter()
+        .map(|&d| (d * MILLIMETRES_PER_METRE + 0.5) as u16)
+        .collect();
+    let (w, h) = png_size(path, width, height)?;
+    let image = ImageBuffer::<Luma<u16>, _>::from_raw(w, h, levels)
+        .expect("the level buffer holds width x height samples");
+    image
+        .save_with_format(path, ImageFormat::Png)
+        .map_err(|e| output_error(path, e))?;
+    Ok(DepthEncoding {
+        scale: 1.0 / MILLIMETRES_PER_METRE,
+        offset: 0.0,
+    })
+}
+
+/// Copies the rectangle of `channels` planar maps (C x in_h x in_w) that holds the frame,
+/// `resized_w x resized_h` at (`left`, `top`), into `out`: the padding of a padded model input
+/// taken off its output.
+///
+/// # Panics
+/// If the rectangle does not lie inside the maps or the sizes do not match.
+pub fn crop_planes(
+    maps: &[f32],
+    (channels, in_h, in_w): (usize, usize, usize),
+    letterbox: &Letterbox,
+    out: &mut Vec<f32>,
+) {
+    let (left, top, w, h) = (
+        letterbox.left,
+        letterbox.top,
+        letterbox.resized_w,
+        letterbox.resized_h,
+    );
+    assert!(left + w <= in_w && top + h <= in_h, "crop outside the maps");
+    assert_eq!(maps.len(), channels * in_h * in_w, "maps size");
+    out.clear();
+    for plane in maps.chunks_exact(in_h * in_w) {
+        for row in plane.chunks_exact(in_w).skip(top).take(h) {
+            out.extend_from_slice(&row[left..left + w]);
+        }
+    }
+}
+
+/// A Sapiens2 normal model's output (3 x `maps_size`, for a frame fitted into the input by
+/// `letterbox`) to unit normals at frame size in `normals`, as its demo does: each normal divided
+/// by its length (at least 1e-8), the padding taken off, then the bilinear resize, without
+/// making them unit again. `scratch` holds the map between the steps.
+///
+/// # Panics
+/// If the sizes do not match.
+pub fn padded_normals(
+    raw: &[f32],
+    (height, width): (usize, usize),
+    letterbox: &Letterbox,
+    (frame_w, frame_h): (usize, usize),
+    scratch: &mut Vec<f32>,
+    normals: &mut [f32],
+) {
+    // Per pixel, so cropping first gives the same and normalises fewer pixels.
+    crop_planes(raw, (3, height, width), letterbox, scratch);
+    normalise_normals_clamped(scratch);
+    resize_planar(
+        scratch,
+        3,
+        letterbox.resized_h,
+        letterbox.resized_w,
+        frame_w,
+        frame_h,
+        normals,
+    );
+}
+
 /// Writes unit normals (3 x H x W) as an 8-bit RGB PNG, value = round((n + 1) / 2 * 255).
 pub fn write_normals_png(path: &Path, normals: &[f32], width: usize, height: usize) -> Result<()> {
     check_plane(path, normals.len(), 3, width, height)?;
@@ -463,37 +569,57 @@ pub fn class_mask(class_map: &[u8], classes: &[u8], mask: &mut [u8]) {
 }
 
 /// Parses `--mask-classes`: comma-separated body-part class names (as in
-/// `assets/seg_goliath_parts28.json`, e.g. `Upper_Clothing,Lower_Clothing`; case does not
-/// matter) to class indices, in the order given, without repeats.
-pub fn parse_mask_classes(list: &str) -> Result<Vec<u8>> {
-    let names = &body_parts().classes;
-    let invalid = |reason: String| Error::InvalidArgument {
-        argument: "--mask-classes",
-        reason,
-    };
-    let mut indices = Vec::new();
+/// `assets/seg_goliath_parts28.json` or, for Sapiens2, `..._parts29.json`, e.g.
+/// `Upper_Clothing,Lower_Clothing`; case does not matter) to the sets' spelling, in the order
+/// given, without repeats. [`mask_class_indices`] maps them into the seg model's set.
+pub fn parse_mask_classes(list: &str) -> Result<Vec<String>> {
+    // The Sapiens2 set holds every first-family name, and Eyeglass.
+    let names = &class_set(29).expect("the 29-class set ships").classes;
+    let mut chosen: Vec<String> = Vec::new();
     for name in list.split(',').map(str::trim) {
         if name.is_empty() {
-            return Err(invalid(format!(
+            return Err(invalid_mask_classes(format!(
                 "empty class name in '{list}'; give names separated by commas, e.g. Upper_Clothing,Lower_Clothing"
             )));
         }
         let found = names
             .iter()
-            .position(|n| n == name)
-            .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)));
-        let Some(index) = found else {
-            return Err(invalid(format!(
+            .find(|n| *n == name)
+            .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(name)));
+        let Some(found) = found else {
+            return Err(invalid_mask_classes(format!(
                 "unknown body-part class '{name}'; valid names: {}",
                 names.join(", ")
             )));
         };
-        let index = u8::try_from(index).expect("the 28 body-part classes fit a u8");
-        if !indices.contains(&index) {
-            indices.push(index);
+        if !chosen.contains(found) {
+            chosen.push(found.clone());
         }
     }
-    Ok(indices)
+    Ok(chosen)
+}
+
+/// The indices of the parsed `--mask-classes` names in the seg model's class set.
+pub fn mask_class_indices(names: &[String], set: &ClassSet) -> Result<Vec<u8>> {
+    names
+        .iter()
+        .map(|name| {
+            let index = set.classes.iter().position(|n| n == name).ok_or_else(|| {
+                invalid_mask_classes(format!(
+                    "the seg model's classes ({}) have no '{name}'",
+                    set.name
+                ))
+            })?;
+            Ok(u8::try_from(index).expect("a class set fits a u8"))
+        })
+        .collect()
+}
+
+fn invalid_mask_classes(reason: String) -> Error {
+    Error::InvalidArgument {
+        argument: "--mask-classes",
+        reason,
+    }
 }
 
 fn output_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -612,10 +738,30 @@ mod tests {
 
     #[test]
     fn mask_class_names_match_exactly_or_ignoring_case() {
+        let names = parse_mask_classes(" torso , TORSO,Hair").unwrap();
+        assert_eq!(names, ["Torso", "Hair"]);
+        let clothing = parse_mask_classes("Upper_Clothing,Lower_Clothing").unwrap();
+        let first = class_set(28).unwrap();
+        let second = class_set(29).unwrap();
+        assert_eq!(mask_class_indices(&clothing, first).unwrap(), [22, 12]);
+        // Sapiens2's Eyeglass at index 2 moves the later classes one on.
+        assert_eq!(mask_class_indices(&clothing, second).unwrap(), [23, 13]);
+        assert_eq!(mask_class_indices(&names, first).unwrap(), [21, 3]);
+    }
+
+    #[test]
+    fn eyeglass_needs_a_sapiens2_seg_model() {
+        let names = parse_mask_classes("eyeglass").unwrap();
         assert_eq!(
-            parse_mask_classes("Upper_Clothing,Lower_Clothing").unwrap(),
-            [22, 12]
+            mask_class_indices(&names, class_set(29).unwrap()).unwrap(),
+            [2]
         );
-        assert_eq!(parse_mask_classes(" torso , TORSO,Hair").unwrap(), [21, 3]);
+        let err = mask_class_indices(&names, class_set(28).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--mask-classes: the seg model's classes (goliath_parts28) have no 'Eyeglass'"
+        );
     }
 }

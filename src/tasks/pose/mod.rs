@@ -135,6 +135,7 @@ fn to_frame(peak: &HeatmapPeak, layout: OutputLayout, crop: &PoseCrop) -> [f32; 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tasks::Family;
     use crate::testkit::synthetic::add_gaussian;
 
     #[test]
@@ -143,6 +144,7 @@ mod tests {
             channels: 17,
             height: 64,
             width: 48,
+            family: Family::Sapiens,
         };
         let boxes = [
             PersonBox {
@@ -198,6 +200,7 @@ mod tests {
             channels: 1,
             height: 256,
             width: 192,
+            family: Family::Sapiens,
         };
         let crop = PoseCrop {
             cx: 500.0,
