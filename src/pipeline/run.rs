@@ -205,7 +205,17 @@ fn frame_options(
             }
             _ => Vec::new(),
         },
-        pointcloud_dir: config.pointcloud_dir.clone(),
+        pointcloud_dir: match &config.pointcloud_dir {
+            Some(_) if !summary.depth_layout.is_some_and(|l| l.is_pointmap()) => {
+                return Err(Error::InvalidArgument {
+                    argument: "--pointcloud-dir",
+                    reason:
+                        "the depth model is not a Sapiens2 pointmap model, which point clouds need"
+                            .into(),
+                });
+            }
+            dir => dir.clone(),
+        },
         tracking: config.tracking,
         frame_hub: None,
     };

@@ -232,3 +232,80 @@ fn format_shape(shape: &DeclaredShape) -> String {
         .collect();
     format!("({})", dims.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(output: [usize; 3], family: Option<&str>) -> ModelInfo {
+        ModelInfo {
+            path: "model.onnx".into(),
+            id: String::new(),
+            input_name: "input".into(),
+            input_shape: vec![None, Some(3), Some(INPUT_HEIGHT), Some(INPUT_WIDTH)],
+            output_name: "output".into(),
+            output_shape: vec![None, Some(output[0]), Some(output[1]), Some(output[2])],
+            metadata: family
+                .map(|f| (METADATA_FAMILY.to_owned(), f.to_owned()))
+                .into_iter()
+                .collect(),
+            provider: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_family_comes_from_the_shape_where_they_differ() {
+        let family = |task, output, declared| {
+            validate_model(task, &info(output, declared)).map(|l| l.family)
+        };
+        assert_eq!(
+            family(Task::Seg, [28, 512, 384], None).unwrap(),
+            Family::Sapiens
+        );
+        assert_eq!(
+            family(Task::Seg, [29, 1024, 768], None).unwrap(),
+            Family::Sapiens2
+        );
+        assert_eq!(
+            family(Task::Normal, [3, 1024, 768], None).unwrap(),
+            Family::Sapiens2
+        );
+        assert_eq!(
+            family(Task::Depth, [1, 1024, 768], None).unwrap(),
+            Family::Sapiens
+        );
+        let pointmap = validate_model(Task::Depth, &info([4, 1024, 768], None)).unwrap();
+        assert!(pointmap.is_pointmap() && pointmap.takes_padded_input());
+        // Pose: the same shape in both families, so the metadata says.
+        assert_eq!(
+            family(Task::Pose, [308, 256, 192], None).unwrap(),
+            Family::Sapiens
+        );
+        assert_eq!(
+            family(Task::Pose, [308, 256, 192], Some("sapiens2")).unwrap(),
+            Family::Sapiens2
+        );
+    }
+
+    #[test]
+    fn metadata_that_contradicts_the_shape_is_refused() {
+        let error = |task, output, declared| {
+            validate_model(task, &info(output, Some(declared)))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error(Task::Seg, [28, 512, 384], "sapiens2"),
+            "model model.onnx: says it is a sapiens2 model, but its output (N, 28, 512, 384) is a sapiens seg model's"
+        );
+        assert!(
+            error(Task::Pose, [17, 256, 192], "sapiens2")
+                .contains("Sapiens2 pose predicts 308 keypoints, not 17")
+        );
+        let wrong = error(Task::Seg, [29, 512, 384], "sapiens2");
+        assert!(
+            wrong.contains("expected (N, 28, 512, 384) (sapiens) or (N, 29, 1024, 768) (sapiens2)"),
+            "{wrong}"
+        );
+    }
+}
