@@ -4,7 +4,8 @@ provider (one person, Sapiens 0.3b pose308) beside PyTorch bf16 on the same GPU 
 
 Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/):
   1. environment: nvidia-smi, torch, the libraries found           -> summary.json "environment"
-  2. the model: engines/generate_models.py --arch ARCH --tasks TASK (kept when up to date); with
+  2. the model: engines/generate_models.py [--family sapiens2] --arch ARCH --tasks TASK (kept
+     when up to date; Sapiens2 has no PyTorch twin in torch_reference.py, so step 3 is skipped); with
      --fp16 in float16 behind float32 input and output, as real models exported with
      engines/export_onnx.py --fp16: the CUDA provider then computes in half precision, the
      closer match to PyTorch bf16 (fp32 is the default, what the program runs unless told)
@@ -243,9 +244,10 @@ def steady_fps(results_file: Path, warmup: int) -> dict:
 
 def step_model(args, results: Path) -> tuple[Path | None, dict]:
     suffix = "_fp16" if args.fp16 else ""
-    model = args.models_dir / f"sapiens_{args.arch}_{args.task}{suffix}.onnx"
-    cmd = [sys.executable, "engines/generate_models.py", "--out", str(args.models_dir), "--arch", args.arch,
-           "--tasks", args.task, *(["--fp16"] if args.fp16 else [])]
+    prefix = "sapiens2" if args.family == "sapiens2" else "sapiens"
+    model = args.models_dir / f"{prefix}_{args.arch}_{args.task}{suffix}.onnx"
+    cmd = [sys.executable, "engines/generate_models.py", "--out", str(args.models_dir), "--family", args.family,
+           "--arch", args.arch, "--tasks", args.task, *(["--fp16"] if args.fp16 else [])]
     start = time.perf_counter()
     rc, text = run(cmd, results / "generate.log", timeout=1800)
     if rc != 0 or not model.is_file():
@@ -411,6 +413,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--engine", default="cuda", choices=("cuda", "tensorrt", "cpu"),
                         help="the program's --engine (cpu: a dry run of this kit on a machine without a GPU)")
     parser.add_argument("--torch-device", default="cuda", choices=("cuda", "cpu"), help="torch_reference.py --device")
+    parser.add_argument("--family", default="sapiens", choices=("sapiens", "sapiens2"),
+                        help="generator family: sapiens2 takes --arch 0.4b.. and --task pose308/seg/...")
     parser.add_argument("--arch", default="0.3b")
     parser.add_argument("--task", default="pose308")
     parser.add_argument("--models-dir", type=Path, default=REPO / "engines" / "models")
@@ -439,6 +443,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--frame-size {args.frame_size!r}: expected WIDTHxHEIGHT")
     if args.frames < args.warmup_frames + TAIL_FRAMES + 2:
         parser.error(f"--frames must be at least --warmup-frames + {TAIL_FRAMES + 2}")
+    if args.family == "sapiens2" and not args.skip_torch:
+        # benches/torch_reference.py rebuilds the first family only; Sapiens2's figure is the
+        # program's, beside the first family's from a run with --family sapiens.
+        log("--family sapiens2: no PyTorch twin of the Sapiens2 graphs here, the PyTorch step is skipped")
+        args.skip_torch = True
     if args.results is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         args.results = REPO / "bench-results" / f"gpu-e2e-{stamp}"
@@ -452,7 +461,7 @@ def main(argv: list[str]) -> int:
         return 2
     results = args.results
     results.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"arch": args.arch, "task": args.task, "model_dtype": "float16" if args.fp16 else "float32",
+    summary: dict = {"family": args.family, "arch": args.arch, "task": args.task, "model_dtype": "float16" if args.fp16 else "float32",
                      "engine": args.engine, "environment": environment(args)}
     save = lambda: (results / "summary.json").write_text(json.dumps(summary, indent=2))  # noqa: E731
     save()

@@ -238,6 +238,16 @@ def to_float16(path: Path, inferred: Path) -> onnx.ModelProto:
     return model
 
 
+def declare_output_shape(model: onnx.ModelProto, expected: tuple[int, int, int]) -> None:
+    """Writes the per-item output shape into the graph's output: the exporter leaves a dimension
+    it cannot infer (the pointmap's concatenated scale plane) symbolic, and the program checks
+    the declared shape. The batch stays dynamic; the check below runs the graph at that shape."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, size in zip(list(dims)[1:], expected):
+        dim.Clear()
+        dim.dim_value = size
+
+
 def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer)
 
@@ -352,6 +362,7 @@ def export(args: argparse.Namespace) -> dict:
         }
         if entry is not None:
             metadata["licence"] = entry["licence"]
+        declare_output_shape(model, expected)
         onnx.helper.set_model_props(model, {META_PREFIX + k: v for k, v in metadata.items()})
         external = args.external_data or weight_bytes(model) > PROTOBUF_LIMIT - GRAPH_MARGIN
         output.parent.mkdir(parents=True, exist_ok=True)

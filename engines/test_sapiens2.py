@@ -78,7 +78,10 @@ def check_export(model, task: str, out: Path, checkpoint: Path, variant: str, in
     assert report["passed"] and report["family"] == "sapiens2", report
     assert Path(onnx_path.name + ".data").name in {p.name for p in out.iterdir()} or not fp16
 
-    metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    exported = onnx.load(str(onnx_path), load_external_data=False)
+    declared = [d.dim_param or d.dim_value for d in exported.graph.output[0].type.tensor_type.shape.dim]
+    assert declared[1:] == list(sapiens2.output_shape(task)), f"{task} {variant}: declared output {declared}"
+    metadata = {p.key: p.value for p in exported.metadata_props}
     assert metadata["sapiens_stream.family"] == "sapiens2", metadata
     assert metadata["sapiens_stream.task"] == task, metadata
     assert metadata["sapiens_stream.dtype"] == ("float16" if fp16 else "float32"), metadata

@@ -4,8 +4,13 @@
 //! with the crate's own engine, runs PyTorch's input through them at batch 2 and compares with
 //! PyTorch's output, and inspects them as `models inspect` does.
 //!
+//! The same for Sapiens2 (engines/test_sapiens2.py): tiny models of every task saved as
+//! safetensors, exported, checked against PyTorch, and checkpoints that do not fit refused; the
+//! pointmap export then runs in our engine. engines/check_sapiens2_generator.py checks that the
+//! random-weight Sapiens2 models of engines/generate_models.py compute what the PyTorch model does.
+//!
 //! Needs PyTorch in the project's Python (or in SAPIENS_PYTHON); CI does not install it, so
-//! without it the test prints why and passes as skipped.
+//! without it the tests print why and pass as skipped.
 
 mod common;
 
@@ -37,31 +42,41 @@ fn relative_max_diff(actual: &[f32], expected: &[f32]) -> f32 {
     worst / largest
 }
 
-#[test]
-fn exported_torchscript_matches_pytorch_in_our_engine() {
+/// The Python with PyTorch, or `None` after saying why the test is skipped.
+fn torch_python() -> Option<std::path::PathBuf> {
     let python = common::python();
-    if !has_torch(&python) {
-        eprintln!(
-            "skipped: `import torch` fails in {}; set SAPIENS_PYTHON to a Python with torch, onnx, onnxruntime and numpy to run it",
-            python.display()
-        );
-        return;
+    if has_torch(&python) {
+        return Some(python);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(&python)
-        .arg(common::repo_root().join("engines/test_export.py"))
-        .arg("--out")
-        .arg(dir.path())
+    eprintln!(
+        "skipped: `import torch` fails in {}; set SAPIENS_PYTHON to a Python with torch, safetensors, onnx, onnxruntime and numpy to run it",
+        python.display()
+    );
+    None
+}
+
+/// Runs `engines/SCRIPT ARGS`, which must succeed; its last stdout line is a JSON summary.
+fn run_engines_script(python: &std::path::Path, script: &str, args: &[&std::ffi::OsStr]) -> Value {
+    let output = Command::new(python)
+        .arg(common::repo_root().join("engines").join(script))
+        .args(args)
         .output()
-        .expect("start engines/test_export.py");
+        .unwrap_or_else(|e| panic!("start engines/{script}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "engines/test_export.py failed:\n{stdout}\n{}",
+        "engines/{script} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let summary: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON summary");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON summary")
+}
+
+#[test]
+fn exported_torchscript_matches_pytorch_in_our_engine() {
+    let Some(python) = torch_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = ["--out".as_ref(), dir.path().as_os_str()];
+    let summary = run_engines_script(&python, "test_export.py", &out);
     eprintln!("export_onnx.py check (ONNX Runtime vs TorchScript): {summary}");
 
     let (input_shape, input) = common::read_npy_f32(&dir.path().join("input.npy"));
@@ -121,4 +136,42 @@ fn exported_torchscript_matches_pytorch_in_our_engine() {
         fp16.contains("external data") && fp16.contains("sapiens_stream.dtype = float16"),
         "{fp16}"
     );
+}
+
+#[test]
+fn exported_sapiens2_matches_pytorch_in_our_engine() {
+    let Some(python) = torch_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = ["--out".as_ref(), dir.path().as_os_str()];
+    let summary = run_engines_script(&python, "test_sapiens2.py", &out);
+    eprintln!("export_onnx.py Sapiens2 check (ONNX Runtime vs PyTorch): {summary}");
+    let generator = run_engines_script(&python, "check_sapiens2_generator.py", &[]);
+    eprintln!("generate_models.py Sapiens2 vs PyTorch: {generator}");
+
+    let (_, input) = common::read_npy_f32(&dir.path().join("input.npy"));
+    let (expected_shape, expected) = common::read_npy_f32(&dir.path().join("pointmap_output.npy"));
+    assert_eq!(expected_shape, [2, 4, 1024, 768]);
+    let environment = runtime::environment(None).expect("ONNX Runtime");
+    for (variant, file, tolerance) in [
+        ("fp32", "sapiens2_tiny_pointmap.onnx", 1e-4),
+        ("fp16", "sapiens2_tiny_pointmap_fp16.onnx", 5e-2),
+    ] {
+        let path = dir.path().join(file);
+        let mut engine = OnnxEngine::load(&path, environment, &OnnxOptions::default()).unwrap();
+        let layout = tasks::validate_model(Task::Depth, engine.info()).unwrap();
+        assert!(layout.is_pointmap(), "{variant}: {layout:?}");
+        let mut result = Vec::new();
+        engine.run(&input, 2, &mut result).unwrap();
+        let ours = relative_max_diff(&result, &expected);
+        eprintln!(
+            "Sapiens2 pointmap {variant}: our engine vs PyTorch at batch 2, relative max difference {ours:.3e}"
+        );
+        assert!(ours <= tolerance, "{variant}: {ours}");
+        let inspected = zoo::inspect_report(&path, None).unwrap();
+        assert!(inspected.contains("family    Sapiens2"), "{inspected}");
+        assert!(
+            inspected.contains("sapiens_stream.source = sapiens2_tiny_pointmap.safetensors"),
+            "{inspected}"
+        );
+    }
 }
