@@ -66,6 +66,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import onnx
+import sapiens2_arch
 from onnx import TensorProto, helper, numpy_helper
 
 PRODUCER_NAME = "sapiens-stream generate_models.py"
@@ -158,125 +159,11 @@ TASKS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Sapiens2 sizes and tasks. engines/sapiens2.py needs torch, so its tables are copied here: they
-# must match that file, and engines/check_sapiens2_generator.py asserts they do.
+# Sapiens2 sizes and tasks: the tables engines/sapiens2.py builds its PyTorch model from.
 
-SAPIENS2_STORAGE_TOKENS = 8
-SAPIENS2_EXTRA_TOKENS = 1 + SAPIENS2_STORAGE_TOKENS  # class token, then storage tokens
-SAPIENS2_NORM_EPS = 1e-6  # RMSNorm
-SAPIENS2_ROPE_BASE = 100.0
-SAPIENS2_KEYPOINTS = 308
-SAPIENS2_SEG_CLASSES = 29
-# The pointmap scale branch's flatten: three stride-2 convolutions take the 64 x 48 grid to 8 x 6.
-SAPIENS2_SCALE_GRID = (GRID_HEIGHT // 8, GRID_WIDTH // 8)
 # RMSNorm, QK-norm and LayerScale weights are 1 + N(0, 0.1), not the 1 and 1e-4 training starts
 # from: every one of them then changes the output, so the cross-check with PyTorch sees them all.
 SAPIENS2_SCALE_STD = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class Sapiens2Arch:
-    """Backbone widths of one Sapiens2 size (sapiens2.Arch)."""
-
-    family: ClassVar[str] = SAPIENS2
-    name: str
-    embed_dim: int
-    layers: int
-    heads: int
-    # Blocks at each end whose keys and values use every head; the rest use half.
-    full_heads_early: int = 8
-    full_heads_late: int = 8
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.heads
-
-    @property
-    def ffn_dim(self) -> int:
-        return 4 * self.embed_dim
-
-    def kv_heads(self, block: int) -> int:
-        full = block < self.full_heads_early or block >= self.layers - self.full_heads_late
-        return self.heads if full else self.heads // 2
-
-
-SAPIENS2_ARCHS = {
-    a.name: a
-    for a in (
-        Sapiens2Arch("tiny", 64, 4, 4, full_heads_early=1, full_heads_late=1),
-        Sapiens2Arch("0.4b", 1024, 24, 16),
-        Sapiens2Arch("0.8b", 1280, 32, 16),
-        Sapiens2Arch("1b", 1536, 40, 24),
-        Sapiens2Arch("5b", 2432, 56, 32),
-    )
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Sapiens2HeadWidths:
-    """Channel widths of the four Sapiens2 task heads at one size (sapiens2.HeadWidths)."""
-
-    pose_deconv: tuple[int, ...]
-    pose_conv: tuple[int, ...]
-    seg_deconv: tuple[int, ...]
-    seg_conv: tuple[int, ...]
-    normal_upsample: tuple[int, ...]
-    normal_conv: tuple[int, ...]
-    pointmap_upsample: tuple[int, ...]
-    pointmap_conv: tuple[int, ...]
-    scale_conv: tuple[int, ...]
-    scale_hidden: tuple[int, ...]
-
-
-SAPIENS2_SEG_WIDTHS = dict(seg_deconv=(512, 256, 128, 64), seg_conv=(64, 64))
-SAPIENS2_SCALE_WIDTHS = dict(scale_conv=(1536, 512, 128), scale_hidden=(512, 128))
-SAPIENS2_HEADS = {
-    "tiny": Sapiens2HeadWidths(
-        pose_deconv=(32, 32),
-        pose_conv=(16, 16, 16),
-        seg_deconv=(16, 16, 8, 8),
-        seg_conv=(8, 8),
-        normal_upsample=(16, 8, 8, 8),
-        normal_conv=(8, 8, 8),
-        pointmap_upsample=(16, 8, 8, 8),
-        pointmap_conv=(8, 8, 8),
-        scale_conv=(16, 16, 8),
-        scale_hidden=(16, 8),
-    ),
-    **{
-        size: Sapiens2HeadWidths(
-            pose_deconv=(1024, 768),
-            pose_conv=(512, 512, 256),
-            normal_upsample=(768, 512, 256, 128),
-            normal_conv=(64, 32, 16),
-            pointmap_upsample=(1536, 768, 512, 256),
-            pointmap_conv=(64, 32, 16),
-            **SAPIENS2_SEG_WIDTHS,
-            **SAPIENS2_SCALE_WIDTHS,
-        )
-        for size in ("0.4b", "0.8b")
-    },
-    "1b": Sapiens2HeadWidths(
-        pose_deconv=(1536, 1024),
-        pose_conv=(768, 512, 256),
-        normal_upsample=(768, 512, 256, 128),
-        normal_conv=(64, 32, 16),
-        pointmap_upsample=(1536, 768, 512, 256),
-        pointmap_conv=(64, 32, 16),
-        **SAPIENS2_SEG_WIDTHS,
-        **SAPIENS2_SCALE_WIDTHS,
-    ),
-    "5b": Sapiens2HeadWidths(
-        pose_deconv=(1024, 768),
-        pose_conv=(512, 512, 256),
-        normal_upsample=(1536, 768, 512, 256),
-        normal_conv=(128, 64, 32),
-        pointmap_upsample=(1536, 768, 768, 768),
-        pointmap_conv=(128, 64, 32),
-        **SAPIENS2_SEG_WIDTHS,
-        **SAPIENS2_SCALE_WIDTHS,
-    ),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,22 +183,22 @@ class Sapiens2Task:
 SAPIENS2_TASKS = {
     t.name: t
     for t in (
-        Sapiens2Task("pose308", "pose", SAPIENS2_KEYPOINTS, 4, keypoints=SAPIENS2_KEYPOINTS),
-        Sapiens2Task("seg", "seg", SAPIENS2_SEG_CLASSES, 1),
+        Sapiens2Task("pose308", "pose", sapiens2_arch.KEYPOINTS, 4, keypoints=sapiens2_arch.KEYPOINTS),
+        Sapiens2Task("seg", "seg", sapiens2_arch.SEG_CLASSES, 1),
         Sapiens2Task("normal", "normal", 3, 1),
         # The canonical point map (3 channels) and its scale repeated as a fourth plane.
         Sapiens2Task("pointmap", "pointmap", 4, 1),
     )
 }
 
-FAMILIES = {SAPIENS: (ARCHS, TASKS), SAPIENS2: (SAPIENS2_ARCHS, SAPIENS2_TASKS)}
+FAMILIES = {SAPIENS: (ARCHS, TASKS), SAPIENS2: (sapiens2_arch.ARCHS, SAPIENS2_TASKS)}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Everything that determines the bytes of one generated model."""
 
-    arch: Arch | Sapiens2Arch
+    arch: Arch | sapiens2_arch.Arch
     task: Task | Sapiens2Task
     seed: int
     fp16: bool = False
@@ -627,7 +514,7 @@ def rope_periods_bf16(head_dim: int) -> np.ndarray:
     """sapiens2.rope_periods: 100 ** (2k / (head_dim // 2)) for k < head_dim // 4, every op in bfloat16."""
     k = bfloat16_round(np.arange(head_dim // 4, dtype=np.float32))
     exponents = bfloat16_round(bfloat16_round(np.float32(2) * k) / np.float32(head_dim // 2))
-    return bfloat16_of_exact(np.power(SAPIENS2_ROPE_BASE, exponents.astype(np.float64)))
+    return bfloat16_of_exact(np.power(sapiens2_arch.ROPE_BASE, exponents.astype(np.float64)))
 
 
 def rope_table_bf16(head_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -669,7 +556,7 @@ def rms_norm(g: GraphBuilder, x: str, prefix: str, dim: int) -> str:
         mean = g.op("ReduceMean", [square, g.int64s(f"{prefix}.axes", [-1])], f"{prefix}.mean", keepdims=1)
     else:
         mean = g.op("ReduceMean", [square], f"{prefix}.mean", axes=[-1], keepdims=1)
-    y = g.op("Add", [mean, g.filled(f"{prefix}.eps", (), SAPIENS2_NORM_EPS)], f"{prefix}.mean_eps")
+    y = g.op("Add", [mean, g.filled(f"{prefix}.eps", (), sapiens2_arch.NORM_EPS)], f"{prefix}.mean_eps")
     y = g.op("Reciprocal", [g.op("Sqrt", [y], f"{prefix}.sqrt")], f"{prefix}.rsqrt")
     y = g.op("Mul", [x, y], f"{prefix}.normalized")
     return g.op("Mul", [y, weight], prefix)
@@ -702,9 +589,9 @@ def apply_rope(g: GraphBuilder, x: str, name: str, rope: tuple[str, str], head_d
     """Rotates the patch tokens of (B, heads, N, head_dim), rotate-half convention:
     x * cos + [-second half, first half] * sin; the class and storage tokens pass through."""
     sin, cos = rope
-    extra = slice_axis(g, x, f"{name}.extra", 2, 0, SAPIENS2_EXTRA_TOKENS)
+    extra = slice_axis(g, x, f"{name}.extra", 2, 0, sapiens2_arch.EXTRA_TOKENS)
     patches = slice_axis(
-        g, x, f"{name}.patches", 2, SAPIENS2_EXTRA_TOKENS, SAPIENS2_EXTRA_TOKENS + GRID_HEIGHT * GRID_WIDTH
+        g, x, f"{name}.patches", 2, sapiens2_arch.EXTRA_TOKENS, sapiens2_arch.EXTRA_TOKENS + GRID_HEIGHT * GRID_WIDTH
     )
     half = head_dim // 2
     first = slice_axis(g, patches, f"{name}.first_half", -1, 0, half)
@@ -718,7 +605,7 @@ def apply_rope(g: GraphBuilder, x: str, name: str, rope: tuple[str, str], head_d
 
 
 def grouped_query_attention(
-    g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch, block: int, rope: tuple[str, str]
+    g: GraphBuilder, x: str, prefix: str, arch: sapiens2_arch.Arch, block: int, rope: tuple[str, str]
 ) -> str:
     dim, heads, head_dim = arch.embed_dim, arch.heads, arch.head_dim
     kv_heads = arch.kv_heads(block)
@@ -748,7 +635,7 @@ def grouped_query_attention(
     return g.op("Mul", [y, gamma], f"{prefix}.gamma")
 
 
-def swiglu(g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch) -> str:
+def swiglu(g: GraphBuilder, x: str, prefix: str, arch: sapiens2_arch.Arch) -> str:
     """w3(silu(gate) * value), gate and value the first and second half of w12(x)."""
     hidden = arch.ffn_dim
     y = token_linear(g, x, f"{prefix}.w12", arch.embed_dim, 2 * hidden)
@@ -758,14 +645,14 @@ def swiglu(g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch) -> str:
     return token_linear(g, y, f"{prefix}.w3", hidden, arch.embed_dim)
 
 
-def sapiens2_block(g: GraphBuilder, x: str, prefix: str, arch: Sapiens2Arch, block: int, rope: tuple[str, str]) -> str:
+def sapiens2_block(g: GraphBuilder, x: str, prefix: str, arch: sapiens2_arch.Arch, block: int, rope: tuple[str, str]) -> str:
     y = grouped_query_attention(g, rms_norm(g, x, f"{prefix}.ln1", arch.embed_dim), f"{prefix}.attn", arch, block, rope)
     x = g.op("Add", [x, y], f"{prefix}.residual_attn")
     y = swiglu(g, rms_norm(g, x, f"{prefix}.ln2", arch.embed_dim), f"{prefix}.ffn", arch)
     return g.op("Add", [x, y], f"{prefix}.residual_ffn")
 
 
-def sapiens2_backbone(g: GraphBuilder, image: str, arch: Sapiens2Arch) -> str:
+def sapiens2_backbone(g: GraphBuilder, image: str, arch: sapiens2_arch.Arch) -> str:
     """Pixels (B, 3, 1024, 768) to a feature map (B, D, 64, 48)."""
     dim, patches = arch.embed_dim, GRID_HEIGHT * GRID_WIDTH
     weight = g.random("backbone.patch_embed.projection.weight", (dim, 3, PATCH_SIZE, PATCH_SIZE))
@@ -777,10 +664,10 @@ def sapiens2_backbone(g: GraphBuilder, image: str, arch: Sapiens2Arch) -> str:
     x = g.op("Reshape", [x, g.int64s("backbone.flatten_shape", [0, dim, -1])], "backbone.patch_tokens_cn")
     x = g.op("Transpose", [x], "backbone.patch_tokens", perm=[0, 2, 1])
     cls_token = g.random("backbone.cls_token", (1, 1, dim))
-    storage_tokens = g.random("backbone.storage_tokens", (1, SAPIENS2_STORAGE_TOKENS, dim))
+    storage_tokens = g.random("backbone.storage_tokens", (1, sapiens2_arch.STORAGE_TOKENS, dim))
     extra = g.op("Concat", [cls_token, storage_tokens], "backbone.extra_tokens", axis=1)
     batch = g.op("Shape", [image], "backbone.batch", start=0, end=1)
-    extra_tail = g.int64s("backbone.extra_tokens_tail", [SAPIENS2_EXTRA_TOKENS, dim])
+    extra_tail = g.int64s("backbone.extra_tokens_tail", [sapiens2_arch.EXTRA_TOKENS, dim])
     extra_shape = g.op("Concat", [batch, extra_tail], "backbone.extra_tokens_shape", axis=0)
     extra = g.op("Expand", [extra, extra_shape], "backbone.extra_tokens_expanded")
     x = g.op("Concat", [extra, x], "backbone.tokens", axis=1)
@@ -791,7 +678,7 @@ def sapiens2_backbone(g: GraphBuilder, image: str, arch: Sapiens2Arch) -> str:
     for i in range(arch.layers):
         x = sapiens2_block(g, x, f"backbone.blocks.{i}", arch, i, rope)
     x = rms_norm(g, x, "backbone.ln1", dim)
-    x = slice_axis(g, x, "backbone.patch_outputs", 1, SAPIENS2_EXTRA_TOKENS, SAPIENS2_EXTRA_TOKENS + patches)
+    x = slice_axis(g, x, "backbone.patch_outputs", 1, sapiens2_arch.EXTRA_TOKENS, sapiens2_arch.EXTRA_TOKENS + patches)
     x = g.op("Reshape", [x, g.int64s("backbone.grid_shape", [0, GRID_HEIGHT, GRID_WIDTH, dim])], "backbone.grid_nhwc")
     return g.op("Transpose", [x], "backbone.features", perm=[0, 3, 1, 2])
 
@@ -858,12 +745,12 @@ def upsample_trunk(g: GraphBuilder, x: str, dim: int, upsample: tuple[int, ...],
     return conv_stack(g, x, "decode_head.conv_layers", channels, convs, 3)
 
 
-def pointmap_scale(g: GraphBuilder, features: str, dim: int, widths: Sapiens2HeadWidths) -> str:
+def pointmap_scale(g: GraphBuilder, features: str, dim: int, widths: sapiens2_arch.HeadWidths) -> str:
     """The point map's scale (B, 1): three stride-2 1x1 convs to 8 x 6, flattened channel-major,
     then Linear, SiLU, Linear, SiLU, Linear (scale_final_layer.1, .3, .5)."""
     x = conv_stack(g, features, "decode_head.scale_conv_layers", dim, widths.scale_conv, 1, stride=2)
     x = g.op("Flatten", [x], "decode_head.scale_final_layer.0", axis=1)
-    sizes = (widths.scale_conv[-1] * SAPIENS2_SCALE_GRID[0] * SAPIENS2_SCALE_GRID[1], *widths.scale_hidden, 1)
+    sizes = (widths.scale_conv[-1] * sapiens2_arch.SCALE_GRID[0] * sapiens2_arch.SCALE_GRID[1], *widths.scale_hidden, 1)
     for i in range(len(sizes) - 1):
         if i:
             x = silu(g, x, f"decode_head.scale_final_layer.{2 * i}")
@@ -872,15 +759,15 @@ def pointmap_scale(g: GraphBuilder, features: str, dim: int, widths: Sapiens2Hea
 
 
 def sapiens2_head(g: GraphBuilder, features: str, spec: ModelSpec, output: str) -> str:
-    dim, widths, kind = spec.arch.embed_dim, SAPIENS2_HEADS[spec.arch.name], spec.task.kind
+    dim, widths, kind = spec.arch.embed_dim, sapiens2_arch.HEADS[spec.arch.name], spec.task.kind
     if kind == "pose":
         x = deconv_stack(g, features, "decode_head.deconv_layers", dim, widths.pose_deconv)
         x = conv_stack(g, x, "decode_head.conv_layers", widths.pose_deconv[-1], widths.pose_conv, 1)
-        return conv(g, x, "decode_head.conv_pose", widths.pose_conv[-1], SAPIENS2_KEYPOINTS, 1, output_name=output)
+        return conv(g, x, "decode_head.conv_pose", widths.pose_conv[-1], sapiens2_arch.KEYPOINTS, 1, output_name=output)
     if kind == "seg":
         x = deconv_stack(g, features, "decode_head.deconv_layers", dim, widths.seg_deconv)
         x = conv_stack(g, x, "decode_head.conv_layers", widths.seg_deconv[-1], widths.seg_conv, 1)
-        return conv(g, x, "decode_head.conv_seg", widths.seg_conv[-1], SAPIENS2_SEG_CLASSES, 1, output_name=output)
+        return conv(g, x, "decode_head.conv_seg", widths.seg_conv[-1], sapiens2_arch.SEG_CLASSES, 1, output_name=output)
     if kind == "normal":
         x = upsample_trunk(g, features, dim, widths.normal_upsample, widths.normal_conv)
         return conv(g, x, "decode_head.conv_normal", widths.normal_conv[-1], 3, 1, output_name=output)

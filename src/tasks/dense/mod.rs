@@ -443,18 +443,29 @@ pub fn write_depth_png(
     } else {
         0.0
     };
-    // The saturating cast sends NaN to 0 and keeps rounding overshoot at 65535.
+    write_depth_levels(path, depth, (width, height), encoding.offset, inv_scale)?;
+    Ok(encoding)
+}
+
+/// Writes round((depth - offset) * inv_scale) as a 16-bit PNG; the saturating cast sends NaN to
+/// 0 and clamps to 0..=65535.
+fn write_depth_levels(
+    path: &Path,
+    depth: &[f32],
+    (width, height): (usize, usize),
+    offset: f32,
+    inv_scale: f32,
+) -> Result<()> {
     let levels: Vec<u16> = depth
         .par_iter()
-        .map(|&d| ((d - encoding.offset) * inv_scale + 0.5) as u16)
+        .map(|&d| ((d - offset) * inv_scale + 0.5) as u16)
         .collect();
     let (w, h) = png_size(path, width, height)?;
     let image = ImageBuffer::<Luma<u16>, _>::from_raw(w, h, levels)
         .expect("the level buffer holds width x height samples");
     image
         .save_with_format(path, ImageFormat::Png)
-        .map_err(|e| output_error(path, e))?;
-    Ok(encoding)
+        .map_err(|e| output_error(path, e))
 }
 
 /// Writes metric depth (metres, frame size) as a 16-bit grayscale PNG of millimetres:
@@ -466,17 +477,7 @@ pub fn write_depth_mm_png(
     height: usize,
 ) -> Result<DepthEncoding> {
     check_plane(path, depth.len(), 1, width, height)?;
-    // The saturating cast clamps and sends NaN to 0.
-    let levels: Vec<u16> = depth
-        .par_iter()
-        .map(|&d| (d * MILLIMETRES_PER_METRE + 0.5) as u16)
-        .collect();
-    let (w, h) = png_size(path, width, height)?;
-    let image = ImageBuffer::<Luma<u16>, _>::from_raw(w, h, levels)
-        .expect("the level buffer holds width x height samples");
-    image
-        .save_with_format(path, ImageFormat::Png)
-        .map_err(|e| output_error(path, e))?;
+    write_depth_levels(path, depth, (width, height), 0.0, MILLIMETRES_PER_METRE)?;
     Ok(DepthEncoding {
         scale: 1.0 / MILLIMETRES_PER_METRE,
         offset: 0.0,
