@@ -64,9 +64,12 @@ fn stretch(c: &mut Criterion) {
     });
 }
 
-fn bench_crop<'a>(c: &mut Criterion, name: &str, src: impl Into<HostFrame<'a>> + Copy) {
-    // A standing person a little taller than half the frame.
-    let crop = PoseCrop::from_box(820.0, 300.0, 1100.0, 1000.0, INPUT_W, INPUT_H);
+fn bench_crop<'a>(
+    c: &mut Criterion,
+    name: &str,
+    src: impl Into<HostFrame<'a>> + Copy,
+    crop: PoseCrop,
+) {
     let mut input = vec![0.0_f32; 3 * INPUT_W * INPUT_H];
     c.bench_function(name, |b| {
         b.iter(|| {
@@ -83,20 +86,21 @@ fn bench_crop<'a>(c: &mut Criterion, name: &str, src: impl Into<HostFrame<'a>> +
 }
 
 fn crop(c: &mut Criterion) {
+    // A standing person a little taller than half the frame.
+    let person = PoseCrop::from_box(820.0, 300.0, 1100.0, 1000.0, INPUT_W, INPUT_H);
     let data = frame(PixelFormat::Rgba);
     let view = ImageView::packed(&data, FRAME_W, FRAME_H, PixelFormat::Rgba);
-    bench_crop(c, "warp_crop_rgba_to_768x1024", &view);
+    bench_crop(c, "warp_crop_rgba_to_768x1024", &view, person);
     // The frame as a decoder gives it: NV12, converted as the crop reads it.
     let data = nv12_frame();
-    let geometry = FrameGeometry::yuv420(FRAME_W, FRAME_H, SourceLayout::Nv12);
-    bench_crop(
-        c,
-        "warp_crop_nv12_to_768x1024",
-        HostFrame {
-            data: &data,
-            geometry,
-        },
-    );
+    let nv12 = HostFrame {
+        data: &data,
+        geometry: FrameGeometry::yuv420(FRAME_W, FRAME_H, SourceLayout::Nv12),
+    };
+    bench_crop(c, "warp_crop_nv12_to_768x1024", nv12, person);
+    // The whole frame as one person (no detector): a 3x downscale, two thirds beyond the frame.
+    let whole = PoseCrop::from_box(0.0, 0.0, FRAME_W as f32, FRAME_H as f32, INPUT_W, INPUT_H);
+    bench_crop(c, "warp_crop_nv12_whole_frame_to_768x1024", nv12, whole);
 }
 
 /// The whole-frame conversion the browser view and `--dump` use.
