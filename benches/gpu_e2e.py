@@ -5,7 +5,7 @@ provider (one person, Sapiens 0.3b pose308) beside PyTorch bf16 on the same GPU 
 Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/):
   1. environment: nvidia-smi, torch, the libraries found           -> summary.json "environment"
   2. the model: engines/generate_models.py [--family sapiens2] --arch ARCH --tasks TASK (kept
-     when up to date; Sapiens2 has no PyTorch twin in torch_reference.py, so step 3 is skipped); with
+     when up to date; PyTorch runs a Sapiens2 file as engines/sapiens2.py's model); with
      --fp16 in float16 behind float32 input and output, as real models exported with
      engines/export_onnx.py --fp16: the CUDA provider then computes in half precision, the
      closer match to PyTorch bf16 (fp32 is the default, what the program runs unless told)
@@ -443,11 +443,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--frame-size {args.frame_size!r}: expected WIDTHxHEIGHT")
     if args.frames < args.warmup_frames + TAIL_FRAMES + 2:
         parser.error(f"--frames must be at least --warmup-frames + {TAIL_FRAMES + 2}")
-    if args.family == "sapiens2" and not args.skip_torch:
-        # benches/torch_reference.py rebuilds the first family only; Sapiens2's figure is the
-        # program's, beside the first family's from a run with --family sapiens.
-        log("--family sapiens2: no PyTorch twin of the Sapiens2 graphs here, the PyTorch step is skipped")
-        args.skip_torch = True
     if args.results is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         args.results = REPO / "bench-results" / f"gpu-e2e-{stamp}"

@@ -3,7 +3,9 @@
 
 Builds the same network as a torch.nn.Module (ViT backbone + task head, same widths, same op
 order) and fills it with the very same weights: read from a generated ONNX file (`--onnx`), or
-drawn by the generator's own seeded code (no file needed). Two jobs:
+drawn by the generator's own seeded code (no file needed). A Sapiens2 file (`--family sapiens2`
+in the generator; told by its metadata) is loaded into engines/sapiens2.py's model, the one the
+exporter exports, by engines/check_sapiens2_generator.py's naming rule. Two jobs:
 
   --check   torch (fp32) and ONNX Runtime (CPU) on the same random input; prints the max and mean
             absolute difference of the outputs. This is what shows the two are one architecture.
@@ -271,7 +273,57 @@ def _task_from_meta(meta: dict[str, str], path: Path) -> str:
     raise UsageError(f"{path}: unknown task metadata {kind!r}: not a generate_models.py model?")
 
 
+def onnx_family(path: Path) -> str:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    return meta.get(gm.META_PREFIX + "family", gm.SAPIENS)
+
+
+def sapiens2_model(path: Path, attention: str):
+    """engines/sapiens2.py's model with the weights of a generated Sapiens2 file (float16 files
+    widened to float32, as the first family's are)."""
+    import onnx
+    from onnx import numpy_helper
+
+    import check_sapiens2_generator as generator_check
+    import sapiens2
+
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    arch_name, kind = meta.get(gm.META_PREFIX + "arch"), meta.get(gm.META_PREFIX + "task")
+    task = next((t for t in gm.SAPIENS2_TASKS.values() if t.kind == kind), None)
+    if arch_name not in gm.sapiens2_arch.ARCHS or task is None:
+        raise UsageError(f"{path}: Sapiens2 arch {arch_name!r} and task {kind!r}: not a generate_models.py model?")
+    module = sapiens2.build(arch_name, kind)
+    weights = set(module.state_dict())
+    # A float16 file: its weights widened; its constants (epsilons, scales), which the check
+    # knows only in float32, left out (the model computes its own).
+    for tensor in list(model.graph.initializer):
+        if tensor.data_type != onnx.TensorProto.FLOAT16:
+            continue
+        if tensor.name.removesuffix(generator_check.TRANSPOSED_SUFFIX) in weights:
+            wide = numpy_helper.to_array(tensor).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(wide, tensor.name))
+        else:
+            model.graph.initializer.remove(tensor)
+    try:
+        generator_check.load_into(model, module)
+    except generator_check.CheckFailed as e:
+        raise UsageError(f"{path}: {e}") from None
+    if attention == "sdpa":
+        sapiens2.fused_attention(module)
+    fp16 = meta.get(gm.META_PREFIX + "dtype") == "float16"
+    fp16_io = fp16 and meta.get(gm.META_PREFIX + "io_dtype") == "float16"
+    seed = int(meta.get(gm.META_PREFIX + "seed", 0))
+    spec = gm.ModelSpec(gm.sapiens2_arch.ARCHS[arch_name], task, seed, fp16, fp16_io)
+    return spec, module, str(path)
+
+
 def make_model(args):
+    if args.onnx is not None and args.onnx.is_file() and onnx_family(args.onnx) == gm.SAPIENS2:
+        return sapiens2_model(args.onnx, args.attention)
     spec, arrays, source = resolve_spec(args)
     module = build_module(spec.arch, spec.task, args.attention)
     load_weights(module, arrays)

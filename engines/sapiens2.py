@@ -59,6 +59,7 @@ __all__ = [
     "CheckpointError",
     "Sapiens2Model",
     "build",
+    "fused_attention",
     "load_checkpoint",
     "output_shape",
 ]
@@ -130,6 +131,10 @@ class LayerScale(nn.Module):
 
 
 class GroupedQueryAttention(nn.Module):
+    # MatMul / Softmax / MatMul, which every ONNX engine runs; `fused_attention` switches a
+    # model to PyTorch's fused kernel (the same result up to float rounding) for speed runs.
+    fused = False
+
     def __init__(self, dim: int, heads: int, kv_heads: int) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
@@ -162,8 +167,11 @@ class GroupedQueryAttention(nn.Module):
         k, v = self.repeat_kv(k), self.repeat_kv(v)
         sin, cos = rope
         q, k = apply_rope(q, sin, cos, bf16_rope), apply_rope(k, sin, cos, bf16_rope)
-        scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
-        context = scores.softmax(dim=-1) @ v
+        if self.fused:
+            context = F.scaled_dot_product_attention(q, k, v)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+            context = scores.softmax(dim=-1) @ v
         context = context.transpose(1, 2).reshape(batch, tokens, dim)
         return self.gamma(self.proj(context))
 
@@ -364,6 +372,13 @@ class Sapiens2Model(nn.Module):
 
 def build(size: str, task: str, rope: str = "fp32") -> Sapiens2Model:
     return Sapiens2Model(ARCHS[size], task, HEADS[size], rope).eval()
+
+
+def fused_attention(model: nn.Module) -> None:
+    """Runs `model`'s attention with F.scaled_dot_product_attention (not for export)."""
+    for module in model.modules():
+        if isinstance(module, GroupedQueryAttention):
+            module.fused = True
 
 
 class CheckpointError(Exception):
