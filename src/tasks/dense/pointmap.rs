@@ -24,6 +24,7 @@ pub struct PointmapScale {
 /// Metric points at frame size into `points` (x, y, z planes of `frame_w x frame_h`) from a
 /// pointmap model's output (x, y, z and the scale plane at the model's resolution) for a frame
 /// fitted into the input by `letterbox`. `scratch` holds the cropped map between the steps.
+/// A scale that is not a positive number gives every point NaN and a NaN focal length.
 ///
 /// # Panics
 /// If `raw` does not hold one item of `layout`, or `layout` is not a pointmap's.
@@ -39,6 +40,16 @@ pub fn metric_points(
     assert_eq!(raw.len(), layout.item_len(), "pointmap output size");
     let plane = layout.height * layout.width;
     let scale = raw[3 * plane];
+    if !(scale > 0.0 && scale.is_finite()) {
+        // No metric points: every depth and point of the frame is missing, not behind the
+        // camera or at infinity (a trained model's scale is positive; random weights' may not).
+        points.clear();
+        points.resize(3 * frame_w * frame_h, f32::NAN);
+        return PointmapScale {
+            scale,
+            focal_length_px: f32::NAN,
+        };
+    }
     crop_planes(
         &raw[..3 * plane],
         (3, layout.height, layout.width),
@@ -152,6 +163,30 @@ mod tests {
         // 768 input pixels over 0.5, at 0.4 input pixels per frame pixel.
         assert!((scale.focal_length_px - 3840.0).abs() < 1e-2, "{scale:?}");
         assert!(points[2 * 64 * 36..].iter().all(|&z| z == 4.0));
+    }
+
+    #[test]
+    fn a_scale_that_is_not_positive_gives_no_points() {
+        let layout = layout();
+        let plane = INPUT_HEIGHT * INPUT_WIDTH;
+        let letterbox =
+            Letterbox::new(Fit::CentredTruncated, 1920, 1080, INPUT_WIDTH, INPUT_HEIGHT);
+        for bad in [0.0, -0.5, f32::NAN, f32::INFINITY] {
+            let mut raw = vec![1.0f32; layout.item_len()];
+            raw[3 * plane..].fill(bad);
+            let (mut scratch, mut points) = (Vec::new(), vec![7.0; 5]);
+            let scale = metric_points(
+                &raw,
+                layout,
+                &letterbox,
+                (64, 36),
+                &mut scratch,
+                &mut points,
+            );
+            assert_eq!(points.len(), 3 * 64 * 36, "scale {bad}");
+            assert!(points.iter().all(|p| p.is_nan()), "scale {bad}");
+            assert!(scale.focal_length_px.is_nan(), "scale {bad}");
+        }
     }
 
     #[test]
