@@ -256,13 +256,17 @@ def resolve_spec(args) -> tuple["gm.ModelSpec", dict[str, np.ndarray], str]:
             raise UsageError(f"--arch {args.arch} but {args.onnx} is {arch_name}")
         if args.task and args.task != task_name:
             raise UsageError(f"--task {args.task} but {args.onnx} is {task_name}")
-        fp16 = meta.get(gm.META_PREFIX + "dtype") == "float16"  # torch still computes in what --bench asks
-        fp16_io = fp16 and meta.get(gm.META_PREFIX + "io_dtype") == "float16"
-        spec = gm.ModelSpec(gm.ARCHS[arch_name], gm.TASKS[task_name], int(meta.get(gm.META_PREFIX + "seed", 0)), fp16,
-                            fp16_io)
-        return spec, arrays, str(args.onnx)
+        return spec_of(gm.ARCHS[arch_name], gm.TASKS[task_name], meta), arrays, str(args.onnx)
     spec = gm.ModelSpec(gm.ARCHS[args.arch or "tiny"], gm.TASKS[args.task or "pose17"], args.seed)
     return spec, generator_weights(spec), f"generate_models.py seed {args.seed}"
+
+
+def spec_of(arch, task, meta: dict[str, str]) -> "gm.ModelSpec":
+    """The spec of a generated file of `arch` and `task`, its seed and precision from its metadata
+    (torch still computes in what --bench asks)."""
+    fp16 = meta.get(gm.META_PREFIX + "dtype") == "float16"
+    fp16_io = fp16 and meta.get(gm.META_PREFIX + "io_dtype") == "float16"
+    return gm.ModelSpec(arch, task, int(meta.get(gm.META_PREFIX + "seed", 0)), fp16, fp16_io)
 
 
 def _task_from_meta(meta: dict[str, str], path: Path) -> str:
@@ -314,11 +318,7 @@ def sapiens2_model(path: Path, attention: str):
         raise UsageError(f"{path}: {e}") from None
     if attention == "sdpa":
         sapiens2.fused_attention(module)
-    fp16 = meta.get(gm.META_PREFIX + "dtype") == "float16"
-    fp16_io = fp16 and meta.get(gm.META_PREFIX + "io_dtype") == "float16"
-    seed = int(meta.get(gm.META_PREFIX + "seed", 0))
-    spec = gm.ModelSpec(gm.sapiens2_arch.ARCHS[arch_name], task, seed, fp16, fp16_io)
-    return spec, module, str(path)
+    return spec_of(gm.sapiens2_arch.ARCHS[arch_name], task, meta), module, str(path)
 
 
 def make_model(args):

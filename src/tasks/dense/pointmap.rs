@@ -136,29 +136,38 @@ mod tests {
         }
     }
 
+    /// The letterbox of a 1920x1080 frame: its 64x36 stand-in's points come out.
+    fn full_hd() -> Letterbox {
+        Letterbox::new(Fit::CentredTruncated, 1920, 1080, INPUT_WIDTH, INPUT_HEIGHT)
+    }
+
+    /// `metric_points` of `raw` for [`full_hd`] at 64x36, into a buffer holding stale values.
+    fn points_of(raw: &[f32]) -> (PointmapScale, Vec<f32>) {
+        let (mut scratch, mut points) = (Vec::new(), vec![7.0; 5]);
+        let scale = metric_points(
+            raw,
+            layout(),
+            &full_hd(),
+            (64, 36),
+            &mut scratch,
+            &mut points,
+        );
+        (scale, points)
+    }
+
     /// A flat plane at 2 m, canonical values scaled by 0.5: the frame gets z = 4 m everywhere
     /// the frame is, whatever the padding held.
     #[test]
     fn map_over_scale_without_the_padding() {
-        let layout = layout();
         let plane = INPUT_HEIGHT * INPUT_WIDTH;
-        let letterbox =
-            Letterbox::new(Fit::CentredTruncated, 1920, 1080, INPUT_WIDTH, INPUT_HEIGHT);
-        let mut raw = vec![0.0f32; layout.item_len()];
+        let letterbox = full_hd();
+        let mut raw = vec![0.0f32; layout().item_len()];
         raw[3 * plane..].fill(0.5);
         for y in 0..INPUT_HEIGHT {
             let inside = (letterbox.top..letterbox.top + letterbox.resized_h).contains(&y);
             raw[2 * plane + y * INPUT_WIDTH..][..INPUT_WIDTH].fill(if inside { 2.0 } else { 99.0 });
         }
-        let (mut scratch, mut points) = (Vec::new(), Vec::new());
-        let scale = metric_points(
-            &raw,
-            layout,
-            &letterbox,
-            (64, 36),
-            &mut scratch,
-            &mut points,
-        );
+        let (scale, points) = points_of(&raw);
         assert_eq!(scale.scale, 0.5);
         // 768 input pixels over 0.5, at 0.4 input pixels per frame pixel.
         assert!((scale.focal_length_px - 3840.0).abs() < 1e-2, "{scale:?}");
@@ -167,22 +176,11 @@ mod tests {
 
     #[test]
     fn a_scale_that_is_not_positive_gives_no_points() {
-        let layout = layout();
         let plane = INPUT_HEIGHT * INPUT_WIDTH;
-        let letterbox =
-            Letterbox::new(Fit::CentredTruncated, 1920, 1080, INPUT_WIDTH, INPUT_HEIGHT);
         for bad in [0.0, -0.5, f32::NAN, f32::INFINITY] {
-            let mut raw = vec![1.0f32; layout.item_len()];
+            let mut raw = vec![1.0f32; layout().item_len()];
             raw[3 * plane..].fill(bad);
-            let (mut scratch, mut points) = (Vec::new(), vec![7.0; 5]);
-            let scale = metric_points(
-                &raw,
-                layout,
-                &letterbox,
-                (64, 36),
-                &mut scratch,
-                &mut points,
-            );
+            let (scale, points) = points_of(&raw);
             assert_eq!(points.len(), 3 * 64 * 36, "scale {bad}");
             assert!(points.iter().all(|p| p.is_nan()), "scale {bad}");
             assert!(scale.focal_length_px.is_nan(), "scale {bad}");
