@@ -6,7 +6,8 @@
 #       app.tar.xz     the stripped sapiens-stream binary and the shared libraries it links
 #                      (GStreamer core, GLib, ...): the image-folder input needs no plugins
 #       ort.part-NN    onnxruntime-gpu (the version scripts/requirements.txt pins) for CPython
-#                      3.12, split; it is a CUDA 13 build and uses the CUDA libraries torch has
+#                      3.12, unzipped and recompressed as one xz stream (a fifth smaller than the
+#                      wheel: one call fewer), split; a CUDA 13 build that uses torch's CUDA libraries
 #       MANIFEST       names and sha256 sums; then prints which pieces to carry in which call
 #   benches/gpu_kit.sh run [gpu_e2e.py options]   there: checks and unpacks the pieces into
 #       /tmp/gpukit and runs benches/gpu_e2e.py with them; results in $OUT/gpu-e2e when $OUT is
@@ -15,6 +16,12 @@
 #       against the CPU path, device frames against the host path: tests/gpu.rs) and the GPU
 #       bench (kernel microseconds, device path beside host path: benches/gpu.rs), both carried
 #       in app.tar.xz; output in $OUT/gpu-checks (or bench-results/gpu-checks-<UTC time>)
+#   benches/gpu_kit.sh session [SECONDS [STEP...]]   there, with every piece carried: the GPU
+#       programme in one call, most wanted first, each step cut to fit SECONDS (default 540):
+#       the program end to end (0.3b pose308 fp32), checks, PyTorch beside it, fp16, fp16 with
+#       fused attention, Sapiens2 (SESSION_STEPS; name some to run only those);
+#       all results packed into $OUT/gpu-session.tar.gz after every step, so a cut-off call
+#       still brings back what ran
 #
 # The pieces are ignored by git (.gitignore) and reach the other machine only through `carry`.
 set -euo pipefail
@@ -71,10 +78,18 @@ stage() {
         -d "$cache" "onnxruntime-gpu==$version"
     local wheel; wheel="$(ls "$cache"/onnxruntime_gpu-"$version"-cp312-*.whl | head -1)"
     [ -f "$wheel" ] || die "pip download gave no onnxruntime-gpu $version wheel for cp312"
-    split -b "${part_mib}M" -d -a 2 "$wheel" "$KIT/ort.part-"
+    # A wheel is a zip of what `pip install --target` lays out; as one xz stream it is 20% smaller.
+    local packed="${wheel%.whl}.tar.xz"
+    if [ ! -f "$packed" ] || [ "$packed" -ot "$wheel" ]; then
+        rm -rf "$tmp/site" && mkdir "$tmp/site"
+        python3 -m zipfile -e "$wheel" "$tmp/site"
+        tar -C "$tmp/site" -cf - . | xz -T0 -6 > "$packed.partial"
+        mv "$packed.partial" "$packed"
+    fi
+    split -b "${part_mib}M" -d -a 2 "$packed" "$KIT/ort.part-"
 
     {
-        echo "wheel $(basename "$wheel") $(sha256sum < "$wheel" | cut -d' ' -f1)"
+        echo "ort $(basename "$packed") $(sha256sum < "$packed" | cut -d' ' -f1)"
         echo "app app.tar.xz $(sha256sum < "$KIT/app.tar.xz" | cut -d' ' -f1)"
         for part in "$KIT"/ort.part-*; do echo "part $(basename "$part")"; done
     } > "$KIT/MANIFEST"
@@ -90,25 +105,25 @@ stage() {
         echo "  call $((i + 1)): carry [\".gpukit/$(basename "${parts[$i]}")\"]  command: ls -l .gpukit"
     done
     echo "  call $n: carry [\".gpukit/$(basename "${parts[$((n - 1))]}")\", \".gpukit/app.tar.xz\", \".gpukit/MANIFEST\"]"
-    echo "          command: bash benches/gpu_kit.sh run"
+    echo "          command: bash benches/gpu_kit.sh session   (or run / checks)"
 }
 
 unpack() {
     [ -f "$KIT/MANIFEST" ] || die "$KIT/MANIFEST missing: carry the pieces that 'benches/gpu_kit.sh stage' wrote"
-    local missing=() wheel sum
+    local missing=() packed sum
     while read -r kind name rest; do
         case "$kind" in
             part|app) [ -f "$KIT/$name" ] || missing+=("$name") ;;
         esac
     done < "$KIT/MANIFEST"
     [ ${#missing[@]} -eq 0 ] || die "pieces missing on this machine: ${missing[*]} (was it given back between calls? carry them again)"
-    read -r _ wheel sum < <(grep '^wheel ' "$KIT/MANIFEST")
+    read -r _ packed sum < <(grep '^ort ' "$KIT/MANIFEST")
     mkdir -p "$WORK"
     if [ ! -d "$WORK/site/onnxruntime" ]; then
-        cat "$KIT"/ort.part-* > "$WORK/$wheel"
-        [ "$(sha256sum < "$WORK/$wheel" | cut -d' ' -f1)" = "$sum" ] || die "$wheel: sha256 differs from MANIFEST (a piece is stale)"
-        python3 -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WORK/$wheel"
-        rm -f "$WORK/$wheel"
+        [ "$(cat "$KIT"/ort.part-* | sha256sum | cut -d' ' -f1)" = "$sum" ] || die "$packed: sha256 differs from MANIFEST (a piece is stale)"
+        rm -rf "$WORK/site.partial" && mkdir -p "$WORK/site.partial"
+        cat "$KIT"/ort.part-* | xz -dc | tar -C "$WORK/site.partial" -xf -
+        mv "$WORK/site.partial" "$WORK/site"
     fi
     if [ ! -x "$WORK/app/bin/sapiens-stream" ]; then
         read -r _ _ sum < <(grep '^app ' "$KIT/MANIFEST")
@@ -145,7 +160,7 @@ checks() {
     local results="${GPUKIT_RESULTS:-${OUT:+$OUT/gpu-checks}}"
     results="${results:-$ROOT/bench-results/gpu-checks-$(date -u +%Y%m%dT%H%M%SZ)}"
     mkdir -p "$results"
-    python3 "$ROOT/engines/generate_models.py" --out "$ROOT/engines/models" --arch tiny --tasks pose17,seg
+    python3 "$ROOT/engines/generate_models.py" --out "$ROOT/engines/models" --arch tiny --tasks pose17,seg,depth,normal
     local env_vars=(SAPIENS_REPO_ROOT="$ROOT" ORT_DYLIB_PATH="$WORK/site/onnxruntime/capi/libonnxruntime.so.$(sed -n 's/^onnxruntime==//p' "$ROOT/scripts/requirements.txt")"
                     LD_LIBRARY_PATH="$(nvidia_lib_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" SAPIENS_PYTHON=python3)
     local rc=0
@@ -157,10 +172,73 @@ checks() {
     return $rc
 }
 
+# One step of the session: at most CAP seconds and never past the deadline; its results in
+# $WORK/session/NAME, and everything so far packed for the device tool after it.
+session_step() {
+    local name="$1" cap="$2"; shift 2
+    local left=$((SESSION_DEADLINE - SECONDS - 10))
+    [ "$left" -lt "$cap" ] && cap=$left
+    if [ "$cap" -lt 30 ]; then
+        echo "== $name: skipped, $((SESSION_DEADLINE - SECONDS)) s left" | tee -a "$WORK/session/steps.txt"
+        return 0
+    fi
+    echo "== $name (at most $cap s): $*" | tee -a "$WORK/session/steps.txt"
+    local begin=$SECONDS rc=0
+    GPUKIT_RESULTS="$WORK/session/$name" timeout -k 5 "$cap" bash "$ROOT/benches/gpu_kit.sh" "$@" \
+        > "$WORK/session/$name.log" 2>&1 || rc=$?
+    echo "== $name: rc $rc after $((SECONDS - begin)) s" | tee -a "$WORK/session/steps.txt"
+    tail -n 12 "$WORK/session/$name.log"
+    [ -n "${OUT:-}" ] && tar -C "$WORK" -czf "$OUT/gpu-session.tar.gz" session
+    return 0
+}
+
+# The session's steps, most wanted first: NAME, at most how many seconds, the kit's verb and options.
+SESSION_STEPS=(
+    "e2e-fp32 170 run --skip-torch"
+    "checks 120 checks"
+    "torch 240 run --skip-e2e --compile-timeout 150"
+    "e2e-fp16 130 run --fp16 --skip-torch"
+    "e2e-fp16-mha 130 run --fp16 --fused-attention --torch-modes ort-cuda"
+    "sapiens2 150 run --family sapiens2 --arch 0.4b --task pose308 --torch-modes eager-bf16"
+)
+
+session() {
+    local budget="${1:-540}"
+    shift $(($# > 0 ? 1 : 0))
+    local wanted=("$@")
+    SESSION_DEADLINE=$((SECONDS + budget))
+    unpack
+    rm -rf "$WORK/session" && mkdir -p "$WORK/session"
+    # GPUKIT_SESSION_EXTRA goes after each run's own options (the last one wins): a dry run
+    # here takes "--engine cpu --torch-device cpu --arch tiny --task pose17 --frames 40".
+    local extra step name cap verb options ran=()
+    read -r -a extra <<< "${GPUKIT_SESSION_EXTRA:-}"
+    for step in "${SESSION_STEPS[@]}"; do
+        read -r name cap verb options <<< "$step"
+        if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
+        ran+=("$name")
+        # shellcheck disable=SC2086
+        if [ "$verb" = run ]; then
+            session_step "$name" "$cap" run $options "${extra[@]}"
+        else
+            session_step "$name" "$cap" "$verb"
+        fi
+    done
+    echo "== digest"
+    for name in "${ran[@]}"; do
+        [ "$name" = checks ] && continue
+        [ -f "$WORK/session/$name.log" ] || continue
+        echo "-- $name"; grep -h -E "^GPU:|^  (eager|compile|ort-cuda|program|ratio|detector)" "$WORK/session/$name.log" || true
+    done
+    grep -h -E "^test result:|FAILED|panicked|^test .* \.\.\. (FAILED|ok|ignored)" "$WORK/session/checks.log" 2>/dev/null | head -40 || true
+    grep -h -E "time:" -B1 "$WORK/session/checks.log" 2>/dev/null | grep -v "^--" | head -60 || true
+}
+
 case "${1:-}" in
     stage) shift; stage "$@" ;;
     run) shift; run_kit "$@" ;;
     checks) checks ;;
     unpack) unpack ;;
-    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | checks | unpack" >&2; exit 2 ;;
+    session) shift; session "$@" ;;
+    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | checks | unpack | session [SECONDS [STEP...]]" >&2; exit 2 ;;
 esac

@@ -465,10 +465,10 @@ def bench_torch(mode: str, module, spec, args, base: dict) -> dict:
     forward = model
     if mode == "compile-bf16":
         record["compile_mode"] = args.compile_mode
-        forward = torch.compile(model, mode=None if args.compile_mode == "default" else args.compile_mode)
         start = time.perf_counter()
         alarm = {"fired": False}
         try:
+            forward = torch.compile(model, mode=None if args.compile_mode == "default" else args.compile_mode)
             with torch.inference_mode(), time_limit(args.compile_timeout) as alarm:
                 forward(image)
                 sync()
@@ -525,10 +525,14 @@ def run_bench(args) -> list[dict]:
             "load_s": round(load_s, 1), **environment(args.device)}
     results = []
     for mode in args.modes:
-        if mode == "ort-cuda":
-            record = bench_ort_cuda(spec, args, base)
-        else:
-            record = bench_torch(mode, module, spec, args, base)
+        # One mode's failure (a compiler that cannot load, say) is its record; the others still run.
+        try:
+            if mode == "ort-cuda":
+                record = bench_ort_cuda(spec, args, base)
+            else:
+                record = bench_torch(mode, module, spec, args, base)
+        except Exception as e:  # noqa: BLE001
+            record = {**base, "mode": mode, "error": f"{type(e).__name__}: {e}"}
         emit(record, args.json_out)
         results.append(record)
         if args.device == "cuda":

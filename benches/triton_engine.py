@@ -16,7 +16,7 @@ random-weight pose17 model, and runs the program on a clip, offline, the whole f
   them, and the server's executions against its requests (its dynamic batching).
 
 Each figure is the median of --repeats runs. Usage:
-  benches/triton.py --clip CLIP --frames N [--repeats 3] [--clients 1,2,4]
+  benches/triton_engine.py --clip CLIP --frames N [--repeats 3] [--clients 1,2,4]
 Prints Markdown tables.
 """
 
