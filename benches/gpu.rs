@@ -1,7 +1,9 @@
 //! CUDA kernels, microseconds per frame: preprocess of a 1920x1080 NV12 frame to the
-//! 1x3x1024x768 f16 model input, and the DARK-UDP decode of 308 heatmaps of 256x192.
-//! Targets on an H100: <= 50 us and <= 100 us. Beside them the person detector's letterbox of
-//! the same frame into a 640x640 YOLO input.
+//! 1x3x1024x768 f16 model input, and the DARK-UDP decode of 308 heatmaps of 256x192 (with its
+//! peaks read back), each timed twice: launched and waited for, and on the GPU alone (CUDA
+//! events around it); beside them what a synchronisation alone costs, and the person detector's
+//! letterbox of the same frame into a 640x640 YOLO input. Targets on an H100/H200: 20 us and
+//! 50 us.
 //!
 //! Then a pose model per frame, one person in a 1920x1080 frame, side by side: the device path
 //! (frame up once, crop, model, decode on the GPU, peaks back) from an RGBA and from an NV12
@@ -47,6 +49,7 @@ fn main() {
         }
     };
     let mut criterion = Criterion::default().configure_from_args();
+    synchronize(&gpu, &mut criterion);
     preprocess(&gpu, &mut criterion);
     letterbox(&gpu, &mut criterion);
     decode(&gpu, &mut criterion);
@@ -65,18 +68,52 @@ fn preprocess(gpu: &Gpu, criterion: &mut Criterion) {
         .stream()
         .alloc_zeros(3 * INPUT.0 * INPUT.1)
         .expect("alloc");
+    let mut run = || {
+        stretch
+            .run(
+                gpu,
+                &device_frame,
+                &geometry,
+                &Normalization::SAPIENS,
+                &mut out,
+            )
+            .expect("stretch");
+    };
     criterion.bench_function("cuda preprocess 1920x1080 nv12 -> 1x3x1024x768 f16", |b| {
         b.iter(|| {
-            stretch
-                .run(
-                    gpu,
-                    &device_frame,
-                    &geometry,
-                    &Normalization::SAPIENS,
-                    &mut out,
-                )
-                .expect("stretch");
+            run();
             gpu.stream().synchronize().expect("sync");
+        })
+    });
+    bench_device_time(
+        gpu,
+        criterion,
+        "cuda preprocess 1920x1080 nv12 -> 1x3x1024x768 f16, GPU time",
+        run,
+    );
+}
+
+/// What a stream synchronisation alone costs: the floor under every launch-and-wait figure.
+fn synchronize(gpu: &Gpu, criterion: &mut Criterion) {
+    criterion.bench_function("cuda stream synchronize, nothing queued", |b| {
+        b.iter(|| gpu.stream().synchronize().expect("sync"))
+    });
+}
+
+/// `work`'s time on the GPU (CUDA events recorded around it), without the host's launch and
+/// wait: the kernel time a frame spends.
+fn bench_device_time(gpu: &Gpu, criterion: &mut Criterion, name: &str, mut work: impl FnMut()) {
+    let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    criterion.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = 0.0f64;
+            for _ in 0..iters {
+                let start = gpu.stream().record_event(timed).expect("event");
+                work();
+                let end = gpu.stream().record_event(timed).expect("event");
+                total += f64::from(start.elapsed_ms(&end).expect("elapsed"));
+            }
+            std::time::Duration::from_secs_f64(total / 1e3)
         })
     });
 }
@@ -110,18 +147,23 @@ fn decode(gpu: &Gpu, criterion: &mut Criterion) {
         .collect();
     let heatmaps = gpu.stream().clone_htod(&data).expect("upload");
     let (mut scratch, mut peaks) = (None, Vec::<HeatmapPeak>::new());
-    criterion.bench_function("cuda dark-udp decode 308x256x192", |b| {
-        b.iter(|| {
-            sapiens_stream::tasks::pose::cuda::decode_dark_udp(
-                gpu,
-                &heatmaps,
-                HEATMAPS,
-                &mut scratch,
-                &mut peaks,
-            )
-            .expect("decode")
-        })
-    });
+    let mut run = || {
+        sapiens_stream::tasks::pose::cuda::decode_dark_udp(
+            gpu,
+            &heatmaps,
+            HEATMAPS,
+            &mut scratch,
+            &mut peaks,
+        )
+        .expect("decode")
+    };
+    criterion.bench_function("cuda dark-udp decode 308x256x192", |b| b.iter(&mut run));
+    bench_device_time(
+        gpu,
+        criterion,
+        "cuda dark-udp decode 308x256x192, GPU time",
+        run,
+    );
 }
 
 fn pose_model() -> PathBuf {

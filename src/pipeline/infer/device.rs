@@ -120,7 +120,7 @@ pub struct DeviceInference {
     depth: BatchCache,
     normal: BatchCache,
     flip_indices: Option<CudaSlice<i32>>,
-    blur_scratch: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    decode_partials: Option<CudaSlice<u64>>,
     peaks: Option<Readback<DevicePeak>>,
     class_map: Option<Readback<u8>>,
     dense: Option<DenseBuffers>,
@@ -142,7 +142,7 @@ impl DeviceInference {
             depth: BatchCache::default(),
             normal: BatchCache::default(),
             flip_indices: None,
-            blur_scratch: None,
+            decode_partials: None,
             peaks: None,
             class_map: None,
             dense: None,
@@ -347,7 +347,7 @@ impl DeviceInference {
                 &self.gpu,
                 &batch.output,
                 (items * keypoints, layout.height, layout.width),
-                &mut self.blur_scratch,
+                &mut self.decode_partials,
                 peaks.device.slice_mut(first..first + items * keypoints),
             )?;
         }

@@ -40,20 +40,27 @@ impl From<&DevicePeak> for HeatmapPeak {
     }
 }
 
-/// Threads per map in the peak kernel.
-const REDUCE_THREADS: u32 = 256;
+/// Threads per map in the peak kernel: a power of two, at least the 9 of the neighbourhood.
+const REFINE_THREADS: u32 = 32;
+/// `TILE` in pose.cu: blurred values per tile side, one block of 32 x 8 threads per tile.
+const TILE: usize = 32;
+/// Dynamic shared memory of `blur_maxima`: the staged map (42 rows of 48 floats), the row pass
+/// (42 x 32 floats) and one key per thread.
+const BLUR_SHARED_BYTES: u32 = (42 * 48 + 42 * 32) * 4 + 32 * 8 * 8;
 
 /// The decode kernels' arguments besides the buffers, and their launch shapes, made once for
 /// the device and its host emulation.
 pub(crate) struct DecodeArgs {
     pub(crate) width: i32,
     pub(crate) height: i32,
-    /// Values in all the maps.
-    pub(crate) count: i64,
+    /// Tiles per map; two keys each in the partials buffer.
+    pub(crate) tiles: i32,
+    /// Keys in the partials buffer.
+    pub(crate) partials: usize,
     pub(crate) taps: BlurTaps,
-    /// Both blur passes: one thread per value.
+    /// One block per tile of every map.
     pub(crate) blur: LaunchConfig,
-    /// One block per map, shared memory for 3 arrays of the block size.
+    /// One block per map.
     pub(crate) refine: LaunchConfig,
 }
 
@@ -61,33 +68,40 @@ impl DecodeArgs {
     /// Checks `maps x height x width` against heatmaps of `len` values.
     pub(crate) fn new(len: usize, (maps, height, width): (usize, usize, usize)) -> Result<Self> {
         let count = maps * height * width;
-        if count == 0 || len < count {
+        if count == 0 || len < count || count > i32::MAX as usize || maps > 65_535 {
             return Err(Error::Cuda(format!(
-                "heatmaps hold {len} values, {maps} x {height} x {width} needed"
+                "heatmaps hold {len} values, {maps} x {height} x {width} needed \
+                 (at most 65535 maps and 2^31 values)"
             )));
         }
+        let (across, down) = (width.div_ceil(TILE), height.div_ceil(TILE));
         Ok(DecodeArgs {
             width: width as i32,
             height: height as i32,
-            count: count as i64,
+            tiles: (across * down) as i32,
+            partials: 2 * maps * across * down,
             taps: BlurTaps(opencv_gaussian_kernel()),
-            blur: LaunchConfig::for_num_elems(count as u32),
+            blur: LaunchConfig {
+                grid_dim: (across as u32, down as u32, maps as u32),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: BLUR_SHARED_BYTES,
+            },
             refine: LaunchConfig {
                 grid_dim: (maps as u32, 1, 1),
-                block_dim: (REDUCE_THREADS, 1, 1),
-                shared_mem_bytes: 3 * 4 * REDUCE_THREADS,
+                block_dim: (REFINE_THREADS, 1, 1),
+                shared_mem_bytes: 2 * 8 * REFINE_THREADS + 9 * 4,
             },
         })
     }
 }
 
 /// Decodes `maps` heatmaps of `height x width` (contiguous) into `out`, one peak per map.
-/// `scratch` holds the blur's two passes (resized as needed, reused between calls).
+/// `scratch` holds the tiles' partial maxima (resized as needed, reused between calls).
 pub fn decode_dark_udp(
     gpu: &Gpu,
     heatmaps: &CudaSlice<f32>,
     (maps, height, width): (usize, usize, usize),
-    scratch: &mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    scratch: &mut Option<CudaSlice<u64>>,
     out: &mut Vec<HeatmapPeak>,
 ) -> Result<()> {
     let mut peaks = gpu
@@ -116,7 +130,7 @@ pub(crate) fn queue_decode(
     gpu: &Gpu,
     heatmaps: &CudaSlice<f32>,
     (maps, height, width): (usize, usize, usize),
-    scratch: &mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    scratch: &mut Option<CudaSlice<u64>>,
     mut peaks: CudaViewMut<'_, DevicePeak>,
 ) -> Result<()> {
     let args = DecodeArgs::new(heatmaps.len(), (maps, height, width))?;
@@ -126,45 +140,37 @@ pub(crate) fn queue_decode(
             peaks.len()
         )));
     }
-    let count = maps * height * width;
     let stream = gpu.stream();
-    if scratch.as_ref().is_none_or(|(a, _)| a.len() < count) {
-        let alloc = || {
+    if scratch.as_ref().is_none_or(|p| p.len() < args.partials) {
+        *scratch = Some(
             stream
-                .alloc_zeros::<f32>(count)
-                .map_err(cuda_error("allocating blur buffers"))
-        };
-        *scratch = Some((alloc()?, alloc()?));
+                .alloc_zeros::<u64>(args.partials)
+                .map_err(cuda_error("allocating the decode's partial maxima"))?,
+        );
     }
-    let Some((rows, blurred)) = scratch.as_mut() else {
-        unreachable!("allocated above")
-    };
-    let blur_pass =
-        |name: &str, input: &CudaSlice<f32>, output: &mut CudaSlice<f32>| -> Result<()> {
-            let function = gpu.function("pose", name)?;
-            let mut launch = stream.launch_builder(&function);
-            launch
-                .arg(input)
-                .arg(&args.width)
-                .arg(&args.height)
-                .arg(&args.count)
-                .arg(&args.taps)
-                .arg(output);
-            // SAFETY: arguments match the kernel; every index is below `count`, which both buffers hold.
-            unsafe { launch.launch(args.blur) }.map_err(cuda_error("launching the blur"))?;
-            Ok(())
-        };
-    blur_pass("blur_rows", heatmaps, rows)?;
-    blur_pass("blur_columns", rows, blurred)?;
+    let partials = scratch.as_mut().expect("allocated above");
+    let function = gpu.function("pose", "blur_maxima")?;
+    let mut launch = stream.launch_builder(&function);
+    launch
+        .arg(heatmaps)
+        .arg(&args.width)
+        .arg(&args.height)
+        .arg(&args.taps)
+        .arg(&mut *partials);
+    // SAFETY: arguments match the kernel; the grid covers the maps `DecodeArgs::new` checked
+    // against the heatmaps, and `partials` holds two keys per block.
+    unsafe { launch.launch(args.blur) }.map_err(cuda_error("launching blur_maxima"))?;
     let function = gpu.function("pose", "refine_peaks")?;
     let mut launch = stream.launch_builder(&function);
     launch
         .arg(heatmaps)
-        .arg(&*blurred)
+        .arg(&*partials)
+        .arg(&args.tiles)
         .arg(&args.width)
         .arg(&args.height)
+        .arg(&args.taps)
         .arg(&mut peaks);
-    // SAFETY: arguments match the kernel; one block per map, shared memory for 3 arrays of the block size.
+    // SAFETY: arguments match the kernel; one block per map, one peak per block.
     unsafe { launch.launch(args.refine) }.map_err(cuda_error("launching refine_peaks"))?;
     Ok(())
 }

@@ -494,44 +494,33 @@ fn pose_decode(
     heatmaps: &[f32],
     (maps, height, width): (usize, usize, usize),
 ) -> Vec<HeatmapPeak> {
-    type Blur = unsafe extern "C" fn(
-        *const HostLaunch,
-        *const f32,
-        i32,
-        i32,
-        i64,
-        BlurTaps,
-        *mut f32,
-    ) -> Status;
+    type Maxima =
+        unsafe extern "C" fn(*const HostLaunch, *const f32, i32, i32, BlurTaps, *mut u64) -> Status;
     type Refine = unsafe extern "C" fn(
         *const HostLaunch,
         *const f32,
-        *const f32,
+        *const u64,
         i32,
         i32,
+        i32,
+        BlurTaps,
         *mut DevicePeak,
     ) -> Status;
     let args = DecodeArgs::new(heatmaps.len(), (maps, height, width)).unwrap();
-    let (mut rows, mut blurred) = (vec![0.0f32; heatmaps.len()], vec![0.0f32; heatmaps.len()]);
-    for (kernel, input, output) in [
-        ("blur_rows", heatmaps.as_ptr(), rows.as_mut_ptr()),
-        ("blur_columns", rows.as_ptr(), blurred.as_mut_ptr()),
-    ] {
-        let blur = emulator.launcher::<Blur>(kernel);
-        // SAFETY: every index is below `count`, which both buffers hold.
-        let status = unsafe {
-            blur(
-                &HostLaunch::from(args.blur),
-                input,
-                args.width,
-                args.height,
-                args.count,
-                args.taps,
-                output,
-            )
-        };
-        check(status, kernel);
-    }
+    let mut partials = vec![0u64; args.partials];
+    let maxima = emulator.launcher::<Maxima>("blur_maxima");
+    // SAFETY: the grid covers the maps the heatmaps hold; two keys per block in `partials`.
+    let status = unsafe {
+        maxima(
+            &HostLaunch::from(args.blur),
+            heatmaps.as_ptr(),
+            args.width,
+            args.height,
+            args.taps,
+            partials.as_mut_ptr(),
+        )
+    };
+    check(status, "blur_maxima");
     let mut peaks = vec![DevicePeak::default(); maps];
     let refine = emulator.launcher::<Refine>("refine_peaks");
     // SAFETY: one block per map, one peak per block.
@@ -539,9 +528,11 @@ fn pose_decode(
         refine(
             &HostLaunch::from(args.refine),
             heatmaps.as_ptr(),
-            blurred.as_ptr(),
+            partials.as_ptr(),
+            args.tiles,
             args.width,
             args.height,
+            args.taps,
             peaks.as_mut_ptr(),
         )
     };
@@ -1157,8 +1148,7 @@ fn every_kernel_and_struct_has_its_rust_twin() {
             "upsample_argmax",
             "argmax_classes",
             "nearest_upsample",
-            "blur_rows",
-            "blur_columns",
+            "blur_maxima",
             "refine_peaks",
             "blend_class_map",
             "resize_planar",
