@@ -30,7 +30,7 @@ use sapiens_stream::tasks::{
 };
 
 use sapiens_stream::testkit::kernel_inputs::test_bytes;
-use sapiens_stream::testkit::kernels::{self, device::DeviceKernels};
+use sapiens_stream::testkit::kernels::{self, KernelBackend, device::DeviceKernels};
 
 /// Runs a kernel check of testkit::kernels on the device, or says why `test` skips (the same
 /// checks run on the kernels built for the host in src/testkit/kernels/emulator.rs).
@@ -468,6 +468,10 @@ fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
         };
         let yuv = test_bytes(geometry.len(), 93);
         let rgba = cpu_rgba(&yuv, geometry);
+        // The conversion alone first, so a difference below is the drawing's, not the colour's.
+        let converted =
+            KernelBackend::frame_to_rgba(&DeviceKernels::new(gpu.clone()), &yuv, &geometry);
+        assert_rgba_equal(&converted, &rgba, width, &format!("{layout:?} conversion"));
         let rgba_view = ImageView::packed(&rgba, width, height, PixelFormat::Rgba);
         let frames = [
             HostFrame {
@@ -496,9 +500,11 @@ fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
         assert!(from_yuv.class_map == from_rgba.class_map, "{layout:?}");
         let (drawn_yuv, drawn_rgba) = (from_yuv.painted.unwrap(), from_rgba.painted.unwrap());
         assert_eq!(drawn_yuv.stride, 4 * width);
-        assert!(
-            drawn_yuv.rgba == drawn_rgba.rgba,
-            "{layout:?}: drawn frames"
+        assert_rgba_equal(
+            &drawn_yuv.rgba,
+            &drawn_rgba.rgba,
+            width,
+            &format!("{layout:?} drawn frames"),
         );
     }
 }
@@ -620,6 +626,25 @@ fn assert_near(got: &[f32], expected: &[f32], relative: f32, what: &str) {
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         let close = (g - e).abs() <= relative * e.abs().max(1e-6) || (g.is_nan() && e.is_nan());
         assert!(close, "{what} at {i}: {g} vs {e}");
+    }
+}
+
+/// Equal RGBA frames, or a failure naming how many pixels differ and the first of them.
+fn assert_rgba_equal(got: &[u8], expected: &[u8], width: usize, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths");
+    let first = got
+        .chunks_exact(4)
+        .zip(expected.chunks_exact(4))
+        .position(|(a, b)| a != b);
+    if let Some(at) = first {
+        panic!(
+            "{what}: {:.4} of the pixels differ; the first at ({}, {}): {:?} vs {:?}",
+            differing_pixels(got, expected),
+            at % width,
+            at / width,
+            &got[4 * at..4 * at + 4],
+            &expected[4 * at..4 * at + 4]
+        );
     }
 }
 
