@@ -32,16 +32,6 @@ impl ComputeStream {
     pub(crate) fn raw(&self) -> *mut () {
         self.0.cu_stream().cast()
     }
-
-    /// Waits for everything queued on the stream, before a session that ran on it is freed:
-    /// ONNX Runtime queues host callbacks that return its pinned staging buffers, and one that
-    /// runs after the session's allocator is gone frees the memory itself from the callback,
-    /// which CUDA refuses (error 800) and ONNX Runtime turns into an abort.
-    pub(crate) fn drain(&self) {
-        if let Err(error) = self.0.synchronize() {
-            tracing::warn!("waiting for the compute stream before freeing a session: {error}");
-        }
-    }
 }
 
 /// ONNX Runtime's name for the memory of CUDA device `device`, or for host memory (`None`).

@@ -26,8 +26,8 @@ pub struct MultiOutputModel {
     outputs: Vec<TensorSpec>,
     /// The CUDA device it runs on; `None` on the CPU.
     device: Option<usize>,
-    /// The CUDA provider runs on this stream's raw handle; drained before the session goes.
-    compute_stream: Option<ComputeStream>,
+    /// Held, never read: the CUDA provider runs on this stream's raw handle.
+    _compute_stream: Option<ComputeStream>,
 }
 
 /// The input bound in memory the caller writes, every output bound to host memory.
@@ -81,7 +81,7 @@ impl MultiOutputModel {
             outputs: session.outputs().iter().map(tensor_spec).collect(),
             session,
             device,
-            compute_stream,
+            _compute_stream: compute_stream,
         }
     }
 
@@ -172,13 +172,5 @@ fn inference_error(model: &str, message: String) -> Error {
     Error::Inference {
         model: model.to_owned(),
         message,
-    }
-}
-
-impl Drop for MultiOutputModel {
-    fn drop(&mut self) {
-        if let Some(stream) = &self.compute_stream {
-            stream.drain();
-        }
     }
 }

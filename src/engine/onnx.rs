@@ -25,8 +25,8 @@ pub struct OnnxEngine {
     info: ModelInfo,
     /// Item shape without the batch dimension, for building input tensors.
     input_item: Vec<usize>,
-    /// The execution provider runs on this stream's raw handle; drained before the session goes.
-    compute_stream: Option<ComputeStream>,
+    /// Held, never read: the execution provider runs on this stream's raw handle.
+    _compute_stream: Option<ComputeStream>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -103,7 +103,7 @@ impl OnnxEngine {
             session,
             info,
             input_item,
-            compute_stream: options.compute_stream.clone(),
+            _compute_stream: options.compute_stream.clone(),
         })
     }
 
@@ -386,13 +386,5 @@ fn float_tensor_shape(ty: &ValueType) -> Option<DeclaredShape> {
             Some(shape.iter().map(|&d| usize::try_from(d).ok()).collect())
         }
         _ => None,
-    }
-}
-
-impl Drop for OnnxEngine {
-    fn drop(&mut self) {
-        if let Some(stream) = &self.compute_stream {
-            stream.drain();
-        }
     }
 }
