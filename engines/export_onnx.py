@@ -12,11 +12,17 @@ the list and where to download them). This script:
   3. with --fp16, converts the exported graph to float16 with ONNX Runtime's float16 converter
      (onnxruntime.transformers.float16, keep_io_types=True): weights and compute in float16,
      input and output stay float32 so `sapiens-stream run` feeds it unchanged,
-  4. writes the weights to `<model>.onnx.data` beside the model when they exceed protobuf's 2 GiB
+  4. with --fused-attention, replaces each block's attention core (MatMul, scale, Softmax, MatMul)
+     with ONNX Runtime's fused com.microsoft.MultiHeadAttention (engines/fuse_attention.py), after
+     the float16 conversion: flash attention on ONNX Runtime's CUDA provider with --fp16 (in float32
+     the fused kernel is slower than the plain graph); the file then runs in ONNX Runtime only
+     (CPU or CUDA provider), not TensorRT,
+  5. writes the weights to `<model>.onnx.data` beside the model when they exceed protobuf's 2 GiB
      limit (or always, with --external-data),
-  5. records what the model is in its metadata: `sapiens_stream.task`, `sapiens_stream.keypoints`,
-     `sapiens_stream.source` (the checkpoint's file name), `sapiens_stream.dtype`, and the licence,
-  6. checks that ONNX Runtime (CPU) gives what TorchScript gives on the same random input at batch
+  6. records what the model is in its metadata: `sapiens_stream.task`, `sapiens_stream.keypoints`,
+     `sapiens_stream.source` (the checkpoint's file name), `sapiens_stream.dtype`, the licence, and
+     with --fused-attention `sapiens_stream.attention`,
+  7. checks that ONNX Runtime (CPU) gives what TorchScript gives on the same random input at batch
      --check-batch (TorchScript runs the items one at a time, as traced), reports the max and mean
      absolute difference, and fails when the max difference exceeds --tolerance times the largest
      reference magnitude.
@@ -37,7 +43,8 @@ Needs: torch, onnx, onnxruntime, numpy (CPU is enough; a 2B model needs about 3x
 
 Usage:
   python engines/export_onnx.py CHECKPOINT.pt2 [-o OUT.onnx] [--task pose --keypoints 17]
-      [--fp16] [--external-data] [--opset 17] [--check-batch 2] [--tolerance T] [--report R.json]
+      [--fp16] [--fused-attention] [--external-data] [--opset 17] [--check-batch 2] [--tolerance T]
+      [--report R.json]
   python engines/export_onnx.py sapiens2_0.4b_pose.safetensors [--size 0.4b --task pose] [...]
 """
 
@@ -51,6 +58,7 @@ import time
 import warnings
 from pathlib import Path
 
+import fuse_attention
 import numpy as np
 import onnx
 
@@ -106,6 +114,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--size", choices=SAPIENS2_SIZES, help="Sapiens2: backbone size, needed when the file is not in the manifest"
     )
     parser.add_argument("--fp16", action="store_true", help="float16 weights and compute (input/output stay float32)")
+    parser.add_argument(
+        "--fused-attention",
+        action="store_true",
+        help="attention as com.microsoft.MultiHeadAttention (ONNX Runtime CPU/CUDA only); names NAME[_fp16]_mha.onnx",
+    )
     parser.add_argument("--external-data", action="store_true", help="always write weights to <model>.onnx.data")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument(
@@ -124,10 +137,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def default_output(checkpoint: Path, fp16: bool) -> Path:
+def default_output(checkpoint: Path, fp16: bool, fused_attention: bool) -> Path:
     name = checkpoint.name
     stem = name.removesuffix(TORCHSCRIPT_SUFFIX) if name.endswith(TORCHSCRIPT_SUFFIX) else checkpoint.stem
-    return checkpoint.with_name(stem + ("_fp16" if fp16 else "") + ".onnx")
+    return checkpoint.with_name(stem + ("_fp16" if fp16 else "") + ("_mha" if fused_attention else "") + ".onnx")
 
 
 def manifest_entry(checkpoint: Path) -> dict | None:
@@ -238,6 +251,18 @@ def to_float16(path: Path, inferred: Path) -> onnx.ModelProto:
     return model
 
 
+def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The model with its attention cores fused; a model in which none can be is an error."""
+    model, fused = fuse_attention.fuse_attention(model)
+    if fused == 0:
+        raise ExportError(
+            "--fused-attention: no attention core (MatMul, scale, Softmax, MatMul on 4-D heads) whose "
+            "number of heads shape inference proves; export without it"
+        )
+    print(f"fused {fused} attention cores into {fuse_attention.MS_DOMAIN}.{fuse_attention.FUSED_OP}", file=sys.stderr)
+    return model, fused
+
+
 def declare_output_shape(model: onnx.ModelProto, expected: tuple[int, int, int]) -> None:
     """Writes the per-item output shape into the graph's output: the exporter leaves a dimension
     it cannot infer (the pointmap's concatenated scale plane) symbolic, and the program checks
@@ -339,7 +364,7 @@ def export(args: argparse.Namespace) -> dict:
     sapiens2 = args.checkpoint.name.endswith(SAFETENSORS_SUFFIX)
     if args.size is not None and not sapiens2:
         raise ExportError("--size is for Sapiens2 checkpoints (*.safetensors)")
-    output = args.output or default_output(args.checkpoint, args.fp16)
+    output = args.output or default_output(args.checkpoint, args.fp16, args.fused_attention)
     dtype = "float16" if args.fp16 else "float32"
     tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype]
 
@@ -352,6 +377,7 @@ def export(args: argparse.Namespace) -> dict:
         print(f"exporting {args.checkpoint.name} ({task}) to ONNX opset {args.opset} ...", file=sys.stderr)
         export_graph(module, exported, args.opset)
         model = to_float16(exported, Path(scratch) / "inferred.onnx") if args.fp16 else onnx.load(str(exported))
+        model, fused_cores = fuse(model) if args.fused_attention else (model, 0)
         metadata = {
             "task": task,
             "source": args.checkpoint.name,
@@ -362,6 +388,8 @@ def export(args: argparse.Namespace) -> dict:
         }
         if entry is not None:
             metadata["licence"] = entry["licence"]
+        if fused_cores:
+            metadata["attention"] = f"{fuse_attention.MS_DOMAIN}.{fuse_attention.FUSED_OP}"
         declare_output_shape(model, expected)
         onnx.helper.set_model_props(model, {META_PREFIX + k: v for k, v in metadata.items()})
         external = args.external_data or weight_bytes(model) > PROTOBUF_LIMIT - GRAPH_MARGIN
@@ -381,6 +409,7 @@ def export(args: argparse.Namespace) -> dict:
         "keypoints": keypoints,
         "dtype": dtype,
         "opset": args.opset,
+        "fused_attention_cores": fused_cores,
         **check(output, module, args.check_batch, args.seed, expected, tolerance),
         "seconds": round(time.monotonic() - started, 1),
     }

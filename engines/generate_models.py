@@ -43,12 +43,18 @@ Only `onnx` and NumPy are needed to build; `onnxruntime` only for `--check`.
 Usage:
   python engines/generate_models.py --out engines/models [--arch tiny] [--seed 0]
       [--tasks pose17,pose133,pose308,seg,depth,normal] [--check] [--force] [--fp16 [--fp16-io]]
+      [--fused-attention]
   python engines/generate_models.py --family sapiens2 --out engines/models [--arch tiny]
       [--tasks pose308,seg,normal,pointmap] ...  (arch tiny, 0.4b, 0.8b, 1b or 5b)
 
 --fp16 writes float16 weights and compute with float32 input and output (casts at both ends), as
 engines/export_onnx.py --fp16 exports the real models: what the program runs on a GPU in half
 precision. --fp16-io makes the input and output float16 too (a model the program refuses).
+
+--fused-attention writes each block's attention core as ONNX Runtime's fused
+com.microsoft.MultiHeadAttention (engines/fuse_attention.py; file name suffix `_mha`, metadata
+`sapiens_stream.attention`): for ONNX Runtime's CPU and CUDA providers only, not TensorRT; faster on
+the GPU with --fp16 (flash attention), slower in float32.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, ClassVar
 
+import fuse_attention
 import numpy as np
 import onnx
 import sapiens2_arch
@@ -205,6 +212,8 @@ class ModelSpec:
     # With fp16: float16 input and output too (else float32, cast at both ends).
     fp16_io: bool = False
     opset: int = DEFAULT_OPSET
+    # Attention cores as com.microsoft.MultiHeadAttention (engines/fuse_attention.py).
+    fused_attention: bool = False
 
     @property
     def np_dtype(self) -> type:
@@ -230,7 +239,13 @@ class ModelSpec:
     @property
     def file_name(self) -> str:
         suffix = ("_fp16io" if self.fp16_io else "_fp16") if self.fp16 else ""
+        suffix += "_mha" if self.fused_attention else ""
         return f"{self.family}_{self.arch.name}_{self.task.name}{suffix}.onnx"
+
+    @property
+    def blocks(self) -> int:
+        """Transformer blocks: one attention core each."""
+        return self.arch.layers if self.family == SAPIENS2 else self.arch.num_layers
 
     def metadata(self) -> dict[str, str]:
         meta = {
@@ -249,6 +264,9 @@ class ModelSpec:
         # Sapiens files predate the key and stay byte for byte what they were.
         if self.family != SAPIENS:
             meta["family"] = self.family
+        # Likewise only fused files say how they compute attention.
+        if self.fused_attention:
+            meta["attention"] = f"{fuse_attention.MS_DOMAIN}.{fuse_attention.FUSED_OP}"
         return {META_PREFIX + k: v for k, v in meta.items()}
 
 
@@ -824,6 +842,15 @@ def build_model(spec: ModelSpec, weights) -> onnx.ModelProto:
 # Files.
 
 
+def with_fused_attention(spec: ModelSpec, model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every block's attention core fused, when the spec asks for it."""
+    if not spec.fused_attention:
+        return model
+    model, fused = fuse_attention.fuse_attention(model)
+    assert fused == spec.blocks, f"{spec.file_name}: fused {fused} attention cores, the model has {spec.blocks} blocks"
+    return model
+
+
 def count_weight_bytes(spec: ModelSpec) -> int:
     counter = CountingWeights(np.dtype(spec.np_dtype).itemsize)
     build_model(spec, counter)
@@ -848,6 +875,7 @@ def write_model(spec: ModelSpec, path: Path, external_threshold_bytes: int) -> N
         else:
             model = build_model(spec, InlineWeights())
             data_path.unlink(missing_ok=True)  # a stale one from an earlier external build
+        model = with_fused_attention(spec, model)
         tmp_model.write_bytes(model.SerializeToString(deterministic=True))
         os.replace(tmp_model, path)
     finally:
@@ -961,6 +989,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 input and output")
     parser.add_argument("--fp16-io", action="store_true", help="with --fp16: float16 input and output too")
     parser.add_argument(
+        "--fused-attention",
+        action="store_true",
+        help="attention cores as com.microsoft.MultiHeadAttention (ONNX Runtime only), file suffix _mha",
+    )
+    parser.add_argument(
         "--opset",
         type=int,
         choices=sorted(IR_VERSION_FOR_OPSET),
@@ -982,6 +1015,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     archs, tasks = FAMILIES[args.family]
     if args.arch not in archs:
         parser.error(f"unknown {args.family} arch {args.arch!r}; choose from {list(archs)}")
+    if args.fused_attention and args.arch == NULL_ARCH:
+        parser.error("--fused-attention: the null arch has no attention")
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(tasks)
     unknown = [t for t in args.tasks if t not in tasks]
     if unknown:
@@ -996,7 +1031,9 @@ def main(argv: list[str]) -> int:
     archs, tasks = FAMILIES[args.family]
     threshold = int(args.external_data_threshold_mb * 2**20)
     for task_name in args.tasks:
-        spec = ModelSpec(archs[args.arch], tasks[task_name], args.seed, args.fp16, args.fp16_io, args.opset)
+        spec = ModelSpec(
+            archs[args.arch], tasks[task_name], args.seed, args.fp16, args.fp16_io, args.opset, args.fused_attention
+        )
         path = args.out / spec.file_name
         if not args.force and is_up_to_date(spec, path):
             print(f"{path}: up to date")

@@ -6,9 +6,10 @@ pre-norm blocks with LayerNorm eps 1e-6, qkv attention and a GELU MLP, final Lay
 reshaped to (B, C, 64, 48)) and the pose head (2 x ConvTranspose k4 s2 p1 + InstanceNorm2d + SiLU,
 2 x 1x1 conv + InstanceNorm2d + SiLU, final 1x1 conv to 17 heatmaps), at tiny widths. Traces it
 with torch.jit.trace at batch 1, as the official checkpoints are, saves it, and runs the export
-script on it twice: float32 with the weights inline, float16 with external data. Checks each
-report, then checks the ONNX files independently: ONNX Runtime at batch 3 against the eager
-PyTorch module, the metadata, and that a task the model does not fit is refused.
+script on it three times: float32 with the weights inline, float16 with external data, float32
+with --fused-attention (one com.microsoft.MultiHeadAttention per block). Checks each report, then
+checks the ONNX files independently: ONNX Runtime at batch 3 against the eager PyTorch module,
+the metadata, and that a task the model does not fit is refused.
 
 Writes into --out: the exported models, `input.npy` (2, 3, 1024, 768) and `torch_output.npy`
 (the eager module's output for it), for the Rust side to run the same input through its engine.
@@ -166,6 +167,13 @@ def main() -> None:
     assert sum(w.data_type == onnx.TensorProto.FLOAT16 for w in weights) > len(weights) // 2, "weights not float16"
     eager_fp16 = check_against_eager(fp16_path, module, 5e-2)
 
+    fused_path = out / "sapiens_tiny_pose17_mha.onnx"
+    fused = exported(checkpoint, fused_path, "--task", "pose", "--keypoints", "17", "--fused-attention")
+    check_report(fused, "float32", 1e-4)
+    assert fused["fused_attention_cores"] == len(module.blocks), fused
+    assert metadata(fused_path)["sapiens_stream.attention"] == "com.microsoft.MultiHeadAttention"
+    eager_fused = check_against_eager(fused_path, module, 1e-4)
+
     refused = export(checkpoint, out / "refused.onnx", "--task", "seg")
     assert refused.returncode == 1 and "must output (N, 28, 512, 384)" in refused.stderr, refused.stderr
     assert not (out / "refused.onnx").exists()
@@ -179,6 +187,7 @@ def main() -> None:
     summary = {
         "fp32": {k: fp32[k] for k in keys} | {"eager_relative_max_diff": eager_fp32},
         "fp16": {k: fp16[k] for k in keys} | {"eager_relative_max_diff": eager_fp16},
+        "fp32_mha": {k: fused[k] for k in keys} | {"eager_relative_max_diff": eager_fused},
     }
     print(json.dumps(summary))
 

@@ -5,7 +5,9 @@ For each task (pose, seg, normal, pointmap): builds the tiny model with random w
 LayerScale weights drawn around 1, so attention and the norms matter), saves its state dict as
 safetensors under the official parameter names, and runs the export script on it twice: float32
 with the weights inline, float16 with external data. Checks each report, then the ONNX files
-independently: ONNX Runtime at batch 3 against the eager PyTorch module, and the metadata.
+independently: ONNX Runtime at batch 3 against the eager PyTorch module, and the metadata. The pose
+model is exported a third time, float16 with --fused-attention: one com.microsoft.MultiHeadAttention
+per block, checked the same way.
 
 Then the refusals: a checkpoint with a tensor missing, one with an extra tensor, one with a
 tensor of the wrong shape, and a file that is not safetensors must each end the script with
@@ -99,6 +101,25 @@ def check_export(model, task: str, out: Path, checkpoint: Path, variant: str, in
     return {"export_relative_diff": report["relative_max_diff"], "batch3_relative_diff": relative}
 
 
+def check_fused_export(model, out: Path, checkpoint: Path, inputs: np.ndarray) -> dict:
+    """Pose in float16 with --fused-attention: one fused core per block, PyTorch's output at batch 3."""
+    onnx_path = out / "sapiens2_tiny_pose_fp16_mha.onnx"
+    report_path = out / f"{onnx_path.stem}_report.json"
+    done = run_export(checkpoint, onnx_path, "pose", ["--fp16", "--fused-attention", "--report", str(report_path)])
+    if done.returncode != 0:
+        raise AssertionError(f"fused export failed:\n{done.stdout}\n{done.stderr}")
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["fused_attention_cores"] == len(model.backbone.blocks), report
+    metadata = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert metadata["sapiens_stream.attention"] == "com.microsoft.MultiHeadAttention", metadata
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (result,) = session.run(["output"], {"input": inputs})
+    with torch.inference_mode():
+        relative = relative_diff(result, model(torch.from_numpy(inputs)).numpy())
+    assert relative <= TOLERANCE["fp16"], f"fused pose fp16: ONNX Runtime differs from PyTorch by {relative:.3g}"
+    return {"export_relative_diff": report["relative_max_diff"], "batch3_relative_diff": relative}
+
+
 def expect_refusal(checkpoint: Path, out: Path, task: str, *needles: str) -> str:
     done = run_export(checkpoint, out / "refused.onnx", task, [])
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
@@ -155,6 +176,7 @@ def main() -> int:
             with torch.inference_mode():
                 np.save(out / "pointmap_output.npy", model(torch.from_numpy(inputs[:2])).numpy())
         if task == "pose":
+            summary[task]["fp16_mha"] = check_fused_export(model, out, checkpoint, inputs)
             summary["refusals"] = refusals(model, out)
     print(json.dumps(summary))
     return 0

@@ -219,6 +219,37 @@ fn null_models_have_the_sapiens_contract_and_say_so() {
     }
 }
 
+/// `generate_models.py --fused-attention` (engines/fuse_attention.py): engines/test_fuse_attention.py
+/// checks that tiny fused models of both families, float32 and float16, hold one
+/// com.microsoft.MultiHeadAttention per block and compute in ONNX Runtime what the plain ones do;
+/// then the program takes the fused pose model as it takes the plain one.
+#[test]
+fn fused_attention_models_compute_what_plain_ones_do_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(common::python())
+        .arg(common::repo_root().join("engines/test_fuse_attention.py"))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("start engines/test_fuse_attention.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "engines/test_fuse_attention.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "fused vs plain attention: {}",
+        stdout.lines().last().unwrap_or_default()
+    );
+    let fused = dir.path().join("sapiens_tiny_pose17_mha.onnx");
+    let report = assert_accepted_random_model(&fused, TASKS[0]);
+    assert!(
+        report.contains("sapiens_stream.attention = com.microsoft.MultiHeadAttention"),
+        "{report}"
+    );
+}
+
 /// A model with float16 input fits the pose shapes but `run` feeds float32, so it is refused, with
 /// the reason;
 /// its weights in an external file count towards its size.
