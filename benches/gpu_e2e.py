@@ -8,7 +8,9 @@ Steps, each recorded under --results (default bench-results/gpu-e2e-<UTC time>/)
      when up to date; PyTorch runs a Sapiens2 file as engines/sapiens2.py's model); with
      --fp16 in float16 behind float32 input and output, as real models exported with
      engines/export_onnx.py --fp16: the CUDA provider then computes in half precision, the
-     closer match to PyTorch bf16 (fp32 is the default, what the program runs unless told)
+     closer match to PyTorch bf16 (fp32 is the default, what the program runs unless told);
+     with --fused-attention each attention core is ONNX Runtime's MultiHeadAttention (flash
+     attention on the CUDA provider in fp16)
   3. PyTorch: benches/torch_reference.py --bench on the same ONNX file      -> torch.jsonl
   4. the program: `sapiens-stream doctor --engine cuda`, then `sapiens-stream run` over a folder
      of --frames identical frames (the image-folder input needs no GStreamer plugins, only the
@@ -244,11 +246,12 @@ def steady_fps(results_file: Path, warmup: int) -> dict:
 
 
 def step_model(args, results: Path) -> tuple[Path | None, dict]:
-    suffix = "_fp16" if args.fp16 else ""
+    suffix = ("_fp16" if args.fp16 else "") + ("_mha" if args.fused_attention else "")
     prefix = "sapiens2" if args.family == "sapiens2" else "sapiens"
     model = args.models_dir / f"{prefix}_{args.arch}_{args.task}{suffix}.onnx"
     cmd = [sys.executable, "engines/generate_models.py", "--out", str(args.models_dir), "--family", args.family,
-           "--arch", args.arch, "--tasks", args.task, *(["--fp16"] if args.fp16 else [])]
+           "--arch", args.arch, "--tasks", args.task, *(["--fp16"] if args.fp16 else []),
+           *(["--fused-attention"] if args.fused_attention else [])]
     start = time.perf_counter()
     rc, text = run(cmd, results / "generate.log", timeout=1800)
     if rc != 0 or not model.is_file():
@@ -360,7 +363,7 @@ def summarize(summary: dict) -> list[str]:
     lines = []
     env = summary["environment"]
     lines.append(f"GPU: {env.get('gpu') or env.get('nvidia_smi')}; torch {env.get('torch')}; "
-                 f"model {summary['arch']} {summary['task']} {summary['model_dtype']}")
+                 f"model {summary['arch']} {summary['task']} {summary['model_dtype']}, attention {summary['attention']}")
     torch_modes = (summary.get("torch") or {}).get("modes", {})
     for mode, r in torch_modes.items():
         if "fps" in r:
@@ -432,6 +435,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--compile-timeout", type=float, default=240, help="keeps the whole run inside a 10-minute call")
     parser.add_argument("--fp16", action="store_true",
                         help="the model in float16 (float32 input and output, as export_onnx.py --fp16 writes)")
+    parser.add_argument("--fused-attention", action="store_true",
+                        help="the model's attention as ONNX Runtime's fused MultiHeadAttention (generate_models.py "
+                             "--fused-attention): flash attention on the CUDA provider with --fp16")
     parser.add_argument("--persons", default="boxes", choices=("boxes", "detector"),
                         help="where the program's person box comes from: a boxes file, or a detector on the GPU")
     parser.add_argument("--skip-torch", action="store_true")
@@ -458,6 +464,7 @@ def main(argv: list[str]) -> int:
     results = args.results
     results.mkdir(parents=True, exist_ok=True)
     summary: dict = {"family": args.family, "arch": args.arch, "task": args.task, "model_dtype": "float16" if args.fp16 else "float32",
+                     "attention": "com.microsoft.MultiHeadAttention" if args.fused_attention else "MatMul/Softmax",
                      "engine": args.engine, "environment": environment(args)}
     save = lambda: (results / "summary.json").write_text(json.dumps(summary, indent=2))  # noqa: E731
     save()

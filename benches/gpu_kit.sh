@@ -200,6 +200,7 @@ SESSION_STEPS=(
     "e2e-fp16 130 run --fp16 --skip-torch"
     "e2e-fp16-mha 130 run --fp16 --fused-attention --torch-modes ort-cuda"
     "sapiens2 150 run --family sapiens2 --arch 0.4b --task pose308 --torch-modes eager-bf16"
+    "sapiens2-fp16-mha 150 run --family sapiens2 --arch 0.4b --task pose308 --fp16 --fused-attention --skip-torch"
 )
 
 session() {
@@ -207,15 +208,25 @@ session() {
     shift $(($# > 0 ? 1 : 0))
     local wanted=("$@")
     SESSION_DEADLINE=$((SECONDS + budget))
-    unpack
-    rm -rf "$WORK/session" && mkdir -p "$WORK/session"
     # GPUKIT_SESSION_EXTRA goes after each run's own options (the last one wins): a dry run
     # here takes "--engine cpu --torch-device cpu --arch tiny --task pose17 --frames 40".
-    local extra step name cap verb options ran=()
+    local extra step name cap verb options ran=() steps=()
     read -r -a extra <<< "${GPUKIT_SESSION_EXTRA:-}"
-    for step in "${SESSION_STEPS[@]}"; do
+    if [ ${#wanted[@]} -eq 0 ]; then
+        steps=("${SESSION_STEPS[@]}")
+    else
+        # The named steps, in the order named.
+        local found
+        for name in "${wanted[@]}"; do
+            found=${#steps[@]}
+            for step in "${SESSION_STEPS[@]}"; do [ "${step%% *}" = "$name" ] && steps+=("$step"); done
+            [ ${#steps[@]} -gt "$found" ] || die "session: no step $name (steps: ${SESSION_STEPS[*]%% *})"
+        done
+    fi
+    unpack
+    rm -rf "$WORK/session" && mkdir -p "$WORK/session"
+    for step in "${steps[@]}"; do
         read -r name cap verb options <<< "$step"
-        if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
         ran+=("$name")
         # shellcheck disable=SC2086
         if [ "$verb" = run ]; then
