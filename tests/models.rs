@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sapiens_stream::engine::onnx::{OnnxEngine, OnnxOptions};
+use sapiens_stream::engine::{Engine, runtime};
 use serde_json::Value;
 
 fn sapiens(args: &[&str]) -> Output {
@@ -248,6 +250,18 @@ fn fused_attention_models_compute_what_plain_ones_do_and_run() {
         report.contains("sapiens_stream.attention = com.microsoft.MultiHeadAttention"),
         "{report}"
     );
+    // The engine tells a fused file from a plain one (it warns before TensorRT runs one).
+    let environment = runtime::environment(None).expect("ONNX Runtime");
+    let fused_attention = |path: &Path| {
+        OnnxEngine::load(path, environment, &OnnxOptions::default())
+            .expect("load")
+            .info()
+            .has_fused_attention()
+    };
+    assert!(fused_attention(&fused));
+    assert!(!fused_attention(
+        &dir.path().join("sapiens_tiny_pose17.onnx")
+    ));
 }
 
 /// A model with float16 input fits the pose shapes but `run` feeds float32, so it is refused, with

@@ -47,6 +47,14 @@ impl ModelInfo {
             .get("sapiens_stream.random_weights")
             .is_some_and(|v| v == "true")
     }
+
+    /// Written with `--fused-attention` (engines/fuse_attention.py): ONNX Runtime's fused
+    /// com.microsoft attention op, for its CUDA and CPU providers.
+    pub fn has_fused_attention(&self) -> bool {
+        self.metadata
+            .get("sapiens_stream.attention")
+            .is_some_and(|v| v.starts_with("com.microsoft."))
+    }
 }
 
 /// Runs one model on batches of NCHW f32 inputs.

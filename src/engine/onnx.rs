@@ -82,6 +82,14 @@ impl OnnxEngine {
         }
         let mut info = describe(path, &session).map_err(&model_error)?;
         info.provider = provider_name(options.execution);
+        if matches!(options.execution, Execution::TensorRt { .. }) && info.has_fused_attention() {
+            tracing::warn!(
+                model = %path.display(),
+                "its attention is ONNX Runtime's fused com.microsoft op, which TensorRT cannot run: \
+                 each block goes back to the CUDA provider between TensorRT parts; for \
+                 --engine tensorrt export without --fused-attention"
+            );
+        }
         let input_item = static_item(&info.input_shape, &info.input_name).map_err(&model_error)?;
         let device = match (options.execution.device(), &options.compute_stream) {
             (Some(device), Some(_)) => {
