@@ -70,13 +70,14 @@ pub fn heatmaps(maps: usize, h: usize, w: usize) -> Vec<f32> {
     data
 }
 
-/// `heatmaps` whose maps 1 to 7 are the decode's edge cases: peaks on a corner, on an edge and
+/// `heatmaps` whose maps 1 to 9 are the decode's edge cases: peaks on a corner, on an edge and
 /// next to one (the 3x3 neighbourhood is padded); all negative (invalid, the maximum as score);
 /// a plateau (the first maximum in row-major order wins); NaN within the blur's reach of a peak
-/// (the Newton step turns non-finite and is dropped) and NaN far from it (ignored).
+/// (the Newton step turns non-finite and is dropped) and NaN far from it (ignored); all NaN
+/// (invalid, scored -inf); -0 and +0 alternating (equal: invalid, scored zero).
 pub fn edge_case_heatmaps(maps: usize, h: usize, w: usize) -> Vec<f32> {
     assert!(
-        maps >= 8 && h >= 32 && w >= 32,
+        maps >= 10 && h >= 32 && w >= 32,
         "too small for the edge cases"
     );
     let mut data = heatmaps(maps, h, w);
@@ -100,5 +101,9 @@ pub fn edge_case_heatmaps(maps: usize, h: usize, w: usize) -> Vec<f32> {
         *v = -1.0 - noise.unit();
     }
     maps[5].fill(0.25);
+    maps[8].fill(f32::NAN);
+    for (i, v) in maps[9].iter_mut().enumerate() {
+        *v = if i % 2 == 0 { -0.0 } else { 0.0 };
+    }
     data
 }

@@ -42,11 +42,17 @@ impl From<&DevicePeak> for HeatmapPeak {
 
 /// Threads per map in the peak kernel: a power of two, at least the 9 of the neighbourhood.
 const REFINE_THREADS: u32 = 32;
-/// `TILE` in pose.cu: blurred values per tile side, one block of 32 x 8 threads per tile.
+/// `TILE`, `RADIUS`, `HALO` and `STAGED_STRIDE` in pose.cu: blurred values per tile side, the
+/// blur's radius, rows staged per tile, floats per staged row.
 const TILE: usize = 32;
-/// Dynamic shared memory of `blur_maxima`: the staged map (42 rows of 48 floats), the row pass
-/// (42 x 32 floats) and one key per thread.
-const BLUR_SHARED_BYTES: u32 = (42 * 48 + 42 * 32) * 4 + 32 * 8 * 8;
+const RADIUS: usize = 5;
+const HALO: usize = TILE + 2 * RADIUS;
+const STAGED_STRIDE: usize = 44;
+/// `blur_maxima`'s block: a column of the tile per thread in x, a strip of 4 rows per thread in y.
+const BLUR_BLOCK: (u32, u32, u32) = (TILE as u32, (TILE / 4) as u32, 1);
+/// Dynamic shared memory of `blur_maxima`: the staged map, the row pass and one key per thread.
+const BLUR_SHARED_BYTES: u32 =
+    ((HALO * STAGED_STRIDE + HALO * TILE) * 4 + TILE * (TILE / 4) * 8) as u32;
 
 /// The decode kernels' arguments besides the buffers, and their launch shapes, made once for
 /// the device and its host emulation.
@@ -68,22 +74,27 @@ impl DecodeArgs {
     /// Checks `maps x height x width` against heatmaps of `len` values.
     pub(crate) fn new(len: usize, (maps, height, width): (usize, usize, usize)) -> Result<Self> {
         let count = maps * height * width;
-        if count == 0 || len < count || count > i32::MAX as usize || maps > 65_535 {
+        if count == 0 || len < count {
             return Err(Error::Cuda(format!(
-                "heatmaps hold {len} values, {maps} x {height} x {width} needed \
-                 (at most 65535 maps and 2^31 values)"
+                "heatmaps hold {len} values, {maps} x {height} x {width} needed"
             )));
         }
-        let (across, down) = (width.div_ceil(TILE), height.div_ceil(TILE));
+        // The kernels index a map's values with 32-bit integers.
+        if height * width > i32::MAX as usize {
+            return Err(Error::Cuda(format!(
+                "heatmaps of {height} x {width} are too large to decode on the device"
+            )));
+        }
+        let tiles = width.div_ceil(TILE) * height.div_ceil(TILE);
         Ok(DecodeArgs {
             width: width as i32,
             height: height as i32,
-            tiles: (across * down) as i32,
-            partials: 2 * maps * across * down,
+            tiles: tiles as i32,
+            partials: 2 * maps * tiles,
             taps: BlurTaps(opencv_gaussian_kernel()),
             blur: LaunchConfig {
-                grid_dim: (across as u32, down as u32, maps as u32),
-                block_dim: (32, 8, 1),
+                grid_dim: ((maps * tiles) as u32, 1, 1),
+                block_dim: BLUR_BLOCK,
                 shared_mem_bytes: BLUR_SHARED_BYTES,
             },
             refine: LaunchConfig {
@@ -157,8 +168,8 @@ pub(crate) fn queue_decode(
         .arg(&args.height)
         .arg(&args.taps)
         .arg(&mut *partials);
-    // SAFETY: arguments match the kernel; the grid covers the maps `DecodeArgs::new` checked
-    // against the heatmaps, and `partials` holds two keys per block.
+    // SAFETY: arguments match the kernel; the grid's blocks are the tiles of the maps
+    // `DecodeArgs::new` checked against the heatmaps, and `partials` holds two keys per block.
     unsafe { launch.launch(args.blur) }.map_err(cuda_error("launching blur_maxima"))?;
     let function = gpu.function("pose", "refine_peaks")?;
     let mut launch = stream.launch_builder(&function);

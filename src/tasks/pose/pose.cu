@@ -12,8 +12,9 @@
 #define TILE 32
 #define STRIP 4
 #define HALO (TILE + 2 * RADIUS)
-// Floats per staged row: the HALO needed, padded so each thread's 16 start on a float4.
-#define STAGED_STRIDE 48
+// Floats per staged row: the HALO needed, padded so that each thread's 16 start on a float4
+// (the last thread's reach column 43). `BLUR_*` in cuda.rs mirrors these sizes.
+#define STAGED_STRIDE 44
 
 struct Kernel { float w[TAPS]; };
 
@@ -55,17 +56,22 @@ __device__ void reduce_largest(unsigned long long* keys, int tid, int threads) {
     __syncthreads();
 }
 
-// One tile of one map (grid: tiles across, tiles down, maps): the first argmax of the original
-// (NaN never wins) and the largest blurred value, as two keys per tile in `partials`
-// (map-major), for refine_peaks to combine. Zero padding, as the CPU's blur.
+// One tile of one map per block (a 1-D grid, map-major, so no grid dimension limits the maps):
+// the first argmax of the original (NaN never wins) and the largest blurred value, as two keys
+// per tile in `partials`, for refine_peaks to combine. Zero padding, as the CPU's blur.
 extern "C" __global__ void blur_maxima(const float* maps, int width, int height, Kernel k, unsigned long long* partials) {
+    // Dynamic shared memory starts 16-byte aligned (no static shared array precedes it), as the
+    // float4 loads need.
     extern __shared__ float shared[];
     float* staged = shared;                     // HALO x STAGED_STRIDE: the map around the tile
     float* rows = staged + HALO * STAGED_STRIDE; // HALO x TILE: the row pass
     unsigned long long* keys = (unsigned long long*)(rows + HALO * TILE);
     int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
-    const float* map = maps + (long long)blockIdx.z * width * height;
-    int x0 = blockIdx.x * TILE, y0 = blockIdx.y * TILE;
+    int across = (width + TILE - 1) / TILE, tiles = across * ((height + TILE - 1) / TILE);
+    long long tile = blockIdx.x;
+    int tile_in_map = (int)(tile % tiles);
+    const float* map = maps + tile / tiles * width * height;
+    int x0 = tile_in_map % across * TILE, y0 = tile_in_map / across * TILE;
 
     unsigned long long peak = 0;
     for (int i = tid; i < HALO * STAGED_STRIDE; i += threads) {
@@ -100,7 +106,6 @@ extern "C" __global__ void blur_maxima(const float* maps, int width, int height,
             if (x < width && y0 + strip * STRIP + o < height && !isnan(acc)) top = larger(top, ordered(acc));
         }
     }
-    long long tile = ((long long)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
     keys[tid] = peak;
     reduce_largest(keys, tid, threads);
     if (tid == 0) partials[2 * tile] = keys[0];
@@ -109,7 +114,7 @@ extern "C" __global__ void blur_maxima(const float* maps, int width, int height,
     if (tid == 0) partials[2 * tile + 1] = keys[0];
 }
 
-// The blurred value at (x, y), rows first then columns, as the whole-map passes compute it.
+// The blurred value at (x, y), rows first then columns, in the order blur_maxima sums them.
 __device__ float blurred_at(const float* map, int width, int height, const Kernel& k, int x, int y) {
     float acc = 0.0f;
     for (int t = 0; t < TAPS; ++t) {
