@@ -4,7 +4,8 @@
 (B, heads, S, S) score tensor. Worth it in float16: on an H200, ONNX Runtime 1.31.1 ran it with
 cuDNN flash attention and the 0.3b pose model went from 22 to 10 ms a frame (Sapiens2 0.4b: 51 to
 23 ms). In float32 it picked memory-efficient attention without TF32, slower than the plain
-graph's TF32 MatMuls (35 to 41 ms): fuse float16 models for the GPU.
+graph's TF32 MatMuls (35 to 41 ms): fuse float16 models for the GPU (benches/README.md, "The
+first runs on a GPU").
 
 The core matched, as engines/generate_models.py and engines/export_onnx.py write it:
 

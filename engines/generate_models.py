@@ -883,10 +883,6 @@ def write_model(spec: ModelSpec, path: Path, external_threshold_bytes: int) -> N
         tmp_data.unlink(missing_ok=True)
 
 
-def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
-
-
 def is_up_to_date(spec: ModelSpec, path: Path) -> bool:
     """True when `path` already holds this spec's model (same metadata and opset, data file present)."""
     if not path.exists():
@@ -899,7 +895,7 @@ def is_up_to_date(spec: ModelSpec, path: Path) -> bool:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if any(meta.get(k) != v for k, v in spec.metadata().items()) or opset != spec.opset:
         return False
-    return not uses_external_data(model) or external_data_path(path).exists()
+    return not fuse_attention.uses_external_data(model) or external_data_path(path).exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -956,7 +952,7 @@ def self_check(family: str) -> None:
         assert inline_path.read_bytes() == first, "written file differs from the built model"
         assert not external_data_path(inline_path).exists()
         assert external_data_path(external_path).exists(), "no external data file written"
-        assert uses_external_data(onnx.load(str(external_path), load_external_data=False))
+        assert fuse_attention.uses_external_data(onnx.load(str(external_path), load_external_data=False))
         onnx.checker.check_model(str(external_path), full_check=True)
         image = random_input(spec, 1)
         inline_out, _ = run_onnxruntime(inline_path, image)

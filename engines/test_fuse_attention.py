@@ -155,7 +155,12 @@ def check_command_line(out: Path) -> dict:
     expect("2 attention cores fused" in done.stdout, f"fuse_attention.py said: {done.stdout}")
     expect(fuse_attention.uses_external_data(onnx.load(str(fused), load_external_data=False)), "weights went inline")
     expect((external / "fused.onnx.data").is_file(), "no fused.onnx.data")
-    return differences(run(fused, {"input": image()}), run(plain, {"input": image()}))
+    result = differences(run(fused, {"input": image()}), run(plain, {"input": image()}))
+    expect(
+        result["relative_max_diff"] <= MAX_RELATIVE_DIFF["fp32"],
+        f"the command line's fused model differs from the plain one: {result}",
+    )
+    return result
 
 
 # --- Hand-built cores. --------------------------------------------------------------------
