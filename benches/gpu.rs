@@ -1,9 +1,10 @@
 //! CUDA kernels, microseconds per frame: preprocess of a 1920x1080 NV12 frame to the
 //! 1x3x1024x768 f16 model input, and the DARK-UDP decode of 308 heatmaps of 256x192 (with its
-//! peaks read back), each timed twice: launched and waited for, and on the GPU alone (CUDA
-//! events around it); beside them what a synchronisation alone costs, and the person detector's
-//! letterbox of the same frame into a 640x640 YOLO input. Targets on an H100/H200: 20 us and
-//! 50 us.
+//! peaks buffer allocated and read back), each timed twice: launched and waited for, and between
+//! CUDA events recorded around the call (the GPU's time plus any gap while the host submits,
+//! and for the decode its allocation and readback); beside them what a synchronisation alone
+//! costs, and the person detector's letterbox of the same frame into a 640x640 YOLO input.
+//! Targets on an H100/H200 (issue 16): 20 us and 50 us.
 //!
 //! Then a pose model per frame, one person in a 1920x1080 frame, side by side: the device path
 //! (frame up once, crop, model, decode on the GPU, peaks back) from an RGBA and from an NV12
@@ -100,8 +101,8 @@ fn synchronize(gpu: &Gpu, criterion: &mut Criterion) {
     });
 }
 
-/// `work`'s time on the GPU (CUDA events recorded around it), without the host's launch and
-/// wait: the kernel time a frame spends.
+/// `work`'s time between CUDA events recorded before and after it: what the GPU spends on it,
+/// plus any gap while the host submits it (and, when `work` waits, the wait's own tail).
 fn bench_device_time(gpu: &Gpu, criterion: &mut Criterion, name: &str, mut work: impl FnMut()) {
     let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     criterion.bench_function(name, |b| {

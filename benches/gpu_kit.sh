@@ -123,7 +123,7 @@ unpack() {
         [ "$(cat "$KIT"/ort.part-* | sha256sum | cut -d' ' -f1)" = "$sum" ] || die "$packed: sha256 differs from MANIFEST (a piece is stale)"
         rm -rf "$WORK/site.partial" && mkdir -p "$WORK/site.partial"
         cat "$KIT"/ort.part-* | xz -dc | tar -C "$WORK/site.partial" -xf -
-        mv "$WORK/site.partial" "$WORK/site"
+        rm -rf "$WORK/site" && mv "$WORK/site.partial" "$WORK/site"
     fi
     if [ ! -x "$WORK/app/bin/sapiens-stream" ]; then
         read -r _ _ sum < <(grep '^app ' "$KIT/MANIFEST")
