@@ -42,26 +42,26 @@ impl From<&DevicePeak> for HeatmapPeak {
 
 /// Threads per map in the peak kernel: a power of two, at least the 9 of the neighbourhood.
 const REFINE_THREADS: u32 = 32;
-/// `TILE`, `RADIUS`, `HALO` and `STAGED_STRIDE` in pose.cu: blurred values per tile side, the
-/// blur's radius, rows staged per tile, floats per staged row.
+/// `TILE`, `STRIP`, `RADIUS`, `HALO` and `STAGED_STRIDE` in pose.cu: blurred values per tile
+/// side, values per thread in each pass, the blur's radius, rows staged per tile, floats per
+/// staged row.
 const TILE: usize = 32;
+const STRIP: usize = 4;
 const RADIUS: usize = 5;
 const HALO: usize = TILE + 2 * RADIUS;
 const STAGED_STRIDE: usize = 44;
-/// `blur_maxima`'s block: a column of the tile per thread in x, a strip of 4 rows per thread in y.
-const BLUR_BLOCK: (u32, u32, u32) = (TILE as u32, (TILE / 4) as u32, 1);
+/// `blur_maxima`'s block: a column of the tile per thread in x, a strip of rows per thread in y.
+const BLUR_BLOCK: (u32, u32, u32) = (TILE as u32, (TILE / STRIP) as u32, 1);
 /// Dynamic shared memory of `blur_maxima`: the staged map, the row pass and one key per thread.
 const BLUR_SHARED_BYTES: u32 =
-    ((HALO * STAGED_STRIDE + HALO * TILE) * 4 + TILE * (TILE / 4) * 8) as u32;
+    ((HALO * STAGED_STRIDE + HALO * TILE) * 4 + TILE * (TILE / STRIP) * 8) as u32;
 
 /// The decode kernels' arguments besides the buffers, and their launch shapes, made once for
 /// the device and its host emulation.
 pub(crate) struct DecodeArgs {
     pub(crate) width: i32,
     pub(crate) height: i32,
-    /// Tiles per map; two keys each in the partials buffer.
-    pub(crate) tiles: i32,
-    /// Keys in the partials buffer.
+    /// Keys in the partials buffer: two per tile of every map.
     pub(crate) partials: usize,
     pub(crate) taps: BlurTaps,
     /// One block per tile of every map.
@@ -89,7 +89,6 @@ impl DecodeArgs {
         Ok(DecodeArgs {
             width: width as i32,
             height: height as i32,
-            tiles: tiles as i32,
             partials: 2 * maps * tiles,
             taps: BlurTaps(opencv_gaussian_kernel()),
             blur: LaunchConfig {
@@ -176,7 +175,6 @@ pub(crate) fn queue_decode(
     launch
         .arg(heatmaps)
         .arg(&*partials)
-        .arg(&args.tiles)
         .arg(&args.width)
         .arg(&args.height)
         .arg(&args.taps)

@@ -47,6 +47,11 @@ __device__ __forceinline__ void load16(const float* at, float v[16]) {
 #endif
 }
 
+// Tiles per map: TILE x TILE blurred values each, partial at the right and bottom edges.
+__device__ __forceinline__ int tiles_per_map(int width, int height) {
+    return ((width + TILE - 1) / TILE) * ((height + TILE - 1) / TILE);
+}
+
 // The largest of every thread's `keys` (a power of two of them) into keys[0].
 __device__ void reduce_largest(unsigned long long* keys, int tid, int threads) {
     for (int half = threads / 2; half > 0; half /= 2) {
@@ -67,7 +72,7 @@ extern "C" __global__ void blur_maxima(const float* maps, int width, int height,
     float* rows = staged + HALO * STAGED_STRIDE; // HALO x TILE: the row pass
     unsigned long long* keys = (unsigned long long*)(rows + HALO * TILE);
     int threads = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
-    int across = (width + TILE - 1) / TILE, tiles = across * ((height + TILE - 1) / TILE);
+    int across = (width + TILE - 1) / TILE, tiles = tiles_per_map(width, height);
     long long tile = blockIdx.x;
     int tile_in_map = (int)(tile % tiles);
     const float* map = maps + tile / tiles * width * height;
@@ -135,13 +140,14 @@ struct Peak { float x, y, score; };
 
 // One block per map (a power of two of threads, at least 9): the tiles' keys combined, then
 // mmpose's Newton step on the log of the rescaled 3x3 blurred neighbourhood of the peak.
-extern "C" __global__ void refine_peaks(const float* maps, const unsigned long long* partials, int tiles, int width, int height,
-                                        Kernel k, Peak* peaks) {
+extern "C" __global__ void refine_peaks(const float* maps, const unsigned long long* partials, int width, int height, Kernel k,
+                                        Peak* peaks) {
     extern __shared__ float shared[];
     unsigned long long* keys = (unsigned long long*)shared;
     float* lg = (float*)(keys + 2 * blockDim.x); // the 3x3 neighbourhood, row-major
     int tid = threadIdx.x;
     const float* map = maps + (long long)blockIdx.x * width * height;
+    int tiles = tiles_per_map(width, height);
     const unsigned long long* mine = partials + 2LL * blockIdx.x * tiles;
     unsigned long long peak = 0, top = 0;
     for (int t = tid; t < tiles; t += blockDim.x) {
@@ -150,14 +156,8 @@ extern "C" __global__ void refine_peaks(const float* maps, const unsigned long l
     }
     keys[tid] = peak;
     keys[blockDim.x + tid] = top;
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        __syncthreads();
-        if (tid < half) {
-            keys[tid] = larger(keys[tid], keys[tid + half]);
-            keys[blockDim.x + tid] = larger(keys[blockDim.x + tid], keys[blockDim.x + tid + half]);
-        }
-    }
-    __syncthreads();
+    reduce_largest(keys, tid, blockDim.x);
+    reduce_largest(keys + blockDim.x, tid, blockDim.x);
     peak = keys[0];
     // No value but NaN: no peak, scored -inf (the running maximum's start).
     int index = peak == 0 ? -1 : (int)(0xffffffffu - (unsigned int)(peak & 0xffffffffu));

@@ -502,7 +502,6 @@ fn pose_decode(
         *const u64,
         i32,
         i32,
-        i32,
         BlurTaps,
         *mut DevicePeak,
     ) -> Status;
@@ -529,7 +528,6 @@ fn pose_decode(
             &HostLaunch::from(args.refine),
             heatmaps.as_ptr(),
             partials.as_ptr(),
-            args.tiles,
             args.width,
             args.height,
             args.taps,
