@@ -259,7 +259,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             "--fused-attention: no attention core (MatMul, scale, Softmax, MatMul on 4-D heads) whose "
             "number of heads shape inference proves; export without it"
         )
-    print(f"fused {fused} attention cores into {fuse_attention.MS_DOMAIN}.{fuse_attention.FUSED_OP}", file=sys.stderr)
+    print(f"fused {fused} attention cores into {fuse_attention.FUSED_OP_NAME}", file=sys.stderr)
     return model, fused
 
 
@@ -389,7 +389,7 @@ def export(args: argparse.Namespace) -> dict:
         if entry is not None:
             metadata["licence"] = entry["licence"]
         if fused_cores:
-            metadata["attention"] = f"{fuse_attention.MS_DOMAIN}.{fuse_attention.FUSED_OP}"
+            metadata["attention"] = fuse_attention.FUSED_OP_NAME
         declare_output_shape(model, expected)
         onnx.helper.set_model_props(model, {META_PREFIX + k: v for k, v in metadata.items()})
         external = args.external_data or weight_bytes(model) > PROTOBUF_LIMIT - GRAPH_MARGIN

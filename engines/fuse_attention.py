@@ -49,6 +49,8 @@ from onnx import TensorProto, helper, numpy_helper
 MS_DOMAIN = "com.microsoft"
 MS_OPSET = 1
 FUSED_OP = "MultiHeadAttention"
+# What a fused file's `sapiens_stream.attention` metadata says (the program reads it).
+FUSED_OP_NAME = f"{MS_DOMAIN}.{FUSED_OP}"
 # Float types both the CPU and the CUDA kernels of MultiHeadAttention take.
 FUSABLE_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 # Initializers up to this many elements keep their values for shape inference (shapes, scalars);
@@ -512,7 +514,7 @@ def main(argv: list[str]) -> int:
     weights = sum(t.ByteSize() for t in model.graph.initializer)
     save(model, args.output, external or weights > PROTOBUF_LIMIT - GRAPH_MARGIN)
     onnx.checker.check_model(str(args.output))
-    print(f"{args.output}: {fused} attention cores fused into {MS_DOMAIN}.{FUSED_OP}")
+    print(f"{args.output}: {fused} attention cores fused into {FUSED_OP_NAME}")
     return 0
 
 

@@ -266,7 +266,7 @@ class ModelSpec:
             meta["family"] = self.family
         # Likewise only fused files say how they compute attention.
         if self.fused_attention:
-            meta["attention"] = f"{fuse_attention.MS_DOMAIN}.{fuse_attention.FUSED_OP}"
+            meta["attention"] = fuse_attention.FUSED_OP_NAME
         return {META_PREFIX + k: v for k, v in meta.items()}
 
 
