@@ -234,7 +234,7 @@ fn pose_frames(gpu: &Gpu, criterion: &mut Criterion) {
                         layout,
                         max_batch: 1,
                         flip_indices: None,
-                        persons: Persons::Crops(&crops),
+                        persons: Persons::Crops(vec![&crops]),
                     }),
                     seg: None,
                     depth: None,

@@ -18,7 +18,8 @@ use sapiens_stream::engine::{Engine, Execution, probe, runtime};
 use sapiens_stream::frame::{FrameGeometry, HostFrame, SourceLayout, YuvToRgb, yuv420_to_rgb};
 use sapiens_stream::frame::{ImageView, PixelFormat};
 use sapiens_stream::pipeline::infer::device::{
-    DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons, PoseRequest,
+    BatchResults, DenseRequest, DeviceInference, FrameRequest, FrameResults, Paint, Persons,
+    PoseRequest,
 };
 use sapiens_stream::preprocess::{Normalization, PoseCrop, StretchPlan};
 use sapiens_stream::tasks::detect::{DetectorOptions, PersonDetector};
@@ -373,15 +374,9 @@ fn frames_on_the_device_equal_the_host_path() {
                 layout: pose_layout,
                 max_batch: 2,
                 flip_indices: flip,
-                persons: Persons::Crops(&crops),
+                persons: Persons::Crops(vec![&crops]),
             }),
-            seg: Some((
-                DenseRequest {
-                    engine: seg_engine.device().expect("loaded with a compute stream"),
-                    layout: seg_layout,
-                },
-                false,
-            )),
+            seg: Some((dense_request(&mut seg_engine, seg_layout), false)),
             depth: None,
             normal: None,
             dense_maps: false,
@@ -439,7 +434,7 @@ fn device_frame_results(
             layout: pose_layout,
             max_batch: 2,
             flip_indices: None,
-            persons: Persons::Crops(crops),
+            persons: Persons::Crops(vec![crops]),
         }),
         seg: Some((dense_request(seg_engine, seg_layout), false)),
         depth: None,
@@ -489,7 +484,9 @@ fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
                 &crops,
             )
         });
-        // The same model inputs, bit for bit: the same outputs.
+        // The same model inputs, bit for bit; but two runs of the CUDA provider on one input
+        // may differ in the last bits (split reductions), so a near-tie between random logits
+        // may flip a class pixel, and with it a drawn one (seen on the H200: 1 run in 3).
         assert_eq!(from_yuv.peaks.len(), from_rgba.peaks.len());
         for (k, (a, b)) in from_yuv.peaks.iter().zip(&from_rgba.peaks).enumerate() {
             assert!(
@@ -497,15 +494,29 @@ fn yuv_frames_on_the_device_equal_their_rgba_conversion() {
                 "{layout:?} keypoint {k}: {a:?} vs {b:?}"
             );
         }
-        assert!(from_yuv.class_map == from_rgba.class_map, "{layout:?}");
+        let (yuv_map, rgba_map) = (from_yuv.class_map.unwrap(), from_rgba.class_map.unwrap());
+        let differing = yuv_map
+            .iter()
+            .zip(&rgba_map)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(
+            differing * 1000 <= yuv_map.len(),
+            "{layout:?}: {differing} class pixels differ"
+        );
         let (drawn_yuv, drawn_rgba) = (from_yuv.painted.unwrap(), from_rgba.painted.unwrap());
         assert_eq!(drawn_yuv.stride, 4 * width);
-        assert_rgba_equal(
-            &drawn_yuv.rgba,
-            &drawn_rgba.rgba,
-            width,
-            &format!("{layout:?} drawn frames"),
-        );
+        if differing == 0 {
+            assert_rgba_equal(
+                &drawn_yuv.rgba,
+                &drawn_rgba.rgba,
+                width,
+                &format!("{layout:?} drawn frames"),
+            );
+        } else {
+            let share = differing_pixels(&drawn_yuv.rgba, &drawn_rgba.rgba);
+            assert!(share <= 0.001, "{layout:?} drawn frames: {share}");
+        }
     }
 }
 
@@ -593,7 +604,7 @@ fn a_detector_on_the_device_finds_what_it_finds_on_the_cpu() {
                 assert!(close, "{name} {layout:?}: {found:?} vs {cpu:?}");
             }
             let crops: Vec<_> = boxes.iter().map(PersonBox::crop).collect();
-            let given = run(Persons::Crops(&crops));
+            let given = run(Persons::Crops(vec![&crops]));
             assert!(given.boxes.is_none());
             assert_eq!(detected.peaks.len(), 2 * pose_layout.channels);
             for (k, (a, b)) in detected.peaks.iter().zip(&given.peaks).enumerate() {
@@ -610,6 +621,7 @@ fn dense_request(engine: &mut OnnxEngine, layout: OutputLayout) -> DenseRequest<
     DenseRequest {
         engine: engine.device().expect("loaded with a compute stream"),
         layout,
+        max_batch: 2,
     }
 }
 
@@ -742,10 +754,12 @@ fn dense_frames_on_the_device_equal_the_host_path() {
                 && (device_range.max - range.max).abs() <= 1e-3 * range.max.abs().max(1.0),
             "{device_range:?} vs {range:?}"
         );
+        // TF32 (the CUDA provider's default) rounds to 11 bits: on the H200 a depth value moved
+        // by 2.4e-4 of the map's largest between the two paths.
         assert_near(
             &device_depth.map.expect("maps were asked for"),
             &depth,
-            1e-4,
+            1e-3,
             "depth",
         );
         let device_normals = results.normals.expect("normals were asked for");
@@ -787,5 +801,154 @@ fn dense_frames_on_the_device_equal_the_host_path() {
             "{paint:?}: {:.3}% of pixels differ",
             share * 100.0
         );
+    }
+}
+
+/// The four dense and pose models of the batch test, on the device.
+struct BatchModels {
+    pose: OnnxEngine,
+    seg: OnnxEngine,
+    depth: OnnxEngine,
+    normal: OnnxEngine,
+}
+
+impl BatchModels {
+    /// Every model on `frames` (each with its crops), pose `pose_batch` crops a call and the
+    /// dense models `dense_batch` frames a call, with the flip test and the class overlay.
+    fn run(
+        &mut self,
+        device: &mut DeviceInference,
+        frames: &[HostFrame],
+        crops: &[Vec<PoseCrop>],
+        (pose_batch, dense_batch): (usize, usize),
+    ) -> BatchResults {
+        let pose_layout = validate_model(Task::Pose, self.pose.info()).unwrap();
+        fn dense(engine: &mut OnnxEngine, task: Task, max_batch: usize) -> DenseRequest<'_> {
+            let layout = validate_model(task, engine.info()).unwrap();
+            DenseRequest {
+                max_batch,
+                ..dense_request(engine, layout)
+            }
+        }
+        let request = FrameRequest {
+            pose: Some(PoseRequest {
+                engine: self.pose.device().expect("loaded with a compute stream"),
+                layout: pose_layout,
+                max_batch: pose_batch,
+                flip_indices: Some(&keypoint_sets::keypoint_set(17).unwrap().flip_indices),
+                persons: Persons::Crops(crops.iter().map(Vec::as_slice).collect()),
+            }),
+            seg: Some((dense(&mut self.seg, Task::Seg, dense_batch), false)),
+            depth: Some(dense(&mut self.depth, Task::Depth, dense_batch)),
+            normal: Some(dense(&mut self.normal, Task::Normal, dense_batch)),
+            dense_maps: true,
+            paint: Some(Paint::Classes),
+        };
+        device.run_batch(frames, request).unwrap()
+    }
+}
+
+/// Frames of several streams in one batch (sizes, layouts and person counts mixed, a frame
+/// without persons among them, crops of one call from several frames) give each frame what it
+/// gets alone, in fewer model calls than inputs.
+#[test]
+fn a_batch_of_frames_equals_each_frame_alone() {
+    let test = "a_batch_of_frames_equals_each_frame_alone";
+    let Some(gpu) = gpu(test) else { return };
+    let engines = ["pose17", "seg", "depth", "normal"].map(|task| device_engine(&gpu, task, test));
+    let [Some(pose), Some(seg), Some(depth), Some(normal)] = engines else {
+        return;
+    };
+    let mut models = BatchModels {
+        pose,
+        seg,
+        depth,
+        normal,
+    };
+    let boxes = person_boxes();
+    let streams = [
+        (SourceLayout::Rgbx, (352, 240), 3),
+        (SourceLayout::Nv12, (320, 200), 0),
+        (SourceLayout::I420, (352, 240), 1),
+        (SourceLayout::Rgbx, (320, 200), 2),
+    ];
+    let bytes: Vec<(Vec<u8>, FrameGeometry)> = streams
+        .iter()
+        .enumerate()
+        .map(|(seed, &(layout, (width, height), _))| {
+            let geometry = geometry(layout, width, height);
+            (test_bytes(geometry.len(), 101 + seed as u64), geometry)
+        })
+        .collect();
+    let frames: Vec<HostFrame> = bytes
+        .iter()
+        .map(|(data, geometry)| HostFrame {
+            data,
+            geometry: *geometry,
+        })
+        .collect();
+    let crops: Vec<Vec<PoseCrop>> = streams
+        .iter()
+        .map(|&(_, _, persons)| boxes[..persons].iter().map(PersonBox::crop).collect())
+        .collect();
+    let mut device = DeviceInference::new(gpu.clone());
+    let alone: Vec<FrameResults> = frames
+        .iter()
+        .zip(&crops)
+        .map(|(frame, crops)| {
+            let one = std::slice::from_ref(frame);
+            let mut results = models.run(&mut device, one, std::slice::from_ref(crops), (1, 1));
+            results.frames.pop().unwrap()
+        })
+        .collect();
+    // Six crops in calls of four: the second call holds the last frame's two crops, the first
+    // call crops of three frames. Four frames in dense calls of three.
+    let batched = models.run(&mut device, &frames, &crops, (4, 3));
+    let calls = |task| -> Vec<usize> {
+        batched
+            .calls
+            .iter()
+            .filter(|(t, _)| *t == task)
+            .map(|&(_, items)| items)
+            .collect()
+    };
+    // Each pose call twice: the crops, then their mirror images.
+    assert_eq!(calls(Task::Pose), [4, 4, 2, 2]);
+    for task in [Task::Seg, Task::Depth, Task::Normal] {
+        assert_eq!(calls(task), [3, 1], "{task:?}");
+    }
+    assert_eq!(batched.frames.len(), frames.len());
+    for (index, (got, expected)) in batched.frames.iter().zip(&alone).enumerate() {
+        let what = |part: &str| format!("frame {index} {:?}: {part}", streams[index].0);
+        assert_eq!(got.peaks.len(), 17 * streams[index].2, "{}", what("peaks"));
+        for (k, (g, e)) in got.peaks.iter().zip(&expected.peaks).enumerate() {
+            // Calls of other sizes take other cuBLAS / cuDNN kernels, in TF32 (the CUDA
+            // provider's default), which round differently: on the H200 a score moved by 1.1e-4
+            // and, on these near-flat random heatmaps, a refined position by 0.13 px. A crop in
+            // the wrong place or of the wrong frame gives another heatmap altogether.
+            let close = (g.score - e.score).abs() <= 1e-3 * e.score.abs().max(1.0)
+                && (g.x - e.x).abs() < 0.5
+                && (g.y - e.y).abs() < 0.5;
+            assert!(close, "{}: {g:?} vs {e:?}", what(&format!("keypoint {k}")));
+        }
+        let (got_map, expected_map) = (got.class_map.as_ref(), expected.class_map.as_ref());
+        let (got_map, expected_map) = (got_map.unwrap(), expected_map.unwrap());
+        let differing = got_map
+            .iter()
+            .zip(expected_map)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(differing * 1000 <= got_map.len(), "{}", what("class map"));
+        let maps = |r: &FrameResults| {
+            let depth = r.depth.as_ref().and_then(|d| d.map.clone()).unwrap();
+            let normals = r.normals.as_ref().and_then(|d| d.map.clone()).unwrap();
+            (depth, normals)
+        };
+        let ((got_depth, got_normals), (depth, normals)) = (maps(got), maps(expected));
+        assert_near(&got_depth, &depth, 1e-4, &what("depth"));
+        assert_near(&got_normals, &normals, 1e-3, &what("normals"));
+        let (got_drawn, drawn) = (got.painted.as_ref(), expected.painted.as_ref());
+        let share = differing_pixels(&got_drawn.unwrap().rgba, &drawn.unwrap().rgba);
+        assert!(share <= 0.001, "{}: {share}", what("drawn frame"));
     }
 }

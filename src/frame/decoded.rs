@@ -24,6 +24,22 @@ pub struct Frame {
     pub caps: gstreamer::Caps,
 }
 
+/// A frame's buffer mapped for reading ([`Frame::mapped`]).
+pub struct MappedFrame<'a> {
+    map: gstreamer::BufferMap<'a, gstreamer::buffer::Readable>,
+    geometry: FrameGeometry,
+}
+
+impl MappedFrame<'_> {
+    /// The mapped bytes with their geometry.
+    pub fn host_frame(&self) -> HostFrame<'_> {
+        HostFrame {
+            data: self.map.as_slice(),
+            geometry: self.geometry,
+        }
+    }
+}
+
 impl Frame {
     /// A packed RGBA frame with rows of `stride` bytes.
     pub fn rgba_geometry(width: usize, height: usize, stride: usize) -> FrameGeometry {
@@ -69,11 +85,15 @@ impl Frame {
 
     /// Runs `f` over the frame's bytes in whatever layout they are.
     pub fn with_host_frame<R>(&self, f: impl FnOnce(&HostFrame) -> R) -> R {
-        let map = self.map();
-        f(&HostFrame {
-            data: map.as_slice(),
+        f(&self.mapped().host_frame())
+    }
+
+    /// The frame's bytes, readable while the map lives: for a batch of frames at once.
+    pub fn mapped(&self) -> MappedFrame<'_> {
+        MappedFrame {
+            map: self.map(),
             geometry: self.geometry,
-        })
+        }
     }
 
     fn map(&self) -> gstreamer::BufferMap<'_, gstreamer::buffer::Readable> {

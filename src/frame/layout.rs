@@ -47,6 +47,11 @@ pub struct FrameGeometry {
 }
 
 impl FrameGeometry {
+    /// Width x height.
+    pub fn pixels(&self) -> usize {
+        self.width * self.height
+    }
+
     /// A packed RGB/BGR(x) frame without padding.
     pub fn packed(width: usize, height: usize, layout: SourceLayout) -> Self {
         let bytes = layout

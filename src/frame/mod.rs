@@ -12,7 +12,7 @@ mod view;
 pub(crate) use colour::YuvTables;
 pub use colour::{RgbToYuv, YuvToRgb};
 #[cfg(feature = "gstreamer")]
-pub use decoded::Frame;
+pub use decoded::{Frame, MappedFrame};
 pub use layout::{FrameGeometry, HostFrame, SourceLayout, yuv420_to_rgb};
 pub(crate) use layout::{FrameRow, Yuv420Row};
 pub use view::{ImageView, PaintedFrame, PixelFormat};

@@ -1,9 +1,12 @@
-//! One frame's work on the GPU, as one chain of asynchronous steps on one stream: the frame goes
-//! up once (through a pinned buffer), the model inputs are made on the device (one UDP crop per
-//! person, written into its batch slot; the stretch for the dense tasks), ONNX Runtime runs on
-//! the same stream with its inputs and outputs in device memory, heatmaps are flip-merged and
-//! decoded on the device, logits become a class map there, and only the peaks, the class map
-//! and the small dense maps come back, into pinned buffers, with one synchronisation per frame.
+//! A batch of frames' work on the GPU, as one chain of asynchronous steps on one stream: each
+//! frame goes up once (through a pinned buffer), the model inputs are made on the device (one
+//! UDP crop per person, written into its batch slot; the stretch for the dense tasks), ONNX
+//! Runtime runs on the same stream with its inputs and outputs in device memory, heatmaps are
+//! flip-merged and decoded on the device, logits become a class map there, and only the peaks,
+//! the class maps and the small dense maps come back, into pinned buffers, with one
+//! synchronisation per batch. The frames of a batch may come from different streams, of
+//! different sizes and layouts: their persons share the pose calls and the frames share the
+//! dense models' calls, as nvstreammux's batches share nvinfer's.
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
@@ -27,9 +30,9 @@ use crate::tasks::pose::PersonBox;
 use crate::tasks::pose::cuda::{DevicePeak, queue_decode};
 use crate::tasks::pose::decode::HeatmapPeak;
 use crate::tasks::seg::cuda::{SegShape, argmax_nearest, upsample_argmax};
-use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH, OutputLayout};
+use crate::tasks::{INPUT_HEIGHT, INPUT_WIDTH, OutputLayout, Task};
 
-/// The pose model of a frame, with one crop per person.
+/// The pose model of a batch, with one crop per person.
 pub struct PoseRequest<'a> {
     pub engine: &'a mut dyn DeviceEngine,
     pub layout: OutputLayout,
@@ -40,22 +43,24 @@ pub struct PoseRequest<'a> {
     pub persons: Persons<'a>,
 }
 
-/// Where the persons of a frame come from.
+/// Where the persons of the frames come from.
 pub enum Persons<'a> {
-    /// Known boxes, as their crops.
-    Crops(&'a [PoseCrop]),
-    /// A detector on the GPU ([`PersonDetector::load_on_gpu`]), run on the uploaded frame first;
-    /// its boxes come back in [`FrameResults::boxes`].
+    /// Known boxes, as their crops: one list per frame, in the order of the frames.
+    Crops(Vec<&'a [PoseCrop]>),
+    /// A detector on the GPU ([`PersonDetector::load_on_gpu`]), run on each uploaded frame
+    /// first; its boxes come back in [`FrameResults::boxes`].
     Detect(&'a mut PersonDetector),
 }
 
-/// A dense model of a frame (it sees the whole frame, stretched).
+/// A dense model (it sees each whole frame, stretched).
 pub struct DenseRequest<'a> {
     pub engine: &'a mut dyn DeviceEngine,
     pub layout: OutputLayout,
+    /// Frames per model call.
+    pub max_batch: usize,
 }
 
-/// What to run on one frame.
+/// What to run on each frame of a batch.
 pub struct FrameRequest<'a> {
     pub pose: Option<PoseRequest<'a>>,
     /// The segmentation model, and whether its class map is upsampled nearest (else bilinear).
@@ -107,11 +112,18 @@ pub struct FrameResults {
     pub painted: Option<PaintedFrame>,
 }
 
-/// The GPU side of the pipeline: kernels, stream, and the buffers reused frame after frame.
+/// What comes back for a batch of frames.
+pub struct BatchResults {
+    /// Each frame's results, in the order of the frames.
+    pub frames: Vec<FrameResults>,
+    /// Each model call that ran, with its inputs (crops or frames), in the order they ran.
+    pub calls: Vec<(Task, usize)>,
+}
+
+/// The GPU side of the pipeline: kernels, stream, and the buffers reused batch after batch.
 pub struct DeviceInference {
-    frame: Option<FrameUpload>,
-    stretch: Option<DeviceStretch>,
-    letterbox: Option<DeviceLetterbox>,
+    /// One per frame of the largest batch yet.
+    slots: Vec<FrameSlot>,
     /// The detector's bound input as the letterbox kernel writes it, with its address.
     detector_input: Option<(u64, BorrowedSlice<f32>)>,
     pose: BatchCache,
@@ -122,19 +134,26 @@ pub struct DeviceInference {
     flip_indices: Option<CudaSlice<i32>>,
     decode_partials: Option<CudaSlice<u64>>,
     peaks: Option<Readback<DevicePeak>>,
-    class_map: Option<Readback<u8>>,
-    dense: Option<DenseBuffers>,
     /// Last, so it drops last: the bound batches keep ONNX Runtime sessions alive, and those
     /// run on this GPU's stream until they go.
     gpu: Gpu,
 }
 
+/// One frame's place in a batch: its upload and what is made of it, kept for the next frame of
+/// the same size that takes this place.
+#[derive(Default)]
+struct FrameSlot {
+    frame: Option<FrameUpload>,
+    stretch: Option<DeviceStretch>,
+    letterbox: Option<DeviceLetterbox>,
+    class_map: Option<Readback<u8>>,
+    dense: Option<DenseBuffers>,
+}
+
 impl DeviceInference {
     pub fn new(gpu: Gpu) -> Self {
         DeviceInference {
-            frame: None,
-            stretch: None,
-            letterbox: None,
+            slots: Vec::new(),
             detector_input: None,
             pose: BatchCache::default(),
             pose_mirrored: BatchCache::default(),
@@ -144,97 +163,458 @@ impl DeviceInference {
             flip_indices: None,
             decode_partials: None,
             peaks: None,
-            class_map: None,
-            dense: None,
             gpu,
         }
     }
 
-    /// Runs every requested model on `frame` and reads the results back.
+    /// Runs every requested model on one frame and reads the results back.
     pub fn run(&mut self, frame: &HostFrame, request: FrameRequest) -> Result<FrameResults> {
-        let geometry = self.upload(frame)?;
-        let (width, height) = (geometry.width, geometry.height);
-        let mut results = FrameResults::default();
-        let peak_count = match request.pose {
-            Some(pose) => self.queue_pose(&geometry, pose, &mut results)?,
-            None => 0,
+        let mut results = self.run_batch(std::slice::from_ref(frame), request)?;
+        Ok(results.frames.pop().expect("one result per frame"))
+    }
+
+    /// Runs every requested model on a batch of frames and reads the results back.
+    pub fn run_batch(
+        &mut self,
+        frames: &[HostFrame],
+        request: FrameRequest,
+    ) -> Result<BatchResults> {
+        let geometries: Vec<FrameGeometry> = frames.iter().map(|f| f.geometry).collect();
+        self.assign_slots(&geometries);
+        for (slot, frame) in self.slots.iter_mut().zip(frames) {
+            slot.upload(&self.gpu, frame)?;
+        }
+        let mut results: Vec<FrameResults> =
+            frames.iter().map(|_| FrameResults::default()).collect();
+        let mut calls = Vec::new();
+        let peak_counts = match request.pose {
+            Some(pose) => self.queue_pose(&geometries, pose, &mut results, &mut calls)?,
+            None => vec![0; frames.len()],
         };
         let dense = [
             request.seg.as_ref().map(|(r, _)| r.layout),
             request.depth.as_ref().map(|r| r.layout),
             request.normal.as_ref().map(|r| r.layout),
         ];
-        if dense.iter().any(Option::is_some) && self.stretch.is_none() {
-            let plan = StretchPlan::new(width, height, INPUT_WIDTH, INPUT_HEIGHT);
-            self.stretch = Some(DeviceStretch::upload(&self.gpu, &plan, width, height)?);
+        let has_seg = dense[0].is_some();
+        let slots = &mut self.slots[..frames.len()];
+        for (slot, geometry) in slots.iter_mut().zip(&geometries) {
+            if dense.iter().any(Option::is_some) {
+                slot.ensure_stretch(&self.gpu, geometry)?;
+            }
+            if has_seg {
+                Readback::ensure(&mut slot.class_map, &self.gpu, geometry.pixels())?;
+            }
+            if dense[1].is_some() || dense[2].is_some() {
+                DenseBuffers::ensure(&mut slot.dense, &self.gpu, geometry)?;
+            }
         }
         if let Some((seg, nearest)) = request.seg {
-            self.queue_seg(&geometry, seg, nearest)?;
-        }
-        let has_seg = dense[0].is_some();
-        if request.depth.is_some() || request.normal.is_some() {
-            DenseBuffers::ensure(&mut self.dense, &self.gpu, &geometry)?;
+            self.queue_seg(&geometries, seg, nearest, &mut calls)?;
         }
         if let Some(depth) = request.depth {
-            self.queue_depth(&geometry, depth, has_seg, request.dense_maps)?;
+            self.queue_depth(&geometries, depth, has_seg, request.dense_maps, &mut calls)?;
         }
         if let Some(normal) = request.normal {
-            self.queue_normals(&geometry, normal, request.dense_maps)?;
+            self.queue_normals(&geometries, normal, request.dense_maps, &mut calls)?;
         }
-        let painted = match request.paint {
-            Some(paint) => self.queue_paint(&geometry, paint, has_seg, dense)?,
-            None => false,
-        };
-        // The one synchronisation of the frame: everything above was queued on this stream.
+        let mut painted = vec![false; frames.len()];
+        if let Some(paint) = request.paint {
+            for (slot, drawn) in self.slots.iter_mut().zip(&mut painted) {
+                *drawn = slot.queue_paint(&self.gpu, paint, has_seg, dense)?;
+            }
+        }
+        // The one synchronisation of the batch: everything above was queued on this stream.
         self.gpu
             .stream()
             .synchronize()
-            .map_err(cuda_error("waiting for the frame"))?;
-        if peak_count > 0 {
-            let peaks = self.peaks.as_ref().expect("queued with the pose");
-            results
-                .peaks
-                .extend(peaks.host(peak_count)?.iter().map(HeatmapPeak::from));
-        }
-        let pixels = width * height;
-        if has_seg {
-            let class_map = self.class_map.as_ref().expect("queued with the seg model");
-            results.class_map = Some(class_map.host(pixels)?.to_vec());
-        }
-        if let Some(buffers) = &self.dense {
-            let maps = request.dense_maps;
-            if dense[1].is_some() {
-                results.depth = Some(DenseResult {
-                    range: buffers.range()?,
-                    map: maps
-                        .then(|| read_pinned(&buffers.depth_host, pixels))
-                        .transpose()?,
-                });
-            }
-            if dense[2].is_some() {
-                results.normals = Some(DenseResult {
-                    range: None,
-                    map: maps
-                        .then(|| read_pinned(&buffers.normals_host, 3 * pixels))
-                        .transpose()?,
-                });
+            .map_err(cuda_error("waiting for the frames"))?;
+        self.read_peaks(&peak_counts, &mut results)?;
+        let read = ReadBack {
+            dense,
+            dense_maps: request.dense_maps,
+        };
+        for (((slot, frame), result), painted) in
+            self.slots.iter().zip(frames).zip(&mut results).zip(painted)
+        {
+            slot.read_back(read, result)?;
+            if painted {
+                result.painted = Some(slot.painted_frame(frame.data.len())?);
             }
         }
-        if painted {
-            results.painted = Some(self.painted_frame(frame.data.len())?);
-        }
-        Ok(results)
+        Ok(BatchResults {
+            frames: results,
+            calls,
+        })
     }
 
+    /// Orders the slots so that the frames of the batch take the first ones, each where a frame
+    /// of its size and layout was last (the buffers stay), making room when the batch is larger
+    /// than any before.
+    fn assign_slots(&mut self, geometries: &[FrameGeometry]) {
+        while self.slots.len() < geometries.len() {
+            self.slots.push(FrameSlot::default());
+        }
+        for (place, geometry) in geometries.iter().enumerate() {
+            let fits =
+                |slot: &FrameSlot| slot.frame.as_ref().is_some_and(|f| f.geometry == *geometry);
+            if let Some(found) = (place..self.slots.len()).find(|&i| fits(&self.slots[i])) {
+                self.slots.swap(place, found);
+            }
+        }
+    }
+
+    /// The peaks of every person read back (after the batch's synchronisation), each frame's
+    /// `peak_counts` to its results.
+    fn read_peaks(&self, peak_counts: &[usize], results: &mut [FrameResults]) -> Result<()> {
+        let total = peak_counts.iter().sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let peaks = self.peaks.as_ref().expect("queued with the pose");
+        let mut all = peaks.host(total)?.iter().map(HeatmapPeak::from);
+        for (result, &count) in results.iter_mut().zip(peak_counts) {
+            result.peaks.extend(all.by_ref().take(count));
+        }
+        Ok(())
+    }
+
+    /// Finds the persons (when asked to), then crops, runs (with the flip test if asked) and
+    /// decodes every person of every frame, in calls of up to `max_batch` crops; returns how
+    /// many peaks (persons x keypoints) of each frame are on their way back.
+    fn queue_pose(
+        &mut self,
+        geometries: &[FrameGeometry],
+        pose: PoseRequest,
+        results: &mut [FrameResults],
+        calls: &mut Vec<(Task, usize)>,
+    ) -> Result<Vec<usize>> {
+        let PoseRequest {
+            engine,
+            layout,
+            max_batch,
+            flip_indices,
+            persons,
+        } = pose;
+        let crops = self.batch_crops(geometries, persons, results)?;
+        let keypoints = layout.channels;
+        let mut peak_counts = vec![0; geometries.len()];
+        for &(frame, _) in &crops {
+            peak_counts[frame] += keypoints;
+        }
+        if crops.is_empty() {
+            return Ok(peak_counts);
+        }
+        let peaks = Readback::ensure(&mut self.peaks, &self.gpu, crops.len() * keypoints)?;
+        if let Some(indices) = flip_indices
+            && self
+                .flip_indices
+                .as_ref()
+                .is_none_or(|d| d.len() != indices.len())
+        {
+            self.flip_indices = Some(flip::upload_flip_indices(&self.gpu, indices)?);
+        }
+        let step = max_batch.max(1);
+        for (chunk_index, chunk) in crops.chunks(step).enumerate() {
+            let items = chunk.len();
+            let batch = self.pose.get(&self.gpu, &*engine, items)?;
+            let mut first = 0;
+            // The crops of one frame, side by side in the batch, in one launch.
+            for run in chunk.chunk_by(|a, b| a.0 == b.0) {
+                let frame = self.slots[run[0].0].uploaded();
+                let run_crops: Vec<PoseCrop> = run.iter().map(|&(_, crop)| crop).collect();
+                warp_crops(
+                    &self.gpu,
+                    &frame.device,
+                    &frame.geometry,
+                    &run_crops,
+                    (INPUT_WIDTH, INPUT_HEIGHT),
+                    &Normalization::SAPIENS,
+                    &mut batch.input_items(&self.gpu, first, run.len()),
+                )?;
+                first += run.len();
+            }
+            engine.run_device(&batch.batch)?;
+            calls.push((Task::Pose, items));
+            if let Some(indices) = &self.flip_indices
+                && flip_indices.is_some()
+            {
+                let mirrored = self.pose_mirrored.get(&self.gpu, &*engine, items)?;
+                let input_shape = (items, 3, INPUT_HEIGHT, INPUT_WIDTH);
+                flip::mirror_batch(&self.gpu, &batch.input, input_shape, &mut mirrored.input)?;
+                engine.run_device(&mirrored.batch)?;
+                calls.push((Task::Pose, items));
+                flip::merge_flipped_heatmaps(
+                    &self.gpu,
+                    &mut batch.output,
+                    &mirrored.output,
+                    items,
+                    indices,
+                    (layout.height, layout.width),
+                )?;
+            }
+            let first = chunk_index * step * keypoints;
+            queue_decode(
+                &self.gpu,
+                &batch.output,
+                (items * keypoints, layout.height, layout.width),
+                &mut self.decode_partials,
+                peaks.device.slice_mut(first..first + items * keypoints),
+            )?;
+        }
+        peaks.queue_download(&self.gpu, crops.len() * keypoints)?;
+        Ok(peak_counts)
+    }
+
+    /// Every person of the batch, as (frame, crop), frame by frame: the known crops, or the
+    /// detector's boxes (kept in each frame's results).
+    fn batch_crops(
+        &mut self,
+        geometries: &[FrameGeometry],
+        persons: Persons,
+        results: &mut [FrameResults],
+    ) -> Result<Vec<(usize, PoseCrop)>> {
+        let mut crops = Vec::new();
+        match persons {
+            Persons::Crops(lists) => {
+                if lists.len() != geometries.len() {
+                    return Err(Error::Cuda(format!(
+                        "{} frames, but crops for {}",
+                        geometries.len(),
+                        lists.len()
+                    )));
+                }
+                for (frame, list) in lists.into_iter().enumerate() {
+                    crops.extend(list.iter().map(|&crop| (frame, crop)));
+                }
+            }
+            Persons::Detect(detector) => {
+                for (frame, result) in results.iter_mut().enumerate() {
+                    let started = Instant::now();
+                    let boxes = self.detect(frame, detector)?;
+                    crops.extend(boxes.iter().map(|b| (frame, b.crop())));
+                    result.boxes = Some((boxes, started.elapsed()));
+                }
+            }
+        }
+        Ok(crops)
+    }
+
+    /// Letterboxes the uploaded frame in `slot` into the detector's bound input and runs it;
+    /// its boxes by decreasing score, those too small to crop left out.
+    fn detect(&mut self, slot: usize, detector: &mut PersonDetector) -> Result<Vec<PersonBox>> {
+        let geometry = self.slots[slot].uploaded().geometry;
+        let plan = detector.letterbox_plan(geometry.width, geometry.height);
+        let slot = &mut self.slots[slot];
+        if slot.letterbox.as_ref().is_none_or(|l| !l.is_for(plan)) {
+            slot.letterbox = Some(DeviceLetterbox::upload(&self.gpu, plan)?);
+        }
+        let (address, len) = detector
+            .bound_input()
+            .ok_or_else(|| Error::Cuda("the person detector was not loaded on the GPU".into()))?;
+        if self
+            .detector_input
+            .as_ref()
+            .is_none_or(|(cached, view)| (*cached, view.len()) != (address, len))
+        {
+            // SAFETY: the bound input is an ONNX Runtime allocation of `len` values on this GPU,
+            // owned by the detector; the view is used only while a detector's bound input is at
+            // this address, that is while that allocation lives.
+            let view = unsafe { BorrowedSlice::new(self.gpu.stream(), address, len) };
+            self.detector_input = Some((address, view));
+        }
+        let (_, input) = self.detector_input.as_mut().expect("made above");
+        let letterbox = slot.letterbox.as_ref().expect("uploaded above");
+        letterbox.run(&self.gpu, &slot.uploaded().device, &geometry, input)?;
+        let mut boxes = detector.detect_bound(geometry.width, geometry.height)?;
+        boxes.retain(PersonBox::is_croppable);
+        Ok(boxes)
+    }
+
+    /// Runs the seg model on every frame and makes each frame's class map.
+    fn queue_seg(
+        &mut self,
+        geometries: &[FrameGeometry],
+        mut request: DenseRequest,
+        nearest: bool,
+        calls: &mut Vec<(Task, usize)>,
+    ) -> Result<()> {
+        let layout = request.layout;
+        let post = |gpu: &Gpu, slot: &mut FrameSlot, logits: &CudaSlice<f32>| {
+            let geometry = slot.uploaded().geometry;
+            let shape = SegShape {
+                classes: layout.channels,
+                in_h: layout.height,
+                in_w: layout.width,
+                out_w: geometry.width,
+                out_h: geometry.height,
+            };
+            let class_map = slot
+                .class_map
+                .as_mut()
+                .expect("allocated for the seg model");
+            if nearest {
+                argmax_nearest(gpu, logits, shape, &mut class_map.device)?;
+            } else {
+                upsample_argmax(gpu, logits, shape, &mut class_map.device)?;
+            }
+            class_map.queue_download(gpu, geometry.pixels())
+        };
+        let dense = DenseCall {
+            gpu: &self.gpu,
+            task: Task::Seg,
+            frames: geometries.len(),
+        };
+        dense.queue(&mut self.slots, &mut self.seg, &mut request, calls, post)
+    }
+
+    /// Runs the depth model, resizes its output to each frame, normalises it over the persons
+    /// (the class map, when a seg model ran) and queues the range's (and the map's) download.
+    fn queue_depth(
+        &mut self,
+        geometries: &[FrameGeometry],
+        mut request: DenseRequest,
+        foreground: bool,
+        map_to_host: bool,
+        calls: &mut Vec<(Task, usize)>,
+    ) -> Result<()> {
+        let layout = request.layout;
+        let post = |gpu: &Gpu, slot: &mut FrameSlot, raw: &CudaSlice<f32>| {
+            let geometry = slot.uploaded().geometry;
+            let classes = foreground
+                .then(|| slot.class_map.as_ref().map(|c| &c.device))
+                .flatten();
+            let buffers = slot.dense.as_mut().expect("allocated for the dense models");
+            let size = (geometry.width, geometry.height);
+            let shape = (1, layout.height, layout.width);
+            dense::resize_planar(gpu, raw, shape, size, &mut buffers.depth)?;
+            let pixels = geometry.pixels();
+            dense::value_range(gpu, &buffers.depth, classes, pixels, &mut buffers.range)?;
+            dense::normalise_depth(
+                gpu,
+                &buffers.depth,
+                classes,
+                buffers.range.range(),
+                &mut buffers.normalised,
+            )?;
+            let stream = gpu.stream();
+            stream
+                .memcpy_dtoh(buffers.range.range(), &mut buffers.range_host)
+                .map_err(cuda_error("reading the depth range"))?;
+            if map_to_host {
+                let host = pinned_slot(&mut buffers.depth_host, gpu, pixels)?;
+                stream
+                    .memcpy_dtoh(&buffers.depth, host)
+                    .map_err(cuda_error("reading depth"))?;
+            }
+            Ok(())
+        };
+        let dense = DenseCall {
+            gpu: &self.gpu,
+            task: Task::Depth,
+            frames: geometries.len(),
+        };
+        dense.queue(&mut self.slots, &mut self.depth, &mut request, calls, post)
+    }
+
+    /// Runs the normal model, resizes its output to each frame and makes the normals unit
+    /// length; queues the maps' download when asked.
+    fn queue_normals(
+        &mut self,
+        geometries: &[FrameGeometry],
+        mut request: DenseRequest,
+        map_to_host: bool,
+        calls: &mut Vec<(Task, usize)>,
+    ) -> Result<()> {
+        let layout = request.layout;
+        let post = |gpu: &Gpu, slot: &mut FrameSlot, raw: &CudaSlice<f32>| {
+            let geometry = slot.uploaded().geometry;
+            let buffers = slot.dense.as_mut().expect("allocated for the dense models");
+            let size = (geometry.width, geometry.height);
+            let shape = (3, layout.height, layout.width);
+            dense::resize_planar(gpu, raw, shape, size, &mut buffers.normals)?;
+            dense::normalise_normals(gpu, &mut buffers.normals)?;
+            if map_to_host {
+                let len = 3 * geometry.pixels();
+                let host = pinned_slot(&mut buffers.normals_host, gpu, len)?;
+                gpu.stream()
+                    .memcpy_dtoh(&buffers.normals, host)
+                    .map_err(cuda_error("reading normals"))?;
+            }
+            Ok(())
+        };
+        let dense = DenseCall {
+            gpu: &self.gpu,
+            task: Task::Normal,
+            frames: geometries.len(),
+        };
+        dense.queue(&mut self.slots, &mut self.normal, &mut request, calls, post)
+    }
+}
+
+/// One dense model over the first `frames` slots.
+struct DenseCall<'a> {
+    gpu: &'a Gpu,
+    task: Task,
+    frames: usize,
+}
+
+impl DenseCall<'_> {
+    /// Stretches the frames into the model's batches, up to its `max_batch` frames a call, runs
+    /// it, and hands each frame's output to `post` (which queues what is made of it).
+    fn queue(
+        &self,
+        slots: &mut [FrameSlot],
+        cache: &mut BatchCache,
+        request: &mut DenseRequest,
+        calls: &mut Vec<(Task, usize)>,
+        mut post: impl FnMut(&Gpu, &mut FrameSlot, &CudaSlice<f32>) -> Result<()>,
+    ) -> Result<()> {
+        let gpu = self.gpu;
+        for chunk in slots[..self.frames].chunks_mut(request.max_batch.max(1)) {
+            let batch = cache.get(gpu, &*request.engine, chunk.len())?;
+            for (item, slot) in chunk.iter().enumerate() {
+                let frame = slot.uploaded();
+                let stretch = slot.stretch.as_ref().ok_or_else(|| {
+                    Error::Cuda("dense models need a stretch plan for the frame".into())
+                })?;
+                stretch.run(
+                    gpu,
+                    &frame.device,
+                    &frame.geometry,
+                    &Normalization::SAPIENS,
+                    &mut batch.input_items(gpu, item, 1),
+                )?;
+            }
+            request.engine.run_device(&batch.batch)?;
+            calls.push((self.task, chunk.len()));
+            for (item, slot) in chunk.iter_mut().enumerate() {
+                post(gpu, slot, &batch.output_items(gpu, item, 1))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a frame's slot reads back after the batch's synchronisation.
+#[derive(Clone, Copy)]
+struct ReadBack {
+    /// The seg, depth and normal models' layouts, for those that ran.
+    dense: [Option<OutputLayout>; 3],
+    dense_maps: bool,
+}
+
+impl FrameSlot {
     /// Copies the frame into the pinned staging buffer and queues its upload.
-    fn upload(&mut self, frame: &HostFrame) -> Result<FrameGeometry> {
+    fn upload(&mut self, gpu: &Gpu, frame: &HostFrame) -> Result<()> {
         let geometry = frame.geometry;
         geometry.validate(frame.data.len()).map_err(Error::Cuda)?;
         let copied = frame.data.len().min(geometry.len());
         if self.frame.as_ref().is_none_or(|f| f.geometry != geometry) {
-            self.frame = Some(FrameUpload::new(&self.gpu, geometry)?);
-            // A new frame size needs a new stretch plan.
+            self.frame = Some(FrameUpload::new(gpu, geometry)?);
+            // A new frame size needs new plans.
             self.stretch = None;
+            self.letterbox = None;
         }
         let upload = self.frame.as_mut().expect("allocated above");
         upload
@@ -242,17 +622,60 @@ impl DeviceInference {
             .as_mut_slice()
             .map_err(cuda_error("waiting for the staging buffer"))?[..copied]
             .copy_from_slice(&frame.data[..copied]);
-        self.gpu
-            .stream()
+        gpu.stream()
             .memcpy_htod(&upload.staging, &mut upload.device)
-            .map_err(cuda_error("uploading the frame"))?;
-        Ok(geometry)
+            .map_err(cuda_error("uploading the frame"))
     }
 
-    /// The drawn frame read back (after the frame's synchronisation); an RGBA frame as long as
+    /// The frame uploaded into this slot for the batch.
+    fn uploaded(&self) -> &FrameUpload {
+        self.frame.as_ref().expect("uploaded first")
+    }
+
+    fn ensure_stretch(&mut self, gpu: &Gpu, geometry: &FrameGeometry) -> Result<()> {
+        if self.stretch.is_none() {
+            let (width, height) = (geometry.width, geometry.height);
+            let plan = StretchPlan::new(width, height, INPUT_WIDTH, INPUT_HEIGHT);
+            self.stretch = Some(DeviceStretch::upload(gpu, &plan, width, height)?);
+        }
+        Ok(())
+    }
+
+    /// The class map and the dense results read back (after the batch's synchronisation).
+    fn read_back(&self, read: ReadBack, results: &mut FrameResults) -> Result<()> {
+        let pixels = self.uploaded().geometry.pixels();
+        if read.dense[0].is_some() {
+            let class_map = self.class_map.as_ref().expect("queued with the seg model");
+            results.class_map = Some(class_map.host(pixels)?.to_vec());
+        }
+        let Some(buffers) = &self.dense else {
+            return Ok(());
+        };
+        if read.dense[1].is_some() {
+            results.depth = Some(DenseResult {
+                range: buffers.range()?,
+                map: read
+                    .dense_maps
+                    .then(|| read_pinned(&buffers.depth_host, pixels))
+                    .transpose()?,
+            });
+        }
+        if read.dense[2].is_some() {
+            results.normals = Some(DenseResult {
+                range: None,
+                map: read
+                    .dense_maps
+                    .then(|| read_pinned(&buffers.normals_host, 3 * pixels))
+                    .transpose()?,
+            });
+        }
+        Ok(())
+    }
+
+    /// The drawn frame read back (after the batch's synchronisation); an RGBA frame as long as
     /// its own bytes were (`frame_len`).
     fn painted_frame(&self, frame_len: usize) -> Result<PaintedFrame> {
-        let upload = self.frame.as_ref().expect("uploaded first");
+        let upload = self.uploaded();
         let drawn = upload.painted.as_ref().expect("queued with the paint");
         let drawn = drawn
             .as_slice()
@@ -271,231 +694,12 @@ impl DeviceInference {
         })
     }
 
-    /// Finds the persons (when asked to), then crops, runs (with the flip test if asked) and
-    /// decodes every person; returns how many peaks (persons x keypoints) are on their way back.
-    fn queue_pose(
-        &mut self,
-        geometry: &FrameGeometry,
-        pose: PoseRequest,
-        results: &mut FrameResults,
-    ) -> Result<usize> {
-        let PoseRequest {
-            engine,
-            layout,
-            max_batch,
-            flip_indices,
-            persons,
-        } = pose;
-        let detected: Vec<PoseCrop>;
-        let crops = match persons {
-            Persons::Crops(crops) => crops,
-            Persons::Detect(detector) => {
-                let started = Instant::now();
-                let boxes = self.detect(geometry, detector)?;
-                detected = boxes.iter().map(PersonBox::crop).collect();
-                results.boxes = Some((boxes, started.elapsed()));
-                &detected
-            }
-        };
-        let persons = crops.len();
-        if persons == 0 {
-            return Ok(0);
-        }
-        let keypoints = layout.channels;
-        let peaks = Readback::ensure(&mut self.peaks, &self.gpu, persons * keypoints)?;
-        if let Some(indices) = flip_indices
-            && self
-                .flip_indices
-                .as_ref()
-                .is_none_or(|d| d.len() != indices.len())
-        {
-            self.flip_indices = Some(flip::upload_flip_indices(&self.gpu, indices)?);
-        }
-        let frame = &self.frame.as_ref().expect("uploaded first").device;
-        let norm = Normalization::SAPIENS;
-        for (chunk_index, chunk) in crops.chunks(max_batch.max(1)).enumerate() {
-            let items = chunk.len();
-            let batch = self.pose.get(&self.gpu, &*engine, items)?;
-            warp_crops(
-                &self.gpu,
-                frame,
-                geometry,
-                chunk,
-                (INPUT_WIDTH, INPUT_HEIGHT),
-                &norm,
-                &mut batch.input,
-            )?;
-            engine.run_device(&batch.batch)?;
-            if let Some(indices) = &self.flip_indices
-                && flip_indices.is_some()
-            {
-                let mirrored = self.pose_mirrored.get(&self.gpu, &*engine, items)?;
-                let input_shape = (items, 3, INPUT_HEIGHT, INPUT_WIDTH);
-                flip::mirror_batch(&self.gpu, &batch.input, input_shape, &mut mirrored.input)?;
-                engine.run_device(&mirrored.batch)?;
-                flip::merge_flipped_heatmaps(
-                    &self.gpu,
-                    &mut batch.output,
-                    &mirrored.output,
-                    items,
-                    indices,
-                    (layout.height, layout.width),
-                )?;
-            }
-            let first = chunk_index * max_batch.max(1) * keypoints;
-            queue_decode(
-                &self.gpu,
-                &batch.output,
-                (items * keypoints, layout.height, layout.width),
-                &mut self.decode_partials,
-                peaks.device.slice_mut(first..first + items * keypoints),
-            )?;
-        }
-        peaks.queue_download(&self.gpu, persons * keypoints)?;
-        Ok(persons * keypoints)
-    }
-
-    /// Letterboxes the uploaded frame into the detector's bound input and runs it; its boxes
-    /// by decreasing score, those too small to crop left out.
-    fn detect(
-        &mut self,
-        geometry: &FrameGeometry,
-        detector: &mut PersonDetector,
-    ) -> Result<Vec<PersonBox>> {
-        let plan = detector.letterbox_plan(geometry.width, geometry.height);
-        if self.letterbox.as_ref().is_none_or(|l| !l.is_for(plan)) {
-            self.letterbox = Some(DeviceLetterbox::upload(&self.gpu, plan)?);
-        }
-        let (address, len) = detector
-            .bound_input()
-            .ok_or_else(|| Error::Cuda("the person detector was not loaded on the GPU".into()))?;
-        if self
-            .detector_input
-            .as_ref()
-            .is_none_or(|(cached, view)| (*cached, view.len()) != (address, len))
-        {
-            // SAFETY: the bound input is an ONNX Runtime allocation of `len` values on this GPU,
-            // owned by the detector; the view is used only while a detector's bound input is at
-            // this address, that is while that allocation lives.
-            let view = unsafe { BorrowedSlice::new(self.gpu.stream(), address, len) };
-            self.detector_input = Some((address, view));
-        }
-        let (_, input) = self.detector_input.as_mut().expect("made above");
-        let frame = &self.frame.as_ref().expect("uploaded first").device;
-        let letterbox = self.letterbox.as_ref().expect("uploaded above");
-        letterbox.run(&self.gpu, frame, geometry, input)?;
-        let mut boxes = detector.detect_bound(geometry.width, geometry.height)?;
-        boxes.retain(PersonBox::is_croppable);
-        Ok(boxes)
-    }
-
-    fn queue_seg(
-        &mut self,
-        geometry: &FrameGeometry,
-        mut request: DenseRequest,
-        nearest: bool,
-    ) -> Result<()> {
-        let frame_pixels = geometry.width * geometry.height;
-        Readback::ensure(&mut self.class_map, &self.gpu, frame_pixels)?;
-        let layout = request.layout;
-        let shape = SegShape {
-            classes: layout.channels,
-            in_h: layout.height,
-            in_w: layout.width,
-            out_w: geometry.width,
-            out_h: geometry.height,
-        };
-        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
-        let logits = &queue_dense(inputs, &mut self.seg, geometry, &mut request)?.output;
-        let class_map = self.class_map.as_mut().expect("allocated above");
-        if nearest {
-            argmax_nearest(&self.gpu, logits, shape, &mut class_map.device)?;
-        } else {
-            upsample_argmax(&self.gpu, logits, shape, &mut class_map.device)?;
-        }
-        class_map.queue_download(&self.gpu, frame_pixels)
-    }
-
-    /// Runs the depth model, resizes its output to the frame, normalises it over the persons
-    /// (the class map, when a seg model ran) and queues the range's (and the map's) download.
-    fn queue_depth(
-        &mut self,
-        geometry: &FrameGeometry,
-        mut request: DenseRequest,
-        foreground: bool,
-        map_to_host: bool,
-    ) -> Result<()> {
-        let layout = request.layout;
-        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
-        let raw = &queue_dense(inputs, &mut self.depth, geometry, &mut request)?.output;
-        let buffers = self.dense.as_mut().expect("allocated for the dense models");
-        let size = (geometry.width, geometry.height);
-        let shape = (1, layout.height, layout.width);
-        dense::resize_planar(&self.gpu, raw, shape, size, &mut buffers.depth)?;
-        let classes = foreground
-            .then(|| self.class_map.as_ref().map(|c| &c.device))
-            .flatten();
-        let pixels = geometry.width * geometry.height;
-        dense::value_range(
-            &self.gpu,
-            &buffers.depth,
-            classes,
-            pixels,
-            &mut buffers.range,
-        )?;
-        dense::normalise_depth(
-            &self.gpu,
-            &buffers.depth,
-            classes,
-            buffers.range.range(),
-            &mut buffers.normalised,
-        )?;
-        let stream = self.gpu.stream();
-        stream
-            .memcpy_dtoh(buffers.range.range(), &mut buffers.range_host)
-            .map_err(cuda_error("reading the depth range"))?;
-        if map_to_host {
-            let host = pinned_slot(&mut buffers.depth_host, &self.gpu, pixels)?;
-            stream
-                .memcpy_dtoh(&buffers.depth, host)
-                .map_err(cuda_error("reading depth"))?;
-        }
-        Ok(())
-    }
-
-    /// Runs the normal model, resizes its output to the frame and makes the normals unit
-    /// length; queues the map's download when asked.
-    fn queue_normals(
-        &mut self,
-        geometry: &FrameGeometry,
-        mut request: DenseRequest,
-        map_to_host: bool,
-    ) -> Result<()> {
-        let layout = request.layout;
-        let inputs = dense_inputs(&self.gpu, &self.frame, &self.stretch)?;
-        let raw = &queue_dense(inputs, &mut self.normal, geometry, &mut request)?.output;
-        let buffers = self.dense.as_mut().expect("allocated for the dense models");
-        let size = (geometry.width, geometry.height);
-        let shape = (3, layout.height, layout.width);
-        dense::resize_planar(&self.gpu, raw, shape, size, &mut buffers.normals)?;
-        dense::normalise_normals(&self.gpu, &mut buffers.normals)?;
-        if map_to_host {
-            let len = 3 * geometry.width * geometry.height;
-            let host = pinned_slot(&mut buffers.normals_host, &self.gpu, len)?;
-            self.gpu
-                .stream()
-                .memcpy_dtoh(&buffers.normals, host)
-                .map_err(cuda_error("reading normals"))?;
-        }
-        Ok(())
-    }
-
     /// Draws the view into the uploaded frame (after every kernel that reads it; a frame in
     /// another layout is converted to RGBA first) and queues the drawn frame's download; false
     /// when an RGBA frame has nothing to draw.
     fn queue_paint(
         &mut self,
-        geometry: &FrameGeometry,
+        gpu: &Gpu,
         paint: Paint,
         has_seg: bool,
         dense: [Option<OutputLayout>; 3],
@@ -508,85 +712,51 @@ impl DeviceInference {
             (Paint::Normals, Some(_)) => dense[2].is_some(),
             _ => false,
         };
+        let upload = self.frame.as_mut().expect("uploaded first");
+        let geometry = upload.geometry;
         let in_place = geometry.layout == SourceLayout::Rgbx;
         if in_place && !view_drawn && classes.is_none() {
             return Ok(false);
         }
-        let upload = self.frame.as_mut().expect("uploaded first");
         let (canvas, size) = if in_place {
             let size = (geometry.width, geometry.height, geometry.stride);
             (&mut upload.device, size)
         } else {
-            let len = 4 * geometry.width * geometry.height;
+            let len = 4 * geometry.pixels();
             if upload.rgba.as_ref().is_none_or(|r| r.len() != len) {
-                let rgba = self
-                    .gpu
+                let rgba = gpu
                     .stream()
                     .alloc_zeros::<u8>(len)
                     .map_err(cuda_error("allocating the RGBA frame"))?;
                 upload.rgba = Some(rgba);
             }
             let rgba = upload.rgba.as_mut().expect("allocated above");
-            frame_to_rgba(&self.gpu, &upload.device, geometry, rgba)?;
+            frame_to_rgba(gpu, &upload.device, &geometry, rgba)?;
             (rgba, (geometry.width, geometry.height, 4 * geometry.width))
         };
         match (paint, &self.dense) {
             (Paint::Depth, Some(buffers)) if view_drawn => {
-                dense::draw_depth(&self.gpu, canvas, size, &buffers.normalised, classes)?
+                dense::draw_depth(gpu, canvas, size, &buffers.normalised, classes)?
             }
             (Paint::Normals, Some(buffers)) if view_drawn => {
-                dense::draw_normals(&self.gpu, canvas, size, &buffers.normals, classes)?
+                dense::draw_normals(gpu, canvas, size, &buffers.normals, classes)?
             }
             _ => {
                 if let (Some(classes), Some(seg)) = (classes, dense[0]) {
                     let palette = &class_set(seg.channels)
                         .expect("a checked seg model has a known class set")
                         .palette;
-                    blend_class_map(&self.gpu, canvas, size, classes, palette, 0.5)?;
+                    blend_class_map(gpu, canvas, size, classes, palette, 0.5)?;
                 }
             }
         }
         let len = canvas.len();
-        let host = pinned_slot(&mut upload.painted, &self.gpu, len)?;
-        self.gpu
-            .stream()
+        let host = pinned_slot(&mut upload.painted, gpu, len)?;
+        gpu.stream()
             .memcpy_dtoh(canvas, host)
             .map_err(cuda_error("reading the drawn frame"))?;
         Ok(true)
     }
-}
-
-/// What every dense model's input is made from: the GPU, the uploaded frame, the stretch.
-fn dense_inputs<'a>(
-    gpu: &'a Gpu,
-    frame: &'a Option<FrameUpload>,
-    stretch: &'a Option<DeviceStretch>,
-) -> Result<(&'a Gpu, &'a CudaSlice<u8>, &'a DeviceStretch)> {
-    match (frame, stretch) {
-        (Some(frame), Some(stretch)) => Ok((gpu, &frame.device, stretch)),
-        _ => Err(Error::Cuda(
-            "dense models need an uploaded frame and a stretch plan".into(),
-        )),
-    }
-}
-
-/// Stretches the frame into a dense model's input and queues the model; returns its batch.
-fn queue_dense<'c>(
-    (gpu, frame, stretch): (&Gpu, &CudaSlice<u8>, &DeviceStretch),
-    cache: &'c mut BatchCache,
-    geometry: &FrameGeometry,
-    request: &mut DenseRequest,
-) -> Result<&'c mut BoundBatch> {
-    let batch = cache.get(gpu, &*request.engine, 1)?;
-    stretch.run(
-        gpu,
-        frame,
-        geometry,
-        &Normalization::SAPIENS,
-        &mut batch.input,
-    )?;
-    request.engine.run_device(&batch.batch)?;
-    Ok(batch)
 }
 
 /// The staging and device buffers of frames of one geometry.
@@ -740,7 +910,40 @@ impl<T: DeviceRepr + ValidAsZeroBits> Readback<T> {
 struct BoundBatch {
     input: BorrowedSlice<f32>,
     output: BorrowedSlice<f32>,
+    /// The tensors' device addresses.
+    addresses: (u64, u64),
     batch: DeviceBatch,
+}
+
+impl BoundBatch {
+    /// Items `first..first + count` of the input, as a slice of their own.
+    fn input_items(&self, gpu: &Gpu, first: usize, count: usize) -> BorrowedSlice<f32> {
+        self.items(gpu, (self.addresses.0, self.input.len()), first, count)
+    }
+
+    /// Items `first..first + count` of the output, as a slice of their own.
+    fn output_items(&self, gpu: &Gpu, first: usize, count: usize) -> BorrowedSlice<f32> {
+        self.items(gpu, (self.addresses.1, self.output.len()), first, count)
+    }
+
+    fn items(
+        &self,
+        gpu: &Gpu,
+        (address, len): (u64, usize),
+        first: usize,
+        count: usize,
+    ) -> BorrowedSlice<f32> {
+        let items = self.batch.items();
+        assert!(
+            first + count <= items,
+            "items {first}+{count} of a batch of {items}"
+        );
+        let item = len / items;
+        let offset = (first * item * std::mem::size_of::<f32>()) as u64;
+        // SAFETY: a part of one of the batch's tensors, which outlive the view (it is used only
+        // by the kernels queued while the batch is borrowed).
+        unsafe { BorrowedSlice::new(gpu.stream(), address + offset, count * item) }
+    }
 }
 
 /// The bound batches of one model, by item count: the full batch and the last partial one.
@@ -771,6 +974,7 @@ impl BatchCache {
                     BoundBatch {
                         input: BorrowedSlice::new(gpu.stream(), input, input_len),
                         output: BorrowedSlice::new(gpu.stream(), output, output_len),
+                        addresses: (input, output),
                         batch,
                     }
                 };

@@ -1,14 +1,16 @@
 //! The inference stage's loop: each frame's models on the GPU when the frame's inputs were
 //! left to it, else through host buffers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::device::{DenseRequest, FrameRequest, Paint, Persons, PoseRequest};
+use super::device::{BatchResults, DenseRequest, FrameRequest, Paint, Persons, PoseRequest};
 use super::gather::{Entry, Gatherer};
 use super::host::{dump_tensors, run_batched, run_pose};
 use crate::error::{Error, Result};
+use crate::frame::{HostFrame, MappedFrame};
 use crate::metrics::{Metrics, StageStats};
 use crate::pipeline::config::{SegUpsample, View};
 use crate::pipeline::decode::StageOutcome;
@@ -46,7 +48,8 @@ struct InferenceStats {
     seg: StageStats,
     depth: StageStats,
     normal: StageStats,
-    gpu_frame: StageStats,
+    /// A batch of frames on the GPU, from upload to results.
+    gpu_batch: StageStats,
     detect: StageStats,
 }
 
@@ -58,7 +61,7 @@ impl InferenceStats {
             seg: stats("seg infer"),
             depth: stats("depth infer"),
             normal: stats("normal infer"),
-            gpu_frame: stats("gpu frame"),
+            gpu_batch: stats("gpu batch"),
             detect: stats("detect"),
         }
     }
@@ -70,7 +73,7 @@ impl InferenceStats {
             self.seg,
             self.depth,
             self.normal,
-            self.gpu_frame,
+            self.gpu_batch,
             self.detect,
         ]
         .into_iter()
@@ -109,6 +112,7 @@ pub(in crate::pipeline) fn inference_stage(
     let mut outage = RemoteOutage::new(&metrics);
     while let Some(mut batch) = gatherer.next_batch() {
         let mut stage = StageState {
+            metrics: &metrics,
             models: &mut models,
             stats: &mut stats,
             scratch: &mut scratch,
@@ -134,6 +138,8 @@ pub(in crate::pipeline) fn inference_stage(
 
 /// What the stage keeps from batch to batch.
 struct StageState<'a> {
+    /// Where the device path's batch sizes go (the host path's engines report their own).
+    metrics: &'a Arc<Metrics>,
     models: &'a mut Models,
     stats: &'a mut InferenceStats,
     scratch: &'a mut Scratch,
@@ -148,6 +154,7 @@ fn infer_batch(
     stage: &mut StageState,
     inference: Inference,
 ) -> Result<()> {
+    let mut on_device = Vec::new();
     let mut on_host = Vec::new();
     for entry in batch.iter_mut() {
         let work = &mut entry.work;
@@ -157,16 +164,13 @@ fn infer_batch(
         let inputs_on_host =
             work.pose_input.is_some() || work.dense_input.is_some() || work.padded_input.is_some();
         if stage.models.device.is_some() && !inputs_on_host {
-            let detection = stage
-                .stats
-                .gpu_frame
-                .time(|| infer_on_device(work, stage.models, inference))?;
-            if let Some(detection) = detection {
-                stage.stats.detect.record(detection);
-            }
+            on_device.push(&mut entry.work);
         } else {
             on_host.push(entry);
         }
+    }
+    if !on_device.is_empty() {
+        infer_on_device(&mut on_device, stage, inference)?;
     }
     let mut frames: Vec<_> = on_host
         .into_iter()
@@ -467,21 +471,28 @@ fn infer_on_host(
 /// A dense model for the GPU path, if it runs there.
 fn dense_request(model: &mut Option<TaskModel>) -> Option<DenseRequest<'_>> {
     model.as_mut().and_then(|m| {
-        let layout = m.layout;
-        m.engine
-            .device()
-            .map(|engine| DenseRequest { engine, layout })
+        let (layout, max_batch) = (m.layout, m.max_batch);
+        m.engine.device().map(|engine| DenseRequest {
+            engine,
+            layout,
+            max_batch,
+        })
     })
 }
 
-/// Every model of a frame on the GPU, from the uploaded frame to peaks and a class map; the
-/// time the GPU detector took, when it ran.
+/// The frames of a batch on the GPU, together: every person of every frame in shared pose calls,
+/// the frames in shared calls of each dense model, from the uploaded frames to peaks and class
+/// maps; each frame's results go with it, and the sizes of the calls to the metrics.
 fn infer_on_device(
-    work: &mut Work,
-    models: &mut Models,
+    works: &mut [&mut Work],
+    stage: &mut StageState,
     inference: Inference,
-) -> Result<Option<Duration>> {
-    let crops: Vec<_> = work.boxes.iter().map(PersonBox::crop).collect();
+) -> Result<()> {
+    let crops: Vec<Vec<_>> = works
+        .iter()
+        .map(|w| w.boxes.iter().map(PersonBox::crop).collect())
+        .collect();
+    let models = &mut *stage.models;
     let pose = models.pose.as_mut().and_then(|m| {
         let (layout, max_batch) = (m.layout, m.max_batch);
         let flip_indices = inference
@@ -496,7 +507,7 @@ fn infer_on_device(
             flip_indices,
             persons: match models.detector.as_mut() {
                 Some(detector) => Persons::Detect(detector),
-                None => Persons::Crops(&crops),
+                None => Persons::Crops(crops.iter().map(Vec::as_slice).collect()),
             },
         })
     });
@@ -510,19 +521,31 @@ fn infer_on_device(
         paint: inference.paint,
     };
     let device = models.device.as_mut().expect("called on the GPU path");
-    let results = work
-        .frame
-        .with_host_frame(|frame| device.run(frame, request))?;
-    work.pose = models
-        .pose
-        .is_some()
-        .then_some(PoseOutput::Peaks(results.peaks));
-    work.seg = results.class_map.map(SegOutput::ClassMap);
-    work.depth = results.depth.map(DenseOutput::Device);
-    work.normals = results.normals.map(DenseOutput::Device);
-    work.painted = results.painted;
-    Ok(results.boxes.map(|(boxes, took)| {
-        work.boxes = boxes;
-        took
-    }))
+    let mapped: Vec<MappedFrame> = works.iter().map(|w| w.frame.mapped()).collect();
+    let frames: Vec<HostFrame> = mapped.iter().map(MappedFrame::host_frame).collect();
+    let BatchResults {
+        frames: results,
+        calls,
+    } = stage
+        .stats
+        .gpu_batch
+        .time(|| device.run_batch(&frames, request))?;
+    drop(frames);
+    drop(mapped);
+    for (task, items) in calls {
+        stage.metrics.batch_size(task.name(), items);
+    }
+    let has_pose = models.pose.is_some();
+    for (work, results) in works.iter_mut().zip(results) {
+        work.pose = has_pose.then_some(PoseOutput::Peaks(results.peaks));
+        work.seg = results.class_map.map(SegOutput::ClassMap);
+        work.depth = results.depth.map(DenseOutput::Device);
+        work.normals = results.normals.map(DenseOutput::Device);
+        work.painted = results.painted;
+        if let Some((boxes, took)) = results.boxes {
+            work.boxes = boxes;
+            stage.stats.detect.record(took);
+        }
+    }
+    Ok(())
 }
