@@ -93,6 +93,8 @@ pub struct Metrics {
     stage_latency: HistogramFamily<StageLabel>,
     capture_to_publish: HistogramFamily<StreamLabel>,
     batch_size: HistogramFamily<ModelLabel>,
+    /// Each model's calls and inputs, for the run report.
+    model_calls: Mutex<Vec<ModelCalls>>,
     inference_errors: Family<ModelLabel, Counter>,
     /// Stream index -> name, for the labels.
     names: Mutex<std::collections::HashMap<u32, String>>,
@@ -221,6 +223,7 @@ impl Metrics {
             tracked: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
             remote_down: AtomicBool::new(false),
+            model_calls: Mutex::new(Vec::new()),
         }
     }
 
@@ -293,6 +296,29 @@ impl Metrics {
         self.batch_size
             .get_or_create(&ModelLabel { model })
             .observe(items as f64);
+        let mut calls = self
+            .model_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match calls.iter_mut().find(|c| c.model == model) {
+            Some(counted) => {
+                counted.calls += 1;
+                counted.inputs += items as u64;
+            }
+            None => calls.push(ModelCalls {
+                model,
+                calls: 1,
+                inputs: items as u64,
+            }),
+        }
+    }
+
+    /// Each model's calls and inputs so far, in the order the models first ran.
+    pub fn model_calls(&self) -> Vec<ModelCalls> {
+        self.model_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn publisher_drops(&self, publisher: &'static str, count: u64) {
@@ -428,6 +454,16 @@ pub struct RunReport {
     pub stages: Vec<StageStats>,
     /// Each stream's figures, in the order the streams ended.
     pub streams: Vec<StreamReport>,
+    /// Each model's calls and inputs: how well the batches filled.
+    pub model_calls: Vec<ModelCalls>,
+}
+
+/// How many calls a model (named by its task) ran, on how many inputs (crops or frames).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelCalls {
+    pub model: &'static str,
+    pub calls: u64,
+    pub inputs: u64,
 }
 
 /// What one stream of a run did.
@@ -464,6 +500,18 @@ impl RunReport {
                 stage.quantile_ms(0.99),
                 stage.count()
             ));
+        }
+        if !self.model_calls.is_empty() {
+            text.push_str("model           calls   inputs  per call\n");
+            for model in &self.model_calls {
+                text.push_str(&format!(
+                    "{:<12} {:>8} {:>8}  {:>8.2}\n",
+                    model.model,
+                    model.calls,
+                    model.inputs,
+                    model.inputs as f64 / model.calls.max(1) as f64
+                ));
+            }
         }
         if self.streams.len() > 1 {
             text.push_str("stream        frames in      out  dropped  latency p50 ms   p99 ms\n");

@@ -33,7 +33,9 @@ fn parse_report(stderr: &str) -> Report {
     let table = stderr
         .lines()
         .skip_while(|l| !l.starts_with("stage"))
-        .skip(1);
+        .skip(1)
+        // The model calls and stream tables follow the stages.
+        .take_while(|l| !l.starts_with("model ") && !l.starts_with("stream "));
     for row in table {
         let fields: Vec<&str> = row.split_whitespace().collect();
         if fields.len() < 5 {

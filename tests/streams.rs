@@ -51,6 +51,22 @@ fn stage_frames(stderr: &str, stage: &str) -> u64 {
     line.split_whitespace().last().unwrap().parse().unwrap()
 }
 
+/// The run report's calls of `model` and the inputs they took.
+fn model_calls(stderr: &str, model: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("model "))
+        .find(|l| l.split_whitespace().next() == Some(model))
+        .unwrap_or_else(|| panic!("no calls of {model} in:\n{stderr}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
 #[test]
 fn offline_streams_match_runs_of_their_own_in_fewer_pose_calls() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,9 +151,9 @@ fn offline_streams_match_runs_of_their_own_in_fewer_pose_calls() {
     }
     // One whole-frame person per frame: as many crops as frames, in fewer calls.
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let crops = stage_frames(&stderr, "sink");
-    let calls = stage_frames(&stderr, "pose infer");
+    let (calls, crops) = model_calls(&stderr, "pose");
     assert_eq!(crops, 30);
+    assert_eq!(stage_frames(&stderr, "pose infer"), calls);
     assert!(
         calls < crops,
         "{calls} pose calls for {crops} crops:\n{stderr}"

@@ -18,7 +18,7 @@ use super::post::PostOptions;
 use super::stream::{RunShared, StreamOutcome};
 use super::streams::Streams;
 use crate::error::{Error, Result};
-use crate::metrics::{RunReport, StageStats, StreamReport};
+use crate::metrics::{ModelCalls, RunReport, StageStats, StreamReport};
 use crate::tasks::dense;
 use crate::tasks::keypoint_sets::class_set;
 
@@ -111,7 +111,8 @@ impl Started<'_> {
         opened?;
         let (_, inference_stages) = inferred?;
         finished?;
-        report(outcomes, inference_stages, started)
+        let model_calls = shared.metrics.model_calls();
+        report(outcomes, inference_stages, model_calls, started)
     }
 }
 
@@ -119,6 +120,7 @@ impl Started<'_> {
 fn report(
     outcomes: Vec<StreamOutcome>,
     inference_stages: Vec<StageStats>,
+    model_calls: Vec<ModelCalls>,
     started: Instant,
 ) -> Result<RunReport> {
     let mut report = RunReport {
@@ -128,6 +130,7 @@ fn report(
         elapsed: started.elapsed(),
         stages: Vec::new(),
         streams: Vec::new(),
+        model_calls,
     };
     let mut first_error = None;
     let mut stream_stages = Vec::new();
