@@ -375,9 +375,10 @@ def summarize(summary: dict) -> list[str]:
         lines.append(f"  torch: not measured: {summary['torch']['error']}")
     e2e = summary.get("e2e") or {}
     if "steady_fps" in e2e:
-        # The device path times a frame's GPU work as one stage; the host path times the model.
+        # The device path times a batch's GPU work as one stage ("gpu frame" before batches
+        # spanned streams); the host path times the model.
         stages = e2e.get("stages", {})
-        timed = [f"{name} p50 {stages[name]['p50_ms']} ms" for name in ("gpu frame", "pose infer", "detect")
+        timed = [f"{name} p50 {stages[name]['p50_ms']} ms" for name in ("gpu batch", "gpu frame", "pose infer", "detect")
                  if name in stages]
         lines.append(f"  {'program e2e':<14} {e2e['steady_fps']:>8.2f} fps  {e2e['steady_ms_per_frame']:>8.3f} ms/frame  "
                      f"(sapiens-stream --engine {summary['engine']}, steady state; whole run {e2e.get('whole_run_fps')} fps; "

@@ -16,6 +16,10 @@
 #       against the CPU path, device frames against the host path: tests/gpu.rs) and the GPU
 #       bench (kernel microseconds, device path beside host path: benches/gpu.rs), both carried
 #       in app.tar.xz; output in $OUT/gpu-checks (or bench-results/gpu-checks-<UTC time>)
+#   benches/gpu_kit.sh streams   there, after the pieces are unpacked: N streams in one process
+#       beside N processes (benches/streams.py) on the GPU: the 0.3b pose308 fp16 model with fused
+#       attention (STREAMS_ARCH), 1080p frames, the whole frame one person, N = STREAMS_COUNTS
+#       (1,2,4,8), STREAMS_FRAMES (200) frames a stream; output in $OUT/gpu-streams
 #   benches/gpu_kit.sh session [SECONDS [STEP...]]   there, with every piece carried: the GPU
 #       programme in one call, most wanted first, each step cut to fit SECONDS (default 540):
 #       the program end to end (0.3b pose308 fp32), checks, PyTorch beside it, fp16, fp16 with
@@ -172,6 +176,28 @@ checks() {
     return $rc
 }
 
+streams_kit() {
+    unpack
+    local results="${GPUKIT_RESULTS:-${OUT:+$OUT/gpu-streams}}"
+    results="${results:-$ROOT/bench-results/gpu-streams-$(date -u +%Y%m%dT%H%M%SZ)}"
+    mkdir -p "$results"
+    local frames="${STREAMS_FRAMES:-200}" arch="${STREAMS_ARCH:-0.3b}" version
+    version="$(sed -n 's/^onnxruntime==//p' "$ROOT/scripts/requirements.txt")"
+    local model="$ROOT/engines/models/sapiens_${arch}_pose308_fp16_mha.onnx"
+    [ -f "$model" ] || python3 "$ROOT/engines/generate_models.py" --out "$ROOT/engines/models" \
+        --arch "$arch" --tasks pose308 --fp16 --fused-attention > "$results/generate.log" 2>&1
+    [ -f "$model" ] || die "generate_models.py made no $model (see $results/generate.log)"
+    PYTHONPATH="$ROOT/benches" python3 -c 'import sys; from pathlib import Path; from gpu_e2e import make_frames
+make_frames(Path(sys.argv[1]), int(sys.argv[2]), 1920, 1080)' "$WORK/streams-frames" "$frames"
+    LD_LIBRARY_PATH="$WORK/app/lib:$WORK/site/onnxruntime/capi:$(nvidia_lib_path)" PYTHONUNBUFFERED=1 \
+        python3 "$ROOT/benches/streams.py" --binary "$WORK/app/bin/sapiens-stream" --model "$model" \
+        --input "$WORK/streams-frames" --frames "$frames" --counts "${STREAMS_COUNTS:-1,2,4,8}" \
+        --repeats "${STREAMS_REPEATS:-1}" --live-seconds 0 --gpu-memory --logs "$results/logs" \
+        --extra "--engine cuda --device cuda:0 --ort-lib $WORK/site/onnxruntime/capi/libonnxruntime.so.$version" \
+        2>&1 | tee "$results/streams.txt"
+    return "${PIPESTATUS[0]}"
+}
+
 # One step of the session: at most CAP seconds and never past the deadline; its results in
 # $WORK/session/NAME, and everything so far packed for the device tool after it.
 session_step() {
@@ -196,6 +222,7 @@ session_step() {
 SESSION_STEPS=(
     "e2e-fp32 170 run --skip-torch"
     "checks 120 checks"
+    "streams 300 streams"
     "torch 240 run --skip-e2e --compile-timeout 150"
     "e2e-fp16 130 run --fp16 --skip-torch"
     "e2e-fp16-mha 130 run --fp16 --fused-attention --torch-modes ort-cuda"
@@ -238,6 +265,10 @@ session() {
     echo "== digest"
     for name in "${ran[@]}"; do
         [ "$name" = checks ] && continue
+        if [ "$name" = streams ]; then
+            echo "-- streams"; grep -h -E "^\||^\{" "$WORK/session/streams.log" || true
+            continue
+        fi
         [ -f "$WORK/session/$name.log" ] || continue
         echo "-- $name"; grep -h -E "^GPU:|^  (eager|compile|ort-cuda|program|ratio|detector)" "$WORK/session/$name.log" || true
     done
@@ -249,7 +280,8 @@ case "${1:-}" in
     stage) shift; stage "$@" ;;
     run) shift; run_kit "$@" ;;
     checks) checks ;;
+    streams) streams_kit ;;
     unpack) unpack ;;
     session) shift; session "$@" ;;
-    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | checks | unpack | session [SECONDS [STEP...]]" >&2; exit 2 ;;
+    *) echo "usage: benches/gpu_kit.sh stage [--part-mib N] | run [gpu_e2e.py options] | checks | streams | unpack | session [SECONDS [STEP...]]" >&2; exit 2 ;;
 esac
