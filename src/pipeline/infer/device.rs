@@ -122,8 +122,10 @@ pub struct BatchResults {
 
 /// The GPU side of the pipeline: kernels, stream, and the buffers reused batch after batch.
 pub struct DeviceInference {
-    /// One per frame of the largest batch yet.
+    /// Frames' places in a batch, kept with their buffers for frames of the same size.
     slots: Vec<FrameSlot>,
+    /// Batches run so far.
+    batches: u64,
     /// The detector's bound input as the letterbox kernel writes it, with its address.
     detector_input: Option<(u64, BorrowedSlice<f32>)>,
     pose: BatchCache,
@@ -139,10 +141,17 @@ pub struct DeviceInference {
     gpu: Gpu,
 }
 
+/// How many frame slots are kept at most: enough for the sizes of many streams (a 1080p NV12
+/// slot holds about 6 MB of pinned and device memory, more with dense models); a batch larger
+/// than this takes as many as it has frames.
+const MAX_FRAME_SLOTS: usize = 16;
+
 /// One frame's place in a batch: its upload and what is made of it, kept for the next frame of
 /// the same size that takes this place.
 #[derive(Default)]
 struct FrameSlot {
+    /// The batch that last used this slot (see [`DeviceInference::assign_slots`]).
+    used: u64,
     frame: Option<FrameUpload>,
     stretch: Option<DeviceStretch>,
     letterbox: Option<DeviceLetterbox>,
@@ -154,6 +163,7 @@ impl DeviceInference {
     pub fn new(gpu: Gpu) -> Self {
         DeviceInference {
             slots: Vec::new(),
+            batches: 0,
             detector_input: None,
             pose: BatchCache::default(),
             pose_mirrored: BatchCache::default(),
@@ -249,18 +259,26 @@ impl DeviceInference {
     }
 
     /// Orders the slots so that the frames of the batch take the first ones, each where a frame
-    /// of its size and layout was last (the buffers stay), making room when the batch is larger
-    /// than any before.
+    /// of its size and layout was last (its buffers and plans stay); a frame of a size no slot
+    /// holds takes an empty slot, a new one (up to [`MAX_FRAME_SLOTS`]), or the slot used
+    /// longest ago, so streams of several sizes keep their buffers across batches.
     fn assign_slots(&mut self, geometries: &[FrameGeometry]) {
-        while self.slots.len() < geometries.len() {
-            self.slots.push(FrameSlot::default());
-        }
-        for (place, geometry) in geometries.iter().enumerate() {
-            let fits =
-                |slot: &FrameSlot| slot.frame.as_ref().is_some_and(|f| f.geometry == *geometry);
-            if let Some(found) = (place..self.slots.len()).find(|&i| fits(&self.slots[i])) {
-                self.slots.swap(place, found);
-            }
+        self.batches += 1;
+        let held: Vec<HeldSlot> = self
+            .slots
+            .iter()
+            .map(|slot| HeldSlot {
+                geometry: slot.frame.as_ref().map(|f| f.geometry),
+                used: slot.used,
+            })
+            .collect();
+        let chosen = choose_slots(&held, geometries, MAX_FRAME_SLOTS);
+        let needed = chosen.iter().max().map_or(0, |&i| i + 1);
+        self.slots
+            .resize_with(needed.max(self.slots.len()), FrameSlot::default);
+        move_to_front(&mut self.slots, chosen);
+        for slot in &mut self.slots[..geometries.len()] {
+            slot.used = self.batches;
         }
     }
 
@@ -389,6 +407,11 @@ impl DeviceInference {
                 }
             }
             Persons::Detect(detector) => {
+                // The uploads done first, so that each frame's detection time is its own.
+                self.gpu
+                    .stream()
+                    .synchronize()
+                    .map_err(cuda_error("waiting for the frames' upload"))?;
                 for (frame, result) in results.iter_mut().enumerate() {
                     let started = Instant::now();
                     let boxes = self.detect(frame, detector)?;
@@ -549,6 +572,62 @@ impl DeviceInference {
             frames: geometries.len(),
         };
         dense.queue(&mut self.slots, &mut self.normal, &mut request, calls, post)
+    }
+}
+
+/// What [`choose_slots`] knows of a slot: the size and layout of its buffers, and its last use.
+#[derive(Clone, Copy, Debug)]
+struct HeldSlot {
+    geometry: Option<FrameGeometry>,
+    used: u64,
+}
+
+/// The slot each frame takes: one that holds its geometry, else an empty one, else a new one
+/// (an index past `held`) while there are fewer than `max_slots`, else the one used longest
+/// ago. No two frames take the same slot.
+fn choose_slots(held: &[HeldSlot], geometries: &[FrameGeometry], max_slots: usize) -> Vec<usize> {
+    let mut taken = vec![false; held.len()];
+    let mut chosen: Vec<Option<usize>> = geometries
+        .iter()
+        .map(|geometry| {
+            let found = (0..held.len())
+                .find(|&i| !taken[i] && held[i].geometry.as_ref() == Some(geometry))?;
+            taken[found] = true;
+            Some(found)
+        })
+        .collect();
+    let mut slots = held.len();
+    for choice in chosen.iter_mut().filter(|c| c.is_none()) {
+        let best = (0..held.len())
+            .filter(|&i| !taken[i])
+            .min_by_key(|&i| (held[i].geometry.is_some(), held[i].used));
+        let slot = match best {
+            Some(i) if held[i].geometry.is_none() || slots >= max_slots => {
+                taken[i] = true;
+                i
+            }
+            _ => {
+                slots += 1;
+                slots - 1
+            }
+        };
+        *choice = Some(slot);
+    }
+    chosen.into_iter().flatten().collect()
+}
+
+/// Moves `items[chosen[k]]` to place `k` for every `k` (the `chosen` indices are distinct), by
+/// swaps, so the items not chosen stay in `items` behind them.
+fn move_to_front<T>(items: &mut [T], mut chosen: Vec<usize>) {
+    for place in 0..chosen.len() {
+        let from = chosen[place];
+        if from != place {
+            items.swap(place, from);
+            // A later choice of the item that was at `place` now finds it at `from`.
+            if let Some(later) = chosen[place + 1..].iter_mut().find(|c| **c == place) {
+                *later = from;
+            }
+        }
     }
 }
 
@@ -946,11 +1025,16 @@ impl BoundBatch {
     }
 }
 
-/// The bound batches of one model, by item count: the full batch and the last partial one.
+/// The bound batches of one model, by item count, the most recently used last: the full batch
+/// and the partial ones that batches of streams and persons come in.
 #[derive(Default)]
 struct BatchCache {
     batches: Vec<BoundBatch>,
 }
+
+/// Item counts a [`BatchCache`] keeps bound. A batch's calls use at most two (full chunks, then
+/// the rest), so the least recently used one never belongs to the batch being queued.
+const CACHED_BATCH_SIZES: usize = 3;
 
 impl BatchCache {
     fn get(
@@ -960,9 +1044,13 @@ impl BatchCache {
         items: usize,
     ) -> Result<&mut BoundBatch> {
         let index = match self.batches.iter().position(|b| b.batch.items() == items) {
-            Some(index) => index,
+            Some(index) => {
+                let used = self.batches.remove(index);
+                self.batches.push(used);
+                self.batches.len() - 1
+            }
             None => {
-                if self.batches.len() >= 2 {
+                if self.batches.len() >= CACHED_BATCH_SIZES {
                     self.batches.remove(0);
                 }
                 let mut batch = engine.device_batch(items)?;
@@ -1022,5 +1110,67 @@ impl<T> Drop for BorrowedSlice<T> {
     fn drop(&mut self) {
         // SAFETY: taken once, here; the memory stays with its owner.
         unsafe { ManuallyDrop::take(&mut self.slice) }.leak();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(width: usize) -> FrameGeometry {
+        FrameGeometry::yuv420(width, 240, SourceLayout::Nv12)
+    }
+
+    fn held(slots: &[(Option<usize>, u64)]) -> Vec<HeldSlot> {
+        slots
+            .iter()
+            .map(|&(width, used)| HeldSlot {
+                geometry: width.map(geometry),
+                used,
+            })
+            .collect()
+    }
+
+    fn frames(widths: &[usize]) -> Vec<FrameGeometry> {
+        widths.iter().map(|&w| geometry(w)).collect()
+    }
+
+    #[test]
+    fn frames_take_the_slots_that_hold_their_size_wherever_they_are() {
+        let slots = held(&[(Some(320), 1), (Some(640), 1)]);
+        assert_eq!(choose_slots(&slots, &frames(&[640, 320]), 16), [1, 0]);
+        // A new size does not take a slot another frame of the batch fits.
+        assert_eq!(choose_slots(&slots, &frames(&[800, 320]), 16), [2, 0]);
+        // Two frames of one size: the second gets a slot of its own.
+        assert_eq!(choose_slots(&slots, &frames(&[320, 320]), 16), [0, 2]);
+    }
+
+    #[test]
+    fn a_new_size_takes_an_empty_slot_then_a_new_one_then_the_oldest() {
+        let with_empty = held(&[(Some(320), 1), (None, 0)]);
+        assert_eq!(choose_slots(&with_empty, &frames(&[800]), 16), [1]);
+        let full = held(&[(Some(320), 5), (Some(640), 3)]);
+        assert_eq!(choose_slots(&full, &frames(&[800]), 16), [2]);
+        assert_eq!(choose_slots(&full, &frames(&[800]), 2), [1]);
+        assert_eq!(choose_slots(&full, &frames(&[800, 1024]), 2), [1, 0]);
+        // A batch larger than the limit still gets a slot per frame.
+        assert_eq!(choose_slots(&full, &frames(&[1, 2, 3]), 2), [1, 0, 2]);
+    }
+
+    #[test]
+    fn chosen_items_move_to_the_front_in_order() {
+        let cases: [&[usize]; 5] = [&[2, 0], &[1, 0], &[3, 2, 1, 0], &[0, 3], &[4, 1, 3]];
+        for chosen in cases {
+            let mut items: Vec<usize> = (0..5).collect();
+            move_to_front(&mut items, chosen.to_vec());
+            assert_eq!(&items[..chosen.len()], chosen, "{chosen:?}");
+            let mut all = items.clone();
+            all.sort_unstable();
+            assert_eq!(
+                all,
+                (0..5).collect::<Vec<_>>(),
+                "{chosen:?}: every item kept"
+            );
+        }
     }
 }
