@@ -19,12 +19,11 @@ const ESSENTIAL_ELEMENTS: [&str; 5] = [
     "videotestsrc",
 ];
 /// Elements only some inputs or outputs need, with what needs them.
-const OPTIONAL_ELEMENTS: [(&str, &str); 8] = [
+const OPTIONAL_ELEMENTS: [(&str, &str); 7] = [
     ("x264enc", "--output video"),
     ("h264parse", "--output video"),
     ("mp4mux", "--output *.mp4"),
     ("matroskamux", "--output *.mkv"),
-    ("textoverlay", "the random-weights banner"),
     ("v4l2src", "--input webcam"),
     ("rtspsrc", "--input rtsp://"),
     ("rtspclientsink", "RTSP output"),

@@ -601,7 +601,6 @@ fn push_output_records_to_an_external_server() {
     let options = VideoSinkOptions {
         width: 160,
         height: 120,
-        banner: None,
         preset: VideoPreset::default(),
     };
     let mut push = RtspPush::open(&url, &options).unwrap();
@@ -621,7 +620,6 @@ fn push_output_to_a_closed_port_fails_with_one_clear_error() {
     let options = VideoSinkOptions {
         width: 64,
         height: 48,
-        banner: None,
         preset: VideoPreset::default(),
     };
     let error = match RtspPush::open(&url, &options) {
@@ -836,7 +834,6 @@ fn a_file_output_shows_every_frame_when_live_frames_were_dropped() {
     let options = VideoSinkOptions {
         width: 160,
         height: 120,
-        banner: None,
         preset: VideoPreset::default(),
     };
     let mut sink = sapiens_stream::sink::VideoSink::open(&path, &options).unwrap();

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use sapiens_stream::frame::{FrameGeometry, SourceLayout, YuvToRgb};
 use sapiens_stream::render::tracks::TrackMark;
-use sapiens_stream::render::{Canvas, PoseStyle};
+use sapiens_stream::render::{Banner, Canvas, PoseStyle};
 use sapiens_stream::tasks::keypoint_sets;
 
 const WIDTH: usize = 320;
@@ -142,6 +142,7 @@ enum Overlay {
     Normals,
     Pose,
     Tracks,
+    Banner,
 }
 
 /// Classes in bands and discs, so that class edges cross chroma blocks at every phase.
@@ -210,6 +211,10 @@ fn draw(canvas: &mut Canvas, overlay: Overlay) {
                 },
             ];
             canvas.draw_tracks(&marks).unwrap();
+        }
+        Overlay::Banner => {
+            let banner = Banner::new("RANDOM-WEIGHT TEST MODEL", WIDTH, HEIGHT).unwrap();
+            canvas.draw_banner(&banner).unwrap();
         }
         Overlay::Pose => {
             let skeleton = [[0, 1], [1, 2], [2, 3], [1, 4], [4, 5]];
@@ -282,6 +287,7 @@ fn yuv_overlay_matches_the_rgba_overlay_converted_by_gstreamer() {
             Overlay::Normals,
             Overlay::Pose,
             Overlay::Tracks,
+            Overlay::Banner,
         ] {
             let (yuv, rgba) = both_ways(&case, &frame, overlay, dir.path());
             assert_ne!(yuv, frame, "{overlay:?} drew nothing");

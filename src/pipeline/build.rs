@@ -16,8 +16,6 @@ use crate::publish::server::{NetworkOptions, NetworkServer};
 use crate::publish::{Publisher, ResultsWriter};
 use crate::sink::Dumper;
 
-const RANDOM_WEIGHTS_BANNER: &str = "RANDOM-WEIGHT TEST MODEL - NOT A REAL RESULT";
-
 /// A run between start and stop: what the stages will own once they run. Streams open in
 /// `run`, each on its own.
 pub(super) struct Started<'c> {
@@ -33,7 +31,6 @@ pub(super) struct Started<'c> {
     pub(super) publishers: Vec<Box<dyn Publisher>>,
     pub(super) server: Option<NetworkServer>,
     pub(super) dumper: Option<Dumper>,
-    pub(super) banner: Option<String>,
     pub(super) progress: Option<indicatif::ProgressBar>,
 }
 
@@ -63,9 +60,6 @@ impl<'c> Started<'c> {
             .as_ref()
             .map(|(dir, n)| Dumper::create(dir, *n))
             .transpose()?;
-        let banner = summary
-            .random_weights
-            .then(|| RANDOM_WEIGHTS_BANNER.to_owned());
         Ok(Started {
             config,
             metrics,
@@ -76,7 +70,6 @@ impl<'c> Started<'c> {
             publishers,
             server,
             dumper,
-            banner,
             progress: progress_bar(config),
         })
     }

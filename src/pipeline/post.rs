@@ -16,6 +16,7 @@ use crate::publish::{
     DepthSummary, FrameResult, NormalsSummary, POINTMAP_VERSION, PointmapSummary, SCHEMA_NAME,
     SCHEMA_VERSION, SegmentationSummary, StreamId,
 };
+use crate::render::Banner;
 use crate::render::tracks::TrackMark;
 use crate::render::{self, Canvas, PoseStyle};
 use crate::tasks::dense::pointmap::{self, PointmapScale};
@@ -91,6 +92,7 @@ pub(super) fn post_stage(
         peaks: Vec::new(),
         maps: DenseMaps::default(),
         tracking: None,
+        banner: None,
         feedback,
         metrics: Arc::clone(metrics),
     };
@@ -126,6 +128,7 @@ struct PostStage<'a> {
     maps: DenseMaps,
     /// The stream's tracker, made at its first frame (it needs the frame's size).
     tracking: Option<Tracking>,
+    banner: Option<Banner>,
     /// Where the tracks go back to the preprocess stage (`--detect-every`).
     feedback: Option<TrackFeedback>,
     metrics: Arc<Metrics>,
@@ -194,15 +197,33 @@ impl PostStage<'_> {
             if let Some(painted) = painted {
                 work.frame.replace_with_painted(painted);
             }
+            self.fit_banner(work.frame.width(), work.frame.height());
+            let banner = self.banner.as_ref();
             let (frame, maps, summary) = (&mut work.frame, &self.maps, self.summary);
-            self.stats
-                .render
-                .time(|| draw(frame, view_drawn, &outputs, maps, summary, options))?;
+            self.stats.render.time(|| {
+                draw(
+                    frame,
+                    view_drawn,
+                    &outputs,
+                    (maps, banner),
+                    summary,
+                    options,
+                )
+            })?;
         }
         Ok((
             frame_result(&work.frame, self.stream, self.summary, outputs),
             track_events,
         ))
+    }
+
+    /// Makes the random-weights banner for frames of this size, when a model has random
+    /// weights and the size is new (a reconnected camera may change it).
+    fn fit_banner(&mut self, width: usize, height: usize) {
+        let fits = self.banner.as_ref().map(Banner::frame_size) == Some((width, height));
+        if self.summary.random_weights && !fits {
+            self.banner = Banner::new(RANDOM_WEIGHTS_BANNER, width, height);
+        }
     }
 
     /// Keypoints from host heatmaps, or from the GPU's peaks.
@@ -561,13 +582,17 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
     counts
 }
 
+/// What every frame of a video made with a random-weight model says.
+pub(crate) const RANDOM_WEIGHTS_BANNER: &str = "RANDOM-WEIGHT TEST MODEL - NOT A REAL RESULT";
+
 /// Draws the overlay into the frame in its own layout: the chosen view (frame with class
-/// colours, depth or normals) unless the GPU drew it already (`view_drawn`), then the skeletons.
+/// colours, depth or normals) unless the GPU drew it already (`view_drawn`), then the skeletons,
+/// then the random-weights banner.
 fn draw(
     frame: &mut Frame,
     view_drawn: bool,
     outputs: &FrameOutputs,
-    maps: &DenseMaps,
+    (maps, banner): (&DenseMaps, Option<&Banner>),
     summary: &ModelSummary,
     options: &PostOptions,
 ) -> Result<()> {
@@ -616,6 +641,9 @@ fn draw(
                 .filter_map(|p| p.track_id.map(|id| TrackMark { id, bbox: p.bbox }))
                 .collect();
             canvas.draw_tracks(&marks).map_err(render_error)?;
+        }
+        if let Some(banner) = banner {
+            canvas.draw_banner(banner).map_err(render_error)?;
         }
         Ok(())
     })

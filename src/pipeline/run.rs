@@ -35,7 +35,6 @@ impl Started<'_> {
             publishers,
             server,
             dumper,
-            banner,
             progress,
         } = self;
         let started = Instant::now();
@@ -71,7 +70,6 @@ impl Started<'_> {
             publishers: Arc::new(Mutex::new(publishers)),
             frame_hubs: server.as_ref().map(|s| s.frames().clone()),
             post,
-            banner,
             progress,
         });
         let streams = Arc::new(Streams::new(shared.clone(), joining));

@@ -45,7 +45,6 @@ pub(super) struct RunShared {
     pub(super) publishers: SharedPublishers,
     pub(super) frame_hubs: Option<Arc<FrameHubs>>,
     pub(super) post: PostOptions,
-    pub(super) banner: Option<String>,
     pub(super) progress: Option<indicatif::ProgressBar>,
 }
 
@@ -114,7 +113,6 @@ impl StreamHandle {
         let video_options = VideoSinkOptions {
             width: info.width,
             height: info.height,
-            banner: shared.banner.clone(),
             preset: config.video_preset,
         };
         let videos = config

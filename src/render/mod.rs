@@ -3,6 +3,7 @@
 //! tiny-skia, segmentation and dense views in plain integer math. [`Canvas`] takes either.
 
 pub mod cuda;
+mod text;
 pub mod tracks;
 pub mod yuv;
 
@@ -11,7 +12,9 @@ use tiny_skia::{FillRule, LineCap, Paint, PathBuilder, Pixmap, PixmapMut, Stroke
 
 use crate::frame::{FrameGeometry, SourceLayout};
 use crate::tasks::dense;
-use tracks::{TrackMark, draw_mark, label_scale};
+pub use text::Banner;
+use text::label_scale;
+use tracks::{TrackMark, draw_mark};
 use yuv::Yuv420Canvas;
 
 /// Frame side (longer one) at which a style's radius and thickness apply unscaled.
@@ -131,6 +134,16 @@ impl<'a> Canvas<'a> {
                 })
             }
             Canvas::Yuv420(canvas) => canvas.draw_tracks(marks),
+        }
+    }
+
+    /// See [`Banner`].
+    pub fn draw_banner(&mut self, banner: &Banner) -> Result<(), RenderError> {
+        match self {
+            Canvas::Rgba(c) => with_pixmap(c.pixels, c.width, c.height, c.stride, |pixmap| {
+                banner.draw(pixmap, Transform::identity())
+            }),
+            Canvas::Yuv420(canvas) => canvas.draw_banner(banner),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Tracked persons on the overlay: each box outlined in its track's own colour, with the ID
 //! written above it (8x8 bitmap glyphs, scaled with the frame).
 
-use tiny_skia::{Paint, PathBuilder, PixmapMut, Rect, Stroke, Transform};
+use tiny_skia::{PathBuilder, PixmapMut, Rect, Stroke, Transform};
 
 use super::paint;
+use super::text::{draw_plate, plate_size};
 
 /// A tracked person as drawn: its ID and box in frame pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -11,9 +12,6 @@ pub struct TrackMark {
     pub id: u64,
     pub bbox: [f32; 4],
 }
-
-/// Glyph side in font pixels.
-const GLYPH: usize = 8;
 
 /// A colour per ID, hues a golden ratio apart so that consecutive IDs differ most; bright and
 /// saturated to stand out on video.
@@ -34,16 +32,10 @@ pub fn track_colour(id: u64) -> [u8; 3] {
     [r, g, b].map(|c| c.round() as u8)
 }
 
-/// Pixels per font pixel of the label, and the box outline's width, for a frame whose longer
-/// side is `side`.
-pub(super) fn label_scale(side: usize) -> f32 {
-    (side as f32 / 480.0).ceil().max(1.0)
-}
-
 /// The frame area a mark may touch: its box, its outline's width and its label above.
 pub(super) fn mark_extent(mark: &TrackMark, scale: f32) -> [f32; 4] {
     let [x1, y1, x2, y2] = mark.bbox;
-    let (label_width, label_height) = label_size(mark.id, scale);
+    let (label_width, label_height) = plate_size(&label_text(mark.id), scale);
     let reach = scale + 2.0;
     [
         x1 - reach,
@@ -55,13 +47,6 @@ pub(super) fn mark_extent(mark: &TrackMark, scale: f32) -> [f32; 4] {
 
 fn label_text(id: u64) -> String {
     id.to_string()
-}
-
-/// Width and height of the label's background, a glyph's margin around the digits.
-fn label_size(id: u64, scale: f32) -> (f32, f32) {
-    let digits = label_text(id).len();
-    let unit = GLYPH as f32 * scale;
-    (unit * digits as f32 + 2.0 * scale, unit + 2.0 * scale)
 }
 
 /// Outlines the box and writes the ID on a dark plate just above its top-left corner.
@@ -86,33 +71,9 @@ pub(super) fn draw_mark(
             None,
         );
     }
-    let (width, height) = label_size(mark.id, scale);
-    // On whole pixels: glyph dots are not anti-aliased, and a half-pixel edge would round
-    // either way.
-    let (left, top) = (x1.round(), (y1 - height).round());
-    if let Some(plate) = Rect::from_xywh(left, top, width, height) {
-        let mut dark = Paint::default();
-        dark.set_color_rgba8(0, 0, 0, 200);
-        pixmap.fill_rect(plate, &dark, transform, None);
-    }
-    let ink = {
-        let mut ink = paint(&colour);
-        ink.anti_alias = false;
-        ink
-    };
-    for (index, digit) in label_text(mark.id).bytes().enumerate() {
-        let glyph = font8x8::legacy::BASIC_LEGACY[usize::from(digit)];
-        let origin_x = left + scale + (index * GLYPH) as f32 * scale;
-        for (row, bits) in glyph.iter().enumerate() {
-            for column in (0..GLYPH).filter(|c| bits >> c & 1 == 1) {
-                let x = origin_x + column as f32 * scale;
-                let y = top + scale + row as f32 * scale;
-                if let Some(dot) = Rect::from_xywh(x, y, scale, scale) {
-                    pixmap.fill_rect(dot, &ink, transform, None);
-                }
-            }
-        }
-    }
+    let text = label_text(mark.id);
+    let (_, height) = plate_size(&text, scale);
+    draw_plate(pixmap, &text, (x1, y1 - height), scale, colour, transform);
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 use tiny_skia::{Pixmap, PixmapMut, Transform};
 
-use super::tracks::{TrackMark, draw_mark, label_scale, mark_extent};
+use super::text::{Banner, label_scale};
+use super::tracks::{TrackMark, draw_mark, mark_extent};
 use super::{DrawableRegion, PoseStyle, RenderError, draw_person};
 use crate::frame::{FrameGeometry, RgbToYuv, SourceLayout};
 use crate::tasks::dense::{depth_level, inferno, normal_level};
@@ -262,6 +263,11 @@ impl<'a> Yuv420Canvas<'a> {
         })
     }
 
+    /// See [`super::Canvas::draw_banner`].
+    pub fn draw_banner(&mut self, banner: &Banner) -> Result<(), RenderError> {
+        self.draw_layer(banner.extent(), |pixmap, shift| banner.draw(pixmap, shift))
+    }
+
     /// Draws with tiny-skia onto a transparent layer over `bounds` (frame pixels, clipped to
     /// the frame and widened to whole chroma blocks), then blends the layer into the planes.
     fn draw_layer(
@@ -334,28 +340,41 @@ impl<'a> Yuv420Canvas<'a> {
             .zip(in_blocks(self.luma.chunks_mut(2 * luma_stride), &blocks).zip(chroma_rows))
             .collect();
         let columns = area.columns;
-        rows.into_par_iter().for_each_init(
-            || vec![Tint::default(); 2 * columns.len()],
-            |tints, (block, (luma, mut chroma))| {
-                let rows_here = (height - 2 * block).min(2);
-                let (above, below) = tints.split_at_mut(columns.len());
-                for (pair_row, tints) in [above, below].into_iter().take(rows_here).enumerate() {
-                    tints.fill(Tint::default());
-                    tint_row(2 * block + pair_row, columns.clone(), tints);
-                    let luma = &mut luma[pair_row * luma_stride + columns.start..][..columns.len()];
-                    for (sample, tint) in luma.iter_mut().zip(tints.iter()) {
-                        *sample = mix(*sample, tint.yuv[0], tint.weight);
-                    }
+        let new_tints = || vec![Tint::default(); 2 * columns.len()];
+        let blend_block = |tints: &mut Vec<Tint>, (block, (luma, mut chroma)): BlockRow| {
+            let rows_here = (height - 2 * block).min(2);
+            let (above, below) = tints.split_at_mut(columns.len());
+            for (pair_row, tints) in [above, below].into_iter().take(rows_here).enumerate() {
+                tints.fill(Tint::default());
+                tint_row(2 * block + pair_row, columns.clone(), tints);
+                let luma = &mut luma[pair_row * luma_stride + columns.start..][..columns.len()];
+                for (sample, tint) in luma.iter_mut().zip(tints.iter()) {
+                    *sample = mix(*sample, tint.yuv[0], tint.weight);
                 }
-                blend_chroma(
-                    &tints[..rows_here * columns.len()],
-                    columns.clone(),
-                    &mut chroma,
-                );
-            },
-        );
+            }
+            blend_chroma(
+                &tints[..rows_here * columns.len()],
+                columns.clone(),
+                &mut chroma,
+            );
+        };
+        // A small area (a banner, a label) costs less than handing it to the pool's workers,
+        // which may be busy with the next frame's preprocessing.
+        if rows.len() * columns.len() < PARALLEL_AREA {
+            let mut tints = new_tints();
+            rows.into_iter()
+                .for_each(|row| blend_block(&mut tints, row));
+        } else {
+            rows.into_par_iter().for_each_init(new_tints, blend_block);
+        }
     }
 }
+
+/// Block rows times columns from which compositing runs on the thread pool.
+const PARALLEL_AREA: usize = 64 * 1024;
+
+/// A block row as compositing takes it: its index, its two luma rows and its chroma row.
+type BlockRow<'a> = (usize, (&'a mut [u8], ChromaRow<'a>));
 
 /// The rows (luma pairs or chroma rows) of the block rows `blocks`.
 fn in_blocks<I: Iterator>(rows: I, blocks: &Range<usize>) -> impl Iterator<Item = I::Item> {

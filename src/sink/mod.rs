@@ -24,8 +24,6 @@ use rtsp::{RtspPush, RtspServer, RtspUrl};
 pub struct VideoSinkOptions {
     pub width: usize,
     pub height: usize,
-    /// Text burnt into every frame (said when a model has random weights).
-    pub banner: Option<String>,
     pub preset: VideoPreset,
 }
 
@@ -336,7 +334,7 @@ fn frame_appsrc(delivery: Delivery) -> gst_app::AppSrc {
     }
 }
 
-/// appsrc -> [textoverlay] -> videoconvert -> videoscale to even size -> x264enc -> h264parse;
+/// appsrc -> videoconvert -> videoscale to even size -> x264enc -> h264parse;
 /// NV12 and I420 frames of even size pass the converter and the scaler untouched.
 fn encoder_chain(
     appsrc: &gst_app::AppSrc,
@@ -344,15 +342,6 @@ fn encoder_chain(
     delivery: Delivery,
 ) -> std::result::Result<Vec<gst::Element>, String> {
     let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
-    if let Some(text) = &options.banner {
-        let overlay = make("textoverlay")?;
-        overlay.set_property("text", text.as_str());
-        overlay.set_property_from_str("valignment", "top");
-        overlay.set_property_from_str("halignment", "left");
-        overlay.set_property("shaded-background", true);
-        overlay.set_property("font-desc", "Sans 12");
-        chain.push(overlay);
-    }
     let convert = make("videoconvert")?;
     convert.set_property("n-threads", 0u32);
     chain.push(convert);

@@ -170,7 +170,7 @@ fn newton_offset(
         rows[py - around.y0][px - around.x0]
     };
     let blurred = [0, 1, 2].map(|dy| [0, 1, 2].map(|dx| blurred_at(dx, dy)));
-    let clip_matters = clip_may_apply(&blurred, score);
+    let clip_matters = clip_may_apply(&blurred, seed, score);
     let blurred_max = rescale_maximum(map, kernel, scratch, seed, clip_matters);
     if !is_positive(blurred_max) {
         return None;
@@ -207,16 +207,20 @@ fn newton_step(log: &[[f32; 3]; 3]) -> Option<(f64, f64)> {
 }
 
 /// Whether clipping the rescaled neighbourhood to `[LOG_FLOOR, LOG_CEIL]` can depend on the
-/// blurred maximum, which lies between the neighbourhood's maximum and `score` (a blur never
-/// exceeds the positive maximum of its input).
-fn clip_may_apply(blurred: &[[f32; 3]; 3], score: f32) -> bool {
-    let lowest = blurred
-        .iter()
-        .flatten()
-        .fold(f32::INFINITY, |a, &b| a.min(b));
-    let floor_safe = lowest >= LOG_FLOOR * (1.0 + ROUNDING_SLACK);
+/// blurred maximum. That maximum lies between `seed` (a blurred value) and `score` (a blur
+/// never exceeds the positive maximum of its input), so the rescale lies between 1 and
+/// `score / seed`. The Newton step reads differences of the log-map: it ignores the rescale
+/// when no value is clipped, and when every value is floored at both ends of that range.
+fn clip_may_apply(blurred: &[[f32; 3]; 3], seed: f32, score: f32) -> bool {
     let ceil_safe = score <= LOG_CEIL * (1.0 - ROUNDING_SLACK);
-    !(floor_safe && ceil_safe)
+    if !ceil_safe || !is_positive(seed) {
+        return true;
+    }
+    let mut values = blurred.iter().flatten();
+    let never_floored = |&v: &f32| v >= LOG_FLOOR * (1.0 + ROUNDING_SLACK);
+    // `v * (score / seed) < LOG_FLOOR`, multiplied out so a tiny seed cannot overflow.
+    let always_floored = |&v: &f32| v * score * (1.0 + ROUNDING_SLACK) < LOG_FLOOR * seed;
+    !(values.clone().all(never_floored) || values.all(always_floored))
 }
 
 /// The blurred map's maximum, for the rescale, given `seed`, a value the blurred map takes.
@@ -924,11 +928,37 @@ mod tests {
         map[20 * width + 21] = 1.0;
         let blurred = full_blur(&map, width, height);
         let near = [19, 20, 21].map(|y| [20, 21, 22].map(|x| blurred[y * width + x]));
-        assert!(clip_may_apply(&near, 1.0) && plan_is_large(&map, width, height));
+        let seed = near
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(clip_may_apply(&near, seed, 1.0) && plan_is_large(&map, width, height));
         assert_eq!(
             decode(&map, 1, height, width)[0],
             slow_decode(&map, width, height)
         );
+    }
+
+    #[test]
+    fn neighbourhood_floored_at_any_rescale_skips_the_blurred_maximum() {
+        // Like some of the null model's maps: flat, with a maximum under the log floor, so
+        // the floor clips the whole neighbourhood whatever the rescale.
+        let mut rng = XorShift(11);
+        let map: Vec<f32> = (0..WIDTH * HEIGHT)
+            .map(|_| 0.0005 + rng.range(0.0, 0.0003))
+            .collect();
+        let blurred = full_blur(&map, WIDTH, HEIGHT);
+        let slow = slow_decode(&map, WIDTH, HEIGHT);
+        let (x, y) = (slow.x as usize, slow.y as usize);
+        let near = [y - 1, y, y + 1].map(|y| [x - 1, x, x + 1].map(|x| blurred[y * WIDTH + x]));
+        let seed = near
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(!clip_may_apply(&near, seed, slow.score) && plan_is_large(&map, WIDTH, HEIGHT));
+        assert_eq!(decode(&map, 1, HEIGHT, WIDTH)[0], slow);
     }
 
     #[test]
