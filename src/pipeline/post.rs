@@ -583,7 +583,7 @@ fn count_classes(class_map: &[u8], classes: usize) -> Vec<u64> {
 }
 
 /// What every frame of a video made with a random-weight model says.
-pub(crate) const RANDOM_WEIGHTS_BANNER: &str = "RANDOM-WEIGHT TEST MODEL - NOT A REAL RESULT";
+const RANDOM_WEIGHTS_BANNER: &str = "RANDOM-WEIGHT TEST MODEL - NOT A REAL RESULT";
 
 /// Draws the overlay into the frame in its own layout: the chosen view (frame with class
 /// colours, depth or normals) unless the GPU drew it already (`view_drawn`), then the skeletons,

@@ -141,9 +141,12 @@ impl<'a> Canvas<'a> {
     pub fn draw_banner(&mut self, banner: &Banner) -> Result<(), RenderError> {
         match self {
             Canvas::Rgba(c) => with_pixmap(c.pixels, c.width, c.height, c.stride, |pixmap| {
-                banner.draw(pixmap, Transform::identity())
+                banner.draw(pixmap)
             }),
-            Canvas::Yuv420(canvas) => canvas.draw_banner(banner),
+            Canvas::Yuv420(canvas) => {
+                canvas.draw_banner(banner);
+                Ok(())
+            }
         }
     }
 }

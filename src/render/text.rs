@@ -62,18 +62,22 @@ impl Banner {
         self.frame_size
     }
 
-    /// The frame area it covers: left, top, right and bottom.
-    pub(super) fn extent(&self) -> [f32; 4] {
-        let (left, top) = (self.origin.0 as f32, self.origin.1 as f32);
-        let (width, height) = (self.layer.width() as f32, self.layer.height() as f32);
-        [left, top, left + width, top + height]
+    /// The banner as drawn, its corner at [`Self::origin`].
+    pub(super) fn layer(&self) -> &Pixmap {
+        &self.layer
     }
 
-    /// Lays the banner on `pixmap`, a view of the frame moved by `transform`.
-    pub(super) fn draw(&self, pixmap: &mut PixmapMut, transform: Transform) {
+    /// Where the layer's top-left corner goes in the frame.
+    pub(super) fn origin(&self) -> (i32, i32) {
+        self.origin
+    }
+
+    /// Lays the banner on `pixmap`, a view of the whole frame.
+    pub(super) fn draw(&self, pixmap: &mut PixmapMut) {
         let (x, y) = self.origin;
         let paint = PixmapPaint::default();
-        pixmap.draw_pixmap(x, y, self.layer.as_ref(), &paint, transform, None);
+        let identity = Transform::identity();
+        pixmap.draw_pixmap(x, y, self.layer.as_ref(), &paint, identity, None);
     }
 }
 

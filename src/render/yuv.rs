@@ -264,8 +264,9 @@ impl<'a> Yuv420Canvas<'a> {
     }
 
     /// See [`super::Canvas::draw_banner`].
-    pub fn draw_banner(&mut self, banner: &Banner) -> Result<(), RenderError> {
-        self.draw_layer(banner.extent(), |pixmap, shift| banner.draw(pixmap, shift))
+    pub fn draw_banner(&mut self, banner: &Banner) {
+        let (x, y) = banner.origin();
+        self.blend_layer(banner.layer(), (x as usize, y as usize));
     }
 
     /// Draws with tiny-skia onto a transparent layer over `bounds` (frame pixels, clipped to
@@ -275,20 +276,9 @@ impl<'a> Yuv420Canvas<'a> {
         bounds: [f32; 4],
         draw: impl FnOnce(&mut PixmapMut, Transform),
     ) -> Result<(), RenderError> {
-        let span = |low: f32, high: f32, size: usize| {
-            let start = (low.floor().max(0.0) as usize).min(size) & !1;
-            let end = (high.ceil().max(0.0) as usize)
-                .next_multiple_of(2)
-                .min(size);
-            (start < end).then_some(start..end)
-        };
-        let (Some(columns), Some(rows)) = (
-            span(bounds[0], bounds[2], self.width),
-            span(bounds[1], bounds[3], self.height),
-        ) else {
+        let Some(area) = self.block_area(bounds) else {
             return Ok(());
         };
-        let area = Area { columns, rows };
         let (layer_width, layer_height) = (area.columns.len(), area.rows.len());
         let mut layer = Pixmap::new(layer_width as u32, layer_height as u32).ok_or(
             RenderError::FrameTooLarge {
@@ -296,14 +286,53 @@ impl<'a> Yuv420Canvas<'a> {
                 height: self.height,
             },
         )?;
-        let shift =
-            Transform::from_translate(-(area.columns.start as f32), -(area.rows.start as f32));
+        let origin = (area.columns.start, area.rows.start);
+        let shift = Transform::from_translate(-(origin.0 as f32), -(origin.1 as f32));
         draw(&mut layer.as_mut(), shift);
-        let (colours, top, left) = (self.colours, area.rows.start, area.columns.start);
-        let pixels = layer.pixels();
+        self.blend_layer(&layer, origin);
+        Ok(())
+    }
+
+    /// The frame area over `bounds` (frame pixels), clipped to the frame and widened to whole
+    /// chroma blocks; `None` when it is empty.
+    fn block_area(&self, bounds: [f32; 4]) -> Option<Area> {
+        let span = |low: f32, high: f32, size: usize| {
+            let start = (low.floor().max(0.0) as usize).min(size) & !1;
+            let end = (high.ceil().max(0.0) as usize)
+                .next_multiple_of(2)
+                .min(size);
+            (start < end).then_some(start..end)
+        };
+        Some(Area {
+            columns: span(bounds[0], bounds[2], self.width)?,
+            rows: span(bounds[1], bounds[3], self.height)?,
+        })
+    }
+
+    /// Blends `layer`, its top-left corner at `origin` in the frame, into the planes; what
+    /// the layer leaves out of a chroma block it touches counts as transparent.
+    fn blend_layer(&mut self, layer: &Pixmap, origin: (usize, usize)) {
+        let (layer_width, layer_height) = (layer.width() as usize, layer.height() as usize);
+        let bounds = [
+            origin.0,
+            origin.1,
+            origin.0 + layer_width,
+            origin.1 + layer_height,
+        ]
+        .map(|v| v as f32);
+        let Some(area) = self.block_area(bounds) else {
+            return;
+        };
+        let (colours, pixels) = (self.colours, layer.pixels());
         self.composite(area, |y, columns, out| {
-            let row = &pixels[(y - top) * layer_width + columns.start - left..][..columns.len()];
-            for (tint, pixel) in out.iter_mut().zip(row) {
+            let Some(layer_y) = y.checked_sub(origin.1).filter(|&ly| ly < layer_height) else {
+                return;
+            };
+            let row = &pixels[layer_y * layer_width..][..layer_width];
+            for (x, tint) in columns.zip(out.iter_mut()) {
+                let Some(pixel) = x.checked_sub(origin.0).and_then(|lx| row.get(lx)) else {
+                    continue;
+                };
                 let coverage = pixel.alpha();
                 if coverage > 0 {
                     let colour = pixel.demultiply();
@@ -314,7 +343,6 @@ impl<'a> Yuv420Canvas<'a> {
                 }
             }
         });
-        Ok(())
     }
 
     /// Blends the tints `tint_row(y, columns, tints)` gives for each row of `area` into the
