@@ -14,8 +14,6 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
   libgstrtspserver-1.0-dev gstreamer1.0-rtsp
-  # textoverlay (the random-weights banner on overlay videos) is in the Pango plugin
-  gstreamer1.0-x
   # test peers: an MQTT broker and a headless browser
   mosquitto chromium
   # the Triton test server's Python backend stub loads the system libpython (.venv-triton below)
