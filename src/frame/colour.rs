@@ -74,97 +74,177 @@ impl YuvToRgb {
         chroma_terms.map(|term| ((luma + term) >> YUV_SHIFT).clamp(0, 255) as u8)
     }
 
-    /// This conversion's terms by sample value, for converting whole rows.
-    pub(crate) fn tables(&self) -> YuvTables {
-        let table = |term: &dyn Fn(u8) -> i32| std::array::from_fn(|value| term(value as u8));
-        let chroma = |value: u8| i32::from(value) - 128;
-        YuvTables {
-            luma: table(&|y| (i32::from(y) - self.luma_offset).max(0) * self.luma),
-            red_v: table(&|v| self.chroma_terms(128, v)[0]),
-            green_u: table(&|u| self.u_to_g * chroma(u)),
-            green_v: table(&|v| self.chroma_terms(128, v)[1]),
-            blue_u: table(&|u| self.chroma_terms(u, 128)[2]),
+    /// This conversion in the form that converts whole rows in SIMD lanes.
+    pub(crate) fn row_converter(&self) -> YuvRowConverter {
+        let offset = i16::try_from(self.luma_offset).expect("a luma offset is an 8-bit level");
+        YuvRowConverter {
+            luma_offset: offset,
+            luma: SplitCoefficient::new(self.luma),
+            v_to_r: SplitCoefficient::new(self.v_to_r),
+            u_to_g: SplitCoefficient::new(self.u_to_g),
+            v_to_g: SplitCoefficient::new(self.v_to_g),
+            u_to_b: SplitCoefficient::new(self.u_to_b),
         }
     }
 }
 
-/// A [`YuvToRgb`]'s products by table, the final shift's clamp by table too: the same
-/// integers as [`YuvToRgb::convert`] without a multiplication or a branch per pixel.
-pub(crate) struct YuvTables {
-    luma: [i32; 256],
-    /// The rounding half is in the red, green and blue terms of `v`, `v` and `u`.
-    red_v: [i32; 256],
-    green_u: [i32; 256],
-    green_v: [i32; 256],
-    blue_u: [i32; 256],
+/// A 20-bit coefficient as `high * 2^11 + low`, both halves 16-bit: the product with an 8-bit
+/// sample is then two 16 x 16-bit multiplies, which SIMD units do eight or sixteen at a time
+/// (`pmaddwd`), where a 32-bit multiply is slow or scalar. The sum is the same integer.
+#[derive(Clone, Copy, Debug)]
+struct SplitCoefficient {
+    high: i16,
+    low: i16,
 }
 
-/// `(sum >> YUV_SHIFT).clamp(0, 255)` for the shifted sums of any 8-bit sample, by
-/// `(shifted + CLAMP_OFFSET) & CLAMP_MASK` (the mask makes the index provably in bounds).
-const CLAMP_OFFSET: i32 = 1024;
-const CLAMP_MASK: usize = 4095;
-static CLAMP: [u8; CLAMP_MASK + 1] = {
-    let mut table = [0_u8; CLAMP_MASK + 1];
-    let mut index = 0;
-    while index <= CLAMP_MASK {
-        let shifted = index as i32 - CLAMP_OFFSET;
-        table[index] = if shifted < 0 {
-            0
-        } else if shifted > 255 {
-            255
-        } else {
-            shifted as u8
-        };
-        index += 1;
-    }
-    table
-};
+const LOW_BITS: i32 = 11;
 
-impl YuvTables {
-    /// A run of pixels that share chroma samples in pairs (a 4:2:0 row from an even column):
-    /// `luma[i]` takes the `i / 2`-th `(u, v)` of `chroma`, and `rgb` gets three bytes a pixel.
-    pub(crate) fn convert_row(
-        &self,
-        luma: &[u8],
-        mut chroma: impl Iterator<Item = (u8, u8)>,
-        rgb: &mut [u8],
-    ) {
-        let mut pairs = luma.chunks_exact(2);
-        let mut outputs = rgb.chunks_exact_mut(6);
-        for ((pair, out), (u, v)) in (&mut pairs).zip(&mut outputs).zip(&mut chroma) {
-            let terms = self.chroma_terms(u, v);
-            out[..3].copy_from_slice(&self.with_terms(pair[0], terms));
-            out[3..].copy_from_slice(&self.with_terms(pair[1], terms));
-        }
-        if let ([y], Some((u, v))) = (pairs.remainder(), chroma.next()) {
-            let out = outputs.into_remainder();
-            out.copy_from_slice(&self.with_terms(*y, self.chroma_terms(u, v)));
+impl SplitCoefficient {
+    fn new(coefficient: i32) -> Self {
+        let high = coefficient >> LOW_BITS;
+        SplitCoefficient {
+            high: i16::try_from(high).expect("a YUV coefficient is below 2^26"),
+            low: (coefficient & ((1 << LOW_BITS) - 1)) as i16,
         }
     }
 
-    /// One sample's RGB: [`YuvToRgb::convert`]'s result.
     #[inline(always)]
-    pub(crate) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        self.with_terms(y, self.chroma_terms(u, v))
+    fn times(self, sample: i16) -> i32 {
+        let sample = i32::from(sample);
+        ((sample * i32::from(self.high)) << LOW_BITS) + sample * i32::from(self.low)
+    }
+}
+
+/// [`YuvToRgb`] over runs of a 4:2:0 row: the same integers as [`YuvToRgb::convert`], computed
+/// in SIMD lanes (AVX2 or SSE4.1 chosen at run time, plain x86-64 otherwise).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct YuvRowConverter {
+    luma_offset: i16,
+    luma: SplitCoefficient,
+    v_to_r: SplitCoefficient,
+    u_to_g: SplitCoefficient,
+    v_to_g: SplitCoefficient,
+    u_to_b: SplitCoefficient,
+}
+
+/// Pixels converted per step of [`YuvRowConverter::convert_packed`]'s scratch.
+const PACKED_CHUNK: usize = 128;
+
+/// A converted pixel as one word: red in the low byte, then green and blue, the top byte zero.
+pub(crate) fn word_rgb(word: u32) -> [u8; 3] {
+    let [red, green, blue, _] = word.to_le_bytes();
+    [red, green, blue]
+}
+
+/// The chroma samples of a 4:2:0 row as stored, from the one its first pixel pair shares.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ChromaRow<'a> {
+    /// NV12: U and V alternating in one plane.
+    Interleaved(&'a [u8]),
+    /// I420: U and V in planes of their own.
+    Planar { u: &'a [u8], v: &'a [u8] },
+}
+
+impl<'a> ChromaRow<'a> {
+    /// The samples after the first `pairs`.
+    pub(crate) fn skip_pairs(self, pairs: usize) -> Self {
+        match self {
+            ChromaRow::Interleaved(uv) => ChromaRow::Interleaved(&uv[2 * pairs..]),
+            ChromaRow::Planar { u, v } => ChromaRow::Planar {
+                u: &u[pairs..],
+                v: &v[pairs..],
+            },
+        }
     }
 
+    /// The `pair`-th `(u, v)` sample.
+    fn sample(self, pair: usize) -> (u8, u8) {
+        match self {
+            ChromaRow::Interleaved(uv) => (uv[2 * pair], uv[2 * pair + 1]),
+            ChromaRow::Planar { u, v } => (u[pair], v[pair]),
+        }
+    }
+}
+
+impl YuvRowConverter {
+    /// A run of pixels from an even column into [`word_rgb`] words; pixels `2 i` and `2 i + 1`
+    /// share `chroma`'s `i`-th sample. One word a pixel keeps the lanes 32-bit all the way and
+    /// lets a reader fetch a pixel with one load.
+    pub(crate) fn convert_words(&self, luma: &[u8], chroma: ChromaRow, words: &mut [u32]) {
+        let pairs = luma.len() / 2;
+        let (whole, words) = (&luma[..2 * pairs], &mut words[..luma.len()]);
+        let (paired, last) = words.split_at_mut(2 * pairs);
+        // Exact lengths everywhere, so the loops carry no bounds checks and vectorise.
+        match chroma {
+            ChromaRow::Interleaved(uv) => {
+                convert_interleaved(self, whole, &uv[..2 * pairs], paired)
+            }
+            ChromaRow::Planar { u, v } => {
+                convert_planar(self, whole, &u[..pairs], &v[..pairs], paired)
+            }
+        }
+        if let [word] = last {
+            let (u, v) = chroma.sample(pairs);
+            *word = self.word(luma[2 * pairs], self.chroma_terms(u, v));
+        }
+    }
+
+    /// [`Self::convert_words`] into packed RGB, three bytes a pixel.
+    pub(crate) fn convert_packed(&self, luma: &[u8], chroma: ChromaRow, rgb: &mut [u8]) {
+        let mut words = [0_u32; PACKED_CHUNK];
+        let chunks = luma
+            .chunks(PACKED_CHUNK)
+            .zip(rgb.chunks_mut(3 * PACKED_CHUNK));
+        for (index, (luma, rgb)) in chunks.enumerate() {
+            let chroma = chroma.skip_pairs(index * PACKED_CHUNK / 2);
+            self.convert_words(luma, chroma, &mut words);
+            for (pixel, &word) in rgb.chunks_exact_mut(3).zip(words.iter()) {
+                pixel.copy_from_slice(&word_rgb(word));
+            }
+        }
+    }
+
+    /// One pixel's word from its luma sample and its chroma's [`Self::chroma_terms`].
+    #[inline(always)]
+    fn word(&self, y: u8, chroma_terms: [i32; 3]) -> u32 {
+        let luma = self.luma.times((i16::from(y) - self.luma_offset).max(0));
+        let [red, green, blue] = chroma_terms.map(|term| (luma + term) >> YUV_SHIFT);
+        let channel = |sum: i32| sum.clamp(0, 255) as u32;
+        channel(red) | channel(green) << 8 | channel(blue) << 16
+    }
+
+    /// The red, green and blue terms of a chroma sample, the rounding half included.
     #[inline(always)]
     fn chroma_terms(&self, u: u8, v: u8) -> [i32; 3] {
-        let (u, v) = (usize::from(u), usize::from(v));
+        const HALF: i32 = 1 << (YUV_SHIFT - 1);
+        let (u, v) = (i16::from(u) - 128, i16::from(v) - 128);
         [
-            self.red_v[v],
-            self.green_u[u] + self.green_v[v],
-            self.blue_u[u],
+            self.v_to_r.times(v) + HALF,
+            self.u_to_g.times(u) + self.v_to_g.times(v) + HALF,
+            self.u_to_b.times(u) + HALF,
         ]
     }
+}
 
-    #[inline(always)]
-    fn with_terms(&self, y: u8, terms: [i32; 3]) -> [u8; 3] {
-        let luma = self.luma[usize::from(y)];
-        terms.map(|term| {
-            let shifted = (luma + term) >> YUV_SHIFT;
-            CLAMP[(shifted + CLAMP_OFFSET) as usize & CLAMP_MASK]
-        })
+/// The pixel pairs of an NV12 run.
+#[multiversion::multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+fn convert_interleaved(converter: &YuvRowConverter, luma: &[u8], uv: &[u8], words: &mut [u32]) {
+    let pairs = luma.chunks_exact(2).zip(uv.chunks_exact(2));
+    for ((luma, uv), words) in pairs.zip(words.chunks_exact_mut(2)) {
+        let terms = converter.chroma_terms(uv[0], uv[1]);
+        words[0] = converter.word(luma[0], terms);
+        words[1] = converter.word(luma[1], terms);
+    }
+}
+
+/// The pixel pairs of an I420 run.
+#[multiversion::multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+fn convert_planar(converter: &YuvRowConverter, luma: &[u8], u: &[u8], v: &[u8], words: &mut [u32]) {
+    let pairs = luma.chunks_exact(2).zip(u.iter().zip(v));
+    for ((luma, (&u, &v)), words) in pairs.zip(words.chunks_exact_mut(2)) {
+        let terms = converter.chroma_terms(u, v);
+        words[0] = converter.word(luma[0], terms);
+        words[1] = converter.word(luma[1], terms);
     }
 }
 
@@ -235,32 +315,66 @@ fn invert(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
 mod tests {
     use super::*;
 
-    #[test]
-    fn row_tables_give_the_per_sample_conversion() {
-        // Every luma value with chroma on a grid that includes both extremes, for both common
-        // matrices and both ranges; pairs of pixels share a chroma sample, a last odd one too.
-        let chroma: Vec<u8> = (0..=255).step_by(5).collect();
-        for conversion in [
+    /// BT.601 limited range, BT.709 limited and full range, BT.601 full range.
+    fn matrices() -> [YuvToRgb; 4] {
+        [
             YuvToRgb::BT601_LIMITED,
             YuvToRgb::from_weights(0.2126, 0.0722, false),
             YuvToRgb::from_weights(0.2126, 0.0722, true),
             YuvToRgb::from_weights(0.299, 0.114, true),
-        ] {
-            let tables = conversion.tables();
-            let luma: Vec<u8> = (0..=255).chain([7]).collect();
-            let mut rgb = vec![0; 3 * luma.len()];
-            for &u in &chroma {
-                for &v in &chroma {
-                    let samples = std::iter::repeat_n((u, v), luma.len().div_ceil(2));
-                    tables.convert_row(&luma, samples, &mut rgb);
-                    for (pixel, &y) in rgb.chunks_exact(3).zip(&luma) {
-                        assert_eq!(
-                            pixel,
-                            conversion.convert(y, u, v),
-                            "{conversion:?} {y} {u} {v}"
-                        );
+        ]
+    }
+
+    /// A row holding every luma value twice, so each pixel pair shares one chroma sample.
+    fn every_luma_in_pairs() -> Vec<u8> {
+        (0..=255).flat_map(|y| [y, y]).collect()
+    }
+
+    #[test]
+    fn word_rows_equal_the_per_sample_conversion_for_every_yuv_value() {
+        // All 2^24 samples for each matrix: the split coefficients must never lose a bit.
+        let luma = every_luma_in_pairs();
+        let mut words = vec![0; luma.len()];
+        for conversion in matrices() {
+            let converter = conversion.row_converter();
+            for u in 0..=255 {
+                for v in 0..=255 {
+                    let chroma = ChromaRow::Planar {
+                        u: &[u; 256],
+                        v: &[v; 256],
+                    };
+                    converter.convert_words(&luma, chroma, &mut words);
+                    for (&word, &y) in words.iter().zip(&luma) {
+                        let want = conversion.convert(y, u, v);
+                        assert_eq!(word_rgb(word), want, "{conversion:?} {y} {u} {v}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_chroma_and_packed_rows_take_each_pixels_own_sample() {
+        // NV12-style chroma (u and v alternating, `v` one byte in), different for every pair,
+        // and an odd length so the last pixel has a sample of its own.
+        let luma: Vec<u8> = (0..301).map(|x| (x * 37 % 256) as u8).collect();
+        let pairs = luma.len().div_ceil(2);
+        let uv: Vec<u8> = (0..2 * pairs).map(|i| (i * 101 % 256) as u8).collect();
+        for conversion in matrices() {
+            let converter = conversion.row_converter();
+            let expected: Vec<[u8; 3]> = luma
+                .iter()
+                .enumerate()
+                .map(|(x, &y)| conversion.convert(y, uv[x / 2 * 2], uv[x / 2 * 2 + 1]))
+                .collect();
+            let mut words = vec![u32::MAX; luma.len()];
+            converter.convert_words(&luma, ChromaRow::Interleaved(&uv), &mut words);
+            let mut packed = vec![0; 3 * luma.len()];
+            converter.convert_packed(&luma, ChromaRow::Interleaved(&uv), &mut packed);
+            for (x, want) in expected.iter().enumerate() {
+                let word = u32::from_le_bytes([want[0], want[1], want[2], 0]);
+                assert_eq!(words[x], word, "words {x}");
+                assert_eq!(packed[3 * x..][..3], *want, "packed {x}");
             }
         }
     }
@@ -299,13 +413,7 @@ mod tests {
 
     #[test]
     fn rgb_to_yuv_and_back_stays_within_the_yuv_rounding() {
-        let matrices = [
-            YuvToRgb::BT601_LIMITED,
-            YuvToRgb::from_weights(0.2126, 0.0722, false),
-            YuvToRgb::from_weights(0.2126, 0.0722, true),
-            YuvToRgb::from_weights(0.299, 0.114, true),
-        ];
-        for forward in matrices {
+        for forward in matrices() {
             let inverse = RgbToYuv::inverse_of(&forward);
             for rgb in (0..=255u8).step_by(15).flat_map(|r| {
                 (0..=255u8)

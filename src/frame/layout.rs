@@ -1,6 +1,8 @@
 //! Where a frame's pixels are in its buffer: packed RGB(x)/BGR(x) or NV12/I420 planes.
 
-use super::colour::{YuvTables, YuvToRgb};
+use std::ops::Range;
+
+use super::colour::{ChromaRow, YuvRowConverter, YuvToRgb};
 use super::view::{ImageView, PixelFormat};
 
 /// How a frame's bytes are laid out.
@@ -232,12 +234,12 @@ pub fn yuv420_to_rgb(data: &[u8], geometry: &FrameGeometry) -> Vec<u8> {
 }
 
 fn yuv420_to_rgb_into(data: &[u8], geometry: &FrameGeometry, rgb: &mut Vec<u8>) {
-    let tables = geometry.yuv.tables();
+    let converter = geometry.yuv.row_converter();
     let row_len = 3 * geometry.width;
     for y in 0..geometry.height {
         rgb.resize(rgb.len() + row_len, 0);
         let start = rgb.len() - row_len;
-        Yuv420Row::new(data, geometry, y).convert(&tables, &mut rgb[start..]);
+        Yuv420Row::new(data, geometry, y).convert(&converter, &mut rgb[start..]);
     }
 }
 
@@ -251,11 +253,7 @@ pub(crate) enum FrameRow<'a> {
 /// A row of a YUV 4:2:0 frame: its luma, and the chroma row it shares with its neighbour.
 pub(crate) struct Yuv420Row<'a> {
     luma: &'a [u8],
-    /// U and V from their first samples; `step` apart within a plane (2 in NV12's
-    /// interleaved plane, 1 in I420's).
-    u: &'a [u8],
-    v: &'a [u8],
-    step: usize,
+    chroma: ChromaRow<'a>,
 }
 
 impl<'a> Yuv420Row<'a> {
@@ -263,43 +261,34 @@ impl<'a> Yuv420Row<'a> {
         let luma = &data[y * geometry.stride..][..geometry.width];
         let row = y / 2 * geometry.chroma_stride;
         let samples = geometry.width.div_ceil(2);
-        match geometry.layout {
-            SourceLayout::Nv12 => {
-                let uv = &data[geometry.chroma[0] + row..][..2 * samples];
-                Yuv420Row {
-                    luma,
-                    u: uv,
-                    v: &uv[1..],
-                    step: 2,
-                }
-            }
-            _ => {
-                let plane = |index: usize| &data[geometry.chroma[index] + row..][..samples];
-                Yuv420Row {
-                    luma,
-                    u: plane(0),
-                    v: plane(1),
-                    step: 1,
-                }
-            }
-        }
+        let plane = |index: usize, len: usize| &data[geometry.chroma[index] + row..][..len];
+        let chroma = match geometry.layout {
+            SourceLayout::Nv12 => ChromaRow::Interleaved(plane(0, 2 * samples)),
+            _ => ChromaRow::Planar {
+                u: plane(0, samples),
+                v: plane(1, samples),
+            },
+        };
+        Yuv420Row { luma, chroma }
     }
 
-    /// Pixel `x`'s RGB.
-    #[inline(always)]
-    pub(crate) fn rgb(&self, tables: &YuvTables, x: usize) -> [u8; 3] {
-        let at = x / 2 * self.step;
-        tables.rgb(self.luma[x], self.u[at], self.v[at])
+    /// Columns `columns` as RGB words (`colour::word_rgb`); the run starts on a chroma sample.
+    pub(crate) fn convert_words(
+        &self,
+        converter: &YuvRowConverter,
+        columns: Range<usize>,
+        words: &mut [u32],
+    ) {
+        assert!(
+            columns.start.is_multiple_of(2),
+            "a 4:2:0 run starts on an even column"
+        );
+        let chroma = self.chroma.skip_pairs(columns.start / 2);
+        converter.convert_words(&self.luma[columns], chroma, words);
     }
 
     /// The whole row as packed RGB.
-    fn convert(&self, tables: &YuvTables, rgb: &mut [u8]) {
-        if self.step == 2 {
-            let interleaved = self.u.chunks_exact(2).map(|uv| (uv[0], uv[1]));
-            tables.convert_row(self.luma, interleaved, rgb);
-        } else {
-            let planar = self.u.iter().zip(self.v).map(|(&u, &v)| (u, v));
-            tables.convert_row(self.luma, planar, rgb);
-        }
+    fn convert(&self, converter: &YuvRowConverter, rgb: &mut [u8]) {
+        converter.convert_packed(self.luma, self.chroma, rgb);
     }
 }

@@ -9,8 +9,8 @@ mod decoded;
 mod layout;
 mod view;
 
-pub(crate) use colour::YuvTables;
 pub use colour::{RgbToYuv, YuvToRgb};
+pub(crate) use colour::{YuvRowConverter, word_rgb};
 #[cfg(feature = "gstreamer")]
 pub use decoded::{Frame, MappedFrame};
 pub use layout::{FrameGeometry, HostFrame, SourceLayout, yuv420_to_rgb};

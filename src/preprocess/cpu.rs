@@ -8,7 +8,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{Normalization, Tap};
-use crate::frame::{FrameRow, HostFrame, PixelFormat, Yuv420Row, YuvTables};
+use crate::frame::{FrameRow, HostFrame, PixelFormat, Yuv420Row, YuvRowConverter, word_rgb};
 
 /// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
 /// Weights and intermediates fit in 16 bits, which halves the row buffers.
@@ -91,21 +91,53 @@ fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
     }
 }
 
-/// Horizontal pass over a YUV 4:2:0 row, converting to RGB (the kernels' arithmetic) only
-/// the pixels the taps read: the conversion and the resize in one pass.
-fn horizontal_pass_yuv420<K: FixedPointBilinear>(
-    row: &Yuv420Row,
-    tables: &YuvTables,
+/// Horizontal pass over a row of RGB words (`frame::word_rgb`) from source column `first`:
+/// one load a pixel.
+fn horizontal_pass_words<K: FixedPointBilinear>(
+    words: &[u32],
+    first: usize,
     columns: &[Tap],
     [red, green, blue]: [&mut [i16]; 3],
 ) {
     let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
     for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
-        let p0 = row.rgb(tables, tap.i0);
-        let p1 = row.rgb(tables, tap.i1);
+        let p0 = word_rgb(words[tap.i0 - first]);
+        let p1 = word_rgb(words[tap.i1 - first]);
         *red = K::horizontal(p0[0], p1[0], tap.w0, tap.w1);
         *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
         *blue = K::horizontal(p0[2], p1[2], tap.w0, tap.w1);
+    }
+}
+
+/// What the horizontal pass needs of a YUV frame: its conversion, and the source columns the
+/// taps read, from an even one so that the run starts on a chroma sample.
+struct YuvSpan {
+    converter: YuvRowConverter,
+    columns: Range<usize>,
+}
+
+impl YuvSpan {
+    fn new(converter: YuvRowConverter, taps: &[Tap]) -> Self {
+        let first = taps.iter().map(|t| t.i0.min(t.i1)).min().unwrap_or(0);
+        let end = taps.iter().map(|t| t.i0.max(t.i1) + 1).max().unwrap_or(0);
+        YuvSpan {
+            converter,
+            columns: first / 2 * 2..end.max(first),
+        }
+    }
+
+    /// Converts the span of `row` to RGB words (once, in SIMD lanes), then blends its taps.
+    fn horizontal_pass<K: FixedPointBilinear>(
+        &self,
+        row: &Yuv420Row,
+        columns: &[Tap],
+        out: [&mut [i16]; 3],
+    ) {
+        CONVERTED_ROW.with_borrow_mut(|words| {
+            words.resize(self.columns.len(), 0);
+            row.convert_words(&self.converter, self.columns.clone(), words);
+            horizontal_pass_words::<K>(words, self.columns.start, columns, out);
+        });
     }
 }
 
@@ -170,6 +202,8 @@ impl RowPair {
 thread_local! {
     /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
     static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
+    /// Per-thread RGB words of the source row being converted from YUV.
+    static CONVERTED_ROW: RefCell<Vec<u32>> = RefCell::default();
 }
 
 /// The separable skeleton shared by stretch and warp: bands of output rows in parallel, each
@@ -192,10 +226,11 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
     );
     let packed_format = src.geometry.layout.packed_format();
     let packed = horizontal_pass_for::<K>(packed_format.unwrap_or(PixelFormat::Rgb));
-    // YUV frames only: their conversion's tables.
-    let tables = packed_format.is_none().then(|| src.geometry.yuv.tables());
     // Only the columns whose taps reach into the frame are computed; the others stay zero.
     let active = weighted_span(columns);
+    let yuv = packed_format
+        .is_none()
+        .then(|| YuvSpan::new(src.geometry.yuv.row_converter(), &columns[active.clone()]));
     let horizontal = |y: usize, out: &mut [i16]| {
         let taps = &columns[active.clone()];
         let (red, rest) = out.split_at_mut(dst_w);
@@ -204,8 +239,8 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
         match src.row(y) {
             FrameRow::Packed(row) => packed(row, taps, [red, green, blue]),
             FrameRow::Yuv420(row) => {
-                let tables = tables.as_ref().expect("a YUV row comes from a YUV frame");
-                horizontal_pass_yuv420::<K>(&row, tables, taps, [red, green, blue])
+                let yuv = yuv.as_ref().expect("a YUV row comes from a YUV frame");
+                yuv.horizontal_pass::<K>(&row, taps, [red, green, blue])
             }
         }
     };
