@@ -91,58 +91,74 @@ fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
     }
 }
 
-/// Horizontal pass over a row of RGB words (`frame::word_rgb`) from source column `first`:
-/// one load a pixel.
-fn horizontal_pass_words<K: FixedPointBilinear>(
-    words: &[u32],
-    first: usize,
-    columns: &[Tap],
+/// Blends each tap's two RGB words (`frame::word_rgb`), gathered side by side beforehand so that
+/// the arithmetic runs over contiguous lanes.
+#[multiversion::multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+fn blend_words<K: FixedPointBilinear>(
+    [first, second]: [&[u32]; 2],
+    [first_weights, second_weights]: [&[i16]; 2],
     [red, green, blue]: [&mut [i16]; 3],
 ) {
+    let words = first.iter().zip(second);
+    let weights = first_weights.iter().zip(second_weights);
     let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
-    for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
-        let p0 = word_rgb(words[tap.i0 - first]);
-        let p1 = word_rgb(words[tap.i1 - first]);
-        *red = K::horizontal(p0[0], p1[0], tap.w0, tap.w1);
-        *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
-        *blue = K::horizontal(p0[2], p1[2], tap.w0, tap.w1);
+    for (((&p0, &p1), (&w0, &w1)), ((red, green), blue)) in words.zip(weights).zip(planes) {
+        let (p0, p1) = (word_rgb(p0), word_rgb(p1));
+        *red = K::horizontal(p0[0], p1[0], w0, w1);
+        *green = K::horizontal(p0[1], p1[1], w0, w1);
+        *blue = K::horizontal(p0[2], p1[2], w0, w1);
     }
 }
 
-/// What the horizontal pass needs of a YUV frame: its conversion, and the source columns the
-/// taps read, from an even one so that the run starts on a chroma sample.
+/// What the horizontal pass needs of a YUV frame: its conversion, the source columns the taps
+/// read (from an even one, so that the run starts on a chroma sample), and the taps as columns:
+/// each one's two sources within that run, and its two weights.
 struct YuvSpan {
     converter: YuvRowConverter,
     columns: Range<usize>,
+    sources: [Vec<usize>; 2],
+    weights: [Vec<i16>; 2],
 }
 
 impl YuvSpan {
     fn new(converter: YuvRowConverter, taps: &[Tap]) -> Self {
         let first = taps.iter().map(|t| t.i0.min(t.i1)).min().unwrap_or(0);
         let end = taps.iter().map(|t| t.i0.max(t.i1) + 1).max().unwrap_or(0);
+        let start = first / 2 * 2;
         YuvSpan {
             converter,
-            columns: first / 2 * 2..end.max(first),
+            columns: start..end.max(first),
+            sources: [
+                taps.iter().map(|t| t.i0 - start).collect(),
+                taps.iter().map(|t| t.i1 - start).collect(),
+            ],
+            weights: [
+                taps.iter().map(|t| t.w0).collect(),
+                taps.iter().map(|t| t.w1).collect(),
+            ],
         }
     }
 
     /// Converts the span of `row` to RGB words (once, in SIMD lanes), then blends its taps.
-    fn horizontal_pass<K: FixedPointBilinear>(
-        &self,
-        row: &Yuv420Row,
-        columns: &[Tap],
-        out: [&mut [i16]; 3],
-    ) {
-        CONVERTED_ROW.with_borrow_mut(|words| {
+    fn horizontal_pass<K: FixedPointBilinear>(&self, row: &Yuv420Row, out: [&mut [i16]; 3]) {
+        CONVERTED_ROW.with_borrow_mut(|ConvertedRow { words, gathered }| {
             words.resize(self.columns.len(), 0);
             row.convert_words(&self.converter, self.columns.clone(), words);
-            horizontal_pass_words::<K>(words, self.columns.start, columns, out);
+            for (gathered, sources) in gathered.iter_mut().zip(&self.sources) {
+                gathered.clear();
+                gathered.extend(sources.iter().map(|&i| words[i]));
+            }
+            let [first, second] = gathered;
+            let [first_weights, second_weights] = &self.weights;
+            blend_words::<K>([first, second], [first_weights, second_weights], out);
         });
     }
 }
 
 /// Vertical pass of one channel of one output row, normalised. A true division, not a
 /// multiplication by `1 / std`, so the values equal NumPy's `(x - mean) / std` bit for bit.
+/// Compiled for wider lanes too: the baseline x86-64 target has no 32-bit vector multiply.
+#[multiversion::multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 fn vertical_pass<K: FixedPointBilinear>(
     upper: &[i16],
     lower: &[i16],
@@ -199,11 +215,18 @@ impl RowPair {
     }
 }
 
+/// A YUV source row converted to RGB words, and each tap's two words gathered from it.
+#[derive(Default)]
+struct ConvertedRow {
+    words: Vec<u32>,
+    gathered: [Vec<u32>; 2],
+}
+
 thread_local! {
     /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
     static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
     /// Per-thread RGB words of the source row being converted from YUV.
-    static CONVERTED_ROW: RefCell<Vec<u32>> = RefCell::default();
+    static CONVERTED_ROW: RefCell<ConvertedRow> = RefCell::default();
 }
 
 /// The separable skeleton shared by stretch and warp: bands of output rows in parallel, each
@@ -240,7 +263,7 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
             FrameRow::Packed(row) => packed(row, taps, [red, green, blue]),
             FrameRow::Yuv420(row) => {
                 let yuv = yuv.as_ref().expect("a YUV row comes from a YUV frame");
-                yuv.horizontal_pass::<K>(&row, taps, [red, green, blue])
+                yuv.horizontal_pass::<K>(&row, [red, green, blue])
             }
         }
     };
