@@ -13,6 +13,6 @@ pub use colour::{RgbToYuv, YuvToRgb};
 pub(crate) use colour::{YuvRowConverter, word_rgb};
 #[cfg(feature = "gstreamer")]
 pub use decoded::{Frame, MappedFrame};
+pub(crate) use layout::FrameRow;
 pub use layout::{FrameGeometry, HostFrame, SourceLayout, yuv420_to_rgb};
-pub(crate) use layout::{FrameRow, Yuv420Row};
 pub use view::{ImageView, PaintedFrame, PixelFormat};

@@ -8,7 +8,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{Normalization, Tap};
-use crate::frame::{FrameRow, HostFrame, PixelFormat, Yuv420Row, YuvRowConverter, word_rgb};
+use crate::frame::{FrameRow, HostFrame, PixelFormat, YuvRowConverter, word_rgb};
 
 /// OpenCV's integer bilinear arithmetic for 8-bit images; one implementation per operation.
 /// Weights and intermediates fit in 16 bits, which halves the row buffers.
@@ -60,34 +60,48 @@ impl FixedPointBilinear for WarpArithmetic {
 /// cheap), few enough that the two rows each band computes first stay negligible.
 const BANDS_PER_THREAD: usize = 4;
 
-/// One horizontal pass: a packed source row into three planar intermediate rows (R, G, B).
-type HorizontalPass = fn(&[u8], &[Tap], [&mut [i16]; 3]);
+/// Converts the pixels of `columns` of a packed row to RGB words (`frame::word_rgb`).
+type PackedWords = fn(&[u8], Range<usize>, &mut [u32]);
 
-/// The horizontal pass for a pixel format, monomorphised so the channel offsets are constants.
-fn horizontal_pass_for<K: FixedPointBilinear>(format: PixelFormat) -> HorizontalPass {
+/// The conversion for a pixel format, monomorphised so the channel offsets are constants.
+fn packed_words_for(format: PixelFormat) -> PackedWords {
     match format {
-        PixelFormat::Rgb => horizontal_pass::<K, 3, false>,
-        PixelFormat::Rgba => horizontal_pass::<K, 4, false>,
-        PixelFormat::Bgr => horizontal_pass::<K, 3, true>,
-        PixelFormat::Bgra => horizontal_pass::<K, 4, true>,
+        PixelFormat::Rgb => packed_words::<3, false>,
+        PixelFormat::Rgba => packed_words::<4, false>,
+        PixelFormat::Bgr => packed_words::<3, true>,
+        PixelFormat::Bgra => packed_words::<4, true>,
     }
 }
 
-/// Horizontal pass for pixels of `BPP` bytes, blue first when `BGR`: each tap reads its two
-/// pixels once and writes all three planes.
-fn horizontal_pass<K: FixedPointBilinear, const BPP: usize, const BGR: bool>(
+/// [`PackedWords`] for pixels of `BPP` bytes, blue first when `BGR`.
+fn packed_words<const BPP: usize, const BGR: bool>(
     row: &[u8],
-    columns: &[Tap],
-    [red, green, blue]: [&mut [i16]; 3],
+    columns: Range<usize>,
+    words: &mut [u32],
 ) {
-    let (r, b) = if BGR { (2, 0) } else { (0, 2) };
-    let planes = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
-    for (tap, ((red, green), blue)) in columns.iter().zip(planes) {
-        let p0 = &row[tap.i0 * BPP..][..BPP];
-        let p1 = &row[tap.i1 * BPP..][..BPP];
-        *red = K::horizontal(p0[r], p1[r], tap.w0, tap.w1);
-        *green = K::horizontal(p0[1], p1[1], tap.w0, tap.w1);
-        *blue = K::horizontal(p0[b], p1[b], tap.w0, tap.w1);
+    let pixels = &row[columns.start * BPP..columns.end * BPP];
+    for (word, pixel) in words.iter_mut().zip(pixels.chunks_exact(BPP)) {
+        *word = packed_word::<BGR>(pixel);
+    }
+}
+
+/// A packed pixel's RGB word; four-byte pixels in one load.
+#[inline(always)]
+fn packed_word<const BGR: bool>(pixel: &[u8]) -> u32 {
+    let word = match *pixel {
+        [first, second, third, fourth] => u32::from_le_bytes([first, second, third, fourth]),
+        [first, second, third] => u32::from_le_bytes([first, second, third, 0]),
+        _ => unreachable!("packed pixels have three or four bytes"),
+    };
+    // Blue first: swap the outer two of the low three bytes.
+    let word = if BGR { word.swap_bytes() >> 8 } else { word };
+    word & 0x00ff_ffff
+}
+
+/// The words at `sources` of a converted row.
+fn gather_words(words: &[u32], sources: &[usize], gathered: &mut [u32]) {
+    for (word, &i) in gathered.iter_mut().zip(sources) {
+        *word = words[i];
     }
 }
 
@@ -110,23 +124,30 @@ fn blend_words<K: FixedPointBilinear>(
     }
 }
 
-/// What the horizontal pass needs of a YUV frame: its conversion, the source columns the taps
-/// read (from an even one, so that the run starts on a chroma sample), and the taps as columns:
-/// each one's two sources within that run, and its two weights.
-struct YuvSpan {
-    converter: YuvRowConverter,
+/// How the run of a source row the taps read becomes RGB words: YUV converted in SIMD lanes, or
+/// packed pixels copied a word each (the channels put in order).
+enum RowReader {
+    Yuv(YuvRowConverter),
+    Packed(PackedWords),
+}
+
+/// What the horizontal pass needs of a frame: how its rows are read, the source columns the taps
+/// read (from an even one, so that a 4:2:0 run starts on a chroma sample), and the taps as
+/// columns: each one's two sources within that run, and its two weights.
+struct TapColumns {
+    reader: RowReader,
     columns: Range<usize>,
     sources: [Vec<usize>; 2],
     weights: [Vec<i16>; 2],
 }
 
-impl YuvSpan {
-    fn new(converter: YuvRowConverter, taps: &[Tap]) -> Self {
+impl TapColumns {
+    fn new(reader: RowReader, taps: &[Tap]) -> Self {
         let first = taps.iter().map(|t| t.i0.min(t.i1)).min().unwrap_or(0);
         let end = taps.iter().map(|t| t.i0.max(t.i1) + 1).max().unwrap_or(0);
         let start = first / 2 * 2;
-        YuvSpan {
-            converter,
+        TapColumns {
+            reader,
             columns: start..end.max(first),
             sources: [
                 taps.iter().map(|t| t.i0 - start).collect(),
@@ -139,14 +160,25 @@ impl YuvSpan {
         }
     }
 
-    /// Converts the span of `row` to RGB words (once, in SIMD lanes), then blends its taps.
-    fn horizontal_pass<K: FixedPointBilinear>(&self, row: &Yuv420Row, out: [&mut [i16]; 3]) {
+    /// Converts the run of `row` the taps read to RGB words once, gathers each tap's two side by
+    /// side, then blends them.
+    fn horizontal_pass<K: FixedPointBilinear>(&self, row: FrameRow, out: [&mut [i16]; 3]) {
         CONVERTED_ROW.with_borrow_mut(|ConvertedRow { words, gathered }| {
+            for gathered in gathered.iter_mut() {
+                gathered.resize(self.sources[0].len(), 0);
+            }
             words.resize(self.columns.len(), 0);
-            row.convert_words(&self.converter, self.columns.clone(), words);
+            match (&self.reader, row) {
+                (RowReader::Yuv(converter), FrameRow::Yuv420(row)) => {
+                    row.convert_words(converter, self.columns.clone(), words)
+                }
+                (RowReader::Packed(convert), FrameRow::Packed(row)) => {
+                    convert(row, self.columns.clone(), words)
+                }
+                _ => unreachable!("a frame's rows are read as its layout says"),
+            }
             for (gathered, sources) in gathered.iter_mut().zip(&self.sources) {
-                gathered.clear();
-                gathered.extend(sources.iter().map(|&i| words[i]));
+                gather_words(words, sources, gathered);
             }
             let [first, second] = gathered;
             let [first_weights, second_weights] = &self.weights;
@@ -215,7 +247,7 @@ impl RowPair {
     }
 }
 
-/// A YUV source row converted to RGB words, and each tap's two words gathered from it.
+/// The run of a source row the taps read, as RGB words, and each tap's two words gathered from it.
 #[derive(Default)]
 struct ConvertedRow {
     words: Vec<u32>,
@@ -225,7 +257,7 @@ struct ConvertedRow {
 thread_local! {
     /// Per-thread row buffers, so a call allocates nothing once each worker has run once.
     static ROW_PAIR: RefCell<RowPair> = RefCell::new(RowPair::default());
-    /// Per-thread RGB words of the source row being converted from YUV.
+    /// Per-thread RGB words of the source row being read, and their gathers.
     static CONVERTED_ROW: RefCell<ConvertedRow> = RefCell::default();
 }
 
@@ -247,25 +279,18 @@ pub(super) fn run_separable<K: FixedPointBilinear>(
         3 * plane_len,
         "output slot must hold 3 x {dst_h} x {dst_w} values"
     );
-    let packed_format = src.geometry.layout.packed_format();
-    let packed = horizontal_pass_for::<K>(packed_format.unwrap_or(PixelFormat::Rgb));
+    let reader = match src.geometry.layout.packed_format() {
+        Some(format) => RowReader::Packed(packed_words_for(format)),
+        None => RowReader::Yuv(src.geometry.yuv.row_converter()),
+    };
     // Only the columns whose taps reach into the frame are computed; the others stay zero.
     let active = weighted_span(columns);
-    let yuv = packed_format
-        .is_none()
-        .then(|| YuvSpan::new(src.geometry.yuv.row_converter(), &columns[active.clone()]));
+    let taps = TapColumns::new(reader, &columns[active.clone()]);
     let horizontal = |y: usize, out: &mut [i16]| {
-        let taps = &columns[active.clone()];
         let (red, rest) = out.split_at_mut(dst_w);
         let (green, blue) = rest.split_at_mut(dst_w);
         let [red, green, blue] = [red, green, blue].map(|plane| &mut plane[active.clone()]);
-        match src.row(y) {
-            FrameRow::Packed(row) => packed(row, taps, [red, green, blue]),
-            FrameRow::Yuv420(row) => {
-                let yuv = yuv.as_ref().expect("a YUV row comes from a YUV frame");
-                yuv.horizontal_pass::<K>(&row, [red, green, blue])
-            }
-        }
+        taps.horizontal_pass::<K>(src.row(y), [red, green, blue]);
     };
     // What a pixel outside the frame becomes: its zero, normalised as any other value.
     let outside: [f32; 3] =
