@@ -57,10 +57,12 @@ impl OnnxEngine {
             .as_ref()
             .filter(|cache| !cache.existed)
             .map(|_| build_spinner(path));
+        // Every fusion, but not the NCHWc layout of `All`: on Sapiens' ViT and deconvolution
+        // heads it gains nothing at 0.3B and costs light models its reorders (benches/README.md).
         let session = open_session(
             path,
             environment,
-            GraphOptimizationLevel::All,
+            GraphOptimizationLevel::Level2,
             options.threads,
             |builder| register(builder, &providers, options.execution),
         );

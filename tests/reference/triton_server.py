@@ -52,6 +52,22 @@ def tensor(arg):
     return Tensor(name=arg.name, dtype=DTYPES[arg.type], shape=shape)
 
 
+def session_options(path):
+    """One intra-op thread, and the graph optimisation the program opens the model with: Sapiens
+    models (their metadata names a `sapiens_stream.task`) at the extended level, without the NCHWc
+    layout; the detectors at every level. Results through Triton then equal local ones."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    metadata = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).get_modelmeta()
+    sapiens = "sapiens_stream.task" in metadata.custom_metadata_map
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if sapiens else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    return options
+
+
 def infer_function(session):
     """The batched infer function of one session (inputs and outputs by their ONNX names)."""
     names = [o.name for o in session.get_outputs()]
@@ -146,10 +162,7 @@ def main():
     keep_onnx_metadata(metadata_by_model)
     for spec in args.models:
         name, _, path = spec.partition("=")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, session_options(path), providers=["CPUExecutionProvider"])
         if len(session.get_inputs()) != 1:
             sys.exit(f"triton_server: {path}: one image input expected")
         metadata_by_model[name] = dict(session.get_modelmeta().custom_metadata_map)
