@@ -604,8 +604,8 @@ fn push_output_records_to_an_external_server() {
         preset: VideoPreset::default(),
     };
     let mut push = RtspPush::open(&url, &options).unwrap();
-    for frame in ball_frames(45, 160, 120) {
-        push.push(&frame).unwrap();
+    for mut frame in ball_frames(45, 160, 120) {
+        push.push(&mut frame).unwrap();
         std::thread::sleep(Duration::from_millis(66));
     }
     push.finish().unwrap();
@@ -627,7 +627,7 @@ fn push_output_to_a_closed_port_fails_with_one_clear_error() {
         Ok(mut push) => {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                if let Err(error) = push.push(&ball_frames(1, 64, 48)[0]) {
+                if let Err(error) = push.push(&mut ball_frames(1, 64, 48)[0]) {
                     break error;
                 }
                 assert!(
@@ -837,11 +837,11 @@ fn a_file_output_shows_every_frame_when_live_frames_were_dropped() {
         preset: VideoPreset::default(),
     };
     let mut sink = sapiens_stream::sink::VideoSink::open(&path, &options).unwrap();
-    let kept: Vec<Frame> = ball_frames(90, 160, 120)
+    let mut kept: Vec<Frame> = ball_frames(90, 160, 120)
         .into_iter()
         .filter(|f| ![36, 44, 68, 71, 84, 88].contains(&f.index))
         .collect();
-    for frame in &kept {
+    for frame in &mut kept {
         sink.push(frame).unwrap();
     }
     sink.finish().unwrap();

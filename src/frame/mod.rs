@@ -12,7 +12,7 @@ mod view;
 pub use colour::{RgbToYuv, YuvToRgb};
 pub(crate) use colour::{YuvRowConverter, word_rgb};
 #[cfg(feature = "gstreamer")]
-pub use decoded::{Frame, MappedFrame};
+pub use decoded::{Frame, FrameCopies, MappedFrame};
 pub(crate) use layout::FrameRow;
 pub use layout::{FrameGeometry, HostFrame, SourceLayout, yuv420_to_rgb};
 pub use view::{ImageView, PaintedFrame, PixelFormat};

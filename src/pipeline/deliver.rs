@@ -84,7 +84,7 @@ pub(super) fn deliver_stage(
     let mut count = 0;
     let mut deliver = |publishers: &mut StreamPublishers, done: Done| -> Result<()> {
         let Done {
-            frame,
+            mut frame,
             result,
             track_events,
         } = done;
@@ -99,7 +99,7 @@ pub(super) fn deliver_stage(
         let published = Published::new(&result);
         publishers.each(|publisher| publisher.publish(&published))?;
         for video in &mut videos {
-            video.push(&frame)?;
+            video.push(&mut frame)?;
         }
         stats.record(start.elapsed());
         let elapsed = captured.elapsed().unwrap_or_default();

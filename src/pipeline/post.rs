@@ -8,7 +8,7 @@ use std::time::UNIX_EPOCH;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameCopies};
 use crate::metrics::{Metrics, StageStats};
 use crate::preprocess::letterbox::{Letterbox, SAPIENS2_PADDING};
 use crate::publish::frame_hub::FrameHub;
@@ -93,6 +93,7 @@ pub(super) fn post_stage(
         maps: DenseMaps::default(),
         tracking: None,
         banner: None,
+        copies: FrameCopies::default(),
         feedback,
         metrics: Arc::clone(metrics),
     };
@@ -129,6 +130,8 @@ struct PostStage<'a> {
     /// The stream's tracker, made at its first frame (it needs the frame's size).
     tracking: Option<Tracking>,
     banner: Option<Banner>,
+    /// Where frames still shared are copied before they are drawn on.
+    copies: FrameCopies,
     /// Where the tracks go back to the preprocess stage (`--detect-every`).
     feedback: Option<TrackFeedback>,
     metrics: Arc<Metrics>,
@@ -200,9 +203,10 @@ impl PostStage<'_> {
             self.fit_banner(work.frame.width(), work.frame.height());
             let banner = self.banner.as_ref();
             let (frame, maps, summary) = (&mut work.frame, &self.maps, self.summary);
+            let copies = &mut self.copies;
             self.stats.render.time(|| {
                 draw(
-                    frame,
+                    (frame, copies),
                     view_drawn,
                     &outputs,
                     (maps, banner),
@@ -589,7 +593,7 @@ const RANDOM_WEIGHTS_BANNER: &str = "RANDOM-WEIGHT TEST MODEL - NOT A REAL RESUL
 /// colours, depth or normals) unless the GPU drew it already (`view_drawn`), then the skeletons,
 /// then the random-weights banner.
 fn draw(
-    frame: &mut Frame,
+    (frame, copies): (&mut Frame, &mut FrameCopies),
     view_drawn: bool,
     outputs: &FrameOutputs,
     (maps, banner): (&DenseMaps, Option<&Banner>),
@@ -602,7 +606,7 @@ fn draw(
         .is_some()
         .then_some(&maps.class_map[..]);
     let render_error = |e: render::RenderError| Error::Render(e.to_string());
-    frame.with_bytes_mut(|bytes, geometry| {
+    frame.with_bytes_mut(copies, |bytes, geometry| {
         let mut canvas = Canvas::new(bytes, geometry).map_err(render_error)?;
         let pixels_of_frame = width * height;
         match options.view {

@@ -133,7 +133,7 @@ impl VideoOutput {
     }
 
     /// Files take every frame (backpressure); RTSP outputs never block and drop what nobody takes.
-    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+    pub fn push(&mut self, frame: &mut Frame) -> Result<()> {
         match self {
             VideoOutput::File(sink) => sink.push(frame),
             VideoOutput::RtspServe(server) => {
@@ -199,7 +199,7 @@ impl VideoSink {
     }
 
     /// Hands the frame to the encoder with the frame's own timestamps.
-    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+    pub fn push(&mut self, frame: &mut Frame) -> Result<()> {
         let sample = frame_sample(frame, Timing::Frame);
         self.appsrc.push_sample(&sample).map_err(|flow| {
             self.bus_error()
@@ -289,21 +289,32 @@ enum Timing {
     Arrival,
 }
 
-/// The frame as the encoder takes it: a new reference to its memory (other outputs may take
-/// it too) with its caps, so the encoder reads whatever layout it comes in (the decoder's
-/// NV12/I420 with its colorimetry, or RGBA) and converts only if it must.
-fn frame_sample(frame: &Frame, timing: Timing) -> gst::Sample {
-    let mut buffer = frame.buffer.clone();
-    {
-        let buffer = buffer.make_mut();
-        let nanoseconds = |ns: Option<u64>| match timing {
-            Timing::Frame => ns.map(gst::ClockTime::from_nseconds),
-            Timing::Arrival => gst::ClockTime::NONE,
-        };
-        buffer.set_pts(nanoseconds(frame.pts_ns));
-        buffer.set_dts(gst::ClockTime::NONE);
-        buffer.set_duration(nanoseconds(frame.duration_ns));
-    }
+/// The frame as the encoder takes it, timed for this output, with its caps, so the encoder reads
+/// whatever layout it comes in (the decoder's NV12/I420 with its colorimetry, or RGBA) and
+/// converts only if it must.
+/// - A file gets the frame's own buffer with its timestamps set in place (a new buffer over the
+///   same memory only if another output holds it already). A copy here would share the memory,
+///   and a pool whose buffer comes back with shared memory drops it instead of reusing it.
+/// - A live stream gets a buffer of its own over the same memory: its appsrc stamps buffers on
+///   arrival, on its own thread.
+fn frame_sample(frame: &mut Frame, timing: Timing) -> gst::Sample {
+    let buffer = match timing {
+        Timing::Frame => {
+            let own = frame.buffer.make_mut();
+            own.set_pts(frame.pts_ns.map(gst::ClockTime::from_nseconds));
+            own.set_dts(gst::ClockTime::NONE);
+            own.set_duration(frame.duration_ns.map(gst::ClockTime::from_nseconds));
+            frame.buffer.clone()
+        }
+        Timing::Arrival => {
+            let mut unstamped = frame.buffer.copy();
+            let stamps = unstamped.make_mut();
+            stamps.set_pts(gst::ClockTime::NONE);
+            stamps.set_dts(gst::ClockTime::NONE);
+            stamps.set_duration(gst::ClockTime::NONE);
+            unstamped
+        }
+    };
     gst::Sample::builder()
         .buffer(&buffer)
         .caps(&frame.caps)
@@ -459,6 +470,53 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small RGBA frame at 40 ms.
+    fn frame_at_40_ms() -> Frame {
+        gst::init().expect("GStreamer initialises");
+        Frame {
+            stream_id: 0,
+            index: 1,
+            pts_ns: Some(40_000_000),
+            duration_ns: Some(40_000_000),
+            capture_time: std::time::SystemTime::now(),
+            geometry: Frame::rgba_geometry(4, 2, 16),
+            buffer: gst::Buffer::from_mut_slice(vec![9u8; 32]),
+            caps: Frame::rgba_caps(4, 2, (25, 1)),
+        }
+    }
+
+    fn memory_address(buffer: &gst::BufferRef) -> usize {
+        buffer.map_readable().expect("readable").as_ptr() as usize
+    }
+
+    #[test]
+    fn a_file_takes_the_frames_own_buffer_and_a_live_stream_one_of_its_own() {
+        let mut frame = frame_at_40_ms();
+        let at_40_ms = Some(gst::ClockTime::from_mseconds(40));
+        let file = frame_sample(&mut frame, Timing::Frame);
+        let file_buffer = file.buffer().expect("a buffer");
+        assert_eq!(
+            file_buffer.as_ptr(),
+            frame.buffer.as_ptr(),
+            "the frame's own buffer"
+        );
+        assert_eq!(file_buffer.pts(), at_40_ms);
+        let live = frame_sample(&mut frame, Timing::Arrival);
+        let live_buffer = live.buffer().expect("a buffer");
+        assert_ne!(
+            live_buffer.as_ptr(),
+            file_buffer.as_ptr(),
+            "a buffer of its own"
+        );
+        assert_eq!(live_buffer.pts(), None, "the live appsrc stamps it");
+        assert_eq!(file_buffer.pts(), at_40_ms, "the file's timestamps stay");
+        assert_eq!(
+            memory_address(live_buffer),
+            memory_address(file_buffer),
+            "the pixels are not copied"
+        );
+    }
 
     #[test]
     fn outputs_are_files_served_or_pushed_streams() {

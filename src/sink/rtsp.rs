@@ -188,7 +188,7 @@ impl RtspServer {
     }
 
     /// Hands the frame to the shared encoder if someone watches; never blocks.
-    pub fn push(&mut self, frame: &Frame) {
+    pub fn push(&mut self, frame: &mut Frame) {
         let Some(appsrc) = lock(&self.input).clone() else {
             return;
         };
@@ -481,7 +481,7 @@ impl RtspPush {
 
     /// Hands the frame to the encoder; never blocks (the oldest frame is dropped when the
     /// network falls behind). A server that failed or went away ends the run with its error.
-    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+    pub fn push(&mut self, frame: &mut Frame) -> Result<()> {
         if let Some(error) = self.bus_error() {
             return Err(error);
         }
