@@ -300,18 +300,14 @@ enum Timing {
 fn frame_sample(frame: &mut Frame, timing: Timing) -> gst::Sample {
     let buffer = match timing {
         Timing::Frame => {
-            let own = frame.buffer.make_mut();
-            own.set_pts(frame.pts_ns.map(gst::ClockTime::from_nseconds));
-            own.set_dts(gst::ClockTime::NONE);
-            own.set_duration(frame.duration_ns.map(gst::ClockTime::from_nseconds));
+            let pts = frame.pts_ns.map(gst::ClockTime::from_nseconds);
+            let duration = frame.duration_ns.map(gst::ClockTime::from_nseconds);
+            set_times(frame.buffer.make_mut(), pts, duration);
             frame.buffer.clone()
         }
         Timing::Arrival => {
             let mut unstamped = frame.buffer.copy();
-            let stamps = unstamped.make_mut();
-            stamps.set_pts(gst::ClockTime::NONE);
-            stamps.set_dts(gst::ClockTime::NONE);
-            stamps.set_duration(gst::ClockTime::NONE);
+            set_times(unstamped.make_mut(), None, None);
             unstamped
         }
     };
@@ -319,6 +315,17 @@ fn frame_sample(frame: &mut Frame, timing: Timing) -> gst::Sample {
         .buffer(&buffer)
         .caps(&frame.caps)
         .build()
+}
+
+/// The times an encoder reads from a raw frame; it makes the decode timestamps itself.
+fn set_times(
+    buffer: &mut gst::BufferRef,
+    pts: Option<gst::ClockTime>,
+    duration: Option<gst::ClockTime>,
+) {
+    buffer.set_pts(pts);
+    buffer.set_dts(gst::ClockTime::NONE);
+    buffer.set_duration(duration);
 }
 
 /// The appsrc frames enter by, as samples that carry their caps. Files block the pipeline when
